@@ -1,0 +1,133 @@
+"""LoadBalancerHost: the LB host driven over SSH, one remote command per step."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+
+from keepsource.render.keepalived import (
+    CLIENT_ADDRESS_PRESERVED,
+    FORWARDING_METHOD,
+    render_keepalived,
+    virtual_services,
+)
+from keepsource.render.scripts import KEEPALIVED_CONF, steps
+from keepsource.settings import Settings
+
+with warnings.catch_warnings():
+    # pulumi_command.remote imports its deprecated CopyFile; keepsource does not use it.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from pulumi_command import remote
+
+TYPE = "keepsource:lb:LoadBalancerHost"
+
+
+@dataclass
+class LoadBalancerHostArgs:
+    settings: Settings
+    """The validated stack settings: addresses, workers, SSH and check timing."""
+
+    node_port: pulumi.Input[int]
+    """The Service's nodePort: the port of VIP:nodePort and of every worker."""
+
+    private_key: pulumi.Input[str] | None = None
+    """SSH private key of the LB host (and of the jump host): a secret Output.
+    None: the SSH agent is used."""
+
+
+def _connection(args: LoadBalancerHostArgs) -> remote.ConnectionArgs:
+    ssh = args.settings.lb.ssh
+    key = pulumi.Output.secret(args.private_key) if args.private_key is not None else None
+    proxy = None
+    if ssh.jump_host:
+        user, _, hostport = ssh.jump_host.partition("@")
+        host, _, port = hostport.partition(":")
+        proxy = remote.ProxyConnectionArgs(
+            host=host, port=int(port or 22), user=user, private_key=key
+        )
+    return remote.ConnectionArgs(
+        host=ssh.host,
+        port=ssh.port,
+        user=ssh.user,
+        private_key=key,
+        host_key=ssh.host_key,
+        proxy=proxy,
+        dial_error_limit=10,
+        per_dial_timeout=15,
+    )
+
+
+class LoadBalancerHost(pulumi.ComponentResource):
+    """keepalived/LVS NAT on the LB host, HAProxy off, the gateway role kept."""
+
+    keepalived_conf: pulumi.Output[str]
+    """The rendered keepalived.conf, as made live on the host."""
+    virtual_services: pulumi.Output[list[dict[str, Any]]]
+    """VIP:port -> real servers, with their checks."""
+    health_check_source: pulumi.Output[str]
+    """The address the LB's health checks come from (admit it in the NetworkPolicy)."""
+    forwarding_method: pulumi.Output[str]
+    """LVS forwarding method ("NAT")."""
+    preserves_client_address: pulumi.Output[bool]
+    """Whether the real servers see the client's own address (LVS NAT: yes)."""
+    commands: dict[str, remote.Command]
+    """The remote commands by step name."""
+
+    def __init__(
+        self, name: str, args: LoadBalancerHostArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        settings = args.settings
+        source = str(settings.network.lb_internal_address)
+        node_port = pulumi.Output.from_input(args.node_port).apply(int)
+        services = node_port.apply(lambda p: virtual_services(settings, p))
+        # Facts a policy needs. All but virtualServices are plain values, known at
+        # preview; virtualServices follows the Service's nodePort.
+        facts: dict[str, Any] = {
+            "forwardingMethod": FORWARDING_METHOD,
+            "preservesClientAddress": CLIENT_ADDRESS_PRESERVED,
+            "healthCheckSource": source,
+            "healthCheckType": "TCP",
+            "vip": str(settings.network.vip),
+            "virtualServices": services,
+        }
+        super().__init__(TYPE, name, facts, opts)
+
+        conf = node_port.apply(lambda p: render_keepalived(settings, p))
+        connection = _connection(args)
+        user = settings.lb.ssh.user
+        self.commands = {}
+        for step in steps(settings):
+            stdin = conf if step.stdin_artifact == KEEPALIVED_CONF else None
+            digest = conf.apply(step.digest) if stdin is not None else step.digest()
+            command = step.command(user)
+            self.commands[step.name] = remote.Command(
+                f"{name}-{step.name}",
+                connection=connection,
+                create=command,
+                update=command,
+                stdin=stdin,
+                triggers=[digest],
+                # Command output is not kept in logs; failures still carry it.
+                logging=remote.Logging.NONE,
+                add_previous_output_in_env=False,
+                opts=pulumi.ResourceOptions(
+                    parent=self,
+                    depends_on=[self.commands[d] for d in step.depends_on],
+                ),
+            )
+
+        self.keepalived_conf = conf
+        self.virtual_services = services
+        self.health_check_source = pulumi.Output.from_input(source)
+        self.forwarding_method = pulumi.Output.from_input(FORWARDING_METHOD)
+        self.preserves_client_address = pulumi.Output.from_input(CLIENT_ADDRESS_PRESERVED)
+        self.register_outputs(
+            {
+                **facts,
+                "keepalivedConf": conf,
+                "commands": list(self.commands),
+            }
+        )

@@ -1,0 +1,59 @@
+"""``python -m keepsource``: render a stack offline, or verify a lab's end state."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from keepsource.settings import ConfigError
+from keepsource.stackfile import PROJECT_ROOT, load
+
+
+def _render(args: argparse.Namespace) -> int:
+    from keepsource.artifacts import artifacts
+
+    settings = load(args.stack, Path(args.project))
+    files = artifacts(settings)
+    out = Path(args.out)
+    for name, text in files.items():
+        path = out / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        if name.endswith(".sh"):
+            path.chmod(0o755)
+        print(f"wrote {path}")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from keepsource.verify import run_verify
+
+    settings = load(args.stack, Path(args.project))
+    return run_verify(settings, args.stack)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m keepsource", description=__doc__)
+    parser.add_argument(
+        "--project", default=str(PROJECT_ROOT), help="project root holding Pulumi.STACK.yaml"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    render = sub.add_parser("render", help="write the stack's artifacts to a folder")
+    render.add_argument("stack")
+    render.add_argument("--out", required=True, help="output folder")
+    render.set_defaults(func=_render)
+    verify = sub.add_parser("verify", help="check a lab's end state, one PASS/FAIL line each")
+    verify.add_argument("stack")
+    verify.set_defaults(func=_verify)
+    args = parser.parse_args(argv)
+    try:
+        code = int(args.func(args))
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,22 @@
+"""Everything ``render`` writes, as text, computed before anything is written."""
+
+from __future__ import annotations
+
+from keepsource.render import gateway, kube
+from keepsource.render.keepalived import render_keepalived
+from keepsource.render.scripts import steps
+from keepsource.settings import Settings
+
+
+def artifacts(settings: Settings) -> dict[str, str]:
+    """File name -> content; the node port and check source come from the config,
+    as they do when the program wires the Service's and the LB's outputs."""
+    files = {
+        "keepalived.conf": render_keepalived(settings, settings.node_port),
+        "rules.v4": gateway.render_rules_v4(settings),
+        "90-keepsource-gateway.conf": gateway.render_sysctl(settings),
+        "manifests.yaml": kube.to_yaml(kube.objects(settings)),
+    }
+    for i, step in enumerate(steps(settings), start=1):
+        files[f"steps/{i:02d}-{step.name}.sh"] = step.script
+    return files

@@ -1,0 +1,134 @@
+"""keepalived.conf for LVS in NAT mode: the client's address reaches the pod.
+
+Timing of the health checks (every real server gets a TCP_CHECK from the LB's
+internal address, on the very port the traffic uses):
+
+keepalived runs a check every ``delay_loop`` seconds; a check that fails is
+retried ``retry`` times, ``delay_before_retry`` seconds apart, and only when
+every attempt failed is the server taken out of the IPVS table. A success
+re-adds it at once.
+
+* A worker that refuses (RST: nothing listens) fails each attempt at once:
+  worst case ``delay_loop + retry * delay_before_retry``.
+* A worker that silently drops (``externalTrafficPolicy: Local`` and no local
+  pod: kube-proxy drops the SYN) makes each attempt wait ``connect_timeout``:
+  worst case ``delay_loop + (retry + 1) * connect_timeout + retry * delay_before_retry``.
+* A recovered worker comes back after at most ``delay_loop`` (plus one RTT).
+
+With the defaults (0.5 s, 1 retry, 0.5 s, 1.0 s) that is 1.0 s for a refusing
+worker, 3.0 s for a dropping one, 0.5 s to re-add: within the 2 s / 3 s / 2 s
+budget. The rendered file repeats the numbers for its own settings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from keepsource.settings import HealthCheck, Settings
+
+#: What a keepsource LB does to a connection: LVS NAT rewrites the destination
+#: only; the client's source address is kept end to end.
+FORWARDING_METHOD = "NAT"
+CLIENT_ADDRESS_PRESERVED = True
+
+
+@dataclass(frozen=True)
+class CheckBudget:
+    refused_s: float
+    dropped_s: float
+    readd_s: float
+
+
+def check_budget(hc: HealthCheck) -> CheckBudget:
+    """Worst-case seconds for a real server to leave or rejoin the pool."""
+    refused = hc.delay_loop + hc.retry * hc.delay_before_retry
+    dropped = refused + (hc.retry + 1) * hc.connect_timeout
+    return CheckBudget(refused_s=refused, dropped_s=dropped, readd_s=hc.delay_loop)
+
+
+def virtual_services(settings: Settings, node_port: int) -> list[dict[str, object]]:
+    """The virtual services as plain facts (camelCase, as a policy sees them)."""
+    vip = str(settings.network.vip)
+    check_source = str(settings.network.lb_internal_address)
+    api = settings.apiserver
+    return [
+        {
+            "name": "apiserver",
+            "vip": vip,
+            "port": api.port,
+            "protocol": "TCP",
+            "method": FORWARDING_METHOD,
+            "check": {"type": "TCP", "source": check_source},
+            "realServers": [{"address": str(api.address), "port": api.port}],
+        },
+        {
+            "name": settings.workload.name,
+            "vip": vip,
+            "port": node_port,
+            "protocol": "TCP",
+            "method": FORWARDING_METHOD,
+            "check": {"type": "TCP", "source": check_source},
+            "realServers": [
+                {"name": w.name, "address": str(w.address), "port": node_port}
+                for w in settings.workers
+            ],
+        },
+    ]
+
+
+def _num(value: float) -> str:
+    return f"{value:g}"
+
+
+def render_keepalived(settings: Settings, node_port: int) -> str:
+    """The whole /etc/keepalived/keepalived.conf."""
+    hc = settings.health_check
+    budget = check_budget(hc)
+    lines = [
+        "# Managed by keepsource; changes here are overwritten.",
+        "# LVS NAT: the client's address reaches the real server (no proxy ends the",
+        "# connection), so the pod's NetworkPolicy sees the real client.",
+        "# Health checks: TCP connect from the LB's internal address to the real",
+        "# server's port. Worst case to leave the pool:",
+        f"#   refusing worker: delay_loop {_num(hc.delay_loop)} + retry {hc.retry}"
+        f" x delay_before_retry {_num(hc.delay_before_retry)} = {_num(budget.refused_s)} s",
+        f"#   dropping worker: {_num(budget.refused_s)} + (retry {hc.retry} + 1)"
+        f" x connect_timeout {_num(hc.connect_timeout)} = {_num(budget.dropped_s)} s",
+        f"#   re-add a recovered worker: delay_loop = {_num(budget.readd_s)} s",
+        "",
+        "global_defs {",
+        "    router_id keepsource",
+        "}",
+    ]
+    for vs in virtual_services(settings, node_port):
+        lines += [
+            "",
+            f"# {vs['name']}",
+            f"virtual_server {vs['vip']} {vs['port']} {{",
+            f"    delay_loop {_num(hc.delay_loop)}",
+            "    lb_algo rr",
+            f"    lvs_method {FORWARDING_METHOD}",
+            "    protocol TCP",
+            "    # no traffic to a real server until its first check passed",
+            "    alpha",
+        ]
+        check = vs["check"]
+        assert isinstance(check, dict)
+        real_servers = vs["realServers"]
+        assert isinstance(real_servers, list)
+        for rs in real_servers:
+            lines += [
+                "",
+                f"    real_server {rs['address']} {rs['port']} {{",
+                "        weight 1",
+                "        TCP_CHECK {",
+                f"            connect_port {rs['port']}",
+                f"            bindto {check['source']}",
+                f"            connect_timeout {_num(hc.connect_timeout)}",
+                f"            retry {hc.retry}",
+                f"            delay_before_retry {_num(hc.delay_before_retry)}",
+                "        }",
+                "    }",
+            ]
+        lines.append("}")
+    return "\n".join(lines) + "\n"

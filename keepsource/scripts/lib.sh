@@ -1,0 +1,26 @@
+# keepsource: helpers shared by every LB step (prepended to each step).
+set -euo pipefail
+export LC_ALL=C
+ks_step="${KS_STEP:-step}"
+ks_changed=0
+ks_say() { printf 'keepsource: %s: %s\n' "$ks_step" "$*"; }
+ks_fail() { printf 'keepsource: %s: FAILED: %s\n' "$ks_step" "$*" >&2; exit 1; }
+ks_done() {
+  if [ "$ks_changed" -eq 1 ]; then ks_say "changed"; else ks_say "unchanged"; fi
+}
+# ks_put FILE MODE: write stdin to FILE (atomically) only if it differs.
+ks_put() {
+  local file="$1" mode="$2" tmp
+  tmp="$(mktemp "${file}.keepsource.XXXXXX")"
+  cat > "$tmp"
+  if [ -f "$file" ] && cmp -s "$tmp" "$file"; then
+    rm -f "$tmp"
+    return 0
+  fi
+  chmod "$mode" "$tmp"
+  mv -f "$tmp" "$file"
+  ks_changed=1
+}
+ks_has_unit() {
+  [ -n "$(systemctl list-unit-files "$1.service" --no-legend 2>/dev/null)" ]
+}

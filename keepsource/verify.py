@@ -1,0 +1,159 @@
+"""The end state, checked from the outside: one PASS/FAIL line per check.
+
+Clients run ``curl`` through a network namespace (the local lab) or over SSH
+(a real lab); the LB's state is read over SSH. Every probe is bounded in time.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from keepsource.render import gateway
+from keepsource.settings import Settings
+
+Runner = Callable[[str], tuple[int, str]]
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+    def line(self) -> str:
+        return f"{'PASS' if self.ok else 'FAIL'}  {self.name}: {self.detail}"
+
+
+def _ssh_argv(target: str, identity: str | None) -> list[str]:
+    user_host, _, port = target.partition(":")
+    argv = [
+        "ssh",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "ConnectTimeout=5",
+        "-o",
+        "StrictHostKeyChecking=accept-new",
+        "-o",
+        "LogLevel=ERROR",
+    ]
+    if port:
+        argv += ["-p", port]
+    if identity:
+        argv += ["-i", identity, "-o", "IdentitiesOnly=yes"]
+    return [*argv, user_host]
+
+
+def runner_for(via: str, target: str, identity: str | None = None, timeout: float = 30) -> Runner:
+    """A function that runs a shell command there and returns (status, output)."""
+    if via == "netns":
+        prefix = ["ip", "netns", "exec", target, "sh", "-c"]
+    else:
+        prefix = [*_ssh_argv(target, identity)]
+
+    def run(command: str) -> tuple[int, str]:
+        argv = [*prefix, command]
+        try:
+            done = subprocess.run(
+                argv, capture_output=True, text=True, timeout=timeout, check=False
+            )
+        except subprocess.TimeoutExpired:
+            return 124, f"no answer within {timeout} s"
+        return done.returncode, (done.stdout + done.stderr).strip()
+
+    return run
+
+
+def curl_command(url: str) -> str:
+    return f"curl -s -m 2 -o - -w '\\nHTTP %{{http_code}}\\n' {shlex.quote(url)}"
+
+
+def client_checks(settings: Settings, allowed: Runner, denied: Runner) -> list[Check]:
+    assert settings.verify is not None
+    url = f"http://{settings.network.vip}:{settings.node_port}/"
+    a, d = settings.verify.allowed_client, settings.verify.denied_client
+    rc, out = allowed(curl_command(url))
+    page = rc == 0 and "Welcome to nginx" in out and "HTTP 200" in out
+    checks = [Check(f"{a.name} gets the nginx page from {url}", page, f"curl exit {rc}")]
+    rc, out = denied(curl_command(url))
+    # curl exit 28: timed out (the policy drops); 7 would mean refused, 0 served.
+    checks.append(Check(f"{d.name} times out on {url}", rc == 28, f"curl exit {rc}"))
+    return checks
+
+
+def parse_ipvs(text: str, vip: str, port: int) -> set[str]:
+    """Real servers ('ip:port') of one virtual service in `ipvsadm -Ln` output."""
+    servers: set[str] = set()
+    inside = False
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 2 and fields[0] in ("TCP", "UDP"):
+            inside = fields[1] == f"{vip}:{port}"
+        elif inside and len(fields) >= 2 and fields[0] == "->" and re.match(r"^\d", fields[1]):
+            servers.add(fields[1])
+    return servers
+
+
+def lb_checks(settings: Settings, lb: Runner) -> list[Check]:
+    checks: list[Check] = []
+
+    def state(command: str) -> str:
+        return lb(command)[1].strip()
+
+    for unit, active, enabled in (("keepalived", "active", "enabled"),):
+        got = (state(f"systemctl is-active {unit}"), state(f"systemctl is-enabled {unit}"))
+        checks.append(Check(f"{unit} active and enabled", got == (active, enabled), "/".join(got)))
+    got = (state("systemctl is-active haproxy"), state("systemctl is-enabled haproxy"))
+    off = got[0] != "active" and got[1] != "enabled"
+    checks.append(Check("haproxy inactive and disabled", off, "/".join(got)))
+    fwd = state("sysctl -n net.ipv4.ip_forward")
+    checks.append(Check("ip_forward is 1", fwd == "1", fwd))
+    inner = settings.network.internal_subnet
+    rule = f"-A {gateway.CHAIN} -s {inner} ! -d {inner} -j MASQUERADE"
+    nat = state("iptables-save -t nat")
+    jump = f"-A POSTROUTING -j {gateway.CHAIN}" in nat.splitlines()
+    checks.append(Check(f"MASQUERADE of {inner} present", rule in nat and jump, rule))
+    vip, port = str(settings.network.vip), settings.node_port
+    source = settings.network.lb_internal_address
+    healthy = set()
+    for w in settings.workers:
+        probe = (
+            f"curl -s -o /dev/null -m 2 --interface {source} "
+            f"http://{w.address}:{port}/ && echo up || echo down"
+        )
+        if state(probe).endswith("up"):
+            healthy.add(f"{w.address}:{port}")
+    table = parse_ipvs(state("ipvsadm -Ln"), vip, port)
+    checks.append(
+        Check(
+            f"IPVS {vip}:{port} holds exactly the healthy workers",
+            table == healthy and bool(healthy),
+            f"ipvs={sorted(table)} healthy={sorted(healthy)}",
+        )
+    )
+    return checks
+
+
+def run_verify(settings: Settings, stack: str) -> int:
+    v = settings.verify
+    if v is None:
+        print(f"error: stack {stack} has no keepsource:verify section", flush=True)
+        return 2
+    identity = v.ssh_identity
+    ssh = settings.lb.ssh
+    lb_target = v.lb_target or f"{ssh.user}@{ssh.host}:{ssh.port}"
+    checks = client_checks(
+        settings,
+        runner_for(v.via, v.allowed_client.target, identity),
+        runner_for(v.via, v.denied_client.target, identity),
+    )
+    checks += lb_checks(settings, runner_for("ssh", lb_target, identity))
+    for check in checks:
+        print(check.line(), flush=True)
+    failed = sum(not c.ok for c in checks)
+    print(f"verify {stack}: {len(checks) - failed} passed, {failed} failed")
+    return 0 if failed == 0 else 1

@@ -22,6 +22,8 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     from pulumi_command import remote
 
+    remote.Command  # noqa: B018 (the package loads lazily: load it here)
+
 TYPE = "keepsource:lb:LoadBalancerHost"
 
 

@@ -33,6 +33,15 @@ def _verify(args: argparse.Namespace) -> int:
     return run_verify(settings, args.stack)
 
 
+def _schema(args: argparse.Namespace) -> int:
+    import json
+
+    from keepsource.settings import json_schema
+
+    print(json.dumps(json_schema(), indent=2, sort_keys=True))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m keepsource", description=__doc__)
     parser.add_argument(
@@ -46,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     verify = sub.add_parser("verify", help="check a lab's end state, one PASS/FAIL line each")
     verify.add_argument("stack")
     verify.set_defaults(func=_verify)
+    schema = sub.add_parser("schema", help="print the JSON schema of a stack file")
+    schema.set_defaults(func=_schema)
     args = parser.parse_args(argv)
     try:
         code = int(args.func(args))

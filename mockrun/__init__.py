@@ -66,11 +66,21 @@ class Run:
 
 
 class _Mocks(pulumi.runtime.Mocks):
+    def __init__(self, allocated_node_port: int | None = None) -> None:
+        self.allocated_node_port = allocated_node_port
+
     def new_resource(
         self, args: pulumi.runtime.MockResourceArgs
     ) -> tuple[str | None, dict[str, Any]]:
-        # Outputs echo the inputs, as a create does for these resource types.
-        return (f"{args.name}-id" if args.custom else None), dict(args.inputs)
+        # Outputs echo the inputs, as a create does for these resource types;
+        # optionally the "cluster" hands the Service another nodePort, to show
+        # that the LB follows the Service's output rather than the config.
+        outputs = dict(args.inputs)
+        if args.typ == "kubernetes:core/v1:Service" and self.allocated_node_port is not None:
+            spec = dict(outputs["spec"])
+            spec["ports"] = [{**p, "nodePort": self.allocated_node_port} for p in spec["ports"]]
+            outputs["spec"] = spec
+        return (f"{args.name}-id" if args.custom else None), outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:  # type: ignore[override]
         return {}
@@ -138,15 +148,15 @@ def run_program(
     secret_keys: list[str] | None = None,
     preview: bool = False,
     program: Path = PROJECT_ROOT / "__main__.py",
+    allocated_node_port: int | None = None,
 ) -> Run:
     """Run the program once with this config (``{"keepsource:key": value}``)."""
     strings, secrets = pulumi_config_strings(config)
-    monitor = _Monitor(_Mocks())
+    mock = _Mocks(allocated_node_port)
+    monitor = _Monitor(mock)
     runtime_settings.ROOT.set(None)
     pulumi.runtime.set_all_config(strings, secret_keys=secrets + list(secret_keys or []))
-    pulumi.runtime.set_mocks(
-        _Mocks(), project=PROJECT, stack=stack, preview=preview, monitor=monitor
-    )
+    pulumi.runtime.set_mocks(mock, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
     root = str(program.parent)
     if root not in sys.path:
         sys.path.insert(0, root)

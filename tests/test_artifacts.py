@@ -1,0 +1,160 @@
+"""Every generated artifact, for every stack, judged by the real tool."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from keepsource.artifacts import artifacts
+from keepsource.render import kube
+from keepsource.render.keepalived import check_budget, render_keepalived
+from keepsource.settings import HealthCheck
+from keepsource.stackfile import load
+from tests.conftest import ALL_STACKS, require_tool
+
+K8S_VERSION = "1.35.0"
+
+
+def _write(tmp_path: Path, stack: str) -> Path:
+    out = tmp_path / stack
+    for name, text in artifacts(load(stack)).items():
+        path = out / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return out
+
+
+@pytest.mark.parametrize("stack", ALL_STACKS)
+def test_keepalived_accepts_the_config(tmp_path: Path, stack: str) -> None:
+    tool = require_tool("keepalived")
+    out = _write(tmp_path, stack)
+    done = subprocess.run(
+        [tool, "-t", "-e", "-l", "-f", str(out / "keepalived.conf")],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_keepalived_check_does_reject_a_bad_keyword(tmp_path: Path) -> None:
+    """The check above can fail: the seed's ng_get_retry is refused."""
+    tool = require_tool("keepalived")
+    conf = render_keepalived(load("dev"), 30080).replace(" retry 1\n", " ng_get_retry 1\n", 1)
+    path = tmp_path / "bad.conf"
+    path.write_text(conf)
+    done = subprocess.run(
+        [tool, "-t", "-e", "-f", str(path)], capture_output=True, check=False, timeout=30
+    )
+    assert done.returncode != 0
+
+
+@pytest.mark.parametrize("stack", ALL_STACKS)
+@pytest.mark.parametrize("restore", ["iptables-restore", "iptables-legacy-restore"])
+def test_rules_pass_iptables_restore_test(tmp_path: Path, stack: str, restore: str) -> None:
+    require_tool("unshare")
+    tool = require_tool(restore)
+    rules = _write(tmp_path, stack) / "rules.v4"
+    done = subprocess.run(
+        ["unshare", "-n", tool, "--test", "--noflush", str(rules)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_legacy_restore_rejects_a_typo(tmp_path: Path) -> None:
+    tool = require_tool("iptables-legacy-restore")
+    text = artifacts(load("dev"))["rules.v4"].replace("MASQUERADE", "MASQUERAD")
+    path = tmp_path / "bad.v4"
+    path.write_text(text)
+    done = subprocess.run(
+        ["unshare", "-n", tool, "--test", "--noflush", str(path)],
+        capture_output=True,
+        check=False,
+        timeout=30,
+    )
+    assert done.returncode != 0
+
+
+@pytest.mark.parametrize("stack", ALL_STACKS)
+def test_shellcheck_passes_every_remote_script(tmp_path: Path, stack: str) -> None:
+    tool = require_tool("shellcheck")
+    scripts = sorted((_write(tmp_path, stack) / "steps").glob("*.sh"))
+    assert len(scripts) == 5
+    done = subprocess.run(
+        [tool, "--shell=bash", "--severity=style", *map(str, scripts)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout
+
+
+@pytest.mark.parametrize("stack", ALL_STACKS)
+def test_manifests_validate_strictly(tmp_path: Path, stack: str) -> None:
+    text = (_write(tmp_path, stack) / "manifests.yaml").read_text()
+    objs = list(yaml.safe_load_all(text))
+    assert [o["kind"] for o in objs] == ["Namespace", "Deployment", "Service", "NetworkPolicy"]
+    for obj in objs:
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+
+
+def test_strict_validation_can_fail() -> None:
+    svc = kube.service(load("dev"))
+    svc["spec"]["externalTrafficPolicyy"] = "Local"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(svc, K8S_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("stack", ALL_STACKS)
+def test_manifests_express_the_fix(stack: str) -> None:
+    s = load(stack)
+    objs = {o["kind"]: o for o in kube.objects(s)}
+    svc, pol, dep = objs["Service"], objs["NetworkPolicy"], objs["Deployment"]
+    assert svc["spec"]["externalTrafficPolicy"] == "Local"
+    assert svc["spec"]["ports"][0]["nodePort"] == s.node_port
+    assert svc["spec"]["selector"] == pol["spec"]["podSelector"]["matchLabels"]
+    assert dep["spec"]["template"]["metadata"]["labels"] == svc["spec"]["selector"]
+    cidrs = [p["ipBlock"]["cidr"] for p in pol["spec"]["ingress"][0]["from"]]
+    assert f"{s.network.lb_internal_address}/32" in cidrs
+    assert set(map(str, s.allowed_clients)) <= set(cidrs)
+    assert pol["spec"]["ingress"][0]["ports"] == [
+        {"protocol": "TCP", "port": s.workload.container_port}
+    ]
+    probe = dep["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
+    assert probe["tcpSocket"]["port"] == s.workload.container_port
+
+
+@pytest.mark.parametrize("stack", ALL_STACKS)
+def test_keepalived_conf_routes_vip_to_the_nodes(stack: str) -> None:
+    s = load(stack)
+    conf = render_keepalived(s, s.node_port)
+    vip = s.network.vip
+    assert f"virtual_server {vip} {s.apiserver.port} {{" in conf
+    assert f"virtual_server {vip} {s.node_port} {{" in conf
+    assert f"real_server {s.apiserver.address} {s.apiserver.port} {{" in conf
+    for w in s.workers:
+        assert f"real_server {w.address} {s.node_port} {{" in conf
+    assert conf.count("TCP_CHECK") == len(s.workers) + 1
+    assert conf.count("lvs_method NAT") == 2 and conf.count("alpha") == 2
+    assert f"bindto {s.network.lb_internal_address}" in conf
+    assert "ng_get_retry" not in conf and "nb_get_retry" not in conf
+
+
+def test_default_timing_meets_the_budget() -> None:
+    budget = check_budget(HealthCheck())
+    assert budget.refused_s <= 2.0
+    assert budget.dropped_s <= 3.0
+    assert budget.readd_s <= 2.0
+    slow = check_budget(HealthCheck(delay_loop=2, connect_timeout=3, retry=1, delay_before_retry=1))
+    # FACTS.md measured 7-10 s for this timing: the formula's worst case agrees.
+    assert slow.dropped_s == 9.0

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import copy
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from keepsource.stackfile import PROJECT_ROOT, load_config, stacks
+
+# The policy pack's folder is what Pulumi puts on sys.path for the pack.
+sys.path.insert(0, str(PROJECT_ROOT / "policies"))
 
 ALL_STACKS = stacks()
 

@@ -1,0 +1,305 @@
+"""Build the LB guest from Debian packages: debootstrap, then a raw ext4 image.
+
+The guest starts in the seed's state: HAProxy in front of the nodes and the
+gateway role (ip_forward + MASQUERADE). keepalived and ipvsadm are *not* in the
+image; their packages go to the lab's own repository, which the lab serves to
+the guest from a namespace on the lab's external side.
+
+The Debian mirror is read from this machine's apt configuration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from lab import paths
+
+SUITE = "bookworm"
+IMAGE_PACKAGES = [
+    "systemd-sysv",
+    "udev",
+    "dbus",
+    "openssh-server",
+    "haproxy",
+    "curl",
+    "linux-image-amd64",
+    "kmod",
+    "iproute2",
+    "initramfs-tools",
+    "iptables",
+    "procps",
+    "ca-certificates",
+]
+# What keepsource installs: served by the lab's repository, not in the image.
+REPO_PACKAGES = ["keepalived", "ipvsadm", "iptables-persistent"]
+
+REPO_ADDRESS = "192.168.0.250"
+MACS = {"mgmt": "52:54:00:4b:53:01", "lbext": "52:54:00:4b:53:02", "lbint": "52:54:00:4b:53:03"}
+
+SEED_HAPROXY = """\
+# The seed's HAProxy: terminates every client connection (the fault).
+global
+    log /dev/log local0
+    maxconn 2000
+defaults
+    log global
+    mode http
+    timeout connect 2s
+    timeout client 10s
+    timeout server 10s
+frontend apiserver
+    bind 192.168.0.1:6443
+    mode tcp
+    default_backend masters
+backend masters
+    mode tcp
+    server master 172.16.0.1:6443 check
+frontend nginx
+    bind 192.168.0.1:30080
+    default_backend workers
+backend workers
+    balance roundrobin
+    server worker01 172.16.0.11:30080 check
+    server worker02 172.16.0.12:30080 check
+"""
+
+SEED_GATEWAY_UNIT = """\
+[Unit]
+Description=Seed gateway: masquerade the nodes' subnet (as the seed lab had it)
+After=network-pre.target
+Before=network.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/sbin/iptables -t nat -A POSTROUTING -s 172.16.0.0/24 -o lbext -j MASQUERADE
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def log(msg: str) -> None:
+    print(f"[lab image] {msg}", flush=True)
+
+
+def mirror() -> str:
+    """The Debian mirror this machine's apt uses for the main archive."""
+    texts: list[str] = []
+    for path in [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]:
+        if path.is_file() and path.suffix in ("", ".list", ".sources"):
+            texts.append(path.read_text())
+    for text in texts:
+        for stanza in re.split(r"\n\s*\n", text):
+            uris = re.search(r"^URIs:\s*(\S+)", stanza, re.M)
+            suites = re.search(r"^Suites:\s*(.+)$", stanza, re.M)
+            if (
+                uris
+                and suites
+                and SUITE in suites.group(1).split()
+                and "security" not in uris.group(1)
+            ):
+                return uris.group(1)
+        for line in text.splitlines():
+            m = re.match(r"^deb\s+(?:\[[^]]*\]\s+)?(\S+)\s+(\S+)\s", line)
+            if m and m.group(2) == SUITE:
+                return m.group(1)
+    raise SystemExit("lab: no Debian bookworm mirror in this machine's apt configuration")
+
+
+def _files() -> dict[str, str]:
+    """Files written into the guest tree (path -> content)."""
+    networkd = {}
+    for name, mac in MACS.items():
+        networkd[f"/etc/systemd/network/10-{name}.link"] = (
+            f"[Match]\nMACAddress={mac}\n\n[Link]\nName={name}\n"
+        )
+    networkd["/etc/systemd/network/20-mgmt.network"] = (
+        "[Match]\nName=mgmt\n\n[Network]\nDHCP=ipv4\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n"
+    )
+    networkd["/etc/systemd/network/20-lbext.network"] = (
+        "[Match]\nName=lbext\n\n[Network]\nAddress=192.168.0.1/24\n"
+        "LinkLocalAddressing=no\nIPv6AcceptRA=no\nConfigureWithoutCarrier=yes\n"
+    )
+    networkd["/etc/systemd/network/20-lbint.network"] = (
+        "[Match]\nName=lbint\n\n[Network]\nAddress=172.16.0.254/24\n"
+        "LinkLocalAddressing=no\nIPv6AcceptRA=no\nConfigureWithoutCarrier=yes\n"
+    )
+    return {
+        **networkd,
+        "/etc/hostname": "lb\n",
+        "/etc/hosts": "127.0.0.1 localhost\n127.0.1.1 lb\n",
+        "/etc/fstab": "/dev/vda / ext4 defaults,noatime 0 1\n",
+        "/etc/haproxy/haproxy.cfg": SEED_HAPROXY,
+        "/etc/sysctl.d/99-seed-gateway.conf": "net.ipv4.ip_forward = 1\n",
+        "/etc/systemd/system/seed-gateway.service": SEED_GATEWAY_UNIT,
+        "/etc/initramfs-tools/conf.d/keepsource-lab.conf": "MODULES=list\n",
+        "/etc/initramfs-tools/modules": "virtio_pci\nvirtio_blk\next4\n",
+        "/etc/apt/sources.list": f"deb [trusted=yes] http://{REPO_ADDRESS}/ ./\n",
+        "/etc/ssh/sshd_config.d/keepsource-lab.conf": (
+            "PermitRootLogin prohibit-password\nPasswordAuthentication no\nUseDNS no\n"
+        ),
+        "/etc/systemd/system/systemd-networkd-wait-online.service.d/any.conf": (
+            "[Service]\nExecStart=\nExecStart=/lib/systemd/systemd-networkd-wait-online "
+            "--any --timeout=10\n"
+        ),
+        "/etc/default/haproxy": "",
+    }
+
+
+def _recipe() -> str:
+    """A digest of everything the image is made of: a change rebuilds it."""
+    h = hashlib.sha256(Path(__file__).read_bytes())
+    return h.hexdigest()
+
+
+def up_to_date() -> bool:
+    stamp = paths.IMAGE_STAMP
+    needed = [paths.IMAGE, paths.KERNEL, paths.INITRD, paths.REPO / "Packages", paths.KEY]
+    return stamp.is_file() and stamp.read_text() == _recipe() and all(p.exists() for p in needed)
+
+
+def _run(argv: list[str], **kw: object) -> None:
+    subprocess.run(argv, check=True, **kw)  # type: ignore[call-overload]
+
+
+def _chroot(tree: Path, command: str, network: bool = True, timeout: int = 900) -> None:
+    argv = ["chroot", str(tree), "/bin/sh", "-c", command]
+    if not network:
+        argv = ["unshare", "-n", *argv]
+    env = {
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        "DEBIAN_FRONTEND": "noninteractive",
+        "LC_ALL": "C",
+    }
+    subprocess.run(argv, check=True, timeout=timeout, env=env)
+
+
+def build(force: bool = False) -> None:
+    if not force and up_to_date():
+        log(f"cached image is up to date: {paths.IMAGE}")
+        return
+    start = time.monotonic()
+    cache = paths.CACHE
+    cache.mkdir(parents=True, exist_ok=True)
+    tree = cache / "tree"
+    if tree.exists():
+        shutil.rmtree(tree)
+    url = mirror()
+    log("debootstrap bookworm (minbase) from the machine's apt mirror ...")
+    _run(
+        [
+            "debootstrap",
+            "--variant=minbase",
+            f"--include={','.join(IMAGE_PACKAGES)}",
+            SUITE,
+            str(tree),
+            url,
+        ],
+        stdout=subprocess.DEVNULL,
+        timeout=1500,
+    )
+    log(f"debootstrap done in {time.monotonic() - start:.0f} s")
+    # The packages keepsource installs: downloaded now, served by the lab's repo.
+    repo = paths.REPO
+    if repo.exists():
+        shutil.rmtree(repo)
+    repo.mkdir(parents=True)
+    (tree / "etc/apt/sources.list").write_text(f"deb {url} {SUITE} main\n")
+    # debootstrap leaves the image's own packages in the cache: start empty.
+    _chroot(tree, "apt-get clean && apt-get -q update >/dev/null")
+    _chroot(
+        tree,
+        "apt-get -q -y --no-install-recommends install --download-only "
+        + " ".join(REPO_PACKAGES)
+        + " >/dev/null",
+    )
+    debs = sorted((tree / "var/cache/apt/archives").glob("*.deb"))
+    if not debs:
+        raise SystemExit("lab: no packages were downloaded for the lab repository")
+    for deb in debs:
+        shutil.copy2(deb, repo / deb.name)
+    packages = subprocess.run(
+        ["dpkg-scanpackages", "--multiversion", "."],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    (repo / "Packages").write_text(packages)
+    log(f"lab repository: {len(debs)} packages ({', '.join(REPO_PACKAGES)} and dependencies)")
+    _chroot(tree, "apt-get clean && rm -rf /var/lib/apt/lists/*")
+
+    for path, text in _files().items():
+        target = tree / path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+    # Lab SSH key: root logs in with it.
+    if not paths.KEY.exists():
+        _run(
+            [
+                "ssh-keygen",
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                "keepsource-lab",
+                "-f",
+                str(paths.KEY),
+            ]
+        )
+    ssh_dir = tree / "root/.ssh"
+    ssh_dir.mkdir(mode=0o700, exist_ok=True)
+    shutil.copy2(paths.KEY.with_suffix(".pub"), ssh_dir / "authorized_keys")
+    (ssh_dir / "authorized_keys").chmod(0o600)
+    _chroot(
+        tree,
+        "systemctl enable systemd-networkd ssh haproxy seed-gateway >/dev/null 2>&1;"
+        " systemctl mask apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer"
+        " fstrim.timer >/dev/null 2>&1; passwd -d root >/dev/null; true",
+        network=False,
+    )
+    _chroot(tree, "update-initramfs -u -k all >/dev/null 2>&1", network=False)
+    kernels = sorted((tree / "boot").glob("vmlinuz-*"))
+    initrds = sorted((tree / "boot").glob("initrd.img-*"))
+    if not kernels or not initrds:
+        raise SystemExit("lab: the guest tree has no kernel or initrd")
+    shutil.copy2(kernels[-1], paths.KERNEL)
+    shutil.copy2(initrds[-1], paths.INITRD)
+    raw = paths.IMAGE.with_suffix(".tmp")
+    raw.unlink(missing_ok=True)
+    _run(
+        [
+            "mke2fs",
+            "-q",
+            "-F",
+            "-E",
+            "root_owner=0:0",
+            "-t",
+            "ext4",
+            "-L",
+            "lbroot",
+            "-d",
+            str(tree),
+            str(raw),
+            "2G",
+        ],
+        timeout=300,
+    )
+    raw.replace(paths.IMAGE)
+    shutil.rmtree(tree)
+    paths.IMAGE_STAMP.write_text(_recipe())
+    log(f"image built in {time.monotonic() - start:.0f} s: {paths.IMAGE}")
+
+
+if __name__ == "__main__":
+    build(force="--force" in sys.argv)

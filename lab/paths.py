@@ -1,0 +1,24 @@
+"""Where the lab keeps its files (ignored by git)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parent.parent
+STATE = Path(os.environ.get("KEEPSOURCE_LAB_DIR", PROJECT / ".lab"))
+CACHE = Path(os.environ.get("KEEPSOURCE_LAB_CACHE", STATE / "cache"))
+
+IMAGE = CACHE / "lb.img"  # the built guest disk (raw ext4), reused across runs
+KERNEL = CACHE / "vmlinuz"
+INITRD = CACHE / "initrd.img"
+REPO = CACHE / "repo"  # the lab's package repository (keepalived & co.)
+IMAGE_STAMP = CACHE / "image.stamp"
+KEY = CACHE / "id_ed25519"  # the lab's own SSH key (root on the guest)
+
+RUN = STATE / "run"  # one lab run: overlay, pids, console
+OVERLAY = RUN / "lb-overlay.qcow2"
+CONSOLE = RUN / "console.log"
+QEMU_PID = RUN / "qemu.pid"
+KNOWN_HOSTS = RUN / "known_hosts"
+STATE_FILE = RUN / "state.json"

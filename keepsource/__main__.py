@@ -30,7 +30,7 @@ def _verify(args: argparse.Namespace) -> int:
     from keepsource.verify import run_verify
 
     settings = load(args.stack, Path(args.project))
-    return run_verify(settings, args.stack)
+    return run_verify(settings, args.stack, Path(args.project))
 
 
 def _schema(args: argparse.Namespace) -> int:

@@ -208,6 +208,9 @@ class Verify(_Model):
     ssh_identity: str | None = Field(
         default=None, description="Private key file for verify's SSH logins (not a secret value)."
     )
+    known_hosts_file: str | None = Field(
+        default=None, description="known_hosts file for verify's SSH logins (default: the user's)."
+    )
 
 
 def _client_cidr(value: Net4) -> Net4:

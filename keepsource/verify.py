@@ -11,6 +11,7 @@ import shlex
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from keepsource.render import gateway
 from keepsource.settings import Settings
@@ -28,19 +29,13 @@ class Check:
         return f"{'PASS' if self.ok else 'FAIL'}  {self.name}: {self.detail}"
 
 
-def _ssh_argv(target: str, identity: str | None) -> list[str]:
+def _ssh_argv(target: str, identity: str | None, known_hosts: str | None = None) -> list[str]:
     user_host, _, port = target.partition(":")
-    argv = [
-        "ssh",
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "ConnectTimeout=5",
-        "-o",
-        "StrictHostKeyChecking=accept-new",
-        "-o",
-        "LogLevel=ERROR",
-    ]
+    argv = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR"]
+    if known_hosts:
+        argv += ["-o", f"UserKnownHostsFile={known_hosts}", "-o", "StrictHostKeyChecking=yes"]
+    else:
+        argv += ["-o", "StrictHostKeyChecking=accept-new"]
     if port:
         argv += ["-p", port]
     if identity:
@@ -48,12 +43,18 @@ def _ssh_argv(target: str, identity: str | None) -> list[str]:
     return [*argv, user_host]
 
 
-def runner_for(via: str, target: str, identity: str | None = None, timeout: float = 30) -> Runner:
+def runner_for(
+    via: str,
+    target: str,
+    identity: str | None = None,
+    known_hosts: str | None = None,
+    timeout: float = 30,
+) -> Runner:
     """A function that runs a shell command there and returns (status, output)."""
     if via == "netns":
         prefix = ["ip", "netns", "exec", target, "sh", "-c"]
     else:
-        prefix = [*_ssh_argv(target, identity)]
+        prefix = [*_ssh_argv(target, identity, known_hosts)]
 
     def run(command: str) -> tuple[int, str]:
         argv = [*prefix, command]
@@ -138,20 +139,29 @@ def lb_checks(settings: Settings, lb: Runner) -> list[Check]:
     return checks
 
 
-def run_verify(settings: Settings, stack: str) -> int:
+def _path(value: str | None, root: Path) -> str | None:
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else root / path)
+
+
+def run_verify(settings: Settings, stack: str, root: Path) -> int:
+    """Relative file names in the stack's verify section are relative to ``root``."""
     v = settings.verify
     if v is None:
         print(f"error: stack {stack} has no keepsource:verify section", flush=True)
         return 2
-    identity = v.ssh_identity
+    identity = _path(v.ssh_identity, root)
+    known = _path(v.known_hosts_file, root)
     ssh = settings.lb.ssh
     lb_target = v.lb_target or f"{ssh.user}@{ssh.host}:{ssh.port}"
     checks = client_checks(
         settings,
-        runner_for(v.via, v.allowed_client.target, identity),
-        runner_for(v.via, v.denied_client.target, identity),
+        runner_for(v.via, v.allowed_client.target, identity, known),
+        runner_for(v.via, v.denied_client.target, identity, known),
     )
-    checks += lb_checks(settings, runner_for("ssh", lb_target, identity))
+    checks += lb_checks(settings, runner_for("ssh", lb_target, identity, known))
     for check in checks:
         print(check.line(), flush=True)
     failed = sum(not c.ok for c in checks)

@@ -153,15 +153,27 @@ def _files() -> dict[str, str]:
     }
 
 
+#: Bump when the build steps change in a way the recipe below does not show.
+BUILD_VERSION = 1
+
+
 def _recipe() -> str:
-    """A digest of everything the image is made of: a change rebuilds it."""
-    h = hashlib.sha256(Path(__file__).read_bytes())
-    return h.hexdigest()
+    """A digest of what the image is made of (packages, files): a change rebuilds it."""
+    parts = [str(BUILD_VERSION), SUITE, *IMAGE_PACKAGES, "|", *REPO_PACKAGES]
+    parts += [f"{k}\0{v}" for k, v in sorted(_files().items())]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 
 def up_to_date() -> bool:
     stamp = paths.IMAGE_STAMP
-    needed = [paths.IMAGE, paths.KERNEL, paths.INITRD, paths.REPO / "Packages", paths.KEY]
+    needed = [
+        paths.IMAGE,
+        paths.KERNEL,
+        paths.INITRD,
+        paths.REPO / "Packages",
+        paths.KEY,
+        paths.HOST_KEY,
+    ]
     return stamp.is_file() and stamp.read_text() == _recipe() and all(p.exists() for p in needed)
 
 
@@ -273,6 +285,10 @@ def build(force: bool = False) -> None:
     initrds = sorted((tree / "boot").glob("initrd.img-*"))
     if not kernels or not initrds:
         raise SystemExit("lab: the guest tree has no kernel or initrd")
+    host_key = tree / "etc/ssh/ssh_host_ed25519_key.pub"
+    if not host_key.is_file():
+        _chroot(tree, "ssh-keygen -A >/dev/null", network=False)
+    shutil.copy2(host_key, paths.HOST_KEY)
     shutil.copy2(kernels[-1], paths.KERNEL)
     shutil.copy2(initrds[-1], paths.INITRD)
     raw = paths.IMAGE.with_suffix(".tmp")

@@ -15,6 +15,7 @@ INITRD = CACHE / "initrd.img"
 REPO = CACHE / "repo"  # the lab's package repository (keepalived & co.)
 IMAGE_STAMP = CACHE / "image.stamp"
 KEY = CACHE / "id_ed25519"  # the lab's own SSH key (root on the guest)
+HOST_KEY = CACHE / "ssh_host_ed25519_key.pub"  # the guest's host key, pinned
 
 RUN = STATE / "run"  # one lab run: overlay, pids, console
 OVERLAY = RUN / "lb-overlay.qcow2"

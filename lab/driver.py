@@ -1,0 +1,119 @@
+"""engine-less replay driver: run the program's own remote commands over SSH.
+
+There is no Pulumi engine here. This driver runs the keepsource program under
+the Pulumi SDK's mocks for a stack, takes the ``command:remote:Command``
+resources it declares (their ``create`` command line, ``stdin``, connection
+host/port/user, and dependency order) and runs exactly those over SSH. It holds
+no copy of any script: what runs is what the program declared.
+
+What it does not do, unlike the engine: keep state between runs (every command
+runs on every apply, so the scripts' own idempotence is what is exercised),
+run ``update``/``delete``, or handle any other resource type (it refuses to
+apply a program that declares copies or local commands, rather than skip them).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import mockrun
+
+REMOTE = "command:remote:Command"
+UNSUPPORTED = ("command:remote:CopyToRemote", "command:remote:CopyFile", "command:local:Command")
+
+
+@dataclass(frozen=True)
+class Planned:
+    name: str
+    create: str
+    stdin: str | None
+    host: str
+    port: int
+    user: str
+    after: tuple[str, ...]
+
+
+@dataclass
+class Result:
+    name: str
+    rc: int
+    seconds: float
+    output: str
+
+    @property
+    def changed(self) -> bool:
+        return self.output.rstrip().endswith(": changed")
+
+
+def _connection(inputs: dict[str, Any]) -> dict[str, Any]:
+    conn = inputs["connection"]
+    return dict(conn.get("value", conn))  # secret-wrapped on the wire
+
+
+def plan(stack: str) -> list[Planned]:
+    """The remote commands of a stack, in an order that honours their dependencies."""
+    run = mockrun.run_stack(stack)
+    bad = [r.name for r in run.resources if r.type in UNSUPPORTED]
+    if bad:
+        raise SystemExit(f"driver: the program declares resources this driver cannot replay: {bad}")
+    cmds = {r.urn: r for r in run.of_type(REMOTE)}
+    planned: dict[str, Planned] = {}
+    for urn, r in cmds.items():
+        conn = _connection(r.inputs)
+        planned[urn] = Planned(
+            name=r.name,
+            create=r.inputs["create"],
+            stdin=r.inputs.get("stdin"),
+            host=str(conn["host"]),
+            port=int(conn.get("port", 22)),
+            user=str(conn.get("user", "root")),
+            after=tuple(d for d in r.dependencies if d in cmds),
+        )
+    ordered: list[Planned] = []
+    done: set[str] = set()
+    for _ in range(len(planned) + 1):  # bounded topological sort
+        ready = [u for u, p in planned.items() if u not in done and set(p.after) <= done]
+        if not ready:
+            break
+        for u in ready:
+            ordered.append(planned[u])
+            done.add(u)
+    if len(ordered) != len(planned):
+        raise SystemExit("driver: the commands' dependencies form a cycle")
+    return ordered
+
+
+Ssh = Callable[[Planned, float | None], subprocess.Popen[str]]
+
+
+def apply(
+    steps: list[Planned],
+    ssh: Ssh,
+    timeout: float = 900,
+    cut: tuple[str, float] | None = None,
+    echo: Callable[[str], None] = print,
+) -> list[Result]:
+    """Run each step; stop at the first failure. ``cut=(name, seconds)`` kills
+    that step's SSH client after ``seconds`` (a dropped connection mid-apply)."""
+    results = []
+    for step in steps:
+        start = time.monotonic()
+        proc = ssh(step, None)
+        limit = cut[1] if cut and cut[0] == step.name else timeout
+        try:
+            out, _ = proc.communicate(step.stdin or "", timeout=limit)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate(timeout=30)
+            out = (out or "") + f"\ndriver: connection cut after {limit} s"
+        result = Result(step.name, proc.returncode, time.monotonic() - start, out or "")
+        results.append(result)
+        last = result.output.strip().splitlines()[-1:] or [""]
+        echo(f"  {step.name:<24} rc={result.rc} {result.seconds:6.1f} s  {last[0]}")
+        if result.rc != 0:
+            break
+    return results

@@ -1,0 +1,160 @@
+"""What runs in the lab's namespaces: the repo, the master, and the workers.
+
+The workers stand in for kube-proxy with ``externalTrafficPolicy: Local`` and
+for the CNI's NetworkPolicy enforcement (there is no cluster here):
+
+* the worker that has the pod redirects the NodePort to the pod's port
+  (kube-proxy's DNAT) and serves the nginx page there; an iptables filter on
+  the pod's port admits exactly the ipBlocks of the NetworkPolicy in the
+  rendered manifests.yaml (a NetworkPolicy matches the pod's port, after DNAT);
+* a worker without the pod drops packets to the NodePort (Local, no endpoint).
+
+The filter is derived from the rendered manifests, never from a hand-written
+copy. In the fault phase it uses the seed's original policy: the same
+NetworkPolicy without the LB's health-check source (host01 only).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from lab import net, paths
+
+NGINX_PAGE = """<!DOCTYPE html>
+<html>
+<head>
+<title>Welcome to nginx!</title>
+</head>
+<body>
+<h1>Welcome to nginx!</h1>
+<p>If you see this page, the nginx web server is successfully installed and
+working. Further configuration is required.</p>
+<p><em>Thank you for using nginx.</em></p>
+</body>
+</html>
+"""
+
+
+@dataclass(frozen=True)
+class PodFilter:
+    node_port: int
+    pod_port: int
+    admitted: tuple[str, ...]
+
+
+def pod_filter(manifests: str, seed: bool, check_source: str) -> PodFilter:
+    """The CNI stand-in's view of the rendered manifests.yaml."""
+    docs: list[dict[str, Any]] = [d for d in yaml.safe_load_all(manifests) if d]
+    service = next(d for d in docs if d["kind"] == "Service")
+    policy = next(d for d in docs if d["kind"] == "NetworkPolicy")
+    if service["spec"].get("externalTrafficPolicy") != "Local":
+        raise SystemExit("lab: the rendered Service is not externalTrafficPolicy: Local")
+    port = service["spec"]["ports"][0]
+    rule = policy["spec"]["ingress"][0]
+    admitted = [p["ipBlock"]["cidr"] for p in rule["from"] if "ipBlock" in p]
+    if seed:  # the seed's policy admitted the clients only, not the LB's checks
+        admitted = [
+            c for c in admitted if ipaddress.ip_address(check_source) not in ipaddress.ip_network(c)
+        ]
+    pod_ports = [int(p["port"]) for p in rule.get("ports", [])]
+    if pod_ports and pod_ports != [int(port["targetPort"])]:
+        raise SystemExit("lab: the policy's port is not the pod's port")
+    return PodFilter(int(port["nodePort"]), int(port["targetPort"]), tuple(admitted))
+
+
+def worker_rules(f: PodFilter, has_pod: bool) -> str:
+    lines = [
+        "*nat",
+        ":PREROUTING ACCEPT [0:0]",
+        ":INPUT ACCEPT [0:0]",
+        ":OUTPUT ACCEPT [0:0]",
+        ":POSTROUTING ACCEPT [0:0]",
+    ]
+    if has_pod:
+        lines.append(
+            f"-A PREROUTING -p tcp --dport {f.node_port} -j REDIRECT --to-ports {f.pod_port}"
+        )
+    lines += [
+        "COMMIT",
+        "*filter",
+        ":INPUT ACCEPT [0:0]",
+        ":FORWARD ACCEPT [0:0]",
+        ":OUTPUT ACCEPT [0:0]",
+    ]
+    if has_pod:
+        for cidr in f.admitted:
+            lines.append(f"-A INPUT -p tcp -s {cidr} --dport {f.pod_port} -j ACCEPT")
+    else:
+        lines.append(f"-A INPUT -p tcp --dport {f.node_port} -j DROP")
+    lines.append(f"-A INPUT -p tcp --dport {f.pod_port} -j DROP")
+    lines.append("COMMIT")
+    return "\n".join(lines) + "\n"
+
+
+def set_workers(workers: list[net.Host], pod_on: str, f: PodFilter) -> None:
+    for w in workers:
+        subprocess.run(
+            ["ip", "netns", "exec", w.netns, "iptables-restore"],
+            input=worker_rules(f, w.name == pod_on),
+            text=True,
+            check=True,
+            timeout=30,
+        )
+
+
+def _serve(ns: str, bind: str, port: int, directory: str) -> int:
+    log = open(paths.RUN / f"{ns}-{port}.log", "w")  # noqa: SIM115 (kept by the child)
+    proc = subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            sys.executable,
+            "-m",
+            "http.server",
+            str(port),
+            "--bind",
+            bind,
+            "--directory",
+            directory,
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    return proc.pid
+
+
+def start_servers(
+    repo: net.Host, master: net.Host, api_port: int, workers: list[net.Host], pod_port: int
+) -> list[int]:
+    www = paths.RUN / "www"
+    www.mkdir(parents=True, exist_ok=True)
+    (www / "index.html").write_text(NGINX_PAGE)
+    pids = [_serve(repo.netns, repo.address, 80, str(paths.REPO))]
+    pids.append(_serve(master.netns, master.address, api_port, str(www)))
+    for w in workers:
+        pids.append(_serve(w.netns, "0.0.0.0", pod_port, str(www)))
+    return pids
+
+
+def wait_listening(hosts: list[tuple[net.Host, int]], timeout: float = 20) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    for host, port in hosts:
+        while True:
+            out = net.in_ns(host.netns, "ss", "-Hltn", f"sport = :{port}", check=False).stdout
+            if out.strip():
+                break
+            if time.monotonic() > deadline:
+                raise SystemExit(f"lab: nothing listens on {host.name}:{port} after {timeout} s")
+            time.sleep(0.1)

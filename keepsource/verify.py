@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import shlex
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,7 +100,7 @@ def parse_ipvs(text: str, vip: str, port: int) -> set[str]:
     return servers
 
 
-def lb_checks(settings: Settings, lb: Runner) -> list[Check]:
+def lb_checks(settings: Settings, lb: Runner, settle_s: float = 15) -> list[Check]:
     checks: list[Check] = []
 
     def state(command: str) -> str:
@@ -119,16 +120,7 @@ def lb_checks(settings: Settings, lb: Runner) -> list[Check]:
     jump = f"-A POSTROUTING -j {gateway.CHAIN}" in nat.splitlines()
     checks.append(Check(f"MASQUERADE of {inner} present", rule in nat and jump, rule))
     vip, port = str(settings.network.vip), settings.node_port
-    source = settings.network.lb_internal_address
-    healthy = set()
-    for w in settings.workers:
-        probe = (
-            f"curl -s -o /dev/null -m 2 --interface {source} "
-            f"http://{w.address}:{port}/ && echo up || echo down"
-        )
-        if state(probe).endswith("up"):
-            healthy.add(f"{w.address}:{port}")
-    table = parse_ipvs(state("ipvsadm -Ln"), vip, port)
+    healthy, table = _pool(settings, lb, settle_s)
     checks.append(
         Check(
             f"IPVS {vip}:{port} holds exactly the healthy workers",
@@ -137,6 +129,29 @@ def lb_checks(settings: Settings, lb: Runner) -> list[Check]:
         )
     )
     return checks
+
+
+def _pool(settings: Settings, lb: Runner, settle_s: float) -> tuple[set[str], set[str]]:
+    """(workers that answer the LB's own check, IPVS real servers), polled until
+    they agree or ``settle_s`` passed: keepalived needs a few checks to settle."""
+    vip, port = str(settings.network.vip), settings.node_port
+    source = settings.network.lb_internal_address
+    probes = "; ".join(
+        f"curl -s -o /dev/null -m 2 --interface {source} http://{w.address}:{port}/ "
+        f"&& echo 'up {w.address}:{port}' || echo 'down {w.address}:{port}'"
+        for w in settings.workers
+    )
+    healthy: set[str] = set()
+    table: set[str] = set()
+    deadline = time.monotonic() + settle_s
+    for _ in range(max(1, int(settle_s / 0.5))):
+        out = lb(f"{probes}; ipvsadm -Ln")[1]
+        healthy = {line.split()[1] for line in out.splitlines() if line.startswith("up ")}
+        table = parse_ipvs(out, vip, port)
+        if (table == healthy and healthy) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    return healthy, table
 
 
 def _path(value: str | None, root: Path) -> str | None:
@@ -156,12 +171,13 @@ def run_verify(settings: Settings, stack: str, root: Path) -> int:
     known = _path(v.known_hosts_file, root)
     ssh = settings.lb.ssh
     lb_target = v.lb_target or f"{ssh.user}@{ssh.host}:{ssh.port}"
-    checks = client_checks(
+    # The LB first: its pool check waits (bounded) for keepalived to settle.
+    checks = lb_checks(settings, runner_for("ssh", lb_target, identity, known))
+    checks += client_checks(
         settings,
         runner_for(v.via, v.allowed_client.target, identity, known),
         runner_for(v.via, v.denied_client.target, identity, known),
     )
-    checks += lb_checks(settings, runner_for("ssh", lb_target, identity, known))
     for check in checks:
         print(check.line(), flush=True)
     failed = sum(not c.ok for c in checks)

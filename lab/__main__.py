@@ -91,7 +91,7 @@ def _filter(plan: Plan, phase: str) -> hosts.PodFilter:
 
 
 def set_pod(plan: Plan, state: State) -> None:
-    hosts.set_workers(plan.workers, state.pod, _filter(plan, state.phase))
+    hosts.set_workers(plan.workers, {state.pod: "pod"}, _filter(plan, state.phase))
     state.save()
 
 

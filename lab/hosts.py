@@ -68,7 +68,10 @@ def pod_filter(manifests: str, seed: bool, check_source: str) -> PodFilter:
     return PodFilter(int(port["nodePort"]), int(port["targetPort"]), tuple(admitted))
 
 
-def worker_rules(f: PodFilter, has_pod: bool) -> str:
+def worker_rules(f: PodFilter, mode: str) -> str:
+    """iptables-restore input for a worker: mode "pod" (serves, filtered by the
+    policy), "drop" (Local without an endpoint) or "refuse" (nothing listens)."""
+    has_pod = mode == "pod"
     lines = [
         "*nat",
         ":PREROUTING ACCEPT [0:0]",
@@ -90,6 +93,8 @@ def worker_rules(f: PodFilter, has_pod: bool) -> str:
     if has_pod:
         for cidr in f.admitted:
             lines.append(f"-A INPUT -p tcp -s {cidr} --dport {f.pod_port} -j ACCEPT")
+    elif mode == "refuse":
+        lines.append(f"-A INPUT -p tcp --dport {f.node_port} -j REJECT --reject-with tcp-reset")
     else:
         lines.append(f"-A INPUT -p tcp --dport {f.node_port} -j DROP")
     lines.append(f"-A INPUT -p tcp --dport {f.pod_port} -j DROP")
@@ -97,11 +102,11 @@ def worker_rules(f: PodFilter, has_pod: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
-def set_workers(workers: list[net.Host], pod_on: str, f: PodFilter) -> None:
+def set_workers(workers: list[net.Host], modes: dict[str, str], f: PodFilter) -> None:
     for w in workers:
         subprocess.run(
             ["ip", "netns", "exec", w.netns, "iptables-restore"],
-            input=worker_rules(f, w.name == pod_on),
+            input=worker_rules(f, modes.get(w.name, "drop")),
             text=True,
             check=True,
             timeout=30,

@@ -69,7 +69,8 @@ backend workers
     server worker02 172.16.0.12:30080 check
 """
 
-SEED_GATEWAY_UNIT = """\
+SEED_RULE = "POSTROUTING -s 172.16.0.0/24 -o lbext -j MASQUERADE"
+SEED_GATEWAY_UNIT = f"""\
 [Unit]
 Description=Seed gateway: masquerade the nodes' subnet (as the seed lab had it)
 After=network-pre.target
@@ -78,7 +79,7 @@ Before=network.target
 [Service]
 Type=oneshot
 RemainAfterExit=yes
-ExecStart=/usr/sbin/iptables -t nat -A POSTROUTING -s 172.16.0.0/24 -o lbext -j MASQUERADE
+ExecStart=/bin/sh -c 'iptables -t nat -C {SEED_RULE} 2>/dev/null || iptables -t nat -A {SEED_RULE}'
 
 [Install]
 WantedBy=multi-user.target

@@ -15,6 +15,12 @@ iptables-persistent iptables-persistent/autosave_v4 boolean false
 iptables-persistent iptables-persistent/autosave_v6 boolean false
 PRESEED
   apt_opts=(-q -y -o DPkg::Lock::Timeout=120 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
+  # A run cut mid-install may still hold the dpkg lock, or have left dpkg half
+  # done: wait (bounded) and finish that first.
+  for _ in $(seq 1 120); do
+    if timeout 600 dpkg --configure -a >/dev/null 2>&1; then break; fi
+    sleep 1
+  done
   timeout 600 apt-get "${apt_opts[@]}" update >/dev/null
   timeout 900 apt-get "${apt_opts[@]}" install --no-install-recommends "${missing[@]}" >/dev/null
   ks_changed=1

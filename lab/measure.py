@@ -1,0 +1,152 @@
+"""Measured lab numbers (reported, never asserted): pool changes and throughput.
+
+Run on a lab that is up and applied (lab/lab up && lab/lab apply), as root:
+
+    .venv/bin/python -m lab.measure
+
+* how long a worker that starts dropping (or refusing) takes to leave the IPVS
+  pool, and a recovered one to come back, seen from the guest's own clock;
+* requests per second through HAProxy (started for the measurement on
+  VIP:nodePort+1, mode tcp) and through IPVS, in the same run, from host01.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+from keepsource.verify import parse_ipvs
+from lab import __main__ as lab
+from lab import guest, hosts
+
+
+def _poller(vip: str, port: int, rounds: int = 400) -> str:
+    # Waits for GO on stdin, then prints "<seconds since GO> <servers>" per poll.
+    return (
+        "read -r _go; t0=$(date +%s.%N); "
+        f"for _ in $(seq 1 {rounds}); do "
+        "now=$(date +%s.%N); "
+        f"s=$(ipvsadm -Ln -t {vip}:{port} | "
+        """awk '$1 == "->" && $2 ~ /^[0-9]/ {printf "%s,", $2}'); """
+        'echo "$now $t0 $s"; sleep 0.05; done'
+    )
+
+
+def watch_change(
+    plan: lab.Plan, modes: dict[str, str], want: dict[str, bool], timeout: float = 20
+) -> dict[str, float]:
+    """Apply worker modes; seconds until each worker in ``want`` is in (True) or
+    out (False) of the pool, on the guest's clock."""
+    vip, port = str(plan.settings.network.vip), plan.settings.node_port
+    addr = {w.name: f"{w.address}:{port}" for w in plan.workers}
+    proc = subprocess.Popen(
+        [*guest.ssh_argv(), _poller(vip, port)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    time.sleep(1.0)  # the session is up
+    f = lab._filter(plan, "fixed")
+    proc.stdin.write("GO\n")
+    proc.stdin.flush()
+    hosts.set_workers(plan.workers, modes, f)
+    seen: dict[str, float] = {}
+    deadline = time.monotonic() + timeout
+    for line in proc.stdout:
+        now, t0, *rest = line.split()
+        servers = set(rest[0].strip(",").split(",")) if rest else set()
+        for name, inside in want.items():
+            if name not in seen and (addr[name] in servers) == inside:
+                seen[name] = float(now) - float(t0)
+        if len(seen) == len(want) or time.monotonic() > deadline:
+            break
+    proc.kill()
+    proc.wait(timeout=10)
+    return seen
+
+
+def load(plan: lab.Plan, port: int, requests: int = 600) -> dict[str, float]:
+    url = f"http://{plan.settings.network.vip}:{port}/"
+    done = subprocess.run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            plan.clients[0].netns,
+            sys.executable,
+            "-m",
+            "lab.load",
+            url,
+            str(requests),
+            "4",
+            "30",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=True,
+    )
+    result: dict[str, float] = json.loads(done.stdout)
+    return result
+
+
+def haproxy_bench_config(plan: lab.Plan, port: int) -> str:
+    vip = plan.settings.network.vip
+    servers = "\n".join(
+        f"    server {w.name} {w.address}:{plan.settings.node_port} check inter 500"
+        for w in plan.workers
+    )
+    return (
+        "global\n    maxconn 2000\ndefaults\n    mode tcp\n    timeout connect 2s\n"
+        "    timeout client 10s\n    timeout server 10s\n"
+        f"frontend bench\n    bind {vip}:{port}\n    default_backend workers\n"
+        f"backend workers\n{servers}\n"
+    )
+
+
+def main() -> None:
+    plan = lab.make_plan()
+    state = lab.State.load()
+    if state.phase != "fixed":
+        raise SystemExit("measure: apply first (lab/lab apply)")
+    w1, w2 = (w.name for w in plan.workers[:2])
+    lab.set_pod(plan, lab.State(pod=w1, phase="fixed", pids=state.pids))
+    time.sleep(3)
+    rows = []
+    for _ in range(2):
+        t = watch_change(plan, {w1: "drop", w2: "pod"}, {w1: False, w2: True})
+        rows.append(("dropping worker leaves the pool", t.get(w1)))
+        rows.append(("recovered worker re-added", t.get(w2)))
+        t = watch_change(plan, {w2: "refuse", w1: "pod"}, {w2: False, w1: True})
+        rows.append(("refusing worker leaves the pool", t.get(w2)))
+        rows.append(("recovered worker re-added", t.get(w1)))
+    lab.set_pod(plan, lab.State(pod=w1, phase="fixed", pids=state.pids))
+    time.sleep(3)
+    servers = parse_ipvs(
+        guest.ssh("ipvsadm -Ln").stdout, str(plan.settings.network.vip), plan.settings.node_port
+    )
+    print(f"pool now: {sorted(servers)}")
+    for name, seconds in rows:
+        print(f"{name:<36} {'not seen' if seconds is None else f'{seconds:.2f} s'}")
+    bench_port = plan.settings.node_port + 1
+    cfg = haproxy_bench_config(plan, bench_port)
+    start = (
+        "cat > /tmp/ks-bench.cfg && haproxy -c -q -f /tmp/ks-bench.cfg"
+        " && haproxy -D -p /tmp/ks-bench.pid -f /tmp/ks-bench.cfg"
+    )
+    guest.ssh(start, stdin=cfg, check=True)
+    try:
+        time.sleep(2)
+        ipvs = load(plan, plan.settings.node_port)
+        proxy = load(plan, bench_port)
+    finally:
+        guest.ssh("kill $(cat /tmp/ks-bench.pid); rm -f /tmp/ks-bench.cfg /tmp/ks-bench.pid")
+    print(f"through IPVS (VIP:{plan.settings.node_port}):     {ipvs}")
+    print(f"through HAProxy (VIP:{bench_port}, mode tcp): {proxy}")
+
+
+if __name__ == "__main__":
+    main()

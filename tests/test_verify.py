@@ -1,0 +1,72 @@
+"""verify's logic against scripted answers (the real thing runs in test_lab.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from keepsource.stackfile import load
+from keepsource.verify import client_checks, lb_checks, parse_ipvs
+
+IPVSADM = """\
+IP Virtual Server version 1.2.1 (size=4096)
+Prot LocalAddress:Port Scheduler Flags
+  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn
+TCP  192.168.0.1:6443 rr
+  -> 172.16.0.1:6443              Masq    1      0          0
+TCP  192.168.0.1:30080 rr
+  -> 172.16.0.11:30080            Masq    1      0          0
+"""
+
+
+def test_parse_ipvs_reads_one_virtual_service() -> None:
+    assert parse_ipvs(IPVSADM, "192.168.0.1", 30080) == {"172.16.0.11:30080"}
+    assert parse_ipvs(IPVSADM, "192.168.0.1", 6443) == {"172.16.0.1:6443"}
+    assert parse_ipvs(IPVSADM, "192.168.0.1", 1) == set()
+
+
+def _lb(answers: dict[str, str]) -> Callable[[str], tuple[int, str]]:
+    def run(command: str) -> tuple[int, str]:
+        for key, out in answers.items():
+            if key in command:
+                return 0, out
+        return 1, ""
+
+    return run
+
+
+GOOD = {
+    "systemctl is-active keepalived": "active",
+    "systemctl is-enabled keepalived": "enabled",
+    "systemctl is-active haproxy": "inactive",
+    "systemctl is-enabled haproxy": "disabled",
+    "sysctl -n net.ipv4.ip_forward": "1",
+    "iptables-save -t nat": "-A POSTROUTING -j KEEPSOURCE-POSTROUTING\n"
+    "-A KEEPSOURCE-POSTROUTING -s 172.16.0.0/24 ! -d 172.16.0.0/24 -j MASQUERADE",
+    "ipvsadm -Ln": "up 172.16.0.11:30080\ndown 172.16.0.12:30080\n" + IPVSADM,
+}
+
+
+def test_lb_checks_pass_on_the_fixed_state() -> None:
+    checks = lb_checks(load("local"), _lb(GOOD), settle_s=0.5)
+    assert [c.ok for c in checks] == [True] * 5, [c.line() for c in checks]
+
+
+def test_lb_checks_fail_on_each_broken_fact() -> None:
+    broken = {
+        "systemctl is-active haproxy": "active",
+        "sysctl -n net.ipv4.ip_forward": "0",
+        "iptables-save -t nat": "",
+        "ipvsadm -Ln": "up 172.16.0.12:30080\n" + IPVSADM,
+    }
+    for key, value in broken.items():
+        checks = lb_checks(load("local"), _lb({**GOOD, key: value}), settle_s=0.5)
+        assert sum(not c.ok for c in checks) == 1, key
+
+
+def test_client_checks_tell_page_from_timeout_and_refusal() -> None:
+    s = load("local")
+    page = (0, "<h1>Welcome to nginx!</h1>\nHTTP 200")
+    timeout, refused = (28, "HTTP 000"), (7, "HTTP 000")
+    assert [c.ok for c in client_checks(s, lambda _: page, lambda _: timeout)] == [True, True]
+    assert [c.ok for c in client_checks(s, lambda _: page, lambda _: refused)] == [True, False]
+    assert [c.ok for c in client_checks(s, lambda _: timeout, lambda _: page)] == [False, False]

@@ -7,6 +7,8 @@ from typing import Any
 
 import keepsource_rules as rules
 
+from lab.image import SEED_HAPROXY
+
 NS = "my-ns"
 APP = {"app.kubernetes.io/name": "nginx"}
 
@@ -140,20 +142,8 @@ def command(create: str, stdin: str | None = None, name: str = "seed-lb") -> rul
     return res("command:remote:Command", name, props)
 
 
-SEED_HAPROXY_HTTP = """\
-global
-    maxconn 2000
-defaults
-    mode http
-    timeout connect 2s
-frontend nginx
-    bind 192.168.0.1:30080
-    default_backend workers
-backend workers
-    balance roundrobin
-    server worker01 172.16.0.11:30080 check
-    server worker02 172.16.0.12:30080 check
-"""
+# The seed's own HAProxy config, as the local lab's guest runs it (defaults mode http).
+SEED_HAPROXY_HTTP = SEED_HAPROXY
 SEED_HAPROXY_TCP = SEED_HAPROXY_HTTP.replace("mode http", "mode tcp")
 HAPROXY_TRANSPARENT = SEED_HAPROXY_TCP.replace(
     "    balance roundrobin\n", "    balance roundrobin\n    source 0.0.0.0 usesrc clientip\n"

@@ -54,9 +54,12 @@ def _connection(inputs: dict[str, Any]) -> dict[str, Any]:
     return dict(conn.get("value", conn))  # secret-wrapped on the wire
 
 
-def plan(stack: str) -> list[Planned]:
-    """The remote commands of a stack, in an order that honours their dependencies."""
-    run = mockrun.run_stack(stack)
+def plan(stack: str, config: dict[str, Any] | None = None) -> list[Planned]:
+    """The remote commands of a stack (or of this config under that stack's
+    name), in an order that honours their dependencies."""
+    run = (
+        mockrun.run_program(config, stack=stack) if config is not None else mockrun.run_stack(stack)
+    )
     bad = [r.name for r in run.resources if r.type in UNSUPPORTED]
     if bad:
         raise SystemExit(f"driver: the program declares resources this driver cannot replay: {bad}")

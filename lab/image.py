@@ -35,6 +35,7 @@ IMAGE_PACKAGES = [
     "iptables",
     "procps",
     "ca-certificates",
+    "sudo",
 ]
 # What keepsource installs: served by the lab's repository, not in the image.
 REPO_PACKAGES = ["keepalived", "ipvsadm", "iptables-persistent"]

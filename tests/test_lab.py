@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from keepsource.stackfile import PROJECT_ROOT
+from keepsource.stackfile import PROJECT_ROOT, load_config
 from keepsource.verify import parse_ipvs
 
 pytestmark = pytest.mark.lab
@@ -94,6 +94,27 @@ def test_second_apply_changes_nothing(plan: lab.Plan) -> None:
     before = _snapshot()
     results = _apply(plan)
     assert [r.rc for r in results] == [0] * EXPECTED_STEPS
+    assert [r.name for r in results if r.changed] == []
+    assert _snapshot() == before
+
+
+def test_a_sudo_user_without_tty_applies_too(plan: lab.Plan) -> None:
+    """A non-root SSH user with passwordless sudo: commands go through `sudo -n`."""
+    setup = (
+        "id ops >/dev/null 2>&1 || useradd -m -s /bin/bash ops; "
+        "install -d -m 700 -o ops -g ops ~ops/.ssh; "
+        "install -m 600 -o ops -g ops /root/.ssh/authorized_keys ~ops/.ssh/authorized_keys; "
+        "echo 'ops ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/ops; chmod 440 /etc/sudoers.d/ops; "
+        "command -v sudo"
+    )
+    assert guest.ssh(setup, timeout=60).returncode == 0, "the image has sudo"
+    config = load_config(lab.STACK)
+    config["keepsource:lb"]["ssh"]["user"] = "ops"
+    steps = driver.plan(lab.STACK, config)
+    assert all(s.user == "ops" and s.create.startswith("sudo -n ") for s in steps)
+    before = _snapshot()
+    results = driver.apply(steps, lab._driver_ssh)
+    assert [r.rc for r in results] == [0] * EXPECTED_STEPS, [(r.name, r.output) for r in results]
     assert [r.name for r in results if r.changed] == []
     assert _snapshot() == before
 

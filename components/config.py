@@ -7,7 +7,11 @@ from typing import Any
 import pulumi
 from pulumi.runtime import config as runtime_config
 
-from keepsource.settings import NAMESPACE, PRIVATE_KEY_KEY, Settings, parse
+from keepsource.settings import NAMESPACE, PRIVATE_KEY_KEY, ConfigError, Settings, parse
+
+
+class StackConfigError(ConfigError, pulumi.RunError):
+    """A ConfigError the Pulumi CLI prints as a plain message (no traceback)."""
 
 
 def raw_config() -> dict[str, Any]:
@@ -31,6 +35,9 @@ def load_settings() -> tuple[Settings, pulumi.Output[str] | None]:
     Raises keepsource.settings.ConfigError listing every bad key. The private key
     is read only as a secret Output (never as plain text).
     """
-    settings = parse(raw_config(), secret_keys())
+    try:
+        settings = parse(raw_config(), secret_keys())
+    except ConfigError as error:
+        raise StackConfigError(error.faults) from None
     key = pulumi.Config(NAMESPACE).get_secret(PRIVATE_KEY_KEY)
     return settings, key

@@ -9,6 +9,7 @@ import copy
 import json
 from typing import Any
 
+import pulumi
 import pytest
 import yaml
 
@@ -210,6 +211,13 @@ def test_private_key_stays_secret() -> None:
         assert "environment" not in r.inputs
         assert r.inputs["connection"]["value"]["privateKey"] == key
     assert marker not in json.dumps(run.exports, default=str)
+
+
+def test_config_errors_reach_the_cli_as_plain_messages() -> None:
+    cfg = dev_config()
+    cfg["keepsource:nodePort"] = 1
+    with pytest.raises(pulumi.RunError, match=r"keepsource:nodePort: .*30000"):
+        mockrun.run_program(cfg)
 
 
 def test_plain_private_key_is_refused_before_any_resource() -> None:

@@ -44,6 +44,7 @@ WORKLOAD_TYPE = re.compile(
     r"^kubernetes:(apps/v1:(Deployment|StatefulSet|DaemonSet|ReplicaSet)|core/v1:Pod|batch/v1:Job)$"
 )
 REMOTE_COMMAND = "command:remote:Command"
+COPY_TO_REMOTE = "command:remote:CopyToRemote"
 LOCAL_COMMAND = "command:local:Command"
 KEEPSOURCE_LB = "keepsource:lb:LoadBalancerHost"
 PROXIES = ("haproxy", "nginx", "envoy", "traefik")
@@ -315,6 +316,27 @@ def _command_text(res: Resource) -> str:
     return "\n".join(parts)
 
 
+def _host(res: Resource) -> str | None:
+    conn = get(res.props, "connection")
+    if isinstance(conn, Mapping) and isinstance(conn.get("value"), Mapping):
+        conn = conn["value"]  # secret-wrapped
+    host = get(conn, "host") if isinstance(conn, Mapping) else None
+    return str(host) if host is not None else None
+
+
+def _copied_text(resources: Sequence[Resource], host: str | None) -> str:
+    """Text of files copied to that host (CopyToRemote with a text asset): a
+    proxy's config often travels that way instead of in the command."""
+    parts = []
+    for res in resources:
+        if res.type != COPY_TO_REMOTE or _host(res) != host:
+            continue
+        text = get(res.props, "source", "text")
+        if isinstance(text, str):
+            parts.append(f"# {get(res.props, 'remotePath')}\n{text}")
+    return "\n".join(parts)
+
+
 def _guarded_by_port(guarded: Sequence[GuardedService]) -> dict[int, GuardedService]:
     return {p: svc for svc in guarded for p in svc.node_ports}
 
@@ -343,7 +365,8 @@ def terminating_proxy(resources: Sequence[Resource]) -> list[Finding]:
             if res.type == KEEPSOURCE_LB:
                 findings += _check_lb(res, by_port, fronted)
             elif res.type in (REMOTE_COMMAND, LOCAL_COMMAND):
-                findings += _check_command(res, by_port, fronted)
+                copied = _copied_text(resources, _host(res)) if res.type == REMOTE_COMMAND else ""
+                findings += _check_command(res, by_port, fronted, copied)
             elif res.type in INGRESS_TYPES:
                 findings += _check_ingress(res, by_name, fronted)
             elif ROUTE_TYPE.match(res.type):
@@ -387,12 +410,13 @@ def _check_lb(res: Resource, by_port: Mapping[int, GuardedService], fronted: Any
 
 
 def _check_command(
-    res: Resource, by_port: Mapping[int, GuardedService], fronted: Any
+    res: Resource, by_port: Mapping[int, GuardedService], fronted: Any, copied: str = ""
 ) -> list[Finding]:
-    text = _command_text(res)
+    started = _command_text(res)
+    text = f"{started}\n{copied}"
     findings = []
     for proxy in PROXIES:
-        if not _proxy_started(text, proxy):
+        if not _proxy_started(started, proxy):
             continue
         if proxy == "haproxy" and _haproxy_transparent(text):
             continue

@@ -57,6 +57,31 @@ def test_haproxy_in_the_script_itself_fails() -> None:
     assert violations(rules.terminating_proxy, [*good_stack(), command(script)])
 
 
+def test_haproxy_config_copied_to_the_host_is_read() -> None:
+    copy = rules.Resource(
+        "command:remote:CopyToRemote",
+        "haproxy-cfg",
+        "urn:pulumi:dev::keepsource::command:remote:CopyToRemote::haproxy-cfg",
+        {
+            "connection": {"host": "192.168.0.1", "user": "root", "port": 22.0},
+            "remotePath": "/etc/haproxy/haproxy.cfg",
+            "source": {
+                "4dabf18193072939515e22adb298388d": "c44067f5952c0a294b673a41bacd8c17",
+                "text": SEED_HAPROXY_TCP,
+            },
+        },
+    )
+    start = command("systemctl enable --now haproxy")
+    found = rules.safe(rules.terminating_proxy, [*good_stack(), copy, start])
+    assert [f.kind for f in found] == ["violation"]
+    # The same copy on another host does not make this command a proxy toward the pods.
+    other = rules.Resource(
+        copy.type, copy.name, copy.urn, {**copy.props, "connection": {"host": "10.9.9.9"}}
+    )
+    found = rules.safe(rules.terminating_proxy, [*good_stack(), other, start])
+    assert [f.kind for f in found] == ["unknown"]
+
+
 def test_transparent_haproxy_passes() -> None:
     stack = [*good_stack(), command(HAPROXY_INSTALL, HAPROXY_TRANSPARENT)]
     assert violations(rules.terminating_proxy, stack) == []

@@ -77,12 +77,18 @@ def ssh(
 def wait_ssh(timeout: float = 180) -> float:
     """Seconds until the guest answered `true` over SSH."""
     start = time.monotonic()
+    shown = 0
     while time.monotonic() - start < timeout:
         try:
             if ssh("true", timeout=10).returncode == 0:
                 return time.monotonic() - start
         except subprocess.TimeoutExpired:
             pass
+        elapsed = time.monotonic() - start
+        if elapsed - shown >= 10:
+            shown = int(elapsed)
+            lines = console_tail(400).strip().splitlines()
+            log(f"waiting for SSH: {elapsed:.0f} s; console: {lines[-1][:80] if lines else '-'}")
         time.sleep(1)
     tail = paths.CONSOLE.read_text(errors="replace")[-2000:] if paths.CONSOLE.exists() else ""
     raise SystemExit(f"lab: no SSH to the guest within {timeout} s; console tail:\n{tail}")

@@ -183,6 +183,25 @@ def _run(argv: list[str], **kw: object) -> None:
     subprocess.run(argv, check=True, **kw)  # type: ignore[call-overload]
 
 
+def _with_progress(argv: list[str], label: str, timeout: float) -> None:
+    """Run quietly, printing a progress line every 15 s; bounded by ``timeout``."""
+    start = time.monotonic()
+    with open(paths.CACHE / f"{label}.log", "w") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+        while True:
+            try:
+                rc = proc.wait(timeout=15)
+                break
+            except subprocess.TimeoutExpired:
+                elapsed = time.monotonic() - start
+                if elapsed > timeout:
+                    proc.kill()
+                    raise SystemExit(f"lab: {label} took over {timeout} s") from None
+                log(f"{label}: {elapsed:.0f} s ...")
+    if rc != 0:
+        raise SystemExit(f"lab: {label} failed (exit {rc}); see {paths.CACHE / (label + '.log')}")
+
+
 def _chroot(tree: Path, command: str, network: bool = True, timeout: int = 900) -> None:
     argv = ["chroot", str(tree), "/bin/sh", "-c", command]
     if not network:
@@ -207,7 +226,7 @@ def build(force: bool = False) -> None:
         shutil.rmtree(tree)
     url = mirror()
     log("debootstrap bookworm (minbase) from the machine's apt mirror ...")
-    _run(
+    _with_progress(
         [
             "debootstrap",
             "--variant=minbase",
@@ -216,7 +235,7 @@ def build(force: bool = False) -> None:
             str(tree),
             url,
         ],
-        stdout=subprocess.DEVNULL,
+        "debootstrap",
         timeout=1500,
     )
     log(f"debootstrap done in {time.monotonic() - start:.0f} s")

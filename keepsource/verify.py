@@ -106,9 +106,10 @@ def lb_checks(settings: Settings, lb: Runner, settle_s: float = 15) -> list[Chec
     def state(command: str) -> str:
         return lb(command)[1].strip()
 
-    for unit, active, enabled in (("keepalived", "active", "enabled"),):
-        got = (state(f"systemctl is-active {unit}"), state(f"systemctl is-enabled {unit}"))
-        checks.append(Check(f"{unit} active and enabled", got == (active, enabled), "/".join(got)))
+    got = (state("systemctl is-active keepalived"), state("systemctl is-enabled keepalived"))
+    checks.append(
+        Check("keepalived active and enabled", got == ("active", "enabled"), "/".join(got))
+    )
     got = (state("systemctl is-active haproxy"), state("systemctl is-enabled haproxy"))
     off = got[0] != "active" and got[1] != "enabled"
     checks.append(Check("haproxy inactive and disabled", off, "/".join(got)))

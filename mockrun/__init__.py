@@ -52,12 +52,6 @@ class Run:
     def of_type(self, type_: str) -> list[Registered]:
         return [r for r in self.resources if r.type == type_]
 
-    def by_urn(self, urn: str) -> Registered:
-        for r in self.resources:
-            if r.urn == urn:
-                return r
-        raise KeyError(urn)
-
     def one(self, type_: str, name_suffix: str = "") -> Registered:
         found = [r for r in self.of_type(type_) if r.name.endswith(name_suffix)]
         if len(found) != 1:

@@ -17,10 +17,6 @@ def res(type_: str, name: str, props: dict[str, Any]) -> rules.Resource:
     return rules.Resource(type_, name, f"urn:pulumi:dev::keepsource::{type_}::{name}", props)
 
 
-def namespace_labels(extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"name": "nginx", "namespace": NS, "labels": dict(APP), **(extra or {})}
-
-
 def deployment(labels: dict[str, str] = APP, name: str = "nginx") -> rules.Resource:
     return res(
         "kubernetes:apps/v1:Deployment",

@@ -143,7 +143,8 @@ def start() -> None:
         "-initrd",
         str(paths.INITRD),
         "-append",
-        "root=/dev/vda rw console=ttyS0 quiet systemd.show_status=0 ipv6.disable=1",
+        "root=/dev/vda rw console=ttyS0 quiet systemd.show_status=0 ipv6.disable=1"
+        " cryptomgr.notests",
         "-drive",
         f"file={paths.OVERLAY},if=virtio,format=qcow2",
         "-netdev",

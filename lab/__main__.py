@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from keepsource.artifacts import artifacts
 from keepsource.settings import Settings
 from keepsource.stackfile import PROJECT_ROOT, load
+from keepsource.verify import curl_command, runner_for
 from lab import driver, guest, hosts, image, net, paths
 
 STACK = "local"
@@ -153,18 +154,29 @@ def _driver_ssh(step: driver.Planned, _: float | None) -> subprocess.Popen[str]:
     )
 
 
-def apply(plan: Plan, cut: tuple[str, float] | None = None) -> list[driver.Result]:
+@dataclass
+class Applied:
+    results: list[driver.Result]
+    planned: int
+
+    @property
+    def complete(self) -> bool:
+        """Every planned command ran and succeeded."""
+        return len(self.results) == self.planned and all(r.rc == 0 for r in self.results)
+
+
+def apply(plan: Plan, cut: tuple[str, float] | None = None) -> Applied:
     require_root()
     state = State.load()
     steps = driver.plan(STACK)
     log(f"apply: {len(steps)} remote commands declared by the program (stack {STACK}), over SSH")
-    results = driver.apply(steps, _driver_ssh, cut=cut)
-    if all(r.rc == 0 for r in results) and len(results) == len(steps):
+    applied = Applied(driver.apply(steps, _driver_ssh, cut=cut), len(steps))
+    if applied.complete:
         # The Workload's side of the fix: the CNI stand-in now enforces the rendered policy.
         state.phase = "fixed"
         set_pod(plan, state)
         log(f"workers: filter = the rendered NetworkPolicy {list(_filter(plan, 'fixed').admitted)}")
-    return results
+    return applied
 
 
 def wait_keepalived(timeout: float = 60) -> float:
@@ -207,28 +219,8 @@ def down() -> None:
 
 
 def curl(ns: str, url: str) -> tuple[int, str]:
-    done = subprocess.run(
-        [
-            "ip",
-            "netns",
-            "exec",
-            ns,
-            "curl",
-            "-s",
-            "-m",
-            "2",
-            "-o",
-            "-",
-            "-w",
-            "\nHTTP %{http_code}",
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    return done.returncode, done.stdout
+    """curl -m 2 from a lab namespace, exactly as verify runs it."""
+    return runner_for("netns", ns)(curl_command(url))
 
 
 def fault(plan: Plan) -> list[tuple[str, bool, str]]:
@@ -268,18 +260,15 @@ def demo() -> int:
 
     def first_apply() -> tuple[bool, str]:
         start = time.monotonic()
-        results = apply(plan)
+        ok = apply(plan).complete
         times["first_apply"] = time.monotonic() - start
-        ok = len(results) == len(driver.plan(STACK)) and all(r.rc == 0 for r in results)
         return ok, f"{times['first_apply']:.1f} s"
 
     def second_apply() -> tuple[bool, str]:
         start = time.monotonic()
-        results = apply(plan)
+        applied = apply(plan)
         second = time.monotonic() - start
-        ok = len(results) == len(driver.plan(STACK)) and all(
-            r.rc == 0 and not r.changed for r in results
-        )
+        ok = applied.complete and not any(r.changed for r in applied.results)
         return ok, f"{second:.1f} s ({100 * second / times['first_apply']:.0f} % of the first)"
 
     def do_reboot() -> tuple[bool, str]:
@@ -345,14 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.cut:
             name, _, secs = args.cut.rpartition(":")
             cut = (name, float(secs))
-        results = apply(plan, cut)
-        return (
-            0
-            if results
-            and all(r.rc == 0 for r in results)
-            and len(results) == len(driver.plan(STACK))
-            else 1
-        )
+        return 0 if apply(plan, cut).complete else 1
     elif args.cmd == "pod":
         state = State.load()
         if args.worker not in [w.name for w in plan.workers]:

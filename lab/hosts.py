@@ -19,6 +19,7 @@ from __future__ import annotations
 import ipaddress
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -152,8 +153,6 @@ def start_servers(
 
 
 def wait_listening(hosts: list[tuple[net.Host, int]], timeout: float = 20) -> None:
-    import time
-
     deadline = time.monotonic() + timeout
     for host, port in hosts:
         while True:

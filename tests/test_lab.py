@@ -62,7 +62,7 @@ def _snapshot() -> str:
 
 
 def _apply(plan: lab.Plan, cut: tuple[str, float] | None = None) -> list[driver.Result]:
-    return lab.apply(plan, cut)
+    return lab.apply(plan, cut).results
 
 
 def test_root_namespace_stays_out_of_the_lab(plan: lab.Plan) -> None:

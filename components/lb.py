@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +39,11 @@ class LoadBalancerHostArgs:
     private_key: pulumi.Input[str] | None = None
     """SSH private key of the LB host (and of the jump host): a secret Output.
     None: the SSH agent is used."""
+
+    cutover_after: Sequence[pulumi.Resource] = ()
+    """Resources the cut-over (switching traffic from HAProxy to IPVS) waits
+    for: the Workload's Deployment and NetworkPolicy. Package installation
+    does not wait for them."""
 
 
 def _connection(args: LoadBalancerHostArgs) -> remote.ConnectionArgs:

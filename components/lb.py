@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import pulumi
@@ -15,7 +16,13 @@ from keepsource.render.keepalived import (
     render_keepalived,
     virtual_services,
 )
-from keepsource.render.scripts import KEEPALIVED_CONF, steps
+from keepsource.render.scripts import (
+    CUTOVER_STEPS,
+    KEEPALIVED_CONF,
+    Step,
+    host_steps,
+    service_steps,
+)
 from keepsource.settings import Settings
 
 with warnings.catch_warnings():
@@ -68,6 +75,16 @@ def _connection(args: LoadBalancerHostArgs) -> remote.ConnectionArgs:
     )
 
 
+def _pick(name: str, by_name: dict[str, Step]) -> Step:
+    return by_name[name]
+
+
+def _digest(step_and_conf: list[Any]) -> str:
+    step, conf = step_and_conf
+    assert isinstance(step, Step)
+    return step.digest(conf if step.stdin_artifact == KEEPALIVED_CONF else None)
+
+
 class LoadBalancerHost(pulumi.ComponentResource):
     """keepalived/LVS NAT on the LB host, HAProxy off, the gateway role kept."""
 
@@ -107,12 +124,19 @@ class LoadBalancerHost(pulumi.ComponentResource):
         connection = _connection(args)
         user = settings.lb.ssh.user
         self.commands = {}
-        for step in steps(settings):
-            stdin = conf if step.stdin_artifact == KEEPALIVED_CONF else None
-            digest = conf.apply(step.digest) if stdin is not None else step.digest()
-            command = step.command(user)
-            self.commands[step.name] = remote.Command(
-                f"{name}-{step.name}",
+
+        def declare(
+            step_name: str,
+            script: pulumi.Input[str],
+            stdin: pulumi.Input[str] | None,
+            digest: pulumi.Input[str],
+            after: list[pulumi.Resource],
+        ) -> None:
+            command = pulumi.Output.from_input(script).apply(
+                lambda text: Step.command_line(text, step_name, user)
+            )
+            self.commands[step_name] = remote.Command(
+                f"{name}-{step_name}",
                 connection=connection,
                 create=command,
                 update=command,
@@ -121,11 +145,27 @@ class LoadBalancerHost(pulumi.ComponentResource):
                 # Command output is not kept in logs; failures still carry it.
                 logging=remote.Logging.NONE,
                 add_previous_output_in_env=False,
-                opts=pulumi.ResourceOptions(
-                    parent=self,
-                    depends_on=[self.commands[d] for d in step.depends_on],
-                ),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=after),
             )
+
+        # Host steps are plain text, known at preview: they do not wait for
+        # Kubernetes. The service steps follow the Service's nodePort; the
+        # cut-over also waits for the Workload (args.cutover_after).
+        for step in host_steps(settings):
+            after = [self.commands[d] for d in step.depends_on]
+            declare(step.name, step.script, None, step.digest(), after)
+        # The steps' names and order do not depend on the port: declare them
+        # from the config's, fill in each script from the Service's.
+        rendered = node_port.apply(lambda p: {s.name: s for s in service_steps(settings, p)})
+        for shape in service_steps(settings, settings.node_port):
+            after = [self.commands[d] for d in shape.depends_on]
+            if shape.name in CUTOVER_STEPS:
+                after += list(args.cutover_after)
+            picked = rendered.apply(partial(_pick, shape.name))
+            stdin = conf if shape.stdin_artifact == KEEPALIVED_CONF else None
+            script = picked.apply(lambda s: s.script)
+            digest = pulumi.Output.all(picked, conf).apply(_digest)
+            declare(shape.name, script, stdin, digest, after)
 
         self.keepalived_conf = conf
         self.virtual_services = services

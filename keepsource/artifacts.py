@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from keepsource.render import gateway, kube
 from keepsource.render.keepalived import render_keepalived
-from keepsource.render.scripts import steps
+from keepsource.render.scripts import net_loader, steps
 from keepsource.settings import Settings
 
 
@@ -14,7 +14,11 @@ def artifacts(settings: Settings) -> dict[str, str]:
     files = {
         "keepalived.conf": render_keepalived(settings, settings.node_port),
         "rules.v4": gateway.render_rules_v4(settings),
+        "switch.rules": gateway.render_switch_rules(settings, settings.node_port),
         "90-keepsource-gateway.conf": gateway.render_sysctl(settings),
+        "ipvs.sysctl": gateway.render_ipvs_sysctl(settings),
+        "net-load": net_loader(),
+        gateway.UNIT: gateway.render_unit(),
         "manifests.yaml": kube.to_yaml(kube.objects(settings)),
     }
     for i, step in enumerate(steps(settings), start=1):

@@ -87,6 +87,16 @@ class Network(_Model):
         description="The LB's address on the internal subnet: the nodes' default "
         "gateway and the source of the LB's health checks."
     )
+    hairpin_source_: IPv4 | None = Field(
+        default=None,
+        alias="hairpinSource",
+        description="Address internal clients of the VIP's services are source-NATed to "
+        "(default: the VIP); never admitted by the NetworkPolicy.",
+    )
+
+    @property
+    def hairpin_source(self) -> IPv4:
+        return self.hairpin_source_ or self.vip
 
 
 class Ssh(_Model):
@@ -131,6 +141,17 @@ class Lb(_Model):
     """The load-balancer host."""
 
     ssh: Ssh = Field(description="SSH connection to the LB host.")
+    take_over: tuple[Literal["keepalived.conf"], ...] = Field(
+        default=(),
+        description="Things on the LB that keepsource did not write and may replace "
+        "(a backup is kept): keepalived.conf.",
+    )
+    cutover_timeout: float = Field(
+        default=60,
+        ge=5,
+        le=600,
+        description="Seconds the cut-over waits for every pool to hold a healthy real server.",
+    )
 
 
 class Apiserver(_Model):
@@ -331,6 +352,23 @@ def cross_faults(s: Settings) -> list[Fault]:
         if w.name in names:
             faults.append(Fault(_key(("workers", i, "name")), f"duplicate worker name {w.name!r}"))
         names.setdefault(w.name, i)
+    hairpin = net.hairpin_source
+    if hairpin == net.lb_internal_address:
+        faults.append(
+            Fault(
+                _key(("network", "hairpinSource")),
+                "equals lbInternalAddress, the health-check source the NetworkPolicy admits",
+            )
+        )
+    for i, cidr in enumerate(s.allowed_clients):
+        if hairpin in cidr:
+            faults.append(
+                Fault(
+                    _key(("network", "hairpinSource")),
+                    f"{hairpin} is inside allowedClients[{i}] {cidr}: the NetworkPolicy would "
+                    "admit every node and pod through it (set network.hairpinSource)",
+                )
+            )
     if s.node_port == s.apiserver.port:
         faults.append(
             Fault(_key(("nodePort",)), f"equals apiserver.port {s.apiserver.port} on the same VIP")

@@ -11,7 +11,7 @@ import yaml
 
 from keepsource.artifacts import artifacts
 from keepsource.render import kube
-from keepsource.render.keepalived import check_budget, render_keepalived
+from keepsource.render.keepalived import FWMARK_BASE, HEADER, check_budget, render_keepalived
 from keepsource.settings import HealthCheck
 from keepsource.stackfile import load
 from tests.conftest import ALL_STACKS, require_tool
@@ -59,15 +59,38 @@ def test_keepalived_check_does_reject_a_bad_keyword(tmp_path: Path) -> None:
 def test_rules_pass_iptables_restore_test(tmp_path: Path, stack: str, restore: str) -> None:
     require_tool("unshare")
     tool = require_tool(restore)
-    rules = _write(tmp_path, stack) / "rules.v4"
-    done = subprocess.run(
-        ["unshare", "-n", tool, "--test", "--noflush", str(rules)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=30,
-    )
-    assert done.returncode == 0, done.stderr
+    out = _write(tmp_path, stack)
+    for name in ("rules.v4", "switch.rules"):
+        done = subprocess.run(
+            ["unshare", "-n", tool, "--test", "--noflush", str(out / name)],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=30,
+        )
+        assert done.returncode == 0, name + done.stderr
+
+
+@pytest.mark.parametrize("stack", ALL_STACKS)
+def test_fragments_are_in_iptables_save_form(tmp_path: Path, stack: str) -> None:
+    """net-load compares the live chains with the files line by line: each
+    file's rules must read back from the kernel exactly as written."""
+    require_tool("unshare")
+    tool = require_tool("iptables-restore")
+    out = _write(tmp_path, stack)
+    for name, table in (("rules.v4", "nat"), ("switch.rules", "mangle")):
+        path = out / name
+        done = subprocess.run(
+            ["unshare", "-n", "sh", "-c", f"{tool} --noflush {path} && iptables-save -t {table}"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=30,
+        )
+        assert done.returncode == 0, done.stderr
+        written = [line for line in path.read_text().splitlines() if line.startswith("-A ")]
+        live = [line for line in done.stdout.splitlines() if line.startswith("-A ")]
+        assert written and live == written
 
 
 def test_legacy_restore_rejects_a_typo(tmp_path: Path) -> None:
@@ -87,8 +110,15 @@ def test_legacy_restore_rejects_a_typo(tmp_path: Path) -> None:
 @pytest.mark.parametrize("stack", ALL_STACKS)
 def test_shellcheck_passes_every_remote_script(tmp_path: Path, stack: str) -> None:
     tool = require_tool("shellcheck")
-    scripts = sorted((_write(tmp_path, stack) / "steps").glob("*.sh"))
-    assert len(scripts) == 5
+    out = _write(tmp_path, stack)
+    scripts = [*sorted((out / "steps").glob("*.sh")), out / "net-load"]
+    assert [p.name for p in scripts] == [
+        "01-packages.sh",
+        "02-gateway.sh",
+        "03-keepalived-config.sh",
+        "04-cutover.sh",
+        "net-load",
+    ]
     done = subprocess.run(
         [tool, "--shell=bash", "--severity=style", *map(str, scripts)],
         capture_output=True,
@@ -139,8 +169,15 @@ def test_keepalived_conf_routes_vip_to_the_nodes(stack: str) -> None:
     s = load(stack)
     conf = render_keepalived(s, s.node_port)
     vip = s.network.vip
-    assert f"virtual_server {vip} {s.apiserver.port} {{" in conf
-    assert f"virtual_server {vip} {s.node_port} {{" in conf
+    switch = artifacts(s)["switch.rules"]
+    # Each VIP:port is marked for exactly one fwmark virtual server.
+    for i, port in enumerate((s.apiserver.port, s.node_port)):
+        mark = FWMARK_BASE + i + 1
+        assert f"virtual_server fwmark {mark} {{" in conf
+        rule = f"-d {vip}/32 -p tcp -m tcp --dport {port} -j MARK --set-xmark {mark:#x}/0xffffffff"
+        assert rule in switch
+    assert conf.count("virtual_server ") == 2 and "protocol" not in conf
+    assert conf.splitlines()[0] == HEADER
     assert f"real_server {s.apiserver.address} {s.apiserver.port} {{" in conf
     for w in s.workers:
         assert f"real_server {w.address} {s.node_port} {{" in conf

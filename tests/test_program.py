@@ -30,7 +30,7 @@ K8S = {
     "kubernetes:core/v1:Service",
     "kubernetes:networking.k8s.io/v1:NetworkPolicy",
 }
-ORDER = ["packages", "keepalived-config", "haproxy-off", "keepalived-on", "gateway"]
+ORDER = ["packages", "gateway", "keepalived-config", "cutover"]
 
 
 def _ints(value: Any) -> Any:
@@ -56,7 +56,7 @@ def stack_run(request: pytest.FixtureRequest) -> tuple[str, mockrun.Run]:
 def test_resource_types_and_parents(stack_run: tuple[str, mockrun.Run]) -> None:
     _, run = stack_run
     types = sorted(r.type for r in run.resources)
-    assert types.count(CMD) == 5
+    assert types.count(CMD) == len(ORDER)
     assert {LB, WORKLOAD, "pulumi:providers:kubernetes"} | K8S <= set(types)
     lb, wl = run.one(LB), run.one(WORKLOAD)
     assert lb.parent == run.stack_urn and wl.parent == run.stack_urn
@@ -92,13 +92,17 @@ def test_command_order(stack_run: tuple[str, mockrun.Run]) -> None:
         return {u for u in cmds[name].dependencies if u in urn.values()}
 
     assert deps("packages") == set()
-    assert deps("keepalived-config") == {urn["packages"]}
-    assert deps("haproxy-off") == {urn["keepalived-config"]}
-    assert deps("keepalived-on") == {urn["haproxy-off"]}
     assert deps("gateway") == {urn["packages"]}
-    # The config waits for the Service whose nodePort it uses.
-    service = run.one("kubernetes:core/v1:Service")
-    assert service.urn in cmds["keepalived-config"].dependencies
+    assert deps("keepalived-config") == {urn["packages"]}
+    assert deps("cutover") == {urn["keepalived-config"], urn["gateway"]}
+    # The config waits for the Service whose nodePort it uses; the host steps
+    # wait for nothing of Kubernetes.
+    k8s = {r.urn for r in run.resources if r.type in K8S}
+    if k8s:
+        service = run.one("kubernetes:core/v1:Service")
+        assert service.urn in cmds["keepalived-config"].dependencies
+    for name in ("packages", "gateway"):
+        assert not set(cmds[name].dependencies) & k8s
 
 
 def test_commands_carry_the_rendered_steps(stack_run: tuple[str, mockrun.Run]) -> None:
@@ -106,7 +110,7 @@ def test_commands_carry_the_rendered_steps(stack_run: tuple[str, mockrun.Run]) -
     s = load(stack)
     cmds = _commands(run)
     conf = render_keepalived(s, s.node_port)
-    for step in steps(s):
+    for step in steps(s, s.node_port):
         r = cmds[step.name]
         assert r.inputs["create"] == step.command(s.lb.ssh.user)
         assert r.inputs["update"] == r.inputs["create"]
@@ -159,17 +163,19 @@ def test_worker_change_reruns_only_the_config_step() -> None:
     assert "172.16.0.13" in changed.exports["keepalivedConf"]
     assert "172.16.0.13" not in base.exports["keepalivedConf"]
     before, after = _trigger_map(base), _trigger_map(changed)
-    assert {n for n in ORDER if before[n] != after[n]} == {"keepalived-config"}
+    assert {n for n in ORDER if before[n] != after[n]} == {"keepalived-config", "cutover"}
 
 
 def test_lb_follows_the_services_node_port_output() -> None:
     """The cluster's nodePort (not the config's) reaches keepalived.conf."""
     base = mockrun.run_program(dev_config())
     moved = mockrun.run_program(dev_config(), allocated_node_port=31999)
-    assert "virtual_server 192.168.0.1 31999 {" in moved.exports["keepalivedConf"]
+    assert "192.168.0.1:31999/tcp" in moved.exports["keepalivedConf"]
     assert "real_server 172.16.0.11 31999 {" in moved.exports["keepalivedConf"]
+    cutover = _commands(moved)["cutover"].inputs["create"]
+    assert "--dport 31999 -j MARK" in cutover and "--dport 30080 " not in cutover
     before, after = _trigger_map(base), _trigger_map(moved)
-    assert {n for n in ORDER if before[n] != after[n]} == {"keepalived-config"}
+    assert {n for n in ORDER if before[n] != after[n]} == {"keepalived-config", "cutover"}
 
 
 def test_internal_subnet_change_reruns_the_gateway_step() -> None:
@@ -245,7 +251,7 @@ def test_bad_config_declares_nothing(key: str, value: Any) -> None:
     assert recorded == []
     # And nothing was registered on the way: run a good program right after and
     # compare counts, so a half-declared stack would show up.
-    assert len(mockrun.run_program(dev_config()).resources) == 12
+    assert len(mockrun.run_program(dev_config()).resources) == 7 + len(ORDER)
 
 
 def test_preview_keeps_the_policy_facts_known() -> None:

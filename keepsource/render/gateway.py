@@ -1,21 +1,49 @@
-"""The LB host's gateway role: forwarding on, the internal subnet masqueraded.
+"""The LB host's netfilter and sysctl fragments: the gateway role, the hairpin
+for internal clients of the VIP, and the traffic switch of the cut-over.
 
-Decision (see README, "Gateway rules"): keepsource keeps whatever rules the
-host already has. Its own rules live in one chain of its own,
-``KEEPSOURCE-POSTROUTING`` in the nat table, reached by one jump at the top
-of POSTROUTING. ``rules.v4`` is that fragment, loaded with
-``iptables-restore --noflush`` (declaring the chain flushes only that chain),
-and the whole live rule set is then saved for iptables-persistent, so the
-host's other rules survive both the apply and a reboot.
+Decision (README, "The host's rules stay the host's"): keepsource owns only
+chains of its own and the jumps into them, never the host's rule set:
+
+* nat ``KEEPSOURCE-POSTROUTING``: MASQUERADE of the internal subnet (the
+  gateway role). Its jump is *appended* to POSTROUTING, so the host's own NAT
+  rules (exemptions, its own MASQUERADE) keep deciding first.
+* nat ``KEEPSOURCE-HAIRPIN``: internal clients of a VIP service are
+  source-NATed to ``network.hairpinSource`` (default: the VIP), so the real
+  server's reply comes back through the LB. Its jump goes *first*: it matches
+  only packets keepsource itself marked for IPVS, so it shadows nothing of the
+  host's, and no host MASQUERADE can rewrite them to the check source (which
+  the NetworkPolicy admits).
+* mangle ``KEEPSOURCE-SWITCH``: one MARK rule per VIP:port. keepalived's
+  virtual servers are ``fwmark`` services, so IPVS takes a VIP's traffic only
+  once these rules are live; the cut-over loads them after the pools are
+  healthy. Jump first in PREROUTING (MARK does not end the chain).
+
+Each fragment is loaded with ``iptables-restore --noflush`` (declaring a
+chain flushes only that chain) by one loader script, ``net-load``, which the
+gateway step runs at apply and the unit ``keepsource-net.service`` runs at
+boot (after the network and the host's own rules, before keepalived). Nothing
+saves the host's live rule set.
 """
 
 from __future__ import annotations
 
+from keepsource.render.keepalived import FWMARK_BASE, virtual_services
 from keepsource.settings import Settings
 
 CHAIN = "KEEPSOURCE-POSTROUTING"
+HAIRPIN_CHAIN = "KEEPSOURCE-HAIRPIN"
+SWITCH_CHAIN = "KEEPSOURCE-SWITCH"
+ETC = "/etc/keepsource"
 SYSCTL_PATH = "/etc/sysctl.d/90-keepsource-gateway.conf"
-RULES_PATH = "/etc/iptables/keepsource.rules.v4"
+IPVS_SYSCTL_PATH = f"{ETC}/ipvs.sysctl"
+RULES_PATH = f"{ETC}/gateway.rules"
+SWITCH_PATH = f"{ETC}/switch.rules"
+LOADER_PATH = "/usr/local/lib/keepsource/net-load"
+UNIT = "keepsource-net.service"
+UNIT_PATH = f"/etc/systemd/system/{UNIT}"
+#: Where the previous release kept its fragment (removed by the gateway step).
+LEGACY_RULES_PATH = "/etc/iptables/keepsource.rules.v4"
+MARK_MASK = 0xFFFF0000
 
 
 def render_sysctl(settings: Settings) -> str:
@@ -26,23 +54,76 @@ def render_sysctl(settings: Settings) -> str:
     )
 
 
+def render_ipvs_sysctl(settings: Settings) -> str:
+    """Applied by net-load after ``modprobe ip_vs`` (systemd-sysctl runs before
+    the module exists): IPVS connections get conntrack entries, which the
+    hairpin SNAT needs."""
+    del settings
+    return (
+        "# Managed by keepsource: conntrack for IPVS connections (hairpin SNAT).\n"
+        "net.ipv4.vs.conntrack = 1\n"
+    )
+
+
 def jump_rule() -> str:
     """The rule (in iptables-save syntax, minus -A/-I) that enters our chain."""
     return f"-j {CHAIN}"
 
 
 def render_rules_v4(settings: Settings) -> str:
-    inner = settings.network.internal_subnet
+    """The nat fragment: hairpin SNAT and the gateway's MASQUERADE."""
+    net = settings.network
+    inner = net.internal_subnet
     return "\n".join(
         [
-            "# Managed by keepsource: load with iptables-restore --noflush.",
-            f"# The internal subnet {inner} leaves the LB masqueraded; IPVS",
-            "# replies are untracked and keep the VIP as their source.",
+            "# Managed by keepsource: loaded with iptables-restore --noflush by net-load.",
+            f"# {HAIRPIN_CHAIN}: internal clients of a VIP service (packets marked by",
+            f"# {SWITCH_CHAIN}) leave towards the real server as {net.hairpin_source}.",
+            f"# {CHAIN}: the internal subnet {inner} leaves the LB masqueraded.",
             "*nat",
+            f":{HAIRPIN_CHAIN} - [0:0]",
             f":{CHAIN} - [0:0]",
-            f"-I POSTROUTING 1 {jump_rule()}",
+            f"-A {HAIRPIN_CHAIN} -s {inner} -m mark --mark {FWMARK_BASE:#x}/{MARK_MASK:#x}"
+            f" -j SNAT --to-source {net.hairpin_source}",
             f"-A {CHAIN} -s {inner} ! -d {inner} -j MASQUERADE",
             "COMMIT",
+            "",
+        ]
+    )
+
+
+def render_switch_rules(settings: Settings, node_port: int) -> str:
+    """The mangle fragment that hands VIP:port to IPVS (the cut-over's switch)."""
+    lines = [
+        "# Managed by keepsource: the cut-over's switch. Each rule marks one VIP:port",
+        "# for keepalived's fwmark virtual server; without it HAProxy (if any) serves.",
+        "*mangle",
+        f":{SWITCH_CHAIN} - [0:0]",
+    ]
+    for vs in virtual_services(settings, node_port):
+        lines.append(
+            f"-A {SWITCH_CHAIN} -d {vs['vip']}/32 -p tcp -m tcp --dport {vs['port']}"
+            f" -j MARK --set-xmark {vs['fwmark']:#x}/0xffffffff"
+        )
+    return "\n".join([*lines, "COMMIT", ""])
+
+
+def render_unit() -> str:
+    return "\n".join(
+        [
+            "# Managed by keepsource.",
+            "[Unit]",
+            "Description=keepsource: LB forwarding, IPVS conntrack and netfilter fragments",
+            "After=network.target netfilter-persistent.service ufw.service",
+            "Before=keepalived.service",
+            "",
+            "[Service]",
+            "Type=oneshot",
+            "RemainAfterExit=yes",
+            f"ExecStart={LOADER_PATH}",
+            "",
+            "[Install]",
+            "WantedBy=multi-user.target",
             "",
         ]
     )

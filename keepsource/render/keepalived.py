@@ -26,6 +26,16 @@ from dataclasses import dataclass
 
 from keepsource.settings import HealthCheck, Settings
 
+#: The first line of every keepalived.conf keepsource writes: the LB steps
+#: refuse to replace a keepalived.conf without it (unless the stack opts in).
+HEADER = "# Managed by keepsource; changes here are overwritten."
+
+#: Firewall marks of keepsource's virtual services ("ks" in the high half).
+#: keepalived serves ``virtual_server fwmark N``; a mangle rule per VIP:port
+#: sets N. Until the cut-over loads those rules, IPVS sees no marked packet and
+#: HAProxy keeps serving: the rules are the switch (README, "Cut-over").
+FWMARK_BASE = 0x6B730000
+
 #: What a keepsource LB does to a connection: LVS NAT rewrites the destination
 #: only; the client's source address is kept end to end.
 FORWARDING_METHOD = "NAT"
@@ -46,14 +56,22 @@ def check_budget(hc: HealthCheck) -> CheckBudget:
     return CheckBudget(refused_s=refused, dropped_s=dropped, readd_s=hc.delay_loop)
 
 
+def fwmark(index: int) -> int:
+    """The firewall mark of the index-th virtual service."""
+    return FWMARK_BASE + index + 1
+
+
 def virtual_services(settings: Settings, node_port: int) -> list[dict[str, object]]:
-    """The virtual services as plain facts (camelCase, as a policy sees them)."""
+    """The virtual services as plain facts (camelCase, as a policy sees them).
+    Each is a ``virtual_server fwmark`` whose mark a mangle rule sets for
+    packets to ``vip:port``."""
     vip = str(settings.network.vip)
     check_source = str(settings.network.lb_internal_address)
     api = settings.apiserver
     return [
         {
             "name": "apiserver",
+            "fwmark": fwmark(0),
             "vip": vip,
             "port": api.port,
             "protocol": "TCP",
@@ -63,6 +81,7 @@ def virtual_services(settings: Settings, node_port: int) -> list[dict[str, objec
         },
         {
             "name": settings.workload.name,
+            "fwmark": fwmark(1),
             "vip": vip,
             "port": node_port,
             "protocol": "TCP",
@@ -85,7 +104,7 @@ def render_keepalived(settings: Settings, node_port: int) -> str:
     hc = settings.health_check
     budget = check_budget(hc)
     lines = [
-        "# Managed by keepsource; changes here are overwritten.",
+        HEADER,
         "# LVS NAT: the client's address reaches the real server (no proxy ends the",
         "# connection), so the pod's NetworkPolicy sees the real client.",
         "# Health checks: TCP connect from the LB's internal address to the real",
@@ -103,12 +122,11 @@ def render_keepalived(settings: Settings, node_port: int) -> str:
     for vs in virtual_services(settings, node_port):
         lines += [
             "",
-            f"# {vs['name']}",
-            f"virtual_server {vs['vip']} {vs['port']} {{",
+            f"# {vs['name']}: {vs['vip']}:{vs['port']}/tcp (packets marked {vs['fwmark']:#x})",
+            f"virtual_server fwmark {vs['fwmark']} {{",
             f"    delay_loop {_num(hc.delay_loop)}",
-            "    lb_algo rr",
+            "    lvs_sched rr",
             f"    lvs_method {FORWARDING_METHOD}",
-            "    protocol TCP",
             "    # no traffic to a real server until its first check passed",
             "    alpha",
         ]

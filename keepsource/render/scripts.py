@@ -10,11 +10,13 @@ line ``keepsource: STEP: changed`` or ``... unchanged``.
 from __future__ import annotations
 
 import hashlib
+import math
 import shlex
 from dataclasses import dataclass
 from importlib import resources
 
 from keepsource.render import gateway
+from keepsource.render.keepalived import HEADER, render_keepalived, virtual_services
 from keepsource.settings import Settings
 
 
@@ -24,6 +26,8 @@ def _template(name: str) -> str:
 
 #: The artifact a step reads on stdin (only keepalived-config takes one: the
 #: rendered keepalived.conf, which depends on the Service's nodePort Output).
+#: Also the name a stack gives in ``lb.takeOver`` to let keepsource replace a
+#: keepalived.conf it did not write.
 KEEPALIVED_CONF = "keepalived.conf"
 
 
@@ -36,14 +40,22 @@ class Step:
     description: str
 
     def command(self, user: str) -> str:
+        return self.command_line(self.script, self.name, user)
+
+    @staticmethod
+    def command_line(script: str, name: str, user: str) -> str:
         """The remote command line; non-root users go through ``sudo -n`` (no TTY)."""
         prefix = "" if user == "root" else "sudo -n "
-        return f"{prefix}/bin/bash -c {shlex.quote(self.script)} keepsource-{self.name}"
+        return f"{prefix}/bin/bash -c {shlex.quote(script)} keepsource-{name}"
 
     def digest(self, stdin: str | None = None) -> str:
+        return self.digest_of(self.script, stdin)
+
+    @staticmethod
+    def digest_of(script: str, stdin: str | None = None) -> str:
         """Content hash of script and stdin: the step re-runs when (and only
         when) this changes."""
-        h = hashlib.sha256(self.script.encode())
+        h = hashlib.sha256(script.encode())
         h.update(b"\0stdin\0")
         h.update((stdin or "").encode())
         return h.hexdigest()
@@ -57,56 +69,178 @@ def _script(name: str, body: str) -> str:
     )
 
 
-def gateway_script(settings: Settings) -> str:
-    body = _template("gateway.sh")
-    values = {
-        "__KS_SYSCTL_PATH__": gateway.SYSCTL_PATH,
-        "__KS_RULES_PATH__": gateway.RULES_PATH,
-        "__KS_CHAIN__": gateway.CHAIN,
-        "__KS_SYSCTL__": gateway.render_sysctl(settings).rstrip("\n"),
-        "__KS_RULES__": gateway.render_rules_v4(settings).rstrip("\n"),
-    }
+#: Where the LB steps keep their own state on the host (staged config, the
+#: digest keepalived last loaded, backups).
+STATE_DIR = "/var/lib/keepsource"
+#: Packages the LB needs (iptables-persistent no longer: keepsource persists
+#: its own fragments with its own unit, and ufw conflicts with it).
+PACKAGES = "keepalived ipvsadm"
+#: Seconds HAProxy's open connections get to finish after the switch.
+DRAIN_S = 10
+
+
+def _fill(body: str, values: dict[str, str]) -> str:
     for token, value in values.items():
         body = body.replace(token, value)
+    if "__KS_" in body:
+        raise ValueError(f"unfilled token in a step script: {body[body.index('__KS_') :][:40]}")
+    return body
+
+
+def net_loader() -> str:
+    """The loader script (boot unit and apply), exactly as installed on the host."""
+    return _fill(
+        _template("net_load.sh"),
+        {
+            "__KS_SYSCTL_PATH__": gateway.SYSCTL_PATH,
+            "__KS_IPVS_SYSCTL_PATH__": gateway.IPVS_SYSCTL_PATH,
+            "__KS_RULES_PATH__": gateway.RULES_PATH,
+            "__KS_SWITCH_PATH__": gateway.SWITCH_PATH,
+            "__KS_HAIRPIN_CHAIN__": gateway.HAIRPIN_CHAIN,
+            "__KS_SWITCH_CHAIN__": gateway.SWITCH_CHAIN,
+            "__KS_CHAIN__": gateway.CHAIN,
+            "__KS_UNIT__": gateway.UNIT,
+        },
+    )
+
+
+def gateway_script(settings: Settings) -> str:
+    body = _fill(
+        _template("gateway.sh"),
+        {
+            "__KS_SYSCTL_PATH__": gateway.SYSCTL_PATH,
+            "__KS_IPVS_SYSCTL_PATH__": gateway.IPVS_SYSCTL_PATH,
+            "__KS_RULES_PATH__": gateway.RULES_PATH,
+            "__KS_LEGACY_RULES_PATH__": gateway.LEGACY_RULES_PATH,
+            "__KS_LOADER_PATH__": gateway.LOADER_PATH,
+            "__KS_UNIT_PATH__": gateway.UNIT_PATH,
+            "__KS_UNIT_TEXT__": gateway.render_unit().rstrip("\n"),
+            "__KS_UNIT__": gateway.UNIT,
+            "__KS_ETC__": gateway.ETC,
+            "__KS_SYSCTL__": gateway.render_sysctl(settings).rstrip("\n"),
+            "__KS_IPVS_SYSCTL__": gateway.render_ipvs_sysctl(settings).rstrip("\n"),
+            "__KS_RULES__": gateway.render_rules_v4(settings).rstrip("\n"),
+            "__KS_LOADER__": net_loader().rstrip("\n"),
+        },
+    )
     return _script("gateway", body)
 
 
-def steps(settings: Settings) -> list[Step]:
-    """The LB host's steps in apply order."""
+def conf_sha(conf: str) -> str:
+    return hashlib.sha256(conf.encode()).hexdigest()
+
+
+def _take_over(settings: Settings) -> str:
+    return "yes" if KEEPALIVED_CONF in settings.lb.take_over else "no"
+
+
+def keepalived_config_script(settings: Settings, conf: str) -> str:
+    net = settings.network
+    addresses = [
+        (net.vip, "network.vip"),
+        (net.lb_internal_address, "network.lbInternalAddress"),
+        (net.hairpin_source, "network.hairpinSource"),
+    ]
+    seen: set[str] = set()
+    lines = []
+    for addr, key in addresses:
+        if str(addr) not in seen:
+            seen.add(str(addr))
+            lines.append(f"{addr} {key}")
+    body = _fill(
+        _template("keepalived_config.sh"),
+        {
+            "__KS_STATE_DIR__": STATE_DIR,
+            "__KS_CONF_SHA__": conf_sha(conf),
+            "__KS_HEADER__": HEADER,
+            "__KS_TAKE_OVER__": _take_over(settings),
+            "__KS_ADDRESSES__": "\n".join(lines),
+        },
+    )
+    return _script("keepalived-config", body)
+
+
+def cutover_script(settings: Settings, node_port: int, conf: str) -> str:
+    services = virtual_services(settings, node_port)
+    pools = [f"{vs['fwmark']} {vs['name']} {vs['vip']} {vs['port']}" for vs in services]
+    real = []
+    for vs in services:
+        servers = vs["realServers"]
+        assert isinstance(servers, list)
+        for rs in servers:
+            real.append(f"{vs['fwmark']} {rs['address']} {rs['port']} {rs.get('name', vs['name'])}")
+    ports = " or ".join(f"sport = :{vs['port']}" for vs in services)
+    body = _fill(
+        _template("cutover.sh"),
+        {
+            "__KS_STATE_DIR__": STATE_DIR,
+            "__KS_SWITCH_PATH__": gateway.SWITCH_PATH,
+            "__KS_LOADER_PATH__": gateway.LOADER_PATH,
+            "__KS_CONF_SHA__": conf_sha(conf),
+            "__KS_HEADER__": HEADER,
+            "__KS_TAKE_OVER__": _take_over(settings),
+            "__KS_TIMEOUT__": str(math.ceil(settings.lb.cutover_timeout)),
+            "__KS_DRAIN__": str(DRAIN_S),
+            "__KS_CHECK_SOURCE__": str(settings.network.lb_internal_address),
+            "__KS_POOLS__": "\n".join(pools),
+            "__KS_REAL_SERVERS__": "\n".join(real),
+            "__KS_SWITCH__": gateway.render_switch_rules(settings, node_port).rstrip("\n"),
+            "__KS_SS_FILTER__": ports,
+        },
+    )
+    return _script("cutover", body)
+
+
+def host_steps(settings: Settings) -> list[Step]:
+    """The steps that need nothing from Kubernetes (known at preview)."""
     return [
         Step(
             "packages",
-            _script("packages", _template("packages.sh")),
+            _script(
+                "packages", _fill(_template("packages.sh"), {"__KS_PACKAGES__": " ".join(PACKAGES)})
+            ),
             None,
             (),
-            "install keepalived, ipvsadm, iptables-persistent",
-        ),
-        Step(
-            "keepalived-config",
-            _script("keepalived-config", _template("keepalived_config.sh")),
-            KEEPALIVED_CONF,
-            ("packages",),
-            "check keepalived.conf on the host, then make it live",
-        ),
-        Step(
-            "haproxy-off",
-            _script("haproxy-off", _template("haproxy_off.sh")),
-            None,
-            ("keepalived-config",),
-            "stop and disable HAProxy",
-        ),
-        Step(
-            "keepalived-on",
-            _script("keepalived-on", _template("keepalived_on.sh")),
-            None,
-            ("haproxy-off",),
-            "enable and start keepalived",
+            "install keepalived and ipvsadm; refuse if apt would remove a package",
         ),
         Step(
             "gateway",
             gateway_script(settings),
             None,
             ("packages",),
-            "persist ip_forward and the MASQUERADE rule",
+            "ip_forward, MASQUERADE and the hairpin SNAT, loaded now and at boot by a unit",
         ),
     ]
+
+
+def service_steps(settings: Settings, node_port: int) -> list[Step]:
+    """The steps that follow the Service's nodePort (and wait for the Workload)."""
+    conf = render_keepalived(settings, node_port)
+    return [
+        Step(
+            "keepalived-config",
+            keepalived_config_script(settings, conf),
+            KEEPALIVED_CONF,
+            ("packages",),
+            "check keepalived.conf on the host (digest, local addresses, owner, keepalived -t)"
+            " and stage it",
+        ),
+        Step(
+            "cutover",
+            cutover_script(settings, node_port, conf),
+            None,
+            ("keepalived-config", "gateway"),
+            "keepalived up beside HAProxy, wait for healthy pools, switch the VIP to IPVS,"
+            " then HAProxy drained, stopped, disabled, masked",
+        ),
+    ]
+
+
+#: Steps that switch traffic: they wait for the Workload (Deployment, NetworkPolicy).
+CUTOVER_STEPS = frozenset({"cutover"})
+
+
+def steps(settings: Settings, node_port: int | None = None) -> list[Step]:
+    """The LB host's steps in apply order."""
+    port = settings.node_port if node_port is None else node_port
+    return [*host_steps(settings), *service_steps(settings, port)]

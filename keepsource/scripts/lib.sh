@@ -24,3 +24,9 @@ ks_put() {
 ks_has_unit() {
   [ -n "$(systemctl list-unit-files "$1.service" --no-legend 2>/dev/null)" ]
 }
+# ks_conf_foreign FILE HEADER: FILE exists, is not empty, and keepsource did not write it.
+ks_conf_foreign() {
+  [ -s "$1" ] && [ "$(head -n 1 "$1")" != "$2" ]
+}
+# ks_sha FILE: its sha256, hex.
+ks_sha() { sha256sum "$1" | cut -d ' ' -f 1; }

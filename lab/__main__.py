@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from keepsource.artifacts import artifacts
 from keepsource.settings import Settings
@@ -165,18 +166,49 @@ class Applied:
         return len(self.results) == self.planned and all(r.rc == 0 for r in self.results)
 
 
-def apply(plan: Plan, cut: tuple[str, float] | None = None) -> Applied:
+def apply(
+    plan: Plan,
+    cut: tuple[str, float] | None = None,
+    workload_first: bool = True,
+    config: dict[str, Any] | None = None,
+) -> Applied:
+    """keepsource's remote commands over SSH. The local stack manages no
+    Kubernetes objects (they are "managed elsewhere"), so the Workload's side
+    of the fix comes first, as a GitOps sync would: the CNI stand-in enforces
+    the rendered NetworkPolicy (which admits the LB's check source) before the
+    cut-over runs. ``workload_first=False`` keeps the seed's policy: the pool
+    of the workload can then never become healthy."""
     require_root()
     state = State.load()
-    steps = driver.plan(STACK)
-    log(f"apply: {len(steps)} remote commands declared by the program (stack {STACK}), over SSH")
-    applied = Applied(driver.apply(steps, _driver_ssh, cut=cut), len(steps))
-    if applied.complete:
-        # The Workload's side of the fix: the CNI stand-in now enforces the rendered policy.
+    steps = driver.plan(STACK, config)
+    if workload_first and state.phase != "fixed":
         state.phase = "fixed"
         set_pod(plan, state)
         log(f"workers: filter = the rendered NetworkPolicy {list(_filter(plan, 'fixed').admitted)}")
-    return applied
+    log(f"apply: {len(steps)} remote commands declared by the program (stack {STACK}), over SSH")
+    return Applied(driver.apply(steps, _driver_ssh, cut=cut), len(steps))
+
+
+class Probe:
+    """``python -m lab.probe`` in a lab namespace, in the background: a
+    request to ``url`` every ``interval`` seconds until :meth:`stop`."""
+
+    def __init__(self, ns: str, url: str, interval: float = 0.2, limit: float = 900) -> None:
+        self.stopfile = paths.RUN / f"probe-{ns}-{time.monotonic_ns()}.stop"
+        argv = ["ip", "netns", "exec", ns, sys.executable, "-m", "lab.probe"]
+        self.proc = subprocess.Popen(
+            [*argv, url, str(interval), str(limit), str(self.stopfile)],
+            cwd=PROJECT_ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def stop(self) -> dict[str, Any]:
+        self.stopfile.touch()
+        out, _ = self.proc.communicate(timeout=30)
+        self.stopfile.unlink(missing_ok=True)
+        result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+        return result
 
 
 def wait_keepalived(timeout: float = 60) -> float:

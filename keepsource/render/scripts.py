@@ -196,9 +196,7 @@ def host_steps(settings: Settings) -> list[Step]:
     return [
         Step(
             "packages",
-            _script(
-                "packages", _fill(_template("packages.sh"), {"__KS_PACKAGES__": " ".join(PACKAGES)})
-            ),
+            _script("packages", _fill(_template("packages.sh"), {"__KS_PACKAGES__": PACKAGES})),
             None,
             (),
             "install keepalived and ipvsadm; refuse if apt would remove a package",

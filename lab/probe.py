@@ -1,0 +1,72 @@
+"""A bounded availability probe: one HTTP request (a new TCP connection) every
+INTERVAL seconds until STOPFILE exists or SECONDS passed.
+
+    python -m lab.probe URL INTERVAL SECONDS STOPFILE
+
+Run it inside a lab namespace (ip netns exec ks-host01 ...): it only targets
+the URL it is given. Prints one JSON line: requests, failures, the longest
+gap between two answered requests, and the first failures (time, reason).
+Any HTTP answer counts: the probe asks "is the service there", not "what did
+it say".
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import sys
+import time
+from urllib.parse import urlsplit
+
+
+def once(host: str, port: int, path: str, timeout: float) -> str | None:
+    """None when an HTTP answer came back, else why not."""
+    try:
+        conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        conn.request("GET", path)
+        conn.getresponse().read()
+        conn.close()
+    except OSError as error:
+        return type(error).__name__
+    except http.client.HTTPException as error:
+        return type(error).__name__
+    return None
+
+
+def main() -> None:
+    url = urlsplit(sys.argv[1])
+    interval, limit, stop = float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+    host, port, path = url.hostname or "", url.port or 80, url.path or "/"
+    start = time.monotonic()
+    last_ok = start
+    longest_gap = 0.0
+    requests = 0
+    failures: list[tuple[float, str]] = []
+    while time.monotonic() - start < limit and not os.path.exists(stop):
+        sent = time.monotonic()
+        why = once(host, port, path, timeout=2.0)
+        requests += 1
+        now = time.monotonic()
+        if why is None:
+            longest_gap = max(longest_gap, now - last_ok)
+            last_ok = now
+        else:
+            failures.append((round(sent - start, 2), why))
+        time.sleep(max(0.0, interval - (time.monotonic() - sent)))
+    print(
+        json.dumps(
+            {
+                "requests": requests,
+                "failures": len(failures),
+                "longest_gap_s": round(longest_gap, 2),
+                "seconds": round(time.monotonic() - start, 1),
+                "first_failures": failures[:5],
+            }
+        ),
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from keepsource.render import gateway
+from keepsource.render.keepalived import WORKLOAD_FWMARK
 from keepsource.settings import Settings
 
 Runner = Callable[[str], tuple[int, str]]
@@ -87,20 +88,28 @@ def client_checks(settings: Settings, allowed: Runner, denied: Runner) -> list[C
     return checks
 
 
-def parse_ipvs(text: str, vip: str, port: int) -> set[str]:
-    """Real servers ('ip:port') of one virtual service in `ipvsadm -Ln` output."""
+def parse_ipvs(text: str, vip: str, port: int, fwmark: int | None = None) -> set[str]:
+    """Real servers ('ip:port') of one virtual service in `ipvsadm -Ln` output:
+    the ``TCP vip:port`` service, or the ``FWM fwmark`` one when given."""
+    wanted = {("TCP", f"{vip}:{port}")}
+    if fwmark is not None:
+        wanted.add(("FWM", str(fwmark)))
     servers: set[str] = set()
     inside = False
     for line in text.splitlines():
         fields = line.split()
-        if len(fields) >= 2 and fields[0] in ("TCP", "UDP"):
-            inside = fields[1] == f"{vip}:{port}"
+        if len(fields) >= 2 and fields[0] in ("TCP", "UDP", "FWM"):
+            inside = (fields[0], fields[1]) in wanted
         elif inside and len(fields) >= 2 and fields[0] == "->" and re.match(r"^\d", fields[1]):
             servers.add(fields[1])
     return servers
 
 
 def lb_checks(settings: Settings, lb: Runner, settle_s: float = 15) -> list[Check]:
+    rc, out = lb("echo keepsource-reachable")
+    if rc != 0:
+        # An LB that cannot be reached is a failure, never a pass by default.
+        return [Check("LB reachable over SSH", False, out.splitlines()[-1] if out else f"rc {rc}")]
     checks: list[Check] = []
 
     def state(command: str) -> str:
@@ -110,9 +119,12 @@ def lb_checks(settings: Settings, lb: Runner, settle_s: float = 15) -> list[Chec
     checks.append(
         Check("keepalived active and enabled", got == ("active", "enabled"), "/".join(got))
     )
+    installed = lb("systemctl cat haproxy.service >/dev/null 2>&1 || test -L "
+                   "/etc/systemd/system/haproxy.service")[0] == 0  # fmt: skip
     got = (state("systemctl is-active haproxy"), state("systemctl is-enabled haproxy"))
-    off = got[0] != "active" and got[1] != "enabled"
-    checks.append(Check("haproxy inactive and disabled", off, "/".join(got)))
+    off = got[0] != "active" and (got[1] == "masked" or not installed)
+    detail = "/".join(got) if installed else "not installed"
+    checks.append(Check("haproxy stopped, disabled and masked", off, detail))
     fwd = state("sysctl -n net.ipv4.ip_forward")
     checks.append(Check("ip_forward is 1", fwd == "1", fwd))
     inner = settings.network.internal_subnet
@@ -120,6 +132,29 @@ def lb_checks(settings: Settings, lb: Runner, settle_s: float = 15) -> list[Chec
     nat = state("iptables-save -t nat")
     jump = f"-A POSTROUTING -j {gateway.CHAIN}" in nat.splitlines()
     checks.append(Check(f"MASQUERADE of {inner} present", rule in nat and jump, rule))
+    live, _ = lb(f"{gateway.LOADER_PATH} --check")
+    unit = state(f"systemctl is-enabled {gateway.UNIT}")
+    checks.append(
+        Check(
+            "keepsource's rules and sysctl live as persisted, loaded at boot",
+            live == 0 and unit == "enabled",
+            f"net-load --check rc {live}, {gateway.UNIT} {unit}",
+        )
+    )
+    mangle = state("iptables-save -t mangle").splitlines()
+    switch = [
+        line
+        for line in gateway.render_switch_rules(settings, settings.node_port).splitlines()
+        if line.startswith("-A ")
+    ]
+    missing = [line for line in switch if line not in mangle]
+    checks.append(
+        Check(
+            "the VIP's services are switched to IPVS",
+            not missing,
+            f"missing: {missing}" if missing else f"{len(switch)} MARK rules",
+        )
+    )
     vip, port = str(settings.network.vip), settings.node_port
     healthy, table = _pool(settings, lb, settle_s)
     checks.append(
@@ -148,7 +183,7 @@ def _pool(settings: Settings, lb: Runner, settle_s: float) -> tuple[set[str], se
     for _ in range(max(1, int(settle_s / 0.5))):
         out = lb(f"{probes}; ipvsadm -Ln")[1]
         healthy = {line.split()[1] for line in out.splitlines() if line.startswith("up ")}
-        table = parse_ipvs(out, vip, port)
+        table = parse_ipvs(out, vip, port, WORKLOAD_FWMARK)
         if (table == healthy and healthy) or time.monotonic() > deadline:
             break
         time.sleep(0.5)

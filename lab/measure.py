@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 
+from keepsource.render.keepalived import WORKLOAD_FWMARK
 from keepsource.verify import parse_ipvs
 from lab import __main__ as lab
 from lab import guest, hosts
@@ -126,7 +127,10 @@ def main() -> None:
     lab.set_pod(plan, lab.State(pod=w1, phase="fixed", pids=state.pids))
     time.sleep(3)
     servers = parse_ipvs(
-        guest.ssh("ipvsadm -Ln").stdout, str(plan.settings.network.vip), plan.settings.node_port
+        guest.ssh("ipvsadm -Ln").stdout,
+        str(plan.settings.network.vip),
+        plan.settings.node_port,
+        WORKLOAD_FWMARK,
     )
     print(f"pool now: {sorted(servers)}")
     for name, seconds in rows:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from keepsource.render.keepalived import APISERVER_FWMARK, WORKLOAD_FWMARK
 from keepsource.stackfile import load
 from keepsource.verify import client_checks, lb_checks, parse_ipvs
 
@@ -11,34 +12,48 @@ IPVSADM = """\
 IP Virtual Server version 1.2.1 (size=4096)
 Prot LocalAddress:Port Scheduler Flags
   -> RemoteAddress:Port           Forward Weight ActiveConn InActConn
-TCP  192.168.0.1:6443 rr
+FWM  1802698753 rr
   -> 172.16.0.1:6443              Masq    1      0          0
-TCP  192.168.0.1:30080 rr
+FWM  1802698754 rr
   -> 172.16.0.11:30080            Masq    1      0          0
+TCP  192.168.0.1:80 rr
+  -> 172.16.0.12:80               Masq    1      0          0
 """
 
 
 def test_parse_ipvs_reads_one_virtual_service() -> None:
-    assert parse_ipvs(IPVSADM, "192.168.0.1", 30080) == {"172.16.0.11:30080"}
-    assert parse_ipvs(IPVSADM, "192.168.0.1", 6443) == {"172.16.0.1:6443"}
-    assert parse_ipvs(IPVSADM, "192.168.0.1", 1) == set()
+    assert parse_ipvs(IPVSADM, "192.168.0.1", 30080, WORKLOAD_FWMARK) == {"172.16.0.11:30080"}
+    assert parse_ipvs(IPVSADM, "192.168.0.1", 6443, APISERVER_FWMARK) == {"172.16.0.1:6443"}
+    assert parse_ipvs(IPVSADM, "192.168.0.1", 30080) == set()  # no such TCP service
+    assert parse_ipvs(IPVSADM, "192.168.0.1", 80) == {"172.16.0.12:80"}
+    assert parse_ipvs(IPVSADM, "192.168.0.1", 1, 1) == set()
 
 
 def _lb(answers: dict[str, str]) -> Callable[[str], tuple[int, str]]:
     def run(command: str) -> tuple[int, str]:
         for key, out in answers.items():
             if key in command:
-                return 0, out
+                return (1, "") if out is FAIL else (0, out)
         return 1, ""
 
     return run
 
 
+FAIL = "<rc 1>"
+SWITCH = """\
+-A KEEPSOURCE-SWITCH -d 192.168.0.1/32 -p tcp -m tcp --dport 6443 -j MARK --set-xmark 0x6b730001/0xffffffff
+-A KEEPSOURCE-SWITCH -d 192.168.0.1/32 -p tcp -m tcp --dport 30080 -j MARK --set-xmark 0x6b730002/0xffffffff
+"""
 GOOD = {
+    "echo keepsource-reachable": "",
     "systemctl is-active keepalived": "active",
     "systemctl is-enabled keepalived": "enabled",
+    "systemctl cat haproxy.service": "",
     "systemctl is-active haproxy": "inactive",
-    "systemctl is-enabled haproxy": "disabled",
+    "systemctl is-enabled haproxy": "masked",
+    "net-load --check": "",
+    "systemctl is-enabled keepsource-net.service": "enabled",
+    "iptables-save -t mangle": SWITCH,
     "sysctl -n net.ipv4.ip_forward": "1",
     "iptables-save -t nat": "-A POSTROUTING -j KEEPSOURCE-POSTROUTING\n"
     "-A KEEPSOURCE-POSTROUTING -s 172.16.0.0/24 ! -d 172.16.0.0/24 -j MASQUERADE",
@@ -48,12 +63,28 @@ GOOD = {
 
 def test_lb_checks_pass_on_the_fixed_state() -> None:
     checks = lb_checks(load("local"), _lb(GOOD), settle_s=0.5)
-    assert [c.ok for c in checks] == [True] * 5, [c.line() for c in checks]
+    assert [c.ok for c in checks] == [True] * 7, [c.line() for c in checks]
+
+
+def test_an_unreachable_lb_fails() -> None:
+    checks = lb_checks(
+        load("local"), _lb({**GOOD, "echo keepsource-reachable": FAIL}), settle_s=0.5
+    )
+    assert [c.ok for c in checks] == [False]
+
+
+def test_haproxy_not_installed_counts_as_off() -> None:
+    gone = {**GOOD, "systemctl cat haproxy.service": FAIL, "systemctl is-enabled haproxy": ""}
+    checks = lb_checks(load("local"), _lb(gone), settle_s=0.5)
+    assert all(c.ok for c in checks), [c.line() for c in checks]
 
 
 def test_lb_checks_fail_on_each_broken_fact() -> None:
     broken = {
         "systemctl is-active haproxy": "active",
+        "systemctl is-enabled haproxy": "disabled",  # stopped but not masked
+        "net-load --check": FAIL,
+        "iptables-save -t mangle": SWITCH.splitlines()[0],
         "sysctl -n net.ipv4.ip_forward": "0",
         "iptables-save -t nat": "",
         "ipvsadm -Ln": "up 172.16.0.12:30080\n" + IPVSADM,

@@ -61,6 +61,11 @@ def fwmark(index: int) -> int:
     return FWMARK_BASE + index + 1
 
 
+#: The apiserver's and the workload's virtual services, in this order.
+APISERVER_FWMARK = fwmark(0)
+WORKLOAD_FWMARK = fwmark(1)
+
+
 def virtual_services(settings: Settings, node_port: int) -> list[dict[str, object]]:
     """The virtual services as plain facts (camelCase, as a policy sees them).
     Each is a ``virtual_server fwmark`` whose mark a mangle rule sets for
@@ -71,7 +76,7 @@ def virtual_services(settings: Settings, node_port: int) -> list[dict[str, objec
     return [
         {
             "name": "apiserver",
-            "fwmark": fwmark(0),
+            "fwmark": APISERVER_FWMARK,
             "vip": vip,
             "port": api.port,
             "protocol": "TCP",
@@ -81,7 +86,7 @@ def virtual_services(settings: Settings, node_port: int) -> list[dict[str, objec
         },
         {
             "name": settings.workload.name,
-            "fwmark": fwmark(1),
+            "fwmark": WORKLOAD_FWMARK,
             "vip": vip,
             "port": node_port,
             "protocol": "TCP",

@@ -214,6 +214,19 @@ def _chroot(tree: Path, command: str, network: bool = True, timeout: int = 900) 
     subprocess.run(argv, check=True, timeout=timeout, env=env)
 
 
+def index_repo() -> None:
+    """(Re)write the lab repository's package index from the .debs in it."""
+    packages = subprocess.run(
+        ["dpkg-scanpackages", "--multiversion", "."],
+        cwd=paths.REPO,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    (paths.REPO / "Packages").write_text(packages)
+
+
 def build(force: bool = False) -> None:
     if not force and up_to_date():
         log(f"cached image is up to date: {paths.IMAGE}")
@@ -258,15 +271,7 @@ def build(force: bool = False) -> None:
         raise SystemExit("lab: no packages were downloaded for the lab repository")
     for deb in debs:
         shutil.copy2(deb, repo / deb.name)
-    packages = subprocess.run(
-        ["dpkg-scanpackages", "--multiversion", "."],
-        cwd=repo,
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    ).stdout
-    (repo / "Packages").write_text(packages)
+    index_repo()
     log(f"lab repository: {len(debs)} packages ({', '.join(REPO_PACKAGES)} and dependencies)")
     _chroot(tree, "apt-get clean && rm -rf /var/lib/apt/lists/*")
 

@@ -12,6 +12,8 @@ from keepsource.stackfile import PROJECT_ROOT
 
 pytestmark = pytest.mark.lab
 
+DEMO_ROWS = 12  # lab/__main__.py: up, 3 fault, 3 during apply, apply, again, verify, reboot, verify
+
 if os.geteuid() != 0 or shutil.which("qemu-system-x86_64") is None:
     pytest.skip("the demo needs root and qemu (run `sudo ./run-tests`)", allow_module_level=True)
 
@@ -26,7 +28,8 @@ def test_demo_passes_and_cleans_up() -> None:
     )
     print(done.stdout[-3000:])
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-    assert "demo: 9 passed, 0 failed" in done.stdout
+    assert f"demo: {DEMO_ROWS} passed, 0 failed" in done.stdout
+    assert "host01 -> VIP:6443 answered throughout" in done.stdout
     left = subprocess.run(
         ["ip", "netns", "list"], capture_output=True, text=True, check=True
     ).stdout

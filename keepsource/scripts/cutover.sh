@@ -95,6 +95,7 @@ rollback() {
     undo="$undo, keepalived reloaded with it"
   else
     systemctl stop keepalived >/dev/null 2>&1 || true
+    systemctl reset-failed keepalived >/dev/null 2>&1 || true
     # keepalived removes its services on a clean stop; make sure of ours.
     while read -r mark _; do
       ipvsadm -D -f "$mark" >/dev/null 2>&1 || true

@@ -137,35 +137,46 @@ class Lb(Model):
         return value
 
 
-def host_key_faults(ssh: Ssh) -> list[tuple[tuple[int | str, ...], str]]:
-    """(location, reason) for host-key rules that tie the Ssh keys together."""
-    faults: list[tuple[tuple[int | str, ...], str]] = []
-    loc = ("lb", "ssh")
-    pinned = ssh.host_key is not None or ssh.host_key_file is not None
+Located = tuple[tuple[int | str, ...], str]
+_SSH = ("lb", "ssh")
+_OPT_OUT = "or opt out by name with lb.ssh.insecureAcceptAnyHostKey: true"
+
+
+def _opted_out(ssh: Ssh) -> list[Located]:
+    if ssh.host_key is None and ssh.host_key_file is None and ssh.jump_host_key is None:
+        return []
+    return [((*_SSH, "insecureAcceptAnyHostKey"), "opts out of pinning while keys are pinned")]
+
+
+def _lb_key(ssh: Ssh) -> list[Located]:
     if ssh.host_key is not None and ssh.host_key_file is not None:
-        faults.append(((*loc, "hostKeyFile"), "set hostKey or hostKeyFile, not both"))
-    if ssh.insecure_accept_any_host_key:
-        if pinned or ssh.jump_host_key is not None:
-            faults.append(
-                ((*loc, "insecureAcceptAnyHostKey"), "opts out of pinning while keys are pinned")
-            )
-        return faults
-    if not pinned:
-        faults.append(
+        return [((*_SSH, "hostKeyFile"), "set hostKey or hostKeyFile, not both")]
+    if ssh.host_key is None and ssh.host_key_file is None:
+        return [
             (
-                (*loc, "hostKey"),
+                (*_SSH, "hostKey"),
                 "required: pin the LB's SSH host key (ssh-keyscan -t ed25519 HOST, checked "
-                "out of band), or opt out by name with lb.ssh.insecureAcceptAnyHostKey: true",
+                f"out of band), {_OPT_OUT}",
             )
-        )
+        ]
+    return []
+
+
+def _jump_key(ssh: Ssh) -> list[Located]:
     if ssh.jump_host is not None and ssh.jump_host_key is None:
-        faults.append(
+        return [
             (
-                (*loc, "jumpHostKey"),
-                "required with jumpHost: pin the jump host's SSH host key, or opt out by "
-                "name with lb.ssh.insecureAcceptAnyHostKey: true",
+                (*_SSH, "jumpHostKey"),
+                f"required with jumpHost: pin the jump host's SSH host key, {_OPT_OUT}",
             )
-        )
+        ]
     if ssh.jump_host is None and ssh.jump_host_key is not None:
-        faults.append(((*loc, "jumpHostKey"), "is set but there is no jumpHost"))
-    return faults
+        return [((*_SSH, "jumpHostKey"), "is set but there is no jumpHost")]
+    return []
+
+
+def host_key_faults(ssh: Ssh) -> list[Located]:
+    """(location, reason) for the rules that tie the host-key settings together."""
+    if ssh.insecure_accept_any_host_key:
+        return _opted_out(ssh)
+    return _lb_key(ssh) + _jump_key(ssh)

@@ -65,25 +65,40 @@ def depth(value: Any) -> int:
     return deepest
 
 
+def _looks_like_json(text: str) -> bool:
+    return (
+        text[:1] in ("[", "{") or text in ("true", "false", "null") or bool(_NUMBER.fullmatch(text))
+    )
+
+
+def _json(full_key: str, text: str) -> tuple[Any, list[Fault]]:
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_int=_bounded_int), []
+    except json.JSONDecodeError:
+        # "[x" is broken JSON; a plain string that merely looks numeric stays a string.
+        return text, [Fault(full_key, "is not valid JSON")] if text[:1] in ("[", "{") else []
+    except RecursionError:
+        return None, [Fault(full_key, f"nests deeper than {MAX_DEPTH} levels")]
+    except ValueError as error:
+        return None, [Fault(full_key, str(error))]
+
+
+def _bounds(full_key: str, value: Any) -> list[Fault]:
+    if isinstance(value, int) and not isinstance(value, bool) and len(str(abs(value))) > MAX_DIGITS:
+        return [Fault(full_key, f"is a number of more than {MAX_DIGITS} digits")]
+    if depth(value) > MAX_DEPTH:
+        return [Fault(full_key, f"nests deeper than {MAX_DEPTH} levels")]
+    return []
+
+
 def decode(full_key: str, value: Any) -> tuple[Any, list[Fault]]:
     """Pulumi hands config values over as strings (objects and lists as JSON)."""
-    if isinstance(value, str):
-        text = value.strip()
-        if text[:1] in ("[", "{") or text in ("true", "false", "null") or _NUMBER.fullmatch(text):
-            try:
-                value = json.loads(text, object_pairs_hook=_no_duplicates, parse_int=_bounded_int)
-            except json.JSONDecodeError:
-                if text[:1] in ("[", "{"):
-                    return None, [Fault(full_key, "is not valid JSON")]
-            except RecursionError:
-                return None, [Fault(full_key, f"nests deeper than {MAX_DEPTH} levels")]
-            except ValueError as error:
-                return None, [Fault(full_key, str(error))]
-    if isinstance(value, int) and not isinstance(value, bool) and len(str(abs(value))) > MAX_DIGITS:
-        return None, [Fault(full_key, f"is a number of more than {MAX_DIGITS} digits")]
-    if depth(value) > MAX_DEPTH:
-        return None, [Fault(full_key, f"nests deeper than {MAX_DEPTH} levels")]
-    return value, []
+    if isinstance(value, str) and _looks_like_json(value.strip()):
+        value, faults = _json(full_key, value.strip())
+        if faults:
+            return None, faults
+    faults = _bounds(full_key, value)
+    return (None, faults) if faults else (value, [])
 
 
 def split_namespace(config: Mapping[str, Any]) -> tuple[dict[str, Any], list[Fault]]:
@@ -116,38 +131,46 @@ def _is_secure(value: Any) -> bool:
     return isinstance(value, Mapping) and set(value) == {"secure"}
 
 
-def _nested_secrets(values: dict[str, Any], secret_keys: set[str]) -> list[Fault]:
+def _replace_encrypted(values: dict[str, Any]) -> list[Fault]:
     """Replace encrypted credentials with a placeholder; refuse encrypted values
-    keepsource reads as plain text, and credentials in plain text."""
+    that keepsource reads as plain text."""
     faults: list[Fault] = []
-    stack: list[tuple[tuple[str, ...], Any]] = [((k,), v) for k, v in values.items()]
+    stack: list[tuple[tuple[str, ...], dict[str, Any]]] = [((), values)]
     while stack:
         path, node = stack.pop()
-        if _is_secure(node):
-            if path not in SECRET_PATHS:
+        for k, v in node.items():
+            here = (*path, str(k))
+            if _is_secure(v) and here in SECRET_PATHS:
+                node[k] = ENCRYPTED
+            elif _is_secure(v):
                 faults.append(
                     Fault(
-                        f"{NAMESPACE}:{'.'.join(path)}",
+                        f"{NAMESPACE}:{'.'.join(here)}",
                         "is encrypted, but keepsource uses it in plain text (rendered "
                         f"configs, exports); only {PRIVATE_KEY_KEY} and "
                         + ", ".join(".".join(p) for p in sorted(SECRET_PATHS))
                         + " are secrets",
                     )
                 )
-                continue
-            parent = values
-            for part in path[:-1]:
-                parent = parent[part]
-            parent[path[-1]] = ENCRYPTED
-        elif isinstance(node, dict):
-            stack.extend(((*path, str(k)), v) for k, v in node.items())
-    for path in SECRET_PATHS:
-        found: Any = values
-        for part in path:
-            found = found.get(part) if isinstance(found, Mapping) else None
-        full_top = f"{NAMESPACE}:{path[0]}"
-        plain = isinstance(found, str) and found != ENCRYPTED and full_top not in secret_keys
-        if plain and looks_like_contents(found):
+            elif isinstance(v, dict):
+                stack.append((here, v))
+    return faults
+
+
+def _lookup(values: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    found: Any = values
+    for part in path:
+        found = found.get(part) if isinstance(found, Mapping) else None
+    return found
+
+
+def _plain_credentials(values: dict[str, Any], secret_keys: set[str]) -> list[Fault]:
+    """Credentials (kubeconfig contents) given in plain text."""
+    faults: list[Fault] = []
+    for path in sorted(SECRET_PATHS):
+        found = _lookup(values, path)
+        secret = found == ENCRYPTED or f"{NAMESPACE}:{path[0]}" in secret_keys
+        if isinstance(found, str) and not secret and looks_like_contents(found):
             dotted = ".".join(path)
             faults.append(
                 Fault(
@@ -178,7 +201,7 @@ def _take_secrets(values: dict[str, Any], secret_keys: set[str]) -> list[Fault]:
                     "configs, exports): set it without --secret",
                 )
             )
-    return faults + _nested_secrets(values, secret_keys)
+    return faults + _replace_encrypted(values) + _plain_credentials(values, secret_keys)
 
 
 def parse(config: Mapping[str, Any], secret_keys: Iterable[str] = ()) -> Settings:

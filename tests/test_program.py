@@ -251,6 +251,12 @@ def test_plain_private_key_is_refused_before_any_resource() -> None:
         ("keepsorce:nodePort", 30081),
         ("keepsource:allowedClients", ["0.0.0.0/0"]),
         ("keepsource:workload", {"namespace": "kube-system", "image": "nginx:1.27.3"}),
+        # As the engine hands them over: strings, objects as JSON.
+        ("keepsource:nodePort", "9" * 5000),
+        ("keepsource:healthCheck", "[" * 3000 + "]" * 3000),
+        ("keepsource:apiserver", '{"address": "172.16.0.1", "address": "172.16.0.2"}'),
+        ("keepsource:workers", '[{"name": "worker01\\n", "address": "172.16.0.11"}]'),
+        ("keepsource:apiserver", '{"address": "172.16.0.1", "port": 22}'),
     ],
 )
 def test_bad_config_declares_nothing(key: str, value: Any) -> None:
@@ -258,6 +264,8 @@ def test_bad_config_declares_nothing(key: str, value: Any) -> None:
     cfg[key] = value
     with pytest.raises(ConfigError) as caught:
         mockrun.run_program(cfg)
+    # One plain message for the CLI (a RunError is printed without a traceback).
+    assert isinstance(caught.value, pulumi.RunError)
     assert key in str(caught.value)
     # What the failed run registered (mockrun keeps it when the program raises).
     assert mockrun.last_registered() == []

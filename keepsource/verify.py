@@ -10,13 +10,14 @@ import atexit
 import re
 import shlex
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from keepsource.connection import lb_connection, read_host_key_file, ssh_argv
+from keepsource.connection import INSECURE_WARNING, lb_connection, read_host_key_file, ssh_argv
 from keepsource.render import gateway
 from keepsource.settings import Settings
 
@@ -62,6 +63,8 @@ def lb_runner(
     connection model: jump host, pinned host keys, ``sudo -n`` for a non-root
     user). The pinned keys go to a known_hosts file of this run only."""
     conn = lb_connection(read_host_key_file(settings, root))
+    if conn.insecure:
+        print(f"warning: {INSECURE_WARNING}", file=sys.stderr, flush=True)
     known: Path | None = None
     if not conn.insecure:
         handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 (lives as long as the runner)

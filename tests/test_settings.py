@@ -111,6 +111,7 @@ BAD: list[tuple[str, Mutation, str, str]] = [
     ("workload-name-newline", _set("keepsource:workload.name", "nginx\n"), "keepsource:workload.name", "DNS label"),
     ("ssh-user-newline", _set("keepsource:lb.ssh.user", "root\n"), "keepsource:lb.ssh.user", "one line"),
     ("ssh-host-newline", _set("keepsource:lb.ssh.host", "192.168.0.1\n"), "keepsource:lb.ssh.host", "one line"),
+    ("context-trailing-space", _set("keepsource:kubernetes.context", "kubernetes-admin@kubernetes "), "keepsource:kubernetes.context", "space"),
     ("kube-system", _set("keepsource:workload.namespace", "kube-system"), "keepsource:workload.namespace", "cluster itself"),
     ("kube-public", _set("keepsource:workload.namespace", "kube-public"), "keepsource:workload.namespace", "cluster itself"),
     ("kube-node-lease", _set("keepsource:workload.namespace", "kube-node-lease"), "keepsource:workload.namespace", "cluster itself"),

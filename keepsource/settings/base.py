@@ -24,6 +24,8 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 def _text(value: str) -> str:
     if _CONTROL.search(value):
         raise ValueError("must be one line of printable text (no newline or control character)")
+    if value != value.strip():
+        raise ValueError("must not start or end with a space")
     return value
 
 

@@ -30,7 +30,8 @@ class Credentials:
     """The stack's credentials, each a secret Output (never plain text)."""
 
     private_key: pulumi.Output[str] | None
-    """keepsource:lbPrivateKey; None: the SSH agent."""
+    """keepsource:lbPrivateKey (Pulumi.yaml makes it required and secret); None
+    only when the program runs without that check (tests): the SSH agent."""
     kubeconfig: pulumi.Output[str] | None
     """kubernetes.kubeconfig (path or contents) or DEFAULT_KUBECONFIG; None in LB-only mode."""
 

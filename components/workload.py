@@ -24,7 +24,10 @@ pkg/resource/deploy/step.go, at commit 1b5949891):
   (the Namespace above all, with everything in it). ``protect`` would make
   ``destroy`` fail outright (step.go:645-647) and block every replacement; the
   engine reads the flag from the state (``s.old``), so it is set from the
-  first ``up``.
+  first ``up``. The pinned SDK names the hazard retain answers: with upsert,
+  a renamed resource's create updates the existing object and the delete
+  that follows removes it (pulumi_kubernetes 4.34.2 provider.py:99-101,
+  ``upsert_existing_objects``).
 """
 
 from __future__ import annotations

@@ -1,28 +1,47 @@
-"""keepsource: keepalived/LVS NAT in front of an ipBlock-guarded NodePort workload."""
+"""keepsource: keepalived/LVS NAT in front of an ipBlock-guarded NodePort workload.
 
-from collections.abc import Callable
+Plain, acyclic wiring: the Workload's NetworkPolicy admits the LB's check
+source, a plain value from the settings; the LB reads the Service's nodePort
+Output and its cut-over waits for the Deployment and the NetworkPolicy, while
+its package installation waits for nothing. With ``workload.managedBy:
+external`` (GitOps, the local lab) no Kubernetes provider is declared: the LB
+takes the nodePort from the config.
+"""
 
 import pulumi
 
 from components import LoadBalancerHost, LoadBalancerHostArgs, Workload, WorkloadArgs
 from components.config import load_settings
+from keepsource.render import kube
 
-settings, private_key = load_settings()
+settings, credentials = load_settings()
+check_sources = kube.check_sources(settings)
 
-# The LB reads the Service's nodePort; the NetworkPolicy reads the LB's check
-# source. The nodePort is handed over once the Service is declared.
-node_port: pulumi.Output[int]
-resolve_node_port: Callable[[pulumi.Output[int]], None]
-node_port, resolve_node_port = pulumi.deferred_output()
+node_port: pulumi.Input[int] = settings.node_port
+cutover_after: list[pulumi.Resource] = []
+if settings.manages_workload:
+    assert credentials.kubeconfig is not None
+    workload = Workload(
+        "workload",
+        WorkloadArgs(
+            settings=settings, check_sources=check_sources, kubeconfig=credentials.kubeconfig
+        ),
+    )
+    node_port = workload.node_port
+    cutover_after = [workload.deployment, workload.network_policy]
+
 lb = LoadBalancerHost(
-    "lb", LoadBalancerHostArgs(settings=settings, node_port=node_port, private_key=private_key)
+    "lb",
+    LoadBalancerHostArgs(
+        settings=settings,
+        node_port=node_port,
+        private_key=credentials.private_key,
+        cutover_after=cutover_after,
+    ),
 )
-workload = Workload(
-    "workload", WorkloadArgs(settings=settings, check_source=lb.health_check_source)
-)
-resolve_node_port(workload.node_port)
 
 pulumi.export("vipUrl", f"http://{settings.network.vip}:{settings.node_port}/")
 pulumi.export("keepalivedConf", lb.keepalived_conf)
-pulumi.export("admittedSources", workload.admitted_sources)
+pulumi.export("admittedSources", kube.admitted_sources(settings, check_sources))
 pulumi.export("virtualServices", lb.virtual_services)
+pulumi.export("workloadManagedBy", settings.workload.managed_by)

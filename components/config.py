@@ -2,16 +2,38 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pulumi
 from pulumi.runtime import config as runtime_config
 
+from keepsource.connection import INSECURE_WARNING, read_host_key_file
 from keepsource.settings import NAMESPACE, PRIVATE_KEY_KEY, ConfigError, Settings, parse
+
+#: The provider's own default, named explicitly: left unset, the SDK would copy
+#: the ambient KUBECONFIG (an absolute path of this machine) into the
+#: provider's inputs, and so into the state
+#: (pulumi_kubernetes/provider.py: ``kubeconfig = _utilities.get_env('KUBECONFIG')``).
+#: The provider expands '~' itself when it loads the file
+#: (pulumi-kubernetes provider/pkg/provider/util.go:141-155, parseKubeconfigString).
+DEFAULT_KUBECONFIG = "~/.kube/config"
 
 
 class StackConfigError(ConfigError, pulumi.RunError):
     """A ConfigError the Pulumi CLI prints as a plain message (no traceback)."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """The stack's credentials, each a secret Output (never plain text)."""
+
+    private_key: pulumi.Output[str] | None
+    """keepsource:lbPrivateKey (Pulumi.yaml makes it required and secret); None
+    only when the program runs without that check (tests): the SSH agent."""
+    kubeconfig: pulumi.Output[str] | None
+    """kubernetes.kubeconfig (path or contents) or DEFAULT_KUBECONFIG; None in LB-only mode."""
 
 
 def raw_config() -> dict[str, Any]:
@@ -23,21 +45,31 @@ def raw_config() -> dict[str, Any]:
 
 def secret_keys() -> set[str]:
     keys = set(runtime_config.get_config_secret_keys_env())
-    full = f"{NAMESPACE}:{PRIVATE_KEY_KEY}"
-    if runtime_config.is_config_secret(full):
-        keys.add(full)
+    keys |= {k for k in raw_config() if runtime_config.is_config_secret(k)}
     return keys
 
 
-def load_settings() -> tuple[Settings, pulumi.Output[str] | None]:
+def load_settings(root: Path | None = None) -> tuple[Settings, Credentials]:
     """Validate the whole stack config before any resource is declared.
 
-    Raises keepsource.settings.ConfigError listing every bad key. The private key
-    is read only as a secret Output (never as plain text).
+    Raises StackConfigError (a ConfigError and a pulumi.RunError) listing every
+    bad key. ``root`` is the project root, where ``lb.ssh.hostKeyFile`` is
+    relative to: by default the working directory, which the Pulumi CLI sets
+    to the project root (pulumi/pulumi pkg/engine/project.go:45-68 getPwdMain,
+    sdk/python/cmd/pulumi-language-python/main.go:1641 ``cmd.Dir = req.Pwd``).
     """
     try:
         settings = parse(raw_config(), secret_keys())
+        settings = read_host_key_file(settings, root or Path.cwd())
     except ConfigError as error:
         raise StackConfigError(error.faults) from None
+    if settings.lb.ssh.insecure_accept_any_host_key:
+        pulumi.log.warn(INSECURE_WARNING)
     key = pulumi.Config(NAMESPACE).get_secret(PRIVATE_KEY_KEY)
-    return settings, key
+    kubeconfig = None
+    if settings.manages_workload:
+        value = settings.kubernetes.kubeconfig
+        kubeconfig = pulumi.Output.secret(
+            value.get_secret_value() if value is not None else DEFAULT_KUBECONFIG
+        )
+    return settings, Credentials(private_key=key, kubeconfig=kubeconfig)

@@ -10,6 +10,7 @@ from typing import Any
 
 import pulumi
 
+from keepsource.connection import lb_connection
 from keepsource.render.keepalived import (
     CLIENT_ADDRESS_PRESERVED,
     FORWARDING_METHOD,
@@ -54,21 +55,27 @@ class LoadBalancerHostArgs:
 
 
 def _connection(args: LoadBalancerHostArgs) -> remote.ConnectionArgs:
-    ssh = args.settings.lb.ssh
+    """pulumi-command's connection from keepsource's connection model
+    (keepsource/connection.py, shared with ``keepsource verify``): the LB's and
+    the jump host's pinned host keys (``host_key``: without it pulumi-command
+    does not check the key), the jump host as ``proxy``, one secret key."""
+    conn = lb_connection(args.settings)
     key = pulumi.Output.secret(args.private_key) if args.private_key is not None else None
     proxy = None
-    if ssh.jump_host:
-        user, _, hostport = ssh.jump_host.partition("@")
-        host, _, port = hostport.partition(":")
+    if conn.jump is not None:
         proxy = remote.ProxyConnectionArgs(
-            host=host, port=int(port or 22), user=user, private_key=key
+            host=conn.jump.host,
+            port=conn.jump.port,
+            user=conn.jump.user,
+            private_key=key,
+            host_key=conn.jump.host_key,
         )
     return remote.ConnectionArgs(
-        host=ssh.host,
-        port=ssh.port,
-        user=ssh.user,
+        host=conn.lb.host,
+        port=conn.lb.port,
+        user=conn.lb.user,
         private_key=key,
-        host_key=ssh.host_key,
+        host_key=conn.lb.host_key,
         proxy=proxy,
         dial_error_limit=10,
         per_dial_timeout=15,

@@ -1,8 +1,38 @@
-"""Workload: Namespace, Deployment, Service and NetworkPolicy from the renderer's dicts."""
+"""Workload: Namespace, Deployment, Service and NetworkPolicy from the renderer's dicts.
+
+Adoption of objects that already exist (the seed's, made with kubectl), chosen
+after reading pulumi-kubernetes (provider/pkg/await/await.go, at commit
+94977969d; the 4.34.2 tag was not in the mirror) and the engine (pulumi/pulumi
+pkg/resource/deploy/step.go, at commit 1b5949891):
+
+* Forced server-side apply, not ``import`` and not Patch resources. The
+  provider's create with ``upsertExistingObjects`` is a server-side apply
+  (await.go:190-191) whose ``force`` comes from ``patchForce`` (await.go:1031-
+  1040): forced on preview when there is no live state yet, not forced on
+  ``up`` unless the ``pulumi.com/patchForce`` annotation or the provider's
+  ``enablePatchForce`` says so. So a field kubectl owns passes preview and
+  conflicts on ``up``. ``enable_patch_force=True`` makes ``up`` do what
+  preview showed: keepsource's fields win (which is the fix: Local traffic
+  policy, the check source admitted). ``import`` would need every object's ID
+  up front and inputs equal to the live object (the fix changes them); Patch
+  resources, when deleted, drop the fields they applied (a Service without
+  ports, a NetworkPolicy without its ingress rule: deny-all).
+* ``retain_on_delete=True`` on every Kubernetes object, not ``protect``. A
+  retained resource's delete is a no-op for the engine (step.go:661-662), so
+  ``pulumi destroy``, a rename of ``workload.namespace`` (a replacement) or of
+  the resource itself never deletes an object keepsource may not have created
+  (the Namespace above all, with everything in it). ``protect`` would make
+  ``destroy`` fail outright (step.go:645-647) and block every replacement; the
+  engine reads the flag from the state (``s.old``), so it is set from the
+  first ``up``. The pinned SDK names the hazard retain answers: with upsert,
+  a renamed resource's create updates the existing object and the delete
+  that follows removes it (pulumi_kubernetes 4.34.2 provider.py:99-101,
+  ``upsert_existing_objects``).
+"""
 
 from __future__ import annotations
 
-import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,16 +51,14 @@ TYPE = "keepsource:k8s:Workload"
 @dataclass
 class WorkloadArgs:
     settings: Settings
-    """The validated stack settings: workload, nodePort, allowed clients, k8s provider."""
+    """The validated stack settings: workload, nodePort, allowed clients, k8s context."""
 
-    check_source: pulumi.Input[str]
-    """The LB's health-check source address: admitted on the pod's port."""
+    check_sources: Sequence[str]
+    """The LB's health-check source addresses (plain values from the settings):
+    admitted on the pod's port."""
 
-
-def _kubeconfig(value: str | None) -> str | None:
-    if value is not None and value.startswith("~"):
-        return os.path.expanduser(value)
-    return value
+    kubeconfig: pulumi.Input[str]
+    """Kubeconfig path or contents for the explicit provider: a secret Output."""
 
 
 class Workload(pulumi.ComponentResource):
@@ -38,50 +66,61 @@ class Workload(pulumi.ComponentResource):
 
     provider: k8s.Provider
     """The explicit Kubernetes provider every object uses."""
+    namespace: Namespace
+    deployment: Deployment
+    """The Deployment: the LB's cut-over waits for it."""
+    service: Service
+    network_policy: NetworkPolicy
+    """The NetworkPolicy: the LB's cut-over waits for it (the check source admitted)."""
     node_port: pulumi.Output[int]
     """The Service's nodePort, as the cluster reports it."""
     admitted_sources: pulumi.Output[list[str]]
-    """CIDRs the NetworkPolicy admits (clients and the LB's check source)."""
+    """CIDRs the NetworkPolicy admits (clients and the LB's check sources)."""
 
     def __init__(
         self, name: str, args: WorkloadArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         settings = args.settings
         super().__init__(TYPE, name, {"namespace": settings.workload.namespace}, opts)
-        kc = settings.kubernetes
         self.provider = k8s.Provider(
             f"{name}-k8s",
-            kubeconfig=_kubeconfig(kc.kubeconfig),
-            context=kc.context,
-            # Objects made by hand before (kubectl) are adopted, not a failed create.
+            kubeconfig=pulumi.Output.secret(args.kubeconfig),
+            context=settings.kubernetes.context,
+            # Objects made by hand before (kubectl) are adopted by a forced
+            # server-side apply, on up as on preview (see the module docstring).
             upsert_existing_objects=True,
+            enable_server_side_apply=True,
+            enable_patch_force=True,
             opts=pulumi.ResourceOptions(parent=self),
         )
 
         def child(*deps: pulumi.Resource) -> pulumi.ResourceOptions:
             return pulumi.ResourceOptions(
-                parent=self, provider=self.provider, depends_on=list(deps)
+                parent=self,
+                provider=self.provider,
+                depends_on=list(deps),
+                # Never delete what keepsource may not have created (see above).
+                retain_on_delete=True,
             )
 
         def body(obj: dict[str, Any]) -> dict[str, Any]:
             return {k: v for k, v in obj.items() if k not in ("apiVersion", "kind")}
 
-        ns = Namespace(f"{name}-ns", **body(kube.namespace(settings)), opts=child())
+        sources = list(args.check_sources)
+        self.namespace = Namespace(f"{name}-ns", **body(kube.namespace(settings)), opts=child())
+        ns = self.namespace
         self.deployment = Deployment(
             f"{name}-deployment", **body(kube.deployment(settings)), opts=child(ns)
         )
         self.service = Service(f"{name}-service", **body(kube.service(settings)), opts=child(ns))
-        source = pulumi.Output.from_input(args.check_source)
-        policy = source.apply(lambda s: kube.network_policy(settings, s))
         self.network_policy = NetworkPolicy(
             f"{name}-networkpolicy",
-            metadata=policy["metadata"],
-            spec=policy["spec"],
+            **body(kube.network_policy(settings, sources)),
             opts=child(ns),
         )
-        self.namespace = ns
+        # Unknown at preview when the cluster allocates it; the LB follows it.
         self.node_port = self.service.spec.apply(lambda spec: int(spec.ports[0].node_port))
-        self.admitted_sources = source.apply(lambda s: kube.admitted_sources(settings, s))
+        self.admitted_sources = pulumi.Output.from_input(kube.admitted_sources(settings, sources))
         self.register_outputs(
             {
                 "namespace": settings.workload.namespace,

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from keepsource.settings import ConfigError
+from keepsource.settings import ConfigError, Fault
 from keepsource.stackfile import PROJECT_ROOT, load
 
 
@@ -16,6 +16,7 @@ def _render(args: argparse.Namespace) -> int:
     settings = load(args.stack, Path(args.project))
     files = artifacts(settings)
     out = Path(args.out)
+    _check_out(out)
     for name, text in files.items():
         path = out / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -24,6 +25,16 @@ def _render(args: argparse.Namespace) -> int:
             path.chmod(0o755)
         print(f"wrote {path}")
     return 0
+
+
+def _check_out(out: Path) -> None:
+    """``--out`` is a folder, or can become one: checked before anything is written."""
+    for path in (out, *out.parents):
+        if path.exists():
+            if not path.is_dir():
+                where = "is" if path == out else f"is inside {path}, which is"
+                raise ConfigError([Fault("--out", f"{out} {where} not a directory")])
+            return
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -62,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         code = int(args.func(args))
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        # A file that cannot be read or written: one line, no traceback.
+        print(f"error: {error.filename or ''}: {error.strerror or error}", file=sys.stderr)
         return 2
     return code
 

@@ -6,14 +6,18 @@ Clients run ``curl`` through a network namespace (the local lab) or over SSH
 
 from __future__ import annotations
 
+import atexit
 import re
 import shlex
 import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from keepsource.connection import INSECURE_WARNING, lb_connection, read_host_key_file, ssh_argv
 from keepsource.render import gateway
 from keepsource.render.keepalived import WORKLOAD_FWMARK
 from keepsource.settings import Settings
@@ -32,17 +36,51 @@ class Check:
 
 
 def _ssh_argv(target: str, identity: str | None, known_hosts: str | None = None) -> list[str]:
+    """ssh to a client host: its key must already be known (never trusted on first use)."""
     user_host, _, port = target.partition(":")
     argv = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR"]
+    argv += ["-o", "StrictHostKeyChecking=yes"]
     if known_hosts:
-        argv += ["-o", f"UserKnownHostsFile={known_hosts}", "-o", "StrictHostKeyChecking=yes"]
-    else:
-        argv += ["-o", "StrictHostKeyChecking=accept-new"]
+        argv += ["-o", f"UserKnownHostsFile={known_hosts}"]
     if port:
         argv += ["-p", port]
     if identity:
         argv += ["-i", identity, "-o", "IdentitiesOnly=yes"]
     return [*argv, user_host]
+
+
+def _run(argv: list[str], timeout: float) -> tuple[int, str]:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return 124, f"no answer within {timeout} s"
+    return done.returncode, (done.stdout + done.stderr).strip()
+
+
+def lb_runner(
+    settings: Settings, root: Path, identity: str | None = None, timeout: float = 30
+) -> Runner:
+    """Run commands on the LB exactly as the program reaches it (keepsource's
+    connection model: jump host, pinned host keys, ``sudo -n`` for a non-root
+    user). The pinned keys go to a known_hosts file of this run only."""
+    conn = lb_connection(read_host_key_file(settings, root))
+    if conn.insecure:
+        print(f"warning: {INSECURE_WARNING}", file=sys.stderr, flush=True)
+    known: Path | None = None
+    if not conn.insecure:
+        handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 (lives as long as the runner)
+            "w", prefix="keepsource-known-hosts-", delete=False
+        )
+        with handle:
+            handle.write(conn.known_hosts())
+        known = Path(handle.name)
+        atexit.register(known.unlink, missing_ok=True)
+    prefix = ssh_argv(conn, known, identity)
+
+    def run(command: str) -> tuple[int, str]:
+        return _run([*prefix, conn.command(command)], timeout)
+
+    return run
 
 
 def runner_for(
@@ -59,14 +97,7 @@ def runner_for(
         prefix = [*_ssh_argv(target, identity, known_hosts)]
 
     def run(command: str) -> tuple[int, str]:
-        argv = [*prefix, command]
-        try:
-            done = subprocess.run(
-                argv, capture_output=True, text=True, timeout=timeout, check=False
-            )
-        except subprocess.TimeoutExpired:
-            return 124, f"no answer within {timeout} s"
-        return done.returncode, (done.stdout + done.stderr).strip()
+        return _run([*prefix, command], timeout)
 
     return run
 
@@ -205,10 +236,8 @@ def run_verify(settings: Settings, stack: str, root: Path) -> int:
         return 2
     identity = _path(v.ssh_identity, root)
     known = _path(v.known_hosts_file, root)
-    ssh = settings.lb.ssh
-    lb_target = v.lb_target or f"{ssh.user}@{ssh.host}:{ssh.port}"
     # The LB first: its pool check waits (bounded) for keepalived to settle.
-    checks = lb_checks(settings, runner_for("ssh", lb_target, identity, known))
+    checks = lb_checks(settings, lb_runner(settings, root, identity))
     checks += client_checks(
         settings,
         runner_for(v.via, v.allowed_client.target, identity, known),

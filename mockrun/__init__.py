@@ -10,7 +10,9 @@ tests, the benchmark and the lab's driver all use it.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import runpy
 import sys
 from collections.abc import Mapping
@@ -26,6 +28,11 @@ from pulumi.runtime import settings as runtime_settings
 from keepsource.stackfile import PROJECT_ROOT, load_config
 
 PROJECT = "keepsource"
+#: Where run_program runs the program by default (the project root, as the
+#: CLI does; tests point it at a stand-in when the lab's files do not exist).
+PROJECT_DIR = PROJECT_ROOT
+#: What the last run registered, also when it raised (see :func:`last_registered`).
+LAST_REGISTERED: list[dict[str, Registered]] = []
 
 
 @dataclass
@@ -40,6 +47,8 @@ class Registered:
     property_dependencies: dict[str, list[str]]
     inputs: dict[str, Any]
     wire: dict[str, Any]
+    retain_on_delete: bool = False
+    protect: bool = False
     outputs: dict[str, Any] = field(default_factory=dict)
 
 
@@ -48,6 +57,7 @@ class Run:
     resources: list[Registered]
     exports: dict[str, Any]
     stack_urn: str
+    warnings: list[str] = field(default_factory=list)
 
     def of_type(self, type_: str) -> list[Registered]:
         return [r for r in self.resources if r.type == type_]
@@ -59,22 +69,56 @@ class Run:
         return found[0]
 
 
+#: Output properties a provider computes, per resource type: at preview the
+#: mocks leave them out, which is how an Output becomes unknown under mocks.
+#: pulumi-command computes stdout/stderr when a command runs (never at preview).
+COMPUTED = {"command:remote:Command": ("stdout", "stderr")}
+
+
 class _Mocks(pulumi.runtime.Mocks):
-    def __init__(self, allocated_node_port: int | None = None) -> None:
+    """Outputs echo the inputs, as a create does for these resource types, plus
+    what the provider computes: at preview (``preview=True``) those are left
+    out, so they are unknown, as the engine's preview makes them.
+
+    ``allocated_node_port``: the "cluster" hands the Service another nodePort
+    (the LB must follow the Service's output, not the config).
+    ``unknown_service_spec``: at preview the Service's whole spec is unknown,
+    as when the cluster allocates the nodePort (not set in the inputs) or the
+    provider cannot reach the cluster to dry-run the object."""
+
+    def __init__(
+        self,
+        allocated_node_port: int | None = None,
+        preview: bool = False,
+        unknown_service_spec: bool = False,
+    ) -> None:
         self.allocated_node_port = allocated_node_port
+        self.preview = preview
+        self.unknown_service_spec = unknown_service_spec
 
     def new_resource(
         self, args: pulumi.runtime.MockResourceArgs
     ) -> tuple[str | None, dict[str, Any]]:
-        # Outputs echo the inputs, as a create does for these resource types;
-        # optionally the "cluster" hands the Service another nodePort, to show
-        # that the LB follows the Service's output rather than the config.
         outputs = dict(args.inputs)
-        if args.typ == "kubernetes:core/v1:Service" and self.allocated_node_port is not None:
-            spec = dict(outputs["spec"])
-            spec["ports"] = [{**p, "nodePort": self.allocated_node_port} for p in spec["ports"]]
-            outputs["spec"] = spec
+        if args.typ == "kubernetes:core/v1:Service":
+            outputs = self._service(outputs)
+        computed = COMPUTED.get(args.typ, ())
+        if not self.preview:
+            outputs.update({name: f"{args.name}: {name}" for name in computed})
         return (f"{args.name}-id" if args.custom else None), outputs
+
+    def _service(self, outputs: dict[str, Any]) -> dict[str, Any]:
+        ports = outputs["spec"]["ports"]
+        allocated = all("nodePort" in p for p in ports) and self.allocated_node_port is None
+        if self.preview and (self.unknown_service_spec or not allocated):
+            del outputs["spec"]  # computed by the cluster: unknown at preview
+            return outputs
+        spec = dict(outputs["spec"])
+        spec["ports"] = [
+            {**p, "nodePort": self.allocated_node_port or p.get("nodePort", 31000)} for p in ports
+        ]
+        outputs["spec"] = spec
+        return outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:  # type: ignore[override]
         return {}
@@ -107,6 +151,8 @@ class _Monitor(mocks.MockMonitor):
             },
             inputs=rpc.deserialize_properties(request.object),
             wire=json_format.MessageToDict(request.object),
+            retain_on_delete=bool(request.retainOnDelete),
+            protect=bool(request.protect),
         )
         return response
 
@@ -117,6 +163,17 @@ class _Monitor(mocks.MockMonitor):
         elif request.urn in self.recorded:
             self.recorded[request.urn].outputs = outputs
         return super().RegisterResourceOutputs(request)  # type: ignore[no-untyped-call]
+
+
+class _Collect(logging.Logger):
+    """The mock engine's logger: keeps the program's warnings (pulumi.log.warn)."""
+
+    def __init__(self) -> None:
+        super().__init__("keepsource-mockrun", logging.DEBUG)
+        self.warnings: list[str] = []
+
+    def warning(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        self.warnings.append(str(msg))
 
 
 def pulumi_config_strings(config: Mapping[str, Any]) -> tuple[dict[str, str], list[str]]:
@@ -143,14 +200,24 @@ def run_program(
     preview: bool = False,
     program: Path = PROJECT_ROOT / "__main__.py",
     allocated_node_port: int | None = None,
+    unknown_service_spec: bool = False,
+    cwd: Path | None = None,
 ) -> Run:
-    """Run the program once with this config (``{"keepsource:key": value}``)."""
+    """Run the program once with this config (``{"keepsource:key": value}``).
+
+    ``cwd``: the working directory during the run (default :data:`PROJECT_DIR`),
+    as the Pulumi CLI runs a program in its project root."""
     strings, secrets = pulumi_config_strings(config)
-    mock = _Mocks(allocated_node_port)
+    mock = _Mocks(allocated_node_port, preview, unknown_service_spec)
     monitor = _Monitor(mock)
+    LAST_REGISTERED.clear()
+    LAST_REGISTERED.append(monitor.recorded)
     runtime_settings.ROOT.set(None)
     pulumi.runtime.set_all_config(strings, secret_keys=secrets + list(secret_keys or []))
-    pulumi.runtime.set_mocks(mock, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
+    logger = _Collect()
+    pulumi.runtime.set_mocks(
+        mock, project=PROJECT, stack=stack, preview=preview, monitor=monitor, logger=logger
+    )
     root = str(program.parent)
     if root not in sys.path:
         sys.path.insert(0, root)
@@ -164,8 +231,16 @@ def run_program(
         stack_resource._outputs_registered = False
         stack_resource._finish()
 
-    _go()
-    return Run(list(monitor.recorded.values()), monitor.stack_outputs, monitor.stack_urn)
+    with contextlib.chdir(cwd or PROJECT_DIR):
+        _go()
+    return Run(
+        list(monitor.recorded.values()), monitor.stack_outputs, monitor.stack_urn, logger.warnings
+    )
+
+
+def last_registered() -> list[Registered]:
+    """Every resource the last run registered, also when the program raised."""
+    return [r for recorded in LAST_REGISTERED for r in recorded.values()]
 
 
 def run_stack(stack: str, root: Path = PROJECT_ROOT, **kwargs: Any) -> Run:

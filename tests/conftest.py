@@ -10,12 +10,34 @@ from typing import Any
 
 import pytest
 
+import mockrun
 from keepsource.stackfile import PROJECT_ROOT, load_config, stacks
 
 # The policy pack's folder is what Pulumi puts on sys.path for the pack.
 sys.path.insert(0, str(PROJECT_ROOT / "policies"))
 
 ALL_STACKS = stacks()
+
+#: A host key standing in for the lab guest's (made when lab/lab builds the
+#: image) on machines without a built lab; the local stack pins it by file.
+STAND_IN_HOST_KEY = (
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKTuOzGFdWTPP959xeoT/a3iljrlBAbykT5bxtFcXUFi stand-in\n"
+)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def lab_host_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The project dir the mocked program runs in: the real one when the lab's
+    host key file exists, else a stand-in dir holding a key at the same path
+    (so every stack runs under mocks on any machine)."""
+    relative = load_config("local")["keepsource:lb"]["ssh"]["hostKeyFile"]
+    if (PROJECT_ROOT / relative).is_file():
+        return PROJECT_ROOT
+    stand_in = tmp_path_factory.mktemp("project")
+    (stand_in / relative).parent.mkdir(parents=True)
+    (stand_in / relative).write_text(STAND_IN_HOST_KEY)
+    mockrun.PROJECT_DIR = stand_in
+    return stand_in
 
 
 def dev_config() -> dict[str, Any]:

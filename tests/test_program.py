@@ -7,18 +7,21 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 from typing import Any
 
 import pulumi
 import pytest
 import yaml
+from pulumi.output import Unknown
+from pulumi.runtime import rpc
 
 import mockrun
 from keepsource.artifacts import artifacts
 from keepsource.render.keepalived import render_keepalived
 from keepsource.render.scripts import steps
 from keepsource.settings import ConfigError
-from keepsource.stackfile import load, load_config
+from keepsource.stackfile import PROJECT_ROOT, load, load_config
 from tests.conftest import ALL_STACKS, dev_config
 
 LB = "keepsource:lb:LoadBalancerHost"
@@ -54,14 +57,20 @@ def stack_run(request: pytest.FixtureRequest) -> tuple[str, mockrun.Run]:
 
 
 def test_resource_types_and_parents(stack_run: tuple[str, mockrun.Run]) -> None:
-    _, run = stack_run
+    stack, run = stack_run
     types = sorted(r.type for r in run.resources)
     assert types.count(CMD) == len(ORDER)
-    assert {LB, WORKLOAD, "pulumi:providers:kubernetes"} | K8S <= set(types)
-    lb, wl = run.one(LB), run.one(WORKLOAD)
-    assert lb.parent == run.stack_urn and wl.parent == run.stack_urn
+    lb = run.one(LB)
+    assert lb.parent == run.stack_urn
     for r in run.of_type(CMD):
         assert r.parent == lb.urn
+    if not load(stack).manages_workload:
+        # LB only: no Kubernetes provider, no Kubernetes object.
+        assert set(types) == {LB, CMD}
+        return
+    assert {LB, WORKLOAD, "pulumi:providers:kubernetes"} | K8S <= set(types)
+    wl = run.one(WORKLOAD)
+    assert wl.parent == run.stack_urn
     provider = run.one("pulumi:providers:kubernetes")
     assert provider.parent == wl.urn
     for r in run.resources:
@@ -78,12 +87,13 @@ def test_component_outputs_are_registered(stack_run: tuple[str, mockrun.Run]) ->
     assert lb.outputs["preservesClientAddress"] is True
     assert lb.outputs["healthCheckSource"] == str(s.network.lb_internal_address)
     assert lb.outputs["commands"] == ORDER
-    wl = run.one(WORKLOAD)
-    assert _ints(wl.outputs["nodePort"]) == s.node_port
+    if s.manages_workload:
+        wl = run.one(WORKLOAD)
+        assert _ints(wl.outputs["nodePort"]) == s.node_port
 
 
 def test_command_order(stack_run: tuple[str, mockrun.Run]) -> None:
-    _, run = stack_run
+    stack, run = stack_run
     cmds = _commands(run)
     assert set(cmds) == set(ORDER)
     urn = {name: r.urn for name, r in cmds.items()}
@@ -95,14 +105,17 @@ def test_command_order(stack_run: tuple[str, mockrun.Run]) -> None:
     assert deps("gateway") == {urn["packages"]}
     assert deps("keepalived-config") == {urn["packages"]}
     assert deps("cutover") == {urn["keepalived-config"], urn["gateway"]}
-    # The config waits for the Service whose nodePort it uses; the host steps
-    # wait for nothing of Kubernetes.
     k8s = {r.urn for r in run.resources if r.type in K8S}
-    if k8s:
+    # Package installation and the gateway wait for nothing in Kubernetes.
+    for name in ("packages", "gateway"):
+        assert not k8s & set(cmds[name].dependencies)
+    if load(stack).manages_workload:
+        # The config waits for the Service whose nodePort it uses; the
+        # cut-over for the Deployment and the NetworkPolicy too.
         service = run.one("kubernetes:core/v1:Service")
         assert service.urn in cmds["keepalived-config"].dependencies
-    for name in ("packages", "gateway"):
-        assert not set(cmds[name].dependencies) & k8s
+        for kind in ("apps/v1:Deployment", "networking.k8s.io/v1:NetworkPolicy"):
+            assert run.one(f"kubernetes:{kind}").urn in cmds["cutover"].dependencies
 
 
 def test_commands_carry_the_rendered_steps(stack_run: tuple[str, mockrun.Run]) -> None:
@@ -141,6 +154,16 @@ def test_exports(stack_run: tuple[str, mockrun.Run]) -> None:
 def test_workload_declares_what_render_writes(stack_run: tuple[str, mockrun.Run]) -> None:
     stack, run = stack_run
     written = list(yaml.safe_load_all(artifacts(load(stack))["manifests.yaml"]))
+    if not load(stack).manages_workload:
+        # LB only: nothing declared here; manifests.yaml is what the other tool applies.
+        assert not [r for r in run.resources if r.type in K8S]
+        assert [o["kind"] for o in written] == [
+            "Namespace",
+            "Deployment",
+            "Service",
+            "NetworkPolicy",
+        ]
+        return
     declared = {}
     for r in run.resources:
         if r.type in K8S:
@@ -238,24 +261,239 @@ def test_plain_private_key_is_refused_before_any_resource() -> None:
     [
         ("keepsource:nodePort", 29999),
         ("keepsource:typo", 1),
+        ("keepsorce:nodePort", 30081),
         ("keepsource:allowedClients", ["0.0.0.0/0"]),
+        ("keepsource:workload", {"namespace": "kube-system", "image": "nginx:1.27.3"}),
+        # As the engine hands them over: strings, objects as JSON.
+        ("keepsource:nodePort", "9" * 5000),
+        ("keepsource:healthCheck", "[" * 3000 + "]" * 3000),
+        ("keepsource:apiserver", '{"address": "172.16.0.1", "address": "172.16.0.2"}'),
+        ("keepsource:workers", '[{"name": "worker01\\n", "address": "172.16.0.11"}]'),
+        ("keepsource:apiserver", '{"address": "172.16.0.1", "port": 22}'),
     ],
 )
 def test_bad_config_declares_nothing(key: str, value: Any) -> None:
     cfg = copy.deepcopy(load_config("dev"))
     cfg[key] = value
-    recorded: list[mockrun.Run] = []
     with pytest.raises(ConfigError) as caught:
-        recorded.append(mockrun.run_program(cfg))
+        mockrun.run_program(cfg)
+    # One plain message for the CLI (a RunError is printed without a traceback).
+    assert isinstance(caught.value, pulumi.RunError)
     assert key in str(caught.value)
-    assert recorded == []
-    # And nothing was registered on the way: run a good program right after and
-    # compare counts, so a half-declared stack would show up.
-    assert len(mockrun.run_program(dev_config()).resources) == 7 + len(ORDER)
+    # What the failed run registered (mockrun keeps it when the program raises).
+    assert mockrun.last_registered() == []
 
 
-def test_preview_keeps_the_policy_facts_known() -> None:
-    run = mockrun.run_program(dev_config(), preview=True)
+def test_last_registered_sees_a_half_declared_program(tmp_path: Path) -> None:
+    """The check above can fail: a program that raises after a resource shows it."""
+    program = tmp_path / "half.py"
+    program.write_text(
+        "import pulumi\n"
+        "pulumi.ComponentResource('keepsource:test:Half', 'half')\n"
+        "raise pulumi.RunError('late')\n"
+    )
+    with pytest.raises(pulumi.RunError):
+        mockrun.run_program(dev_config(), program=program)
+    assert [r.type for r in mockrun.last_registered()] == ["keepsource:test:Half"]
+
+
+def test_preview_with_an_unknown_node_port_keeps_the_policy_facts_known() -> None:
+    """At preview the cluster's answer is unknown: the program still declares
+    every command, the policy facts stay plain values, and what follows the
+    nodePort (virtualServices, keepalived.conf, the config step) is unknown."""
+    run = mockrun.run_program(dev_config(), preview=True, unknown_service_spec=True)
     lb = run.one(LB)
-    for key in ("forwardingMethod", "preservesClientAddress", "healthCheckSource"):
-        assert lb.inputs[key] is not None
+    assert isinstance(lb.inputs["virtualServices"], Unknown)  # the mocks did produce one
+    assert lb.inputs["forwardingMethod"] == "NAT"
+    assert lb.inputs["preservesClientAddress"] is True
+    assert lb.inputs["healthCheckSource"] == "172.16.0.254"
+    assert isinstance(run.exports["keepalivedConf"], Unknown)
+    assert isinstance(run.one(WORKLOAD).outputs["nodePort"], Unknown)
+    cmds = _commands(run)
+    assert set(cmds) == set(ORDER)
+    assert isinstance(cmds["keepalived-config"].inputs["stdin"], Unknown)
+    known = _trigger_map(mockrun.run_program(dev_config()))
+    # The host steps do not follow the nodePort: known at preview. The
+    # service steps (config, cut-over) do: unknown until the Service exists.
+    for name in ("packages", "gateway"):
+        assert cmds[name].inputs["triggers"] == known[name], name
+    for name in ("keepalived-config", "cutover"):
+        assert isinstance(cmds[name].inputs["create"], Unknown), name
+    # The NetworkPolicy does not wait for anything the cluster computes.
+    policy = run.one("kubernetes:networking.k8s.io/v1:NetworkPolicy")
+    cidrs = [p["ipBlock"]["cidr"] for p in policy.inputs["spec"]["ingress"][0]["from"]]
+    assert cidrs == ["192.168.0.10/32", "172.16.0.254/32"]
+
+
+def test_preview_mocks_leave_computed_outputs_unknown() -> None:
+    """Command stdout is computed by the provider: unknown at preview, known after."""
+    previewed = mockrun.run_program(dev_config(), preview=True)
+    applied = mockrun.run_program(dev_config())
+    assert not isinstance(previewed.exports["keepalivedConf"], Unknown)  # nodePort was given
+    mock = mockrun._Mocks(preview=True)
+    args = pulumi.runtime.MockResourceArgs(CMD, "x", {"create": "true"}, "", "", False)
+    assert "stdout" not in mock.new_resource(args)[1]
+    mock = mockrun._Mocks(preview=False)
+    assert mock.new_resource(args)[1]["stdout"] == "x: stdout"
+    assert applied.exports["keepalivedConf"] == previewed.exports["keepalivedConf"]
+
+
+def test_no_deferred_output_and_no_cycle() -> None:
+    """The LB never feeds the Workload: nothing of the Workload depends on the LB."""
+    source = (PROJECT_ROOT / "__main__.py").read_text()
+    assert "deferred_output" not in source
+    run = mockrun.run_program(dev_config())
+    lb_side = {r.urn for r in run.resources if r.type in (LB, CMD)}
+    for r in run.resources:
+        if r.type in K8S or r.type == WORKLOAD:
+            assert not lb_side & set(r.dependencies), r.name
+            assert not any(lb_side & set(v) for v in r.property_dependencies.values()), r.name
+
+
+def test_lb_gets_the_workload_to_wait_for() -> None:
+    """cutover_after reaches the LB as the Deployment and the NetworkPolicy."""
+    seen: list[list[str]] = []
+    from components import lb as lb_module
+
+    real = lb_module.LoadBalancerHost.__init__
+
+    def spy(self: Any, name: str, args: Any, opts: Any = None) -> None:
+        seen.append([r._name for r in args.cutover_after])
+        real(self, name, args, opts)
+
+    lb_module.LoadBalancerHost.__init__ = spy  # type: ignore[method-assign]
+    try:
+        mockrun.run_program(dev_config())
+        cfg = dev_config()
+        cfg["keepsource:workload"]["managedBy"] = "external"
+        del cfg["keepsource:kubernetes"]
+        mockrun.run_program(cfg)
+    finally:
+        lb_module.LoadBalancerHost.__init__ = real  # type: ignore[method-assign]
+    assert seen == [["workload-deployment", "workload-networkpolicy"], []]
+
+
+def _lb_only() -> dict[str, Any]:
+    cfg = dev_config()
+    cfg["keepsource:workload"]["managedBy"] = "external"
+    del cfg["keepsource:kubernetes"]
+    return cfg
+
+
+def test_lb_only_mode_declares_no_kubernetes_and_uses_the_config() -> None:
+    cfg = _lb_only()
+    cfg["keepsource:nodePort"] = 31234
+    run = mockrun.run_program(cfg)
+    assert {r.type for r in run.resources} == {LB, CMD}
+    assert not [r for r in run.resources if r.type.startswith(("kubernetes:", "pulumi:providers"))]
+    assert "192.168.0.1:31234/tcp" in run.exports["keepalivedConf"]
+    assert run.exports["admittedSources"] == ["192.168.0.10/32", "172.16.0.254/32"]
+    assert run.exports["workloadManagedBy"] == "external"
+    lb = run.one(LB)
+    assert lb.outputs["healthCheckSource"] == "172.16.0.254"
+
+
+def test_adoption_forces_server_side_apply_and_retains_every_object() -> None:
+    run = mockrun.run_program(dev_config())
+    provider = run.one("pulumi:providers:kubernetes")
+    assert provider.inputs["upsertExistingObjects"] == "true"
+    assert provider.inputs["enablePatchForce"] == "true"
+    assert provider.inputs["enableServerSideApply"] == "true"
+    objects = [r for r in run.resources if r.type in K8S]
+    assert len(objects) == 4
+    for r in objects:
+        assert r.retain_on_delete is True, r.name
+        assert r.protect is False, r.name
+    # The LB's remote commands are not retained: they have no delete command.
+    for r in run.of_type(CMD):
+        assert r.retain_on_delete is False and "delete" not in r.inputs
+
+
+def _secret_value(wire: Any) -> Any:
+    assert wire[rpc._special_sig_key] == rpc._special_secret_sig
+    return wire["value"]
+
+
+def test_kubeconfig_contents_stay_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KUBECONFIG", "/home/someone/.kube/ambient")
+    marker = "KUBETOKENMARKER-0123"
+    contents = f"apiVersion: v1\nkind: Config\nusers:\n- name: a\n  user: {{token: {marker}}}\n"
+    cfg = dev_config()
+    cfg["keepsource:kubernetes"] = {"kubeconfig": contents, "context": "c1"}
+    run = mockrun.run_program(cfg, secret_keys=["keepsource:kubernetes"])
+    provider = run.one("pulumi:providers:kubernetes")
+    assert _secret_value(provider.wire["kubeconfig"]) == contents
+    for r in run.resources:
+        for name, value in r.wire.items():
+            if r is provider and name == "kubeconfig":
+                continue
+            assert marker not in json.dumps(value), (r.name, name)
+        assert marker not in json.dumps(r.outputs, default=str)
+    assert marker not in json.dumps(run.exports, default=str)
+
+
+def test_kubeconfig_path_is_kept_as_written_and_never_the_ambient_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KUBECONFIG", "/home/someone/.kube/ambient")
+    lab3 = mockrun.run_stack("lab3")
+    wire = lab3.one("pulumi:providers:kubernetes").wire["kubeconfig"]
+    assert _secret_value(wire) == "~/.kube/lab3.yaml"
+    dev = mockrun.run_stack("dev")
+    assert _secret_value(dev.one("pulumi:providers:kubernetes").wire["kubeconfig"]) == (
+        "~/.kube/config"
+    )
+    for run in (lab3, dev):
+        assert "/home/someone" not in json.dumps([r.wire for r in run.resources])
+
+
+def test_plain_kubeconfig_contents_are_refused_before_any_resource() -> None:
+    cfg = dev_config()
+    cfg["keepsource:kubernetes"] = {"kubeconfig": "apiVersion: v1\nclusters: []\n"}
+    with pytest.raises(ConfigError, match=r"keepsource:kubernetes.kubeconfig"):
+        mockrun.run_program(cfg)
+    assert mockrun.last_registered() == []
+
+
+def _connection(run: mockrun.Run) -> dict[str, Any]:
+    conns: list[dict[str, Any]] = [r.inputs["connection"]["value"] for r in run.of_type(CMD)]
+    assert all(c == conns[0] for c in conns)
+    return conns[0]
+
+
+def test_host_keys_are_pinned_for_the_lb_and_the_jump_host() -> None:
+    dev, lab3 = load("dev"), load("lab3")
+    conn = _connection(mockrun.run_stack("dev"))
+    assert conn["hostKey"] == dev.lb.ssh.host_key and "proxy" not in conn
+    conn = _connection(mockrun.run_stack("lab3"))
+    assert conn["hostKey"] == lab3.lb.ssh.host_key
+    assert conn["proxy"]["hostKey"] == lab3.lb.ssh.jump_host_key
+    assert (conn["proxy"]["host"], conn["proxy"]["port"], conn["proxy"]["user"]) == (
+        "bastion.example.internal",
+        22,
+        "ops",
+    )
+
+
+def test_the_local_stack_pins_the_key_from_the_lab_file(lab_host_key: Path) -> None:
+    relative = load("local").lb.ssh.host_key_file
+    assert relative is not None
+    conn = _connection(mockrun.run_stack("local"))
+    assert conn["hostKey"] == (lab_host_key / relative).read_text().strip()
+    assert relative not in json.dumps(conn)
+
+
+def test_a_missing_host_key_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"keepsource:lb.ssh.hostKeyFile: cannot read"):
+        mockrun.run_stack("local", cwd=tmp_path)
+    assert mockrun.last_registered() == []
+
+
+def test_opting_out_of_pinning_is_loud() -> None:
+    cfg = dev_config()
+    del cfg["keepsource:lb"]["ssh"]["hostKey"]
+    cfg["keepsource:lb"]["ssh"]["insecureAcceptAnyHostKey"] = True
+    run = mockrun.run_program(cfg)
+    assert "hostKey" not in _connection(run)
+    assert any("NOT checked" in w for w in run.warnings), run.warnings
+    assert mockrun.run_program(dev_config()).warnings == []

@@ -105,6 +105,42 @@ BAD: list[tuple[str, Mutation, str, str]] = [
     ("client-inside-internal", _set("keepsource:allowedClients", ["172.16.0.0/28"]), "keepsource:allowedClients[0]", "internalSubnet"),
     ("bad-timing", _set("keepsource:healthCheck.connectTimeout", 0), "keepsource:healthCheck.connectTimeout", "greater than 0"),
     ("denied-client-admitted", _set("keepsource:verify.deniedClient.address", "192.168.0.10"), "keepsource:verify.deniedClient.address", "admitted"),
+    # issue 8: each input that used to pass silently or end in a traceback
+    ("namespace-typo", _set("keepsorce:nodePort", 30081), "keepsorce:nodePort", "unknown config namespace"),
+    ("worker-name-newline", _set("keepsource:workers.0.name", "worker01\n"), "keepsource:workers[0].name", "DNS label"),
+    ("workload-name-newline", _set("keepsource:workload.name", "nginx\n"), "keepsource:workload.name", "DNS label"),
+    ("ssh-user-newline", _set("keepsource:lb.ssh.user", "root\n"), "keepsource:lb.ssh.user", "one line"),
+    ("ssh-host-newline", _set("keepsource:lb.ssh.host", "192.168.0.1\n"), "keepsource:lb.ssh.host", "one line"),
+    ("context-trailing-space", _set("keepsource:kubernetes.context", "kubernetes-admin@kubernetes "), "keepsource:kubernetes.context", "space"),
+    ("kube-system", _set("keepsource:workload.namespace", "kube-system"), "keepsource:workload.namespace", "cluster itself"),
+    ("kube-public", _set("keepsource:workload.namespace", "kube-public"), "keepsource:workload.namespace", "cluster itself"),
+    ("kube-node-lease", _set("keepsource:workload.namespace", "kube-node-lease"), "keepsource:workload.namespace", "cluster itself"),
+    ("default-namespace", _set("keepsource:workload.namespace", "default"), "keepsource:workload.namespace", "cluster itself"),
+    ("apiserver-on-ssh-port", _set("keepsource:apiserver.port", 22), "keepsource:apiserver.port", "SSH endpoint"),
+    ("huge-number", _set("keepsource:nodePort", "9" * 5000), "keepsource:nodePort", "5000 digits"),
+    ("deep-nesting", _set("keepsource:healthCheck", "[" * 3000 + "]" * 3000), "keepsource:healthCheck", "deeper"),
+    ("duplicate-json-key", _set("keepsource:apiserver", '{"address": "172.16.0.1", "address": "172.16.0.2"}'), "keepsource:apiserver", "twice"),
+    ("hairpin-is-check-source", _set("keepsource:network.hairpinSource", "172.16.0.254"), "keepsource:network.hairpinSource", "health-check source"),
+    ("hairpin-admitted", _set("keepsource:network.hairpinSource", "192.168.0.10"), "keepsource:network.hairpinSource", "would admit every node and pod through it"),
+    ("vip-hairpin-admitted", _set("keepsource:allowedClients", ["192.168.0.0/28"]), "keepsource:network.hairpinSource", "defaults to the VIP"),
+    ("take-over-unknown", _set("keepsource:lb.takeOver", ["haproxy.cfg"]), "keepsource:lb.takeOver[0]", "keepalived.conf"),
+    ("take-over-twice", _set("keepsource:lb.takeOver", ["keepalived.conf", "keepalived.conf"]), "keepsource:lb.takeOver", "twice"),
+    ("cutover-too-short", _set("keepsource:lb.cutoverTimeout", 4), "keepsource:lb.cutoverTimeout", "5"),
+    ("cutover-too-long", _set("keepsource:lb.cutoverTimeout", 601), "keepsource:lb.cutoverTimeout", "600"),
+    ("cutover-nan", _set("keepsource:lb.cutoverTimeout", "nan"), "keepsource:lb.cutoverTimeout", "finite"),
+    ("host-key-missing", _del("keepsource:lb.ssh.hostKey"), "keepsource:lb.ssh.hostKey", "insecureAcceptAnyHostKey"),
+    ("host-key-garbage", _set("keepsource:lb.ssh.hostKey", "ssh-ed25519 AAAA"), "keepsource:lb.ssh.hostKey", "blob"),
+    ("host-key-wrong-type", _set("keepsource:lb.ssh.hostKey", "ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIPmSUeE+POKVS6kQM7evh1d1IkHOIZTcB1KwqloXLNjN"), "keepsource:lb.ssh.hostKey", "ssh-ed25519"),
+    ("host-key-and-file", _set("keepsource:lb.ssh.hostKeyFile", "keys/lb.pub"), "keepsource:lb.ssh.hostKeyFile", "not both"),
+    ("host-key-file-home", _set("keepsource:lb.ssh.hostKeyFile", "~/lb.pub"), "keepsource:lb.ssh.hostKeyFile", "relative"),
+    ("host-key-file-absolute", _set("keepsource:lb.ssh.hostKeyFile", "/etc/ssh/lb.pub"), "keepsource:lb.ssh.hostKeyFile", "relative"),
+    ("jump-host-unpinned", _set("keepsource:lb.ssh.jumpHost", "ops@bastion:22"), "keepsource:lb.ssh.jumpHostKey", "jump host"),
+    ("insecure-and-pinned", _set("keepsource:lb.ssh.insecureAcceptAnyHostKey", True), "keepsource:lb.ssh.insecureAcceptAnyHostKey", "pinned"),
+    ("insecure-not-bool", _set("keepsource:lb.ssh.insecureAcceptAnyHostKey", "yes"), "keepsource:lb.ssh.insecureAcceptAnyHostKey", "true or false"),
+    ("kubeconfig-contents-plain", _set("keepsource:kubernetes.kubeconfig", "apiVersion: v1\nclusters: []\n"), "keepsource:kubernetes.kubeconfig", "--secret --path"),
+    ("encrypted-plain-key", _set("keepsource:lb.ssh.user", {"secure": "v1:abc"}), "keepsource:lb.ssh.user", "encrypted"),
+    ("lb-only-with-provider", _set("keepsource:workload.managedBy", "external"), "keepsource:kubernetes", "external"),
+    ("managed-by-typo", _set("keepsource:workload.managedBy", "gitops"), "keepsource:workload.managedBy", "keepsource"),
 ]  # fmt: skip
 
 
@@ -121,6 +157,62 @@ def test_bad_config_names_the_key(case: str, mutate: Mutation, key: str, reason:
 
 def test_at_least_fifteen_bad_cases() -> None:
     assert len(BAD) >= 15
+
+
+def test_the_bad_cases_start_from_a_good_config() -> None:
+    """Every BAD case fails because of its mutation, not because the base is bad."""
+    assert parse(dev_config()) == load("dev")
+
+
+def test_new_keys_have_their_defaults_and_resolve() -> None:
+    s = load("dev")
+    assert s.lb.take_over == () and s.lb.cutover_timeout == 60.0
+    assert s.network.hairpin_source == s.network.vip
+    cfg = dev_config()
+    cfg["keepsource:lb"]["takeOver"] = ["keepalived.conf"]
+    cfg["keepsource:lb"]["cutoverTimeout"] = 12.5
+    cfg["keepsource:network"]["hairpinSource"] = "192.168.0.2"
+    s = parse(cfg)
+    assert s.lb.take_over == ("keepalived.conf",) and s.lb.cutover_timeout == 12.5
+    assert str(s.network.hairpin_source) == "192.168.0.2"
+
+
+def test_secret_keys_keepsource_reads_plainly_are_refused() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse(dev_config(), secret_keys=["keepsource:nodePort"])
+    assert [f.key for f in caught.value.faults] == ["keepsource:nodePort"]
+    assert "without --secret" in caught.value.faults[0].reason
+
+
+def test_kubeconfig_is_a_secret_str_and_its_contents_need_a_secret() -> None:
+    contents = "apiVersion: v1\nclusters: []\nusers:\n- name: a\n  user: {token: TOKENMARK}\n"
+    cfg = dev_config()
+    cfg["keepsource:kubernetes"] = {"kubeconfig": contents}
+    s = parse(cfg, secret_keys=["keepsource:kubernetes"])
+    assert s.kubernetes.kubeconfig is not None
+    assert s.kubernetes.kubeconfig.get_secret_value() == contents
+    assert "TOKENMARK" not in repr(s) and "TOKENMARK" not in str(s.model_dump())
+    # A path is no credential: plain text is fine, kept as written ('~' unexpanded).
+    lab3 = load("lab3").kubernetes.kubeconfig
+    assert lab3 is not None and lab3.get_secret_value() == "~/.kube/lab3.yaml"
+    # From a stack file, the encrypted form is accepted and never read.
+    cfg["keepsource:kubernetes"] = {"kubeconfig": {"secure": "v1:abc"}}
+    assert parse(cfg).kubernetes.kubeconfig is not None
+
+
+def test_insecure_opt_out_is_accepted_by_name_only() -> None:
+    cfg = dev_config()
+    del cfg["keepsource:lb"]["ssh"]["hostKey"]
+    cfg["keepsource:lb"]["ssh"]["insecureAcceptAnyHostKey"] = True
+    assert parse(cfg).lb.ssh.insecure_accept_any_host_key is True
+
+
+def test_parse_does_not_change_its_input() -> None:
+    cfg = dev_config()
+    cfg["keepsource:kubernetes"] = {"kubeconfig": {"secure": "v1:abc"}}
+    before = json.dumps(cfg, sort_keys=True)
+    parse(cfg)
+    assert json.dumps(cfg, sort_keys=True) == before
 
 
 def test_one_error_lists_every_fault() -> None:

@@ -6,6 +6,7 @@ to manifests.yaml, so what a reviewer reads offline is what gets applied.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import yaml
@@ -89,16 +90,22 @@ def service(settings: Settings) -> Obj:
     }
 
 
-def admitted_sources(settings: Settings, check_source: str) -> list[str]:
-    """CIDRs the NetworkPolicy admits: the allowed clients and the LB's check source."""
+def admitted_sources(settings: Settings, check_source: str | Sequence[str]) -> list[str]:
+    """CIDRs the NetworkPolicy admits: the allowed clients and the LB's check source(s)."""
     sources = [str(c) for c in settings.allowed_clients]
-    own = f"{check_source}/32"
-    if own not in sources:
-        sources.append(own)
+    for address in [check_source] if isinstance(check_source, str) else check_source:
+        own = f"{address}/32"
+        if own not in sources:
+            sources.append(own)
     return sources
 
 
-def network_policy(settings: Settings, check_source: str) -> Obj:
+def check_sources(settings: Settings) -> list[str]:
+    """The addresses the LB's health checks come from (plain values)."""
+    return [str(settings.network.lb_internal_address)]
+
+
+def network_policy(settings: Settings, check_source: str | Sequence[str]) -> Obj:
     wl = settings.workload
     return {
         "apiVersion": "networking.k8s.io/v1",
@@ -123,7 +130,7 @@ def network_policy(settings: Settings, check_source: str) -> Obj:
 
 def objects(settings: Settings, check_source: str | None = None) -> list[Obj]:
     """Every object the program declares, in apply order."""
-    source = check_source or str(settings.network.lb_internal_address)
+    source = check_source or check_sources(settings)
     return [
         namespace(settings),
         deployment(settings),

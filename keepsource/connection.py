@@ -1,0 +1,141 @@
+"""How keepsource reaches the LB host: one model for the program and ``verify``.
+
+The LB is reached as ``lb.ssh.user@lb.ssh.host:port``, optionally through a
+jump host, with both host keys pinned (or pinning refused by name with
+``lb.ssh.insecureAcceptAnyHostKey``), and commands wrapped in ``sudo -n`` for a
+non-root user (no TTY: sudo cannot prompt). ``components/lb.py`` turns a
+:class:`Connection` into pulumi-command's ``ConnectionArgs`` (``host_key`` and
+``proxy``); :func:`ssh_argv` turns the same record into an OpenSSH client
+command line for ``keepsource verify``.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from keepsource.settings import ConfigError, Fault, Settings
+from keepsource.settings.lb import host_key_line
+
+INSECURE_WARNING = (
+    "keepsource:lb.ssh.insecureAcceptAnyHostKey is true: the LB's (and the jump host's) "
+    "SSH host key is NOT checked; anyone who can intercept the connection gets the "
+    "sessions of keepsource:lbPrivateKey. Pin lb.ssh.hostKey (and lb.ssh.jumpHostKey)."
+)
+HOST_KEY_FILE_KEY = "keepsource:lb.ssh.hostKeyFile"
+
+
+@dataclass(frozen=True)
+class Hop:
+    host: str
+    port: int
+    user: str
+    host_key: str | None
+    """The pinned OpenSSH public key line; None only when pinning is refused."""
+
+    @property
+    def known_hosts_line(self) -> str | None:
+        if self.host_key is None:
+            return None
+        name = self.host if self.port == 22 else f"[{self.host}]:{self.port}"
+        kind, blob = self.host_key.split()[:2]
+        return f"{name} {kind} {blob}"
+
+
+@dataclass(frozen=True)
+class Connection:
+    lb: Hop
+    jump: Hop | None
+    insecure: bool
+
+    @property
+    def sudo(self) -> bool:
+        return self.lb.user != "root"
+
+    def command(self, shell_command: str) -> str:
+        """A shell command as it runs on the LB: through ``sudo -n`` unless root."""
+        if not self.sudo:
+            return shell_command
+        return f"sudo -n /bin/sh -c {shlex.quote(shell_command)}"
+
+    def known_hosts(self) -> str:
+        lines = [h.known_hosts_line for h in (self.lb, self.jump) if h is not None]
+        return "".join(f"{line}\n" for line in lines if line)
+
+
+def _hop(user_host_port: str, key: str | None) -> Hop:
+    user, _, hostport = user_host_port.partition("@")
+    host, _, port = hostport.partition(":")
+    return Hop(host=host, port=int(port or 22), user=user, host_key=key)
+
+
+def lb_connection(settings: Settings) -> Connection:
+    """The connection to the LB. ``lb.ssh.hostKeyFile`` must have been read
+    (:func:`read_host_key_file`) unless pinning is refused."""
+    ssh = settings.lb.ssh
+    if not ssh.insecure_accept_any_host_key and ssh.host_key is None:
+        raise ConfigError([Fault(HOST_KEY_FILE_KEY, "was not read (keepsource bug)")])
+    jump = _hop(ssh.jump_host, ssh.jump_host_key) if ssh.jump_host else None
+    return Connection(
+        lb=Hop(host=ssh.host, port=ssh.port, user=ssh.user, host_key=ssh.host_key),
+        jump=jump,
+        insecure=ssh.insecure_accept_any_host_key,
+    )
+
+
+def read_host_key_file(settings: Settings, root: Path) -> Settings:
+    """Settings whose ``lb.ssh.hostKey`` holds the key of ``lb.ssh.hostKeyFile``
+    (a path relative to ``root``, the project root: the program's working
+    directory under the Pulumi CLI). Only the key reaches the state, not the path."""
+    ssh = settings.lb.ssh
+    if ssh.host_key_file is None:
+        return settings
+    path = root / ssh.host_key_file
+    try:
+        lines = path.read_bytes().decode("ascii").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) else "is not ASCII"
+        raise ConfigError(
+            [Fault(HOST_KEY_FILE_KEY, f"cannot read {ssh.host_key_file}: {reason}")]
+        ) from None
+    try:
+        key = host_key_line(lines[0].strip() if lines else "")
+    except ValueError as error:
+        raise ConfigError([Fault(HOST_KEY_FILE_KEY, f"{ssh.host_key_file} {error}")]) from None
+    pinned = ssh.model_copy(update={"host_key": key, "host_key_file": None})
+    return settings.model_copy(update={"lb": settings.lb.model_copy(update={"ssh": pinned})})
+
+
+def _common(known_hosts: Path | None, identity: str | None, insecure: bool) -> list[str]:
+    argv = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR"]
+    if insecure:
+        argv += ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"]
+    else:
+        assert known_hosts is not None
+        argv += [
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            f"UserKnownHostsFile={known_hosts}",
+            "-o",
+            "GlobalKnownHostsFile=/dev/null",
+        ]
+    if identity:
+        argv += ["-i", identity, "-o", "IdentitiesOnly=yes"]
+    return argv
+
+
+def ssh_argv(conn: Connection, known_hosts: Path | None, identity: str | None) -> list[str]:
+    """OpenSSH client argv (without the remote command) for this connection.
+
+    ``known_hosts`` is a file holding :meth:`Connection.known_hosts`. The jump
+    goes through an explicit ``ProxyCommand`` so the jump's own ssh checks its
+    pinned key too (``-J`` does not pass ``-o`` options on to the jump)."""
+    common = _common(known_hosts, identity, conn.insecure)
+    argv = ["ssh", *common, "-p", str(conn.lb.port)]
+    if conn.jump is not None:
+        j = conn.jump
+        proxy = ["ssh", *common, "-p", str(j.port), "-W", "%h:%p", f"{j.user}@{j.host}"]
+        argv += ["-o", "ProxyCommand=" + shlex.join(proxy)]
+    return [*argv, f"{conn.lb.user}@{conn.lb.host}"]

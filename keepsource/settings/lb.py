@@ -1,0 +1,182 @@
+"""The LB host: how it is reached over SSH (pinned host keys), what keepsource
+may take over there, and how long the cut-over waits."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import struct
+from pathlib import PurePosixPath
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field, field_validator
+
+from keepsource.settings.base import Model, Port, Text
+
+_KEY_TYPES = (
+    "ssh-ed25519",
+    "ssh-rsa",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+)
+_KEY_LINE = re.compile(r"(?P<type>[a-z0-9-]+) (?P<blob>[A-Za-z0-9+/]+={0,2})( [^\x00-\x1f\x7f]*)?")
+_USER_HOST_PORT = re.compile(r"[^@\s:]+@[^@\s:]+(:\d{1,5})?")
+
+
+def host_key_line(value: str) -> str:
+    """An OpenSSH public key line ``TYPE BASE64 [comment]`` whose blob names
+    the same type (what ``ssh-keyscan`` and ``/etc/ssh/*.pub`` hold)."""
+    match = _KEY_LINE.fullmatch(value)
+    if not match or match.group("type") not in _KEY_TYPES:
+        raise ValueError(
+            "must be one OpenSSH public key line ('ssh-ed25519 AAAA...'; types: "
+            + ", ".join(_KEY_TYPES)
+            + ")"
+        )
+    try:
+        blob = base64.b64decode(match.group("blob"), validate=True)
+        (length,) = struct.unpack(">I", blob[:4])
+        inner = blob[4 : 4 + length].decode("ascii")
+    except (binascii.Error, struct.error, UnicodeDecodeError):
+        raise ValueError("holds no valid key blob") from None
+    if inner != match.group("type"):
+        raise ValueError(f"says {match.group('type')} but its blob holds a {inner!r} key")
+    return value
+
+
+def _user_host_port(value: str) -> str:
+    if not _USER_HOST_PORT.fullmatch(value):
+        raise ValueError("must look like user@host or user@host:port")
+    return value
+
+
+def _project_path(value: str) -> str:
+    path = PurePosixPath(value)
+    if value.startswith("~") or path.is_absolute():
+        raise ValueError(
+            "must be a path relative to the project root (no '~', not absolute: "
+            "no path of this machine)"
+        )
+    return value
+
+
+HostKey = Annotated[str, AfterValidator(host_key_line)]
+UserHostPort = Annotated[Text, AfterValidator(_user_host_port)]
+ProjectPath = Annotated[Text, AfterValidator(_project_path)]
+#: Host things keepsource may replace although it did not create them.
+TakeOverItem = Literal["keepalived.conf"]
+
+
+class Ssh(Model):
+    """How Pulumi (and ``keepsource verify``) reach the LB host. The private key
+    is not here: ``pulumi config set --secret keepsource:lbPrivateKey``."""
+
+    host: Text = Field(min_length=1, description="Address or name of the LB host.")
+    port: Port = Field(default=22, description="SSH port.")
+    user: Text = Field(
+        default="root",
+        min_length=1,
+        description="Login user; a non-root user needs passwordless sudo (sudo -n).",
+    )
+    host_key: HostKey | None = Field(
+        default=None,
+        description="The LB's pinned SSH host public key ('ssh-ed25519 AAAA...'). "
+        "Required, unless hostKeyFile or insecureAcceptAnyHostKey.",
+    )
+    host_key_file: ProjectPath | None = Field(
+        default=None,
+        description="File (relative to the project root) holding the LB's host public "
+        "key, read when the program runs: for a lab whose key is made at build time.",
+    )
+    jump_host: UserHostPort | None = Field(
+        default=None, description="Optional bastion, as user@host[:port]."
+    )
+    jump_host_key: HostKey | None = Field(
+        default=None,
+        description="The jump host's pinned SSH host public key; required with jumpHost "
+        "unless insecureAcceptAnyHostKey.",
+    )
+    insecure_accept_any_host_key: bool = Field(
+        default=False,
+        description="Opt out of host key pinning (LB and jump host): any key is "
+        "accepted, a man in the middle gets the private key's sessions. Warned about "
+        "on every run.",
+    )
+
+    @field_validator("insecure_accept_any_host_key", mode="before")
+    @classmethod
+    def _strict_bool(cls, value: object) -> object:
+        if value not in (True, False):
+            raise ValueError("must be true or false")
+        return value
+
+
+class Lb(Model):
+    """The load-balancer host."""
+
+    ssh: Ssh = Field(description="SSH connection to the LB host.")
+    take_over: tuple[TakeOverItem, ...] = Field(
+        default=(),
+        description="Host things keepsource may replace although it did not create "
+        "them (a backup is kept): 'keepalived.conf'.",
+    )
+    cutover_timeout: float = Field(
+        default=60.0,
+        ge=5,
+        le=600,
+        description="Seconds the cut-over waits for healthy pools before it gives up.",
+    )
+
+    @field_validator("take_over")
+    @classmethod
+    def _unique(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError("lists a name twice")
+        return value
+
+
+Located = tuple[tuple[int | str, ...], str]
+_SSH = ("lb", "ssh")
+_OPT_OUT = "or opt out by name with lb.ssh.insecureAcceptAnyHostKey: true"
+
+
+def _opted_out(ssh: Ssh) -> list[Located]:
+    if ssh.host_key is None and ssh.host_key_file is None and ssh.jump_host_key is None:
+        return []
+    return [((*_SSH, "insecureAcceptAnyHostKey"), "opts out of pinning while keys are pinned")]
+
+
+def _lb_key(ssh: Ssh) -> list[Located]:
+    if ssh.host_key is not None and ssh.host_key_file is not None:
+        return [((*_SSH, "hostKeyFile"), "set hostKey or hostKeyFile, not both")]
+    if ssh.host_key is None and ssh.host_key_file is None:
+        return [
+            (
+                (*_SSH, "hostKey"),
+                "required: pin the LB's SSH host key (ssh-keyscan -t ed25519 HOST, checked "
+                f"out of band), {_OPT_OUT}",
+            )
+        ]
+    return []
+
+
+def _jump_key(ssh: Ssh) -> list[Located]:
+    if ssh.jump_host is not None and ssh.jump_host_key is None:
+        return [
+            (
+                (*_SSH, "jumpHostKey"),
+                f"required with jumpHost: pin the jump host's SSH host key, {_OPT_OUT}",
+            )
+        ]
+    if ssh.jump_host is None and ssh.jump_host_key is not None:
+        return [((*_SSH, "jumpHostKey"), "is set but there is no jumpHost")]
+    return []
+
+
+def host_key_faults(ssh: Ssh) -> list[Located]:
+    """(location, reason) for the rules that tie the host-key settings together."""
+    if ssh.insecure_accept_any_host_key:
+        return _opted_out(ssh)
+    return _lb_key(ssh) + _jump_key(ssh)

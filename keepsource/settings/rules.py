@@ -1,0 +1,196 @@
+"""Rules that tie several keys together, one small function per concern.
+
+Each rule returns its faults; :func:`cross_faults` runs them all, so one error
+lists every fault at once.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+
+from keepsource.settings.base import IPv4
+from keepsource.settings.errors import Fault, Loc, key
+from keepsource.settings.lb import host_key_faults
+from keepsource.settings.model import Settings
+
+Rule = Callable[[Settings], list[Fault]]
+
+
+def _inside(s: Settings) -> list[tuple[Loc, IPv4]]:
+    """The internal addresses, with where each is set."""
+    found: list[tuple[Loc, IPv4]] = [
+        (("network", "lbInternalAddress"), s.network.lb_internal_address),
+        (("apiserver", "address"), s.apiserver.address),
+    ]
+    return found + [(("workers", i, "address"), w.address) for i, w in enumerate(s.workers)]
+
+
+def subnets(s: Settings) -> list[Fault]:
+    net = s.network
+    ext, inner = net.external_subnet, net.internal_subnet
+    faults = []
+    if ext.overlaps(inner):
+        faults.append(Fault(key(("network", "internalSubnet")), f"overlaps externalSubnet {ext}"))
+    if net.vip not in ext:
+        faults.append(Fault(key(("network", "vip")), f"{net.vip} is outside externalSubnet {ext}"))
+    return faults
+
+
+def addresses(s: Settings) -> list[Fault]:
+    inner = s.network.internal_subnet
+    faults = [
+        Fault(key(loc), f"{addr} is outside internalSubnet {inner}")
+        for loc, addr in _inside(s)
+        if addr not in inner
+    ]
+    every = [(("network", "vip"), s.network.vip), *_inside(s)]
+    for loc, addr in every:
+        for subnet in (s.network.external_subnet, inner):
+            if subnet.prefixlen < 31 and addr in (subnet.network_address, subnet.broadcast_address):
+                faults.append(
+                    Fault(key(loc), f"{addr} is the network or broadcast address of {subnet}")
+                )
+    seen: dict[IPv4, str] = {}
+    for loc, addr in every:
+        if addr in seen:
+            faults.append(Fault(key(loc), f"duplicate address {addr} (also {seen[addr]})"))
+        seen.setdefault(addr, key(loc))
+    return faults
+
+
+def worker_names(s: Settings) -> list[Fault]:
+    seen: set[str] = set()
+    faults = []
+    for i, w in enumerate(s.workers):
+        if w.name in seen:
+            faults.append(Fault(key(("workers", i, "name")), f"duplicate worker name {w.name!r}"))
+        seen.add(w.name)
+    return faults
+
+
+def ports(s: Settings) -> list[Fault]:
+    """Two virtual services on one VIP:port, or one on the LB's own SSH endpoint."""
+    faults = []
+    if s.node_port == s.apiserver.port:
+        faults.append(
+            Fault(key(("nodePort",)), f"equals apiserver.port {s.apiserver.port} on the same VIP")
+        )
+    ssh = s.lb.ssh
+    try:
+        via_vip = ipaddress.ip_address(ssh.host) == s.network.vip
+    except ValueError:
+        via_vip = False  # a host name: keepsource cannot tell
+    if via_vip:
+        for loc, port in ((("apiserver", "port"), s.apiserver.port), (("nodePort",), s.node_port)):
+            if port == ssh.port:
+                faults.append(
+                    Fault(
+                        key(loc),
+                        f"{port} is the LB's own SSH endpoint (lb.ssh.host is the VIP, "
+                        f"lb.ssh.port {ssh.port}): IPVS would take those connections "
+                        "and lock the operator out",
+                    )
+                )
+    return faults
+
+
+def clients(s: Settings) -> list[Fault]:
+    inner = s.network.internal_subnet
+    return [
+        Fault(
+            key(("allowedClients", i)),
+            f"{cidr} overlaps internalSubnet {inner}: clients come from outside",
+        )
+        for i, cidr in enumerate(s.allowed_clients)
+        if cidr.overlaps(inner)
+    ]
+
+
+def hairpin(s: Settings) -> list[Fault]:
+    net = s.network
+    src = net.hairpin_source
+    where = "" if net.hairpin_source_config is not None else f" (defaults to the VIP {src})"
+    faults = []
+    if src == net.lb_internal_address:
+        faults.append(
+            Fault(
+                key(("network", "hairpinSource")),
+                f"{src}{where} is lbInternalAddress, the health-check source: hairpinned "
+                "clients would pass as the LB's checks",
+            )
+        )
+    for i, cidr in enumerate(s.allowed_clients):
+        if src in cidr:
+            faults.append(
+                Fault(
+                    key(("network", "hairpinSource")),
+                    f"{src}{where} is inside allowedClients[{i}] {cidr}: the NetworkPolicy "
+                    "would admit every node and pod through it",
+                )
+            )
+    return faults
+
+
+def host_keys(s: Settings) -> list[Fault]:
+    return [Fault(key(loc), reason) for loc, reason in host_key_faults(s.lb.ssh)]
+
+
+def lb_only(s: Settings) -> list[Fault]:
+    k = s.kubernetes
+    if not s.manages_workload and (k.kubeconfig is not None or k.context is not None):
+        return [
+            Fault(
+                key(("kubernetes",)),
+                "is set but workload.managedBy is 'external': no Kubernetes provider is "
+                "declared (remove it, or manage the workload here)",
+            )
+        ]
+    return []
+
+
+def verify_clients(s: Settings) -> list[Fault]:
+    if s.verify is None:
+        return []
+    ext = s.network.external_subnet
+    allowed, denied = s.verify.allowed_client, s.verify.denied_client
+    faults = [
+        Fault(
+            key(("verify", field, "address")), f"{client.address} is outside externalSubnet {ext}"
+        )
+        for field, client in (("allowedClient", allowed), ("deniedClient", denied))
+        if client.address not in ext
+    ]
+    if not any(allowed.address in c for c in s.allowed_clients):
+        faults.append(
+            Fault(
+                key(("verify", "allowedClient", "address")),
+                f"{allowed.address} is not in allowedClients",
+            )
+        )
+    if any(denied.address in c for c in s.allowed_clients):
+        faults.append(
+            Fault(
+                key(("verify", "deniedClient", "address")),
+                f"{denied.address} is admitted by allowedClients",
+            )
+        )
+    return faults
+
+
+RULES: tuple[Rule, ...] = (
+    subnets,
+    addresses,
+    worker_names,
+    ports,
+    clients,
+    hairpin,
+    host_keys,
+    lb_only,
+    verify_clients,
+)
+
+
+def cross_faults(s: Settings) -> list[Fault]:
+    """Every cross-field fault of a settings record that passed field validation."""
+    return [fault for rule in RULES for fault in rule(s)]

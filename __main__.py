@@ -13,6 +13,7 @@ import pulumi
 from components import LoadBalancerHost, LoadBalancerHostArgs, Workload, WorkloadArgs
 from components.config import load_settings
 from keepsource.render import kube
+from keepsource.render.scripts import LB_NAME
 
 settings, credentials = load_settings()
 check_sources = kube.check_sources(settings)
@@ -31,7 +32,7 @@ if settings.manages_workload:
     cutover_after = [workload.deployment, workload.network_policy]
 
 lb = LoadBalancerHost(
-    "lb",
+    LB_NAME,
     LoadBalancerHostArgs(
         settings=settings,
         node_port=node_port,

@@ -20,6 +20,7 @@ from keepsource.render.keepalived import (
 from keepsource.render.scripts import (
     CUTOVER_STEPS,
     KEEPALIVED_CONF,
+    LB_TYPE,
     Step,
     host_steps,
     service_steps,
@@ -33,7 +34,7 @@ with warnings.catch_warnings():
 
     remote.Command  # noqa: B018 (the package loads lazily: load it here)
 
-TYPE = "keepsource:lb:LoadBalancerHost"
+TYPE = LB_TYPE
 
 
 @dataclass

@@ -7,6 +7,7 @@ Clients run ``curl`` through a network namespace (the local lab) or over SSH
 from __future__ import annotations
 
 import atexit
+import hashlib
 import re
 import shlex
 import subprocess
@@ -19,10 +20,12 @@ from pathlib import Path
 
 from keepsource.connection import INSECURE_WARNING, lb_connection, read_host_key_file, ssh_argv
 from keepsource.render import gateway
-from keepsource.render.keepalived import WORKLOAD_FWMARK
+from keepsource.render.keepalived import WORKLOAD_FWMARK, render_keepalived
+from keepsource.render.scripts import PACKAGES, STATE_DIR, STEP_NAMES, step_urn
 from keepsource.settings import Settings
 
 Runner = Callable[[str], tuple[int, str]]
+KEEPALIVED_CONF_PATH = "/etc/keepalived/keepalived.conf"
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,8 @@ class Check:
     name: str
     ok: bool
     detail: str
+    repair: tuple[str, ...] = ()
+    """The LB steps whose re-run repairs this fact when it fails."""
 
     def line(self) -> str:
         return f"{'PASS' if self.ok else 'FAIL'}  {self.name}: {self.detail}"
@@ -111,8 +116,10 @@ def client_checks(settings: Settings, allowed: Runner, denied: Runner) -> list[C
     url = f"http://{settings.network.vip}:{settings.node_port}/"
     a, d = settings.verify.allowed_client, settings.verify.denied_client
     rc, out = allowed(curl_command(url))
-    page = rc == 0 and "Welcome to nginx" in out and "HTTP 200" in out
-    checks = [Check(f"{a.name} gets the nginx page from {url}", page, f"curl exit {rc}")]
+    # The workload answered: any 2xx or 3xx, whatever the image serves.
+    status = out.strip().splitlines()[-1] if out.strip() else ""
+    page = rc == 0 and re.fullmatch(r"HTTP [23]\d\d", status) is not None
+    checks = [Check(f"{a.name} is served from {url}", page, f"curl exit {rc}, {status}")]
     rc, out = denied(curl_command(url))
     # curl exit 28: timed out (the policy drops); 7 would mean refused, 0 served.
     checks.append(Check(f"{d.name} times out on {url}", rc == 28, f"curl exit {rc}"))
@@ -146,30 +153,56 @@ def lb_checks(settings: Settings, lb: Runner, settle_s: float = 15) -> list[Chec
     def state(command: str) -> str:
         return lb(command)[1].strip()
 
+    want = " ".join(f"{p}=install ok installed" for p in PACKAGES.split())
+    got_pkgs = state(
+        "dpkg-query -W -f='${Package}=${Status} ' " + PACKAGES + " 2>/dev/null || true"
+    )
+    checks.append(
+        Check("keepalived and ipvsadm installed", got_pkgs == want, got_pkgs, ("packages",))
+    )
     got = (state("systemctl is-active keepalived"), state("systemctl is-enabled keepalived"))
     checks.append(
-        Check("keepalived active and enabled", got == ("active", "enabled"), "/".join(got))
+        Check(
+            "keepalived active and enabled",
+            got == ("active", "enabled"),
+            "/".join(got),
+            ("cutover",),
+        )
+    )
+    conf_sha = hashlib.sha256(render_keepalived(settings, settings.node_port).encode()).hexdigest()
+    live = state(
+        f"sha256sum < {KEEPALIVED_CONF_PATH} 2>/dev/null | cut -d ' ' -f 1; "
+        f"cat {STATE_DIR}/keepalived.loaded 2>/dev/null || echo none"
+    ).split()
+    checks.append(
+        Check(
+            "keepalived runs the stack's keepalived.conf (on disk and as loaded)",
+            live == [conf_sha, conf_sha],
+            f"want {conf_sha[:12]}, disk/loaded " + "/".join(x[:12] for x in live),
+            ("keepalived-config", "cutover"),
+        )
     )
     installed = lb("systemctl cat haproxy.service >/dev/null 2>&1 || test -L "
                    "/etc/systemd/system/haproxy.service")[0] == 0  # fmt: skip
     got = (state("systemctl is-active haproxy"), state("systemctl is-enabled haproxy"))
     off = got[0] != "active" and (got[1] == "masked" or not installed)
     detail = "/".join(got) if installed else "not installed"
-    checks.append(Check("haproxy stopped, disabled and masked", off, detail))
+    checks.append(Check("haproxy stopped, disabled and masked", off, detail, ("cutover",)))
     fwd = state("sysctl -n net.ipv4.ip_forward")
-    checks.append(Check("ip_forward is 1", fwd == "1", fwd))
+    checks.append(Check("ip_forward is 1", fwd == "1", fwd, ("gateway",)))
     inner = settings.network.internal_subnet
     rule = f"-A {gateway.CHAIN} -s {inner} ! -d {inner} -j MASQUERADE"
     nat = state("iptables-save -t nat")
     jump = f"-A POSTROUTING -j {gateway.CHAIN}" in nat.splitlines()
-    checks.append(Check(f"MASQUERADE of {inner} present", rule in nat and jump, rule))
-    live, _ = lb(f"{gateway.LOADER_PATH} --check")
+    checks.append(Check(f"MASQUERADE of {inner} present", rule in nat and jump, rule, ("gateway",)))
+    loaded, _ = lb(f"{gateway.LOADER_PATH} --check")
     unit = state(f"systemctl is-enabled {gateway.UNIT}")
     checks.append(
         Check(
             "keepsource's rules and sysctl live as persisted, loaded at boot",
-            live == 0 and unit == "enabled",
-            f"net-load --check rc {live}, {gateway.UNIT} {unit}",
+            loaded == 0 and unit == "enabled",
+            f"net-load --check rc {loaded}, {gateway.UNIT} {unit}",
+            ("gateway",),
         )
     )
     mangle = state("iptables-save -t mangle").splitlines()
@@ -184,6 +217,7 @@ def lb_checks(settings: Settings, lb: Runner, settle_s: float = 15) -> list[Chec
             "the VIP's services are switched to IPVS",
             not missing,
             f"missing: {missing}" if missing else f"{len(switch)} MARK rules",
+            ("cutover",),
         )
     )
     vip, port = str(settings.network.vip), settings.node_port
@@ -193,9 +227,22 @@ def lb_checks(settings: Settings, lb: Runner, settle_s: float = 15) -> list[Chec
             f"IPVS {vip}:{port} holds exactly the healthy workers",
             table == healthy and bool(healthy),
             f"ipvs={sorted(table)} healthy={sorted(healthy)}",
+            ("cutover",),
         )
     )
     return checks
+
+
+def repair_line(stack: str, checks: list[Check]) -> str | None:
+    """The `pulumi up` that re-runs just the steps the failed checks name: a
+    replaced remote Command runs its create again (pulumi-command has no read,
+    so an unchanged stack would run nothing)."""
+    wanted = {step for c in checks if not c.ok for step in c.repair}
+    if not wanted:
+        return None
+    order = [name for name in STEP_NAMES if name in wanted]
+    targets = " ".join(f"--replace {shlex.quote(step_urn(stack, name))}" for name in order)
+    return f"pulumi up -s {shlex.quote(stack)} {targets}"
 
 
 def _pool(settings: Settings, lb: Runner, settle_s: float) -> tuple[set[str], set[str]]:
@@ -247,4 +294,7 @@ def run_verify(settings: Settings, stack: str, root: Path) -> int:
         print(check.line(), flush=True)
     failed = sum(not c.ok for c in checks)
     print(f"verify {stack}: {len(checks) - failed} passed, {failed} failed")
+    repair = repair_line(stack, checks)
+    if repair is not None:
+        print(f"drift on the LB: re-run just the steps that repair it:\n  {repair}")
     return 0 if failed == 0 else 1

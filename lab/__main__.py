@@ -171,6 +171,7 @@ def apply(
     cut: tuple[str, float] | None = None,
     workload_first: bool = True,
     config: dict[str, Any] | None = None,
+    replace: list[str] | None = None,
 ) -> Applied:
     """keepsource's remote commands over SSH. The local stack manages no
     Kubernetes objects (they are "managed elsewhere"), so the Workload's side
@@ -181,6 +182,14 @@ def apply(
     require_root()
     state = State.load()
     steps = driver.plan(STACK, config)
+    if replace:
+        # Like `pulumi up --replace URN...` on an unchanged stack: only those
+        # commands run (pulumi-command runs a replaced command's create again).
+        names = {urn.rsplit("::", 1)[-1] for urn in replace}
+        unknown = names - {s.name for s in steps}
+        if unknown:
+            raise SystemExit(f"lab: the program declares no command {sorted(unknown)}")
+        steps = [s for s in steps if s.name in names]
     if workload_first and state.phase != "fixed":
         state.phase = "fixed"
         set_pod(plan, state)
@@ -359,6 +368,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     a = sub.add_parser("apply", help="run keepsource's remote commands (driver) on the guest")
     a.add_argument("--cut", help="STEP:SECONDS: drop the SSH connection of STEP after SECONDS")
+    a.add_argument(
+        "--replace",
+        action="append",
+        metavar="URN",
+        help="run only this command (URN or name, as verify prints them); repeatable",
+    )
     p = sub.add_parser("pod", help="move the pod to WORKER")
     p.add_argument("worker")
     sub.add_parser("reboot", help="reboot the guest and wait for SSH (and keepalived)")
@@ -389,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.cut:
             name, _, secs = args.cut.rpartition(":")
             cut = (name, float(secs))
-        return 0 if apply(plan, cut).complete else 1
+        return 0 if apply(plan, cut, replace=args.replace).complete else 1
     elif args.cmd == "pod":
         state = State.load()
         if args.worker not in [w.name for w in plan.workers]:

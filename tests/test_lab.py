@@ -11,6 +11,7 @@ import hashlib
 import ipaddress
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -420,30 +421,25 @@ def test_end_state_holds_after_reboot(plan: lab.Plan) -> None:
     assert [r.name for r in results if r.changed or r.rc != 0] == []
 
 
-def test_verify_fails_when_the_end_state_breaks(plan: lab.Plan) -> None:
-    """verify can fail: with haproxy back on it says so and exits non-zero;
-    the next apply masks it again."""
+def test_drift_is_named_and_repaired_by_just_the_printed_steps(plan: lab.Plan) -> None:
+    """HAProxy re-enabled by hand: verify fails, names it, and prints the
+    `pulumi up --replace` that re-runs only the cut-over; the lab driver runs
+    exactly those commands; verify passes again."""
     guest.ssh("systemctl unmask haproxy; systemctl enable --now haproxy", timeout=60)
-    try:
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "keepsource",
-                "--project",
-                str(PROJECT_ROOT),
-                "verify",
-                lab.STACK,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        assert done.returncode == 1
-        assert "FAIL  haproxy stopped, disabled and masked" in done.stdout
-    finally:
-        results = _apply(plan)
-    _ok(results)
-    assert "haproxy: disabled and masked (was enabled) stopped (was active)" in results[-1].output
+    done = subprocess.run(
+        [sys.executable, "-m", "keepsource", "--project", str(PROJECT_ROOT), "verify", lab.STACK],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 1, done.stdout
+    assert "FAIL  haproxy stopped, disabled and masked" in done.stdout
+    line = done.stdout.strip().splitlines()[-1].strip()
+    assert line.startswith(f"pulumi up -s {lab.STACK} --replace "), done.stdout
+    urns = [shlex.split(line)[i + 1] for i, w in enumerate(shlex.split(line)) if w == "--replace"]
+    assert [u.rsplit("::", 1)[-1] for u in urns] == ["lb-cutover"]
+    results = lab.apply(plan, replace=urns).results
+    assert [r.name for r in results] == ["lb-cutover"] and results[0].rc == 0
+    assert "haproxy: disabled and masked (was enabled) stopped (was active)" in results[0].output
     assert lab.verify() == 0

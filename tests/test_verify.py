@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 
-from keepsource.render.keepalived import APISERVER_FWMARK, WORKLOAD_FWMARK
+import mockrun
+from keepsource.render.keepalived import APISERVER_FWMARK, WORKLOAD_FWMARK, render_keepalived
+from keepsource.render.scripts import LB_NAME, LB_TYPE, STEP_NAMES, step_urn
 from keepsource.stackfile import load
-from keepsource.verify import client_checks, lb_checks, parse_ipvs
+from keepsource.verify import client_checks, lb_checks, parse_ipvs, repair_line
 
 IPVSADM = """\
 IP Virtual Server version 1.2.1 (size=4096)
@@ -44,8 +47,13 @@ SWITCH = """\
 -A KEEPSOURCE-SWITCH -d 192.168.0.1/32 -p tcp -m tcp --dport 6443 -j MARK --set-xmark 0x6b730001/0xffffffff
 -A KEEPSOURCE-SWITCH -d 192.168.0.1/32 -p tcp -m tcp --dport 30080 -j MARK --set-xmark 0x6b730002/0xffffffff
 """
+CONF_SHA = hashlib.sha256(
+    render_keepalived(load("local"), load("local").node_port).encode()
+).hexdigest()
 GOOD = {
     "echo keepsource-reachable": "",
+    "dpkg-query": "keepalived=install ok installed ipvsadm=install ok installed ",
+    "sha256sum < /etc/keepalived/keepalived.conf": f"{CONF_SHA}\n{CONF_SHA}",
     "systemctl is-active keepalived": "active",
     "systemctl is-enabled keepalived": "enabled",
     "systemctl cat haproxy.service": "",
@@ -63,7 +71,7 @@ GOOD = {
 
 def test_lb_checks_pass_on_the_fixed_state() -> None:
     checks = lb_checks(load("local"), _lb(GOOD), settle_s=0.5)
-    assert [c.ok for c in checks] == [True] * 7, [c.line() for c in checks]
+    assert [c.ok for c in checks] == [True] * 9, [c.line() for c in checks]
 
 
 def test_an_unreachable_lb_fails() -> None:
@@ -81,6 +89,8 @@ def test_haproxy_not_installed_counts_as_off() -> None:
 
 def test_lb_checks_fail_on_each_broken_fact() -> None:
     broken = {
+        "dpkg-query": "keepalived=install ok installed ipvsadm=deinstall ok config-files ",
+        "sha256sum < /etc/keepalived/keepalived.conf": f"{CONF_SHA}\nnone",  # not loaded
         "systemctl is-active haproxy": "active",
         "systemctl is-enabled haproxy": "disabled",  # stopped but not masked
         "net-load --check": FAIL,
@@ -92,11 +102,40 @@ def test_lb_checks_fail_on_each_broken_fact() -> None:
     for key, value in broken.items():
         checks = lb_checks(load("local"), _lb({**GOOD, key: value}), settle_s=0.5)
         assert sum(not c.ok for c in checks) == 1, key
+        # Each broken fact names the steps that repair it.
+        assert next(c.repair for c in checks if not c.ok), key
+
+
+def test_drift_prints_the_pulumi_up_that_reruns_just_those_steps() -> None:
+    s = load("local")
+    haproxy_back = {**GOOD, "systemctl is-active haproxy": "active"}
+    line = repair_line("local", lb_checks(s, _lb(haproxy_back), settle_s=0.5))
+    urn = "urn:pulumi:local::keepsource::keepsource:lb:LoadBalancerHost$command:remote:Command"
+    assert line == f"pulumi up -s local --replace '{urn}::lb-cutover'"
+    no_forward = {**GOOD, "sysctl -n net.ipv4.ip_forward": "0", "net-load --check": FAIL}
+    line = repair_line("local", lb_checks(s, _lb(no_forward), settle_s=0.5))
+    assert line == f"pulumi up -s local --replace '{urn}::lb-gateway'"
+    stale = {**no_forward, "sha256sum < /etc/keepalived/keepalived.conf": "0000\n0000"}
+    line = repair_line("local", lb_checks(s, _lb(stale), settle_s=0.5))
+    assert line is not None and [part.rsplit("::", 1)[-1] for part in line.split()[5::2]] == [
+        "lb-gateway'",
+        "lb-keepalived-config'",
+        "lb-cutover'",
+    ]
+    assert repair_line("local", lb_checks(s, _lb(GOOD), settle_s=0.5)) is None
+
+
+def test_step_urns_name_the_commands_the_program_declares() -> None:
+    run = mockrun.run_stack("local")
+    names = sorted(r.name for r in run.of_type("command:remote:Command"))
+    assert names == sorted(step_urn("local", n).rsplit("::", 1)[1] for n in STEP_NAMES)
+    lb = run.one(LB_TYPE)
+    assert lb.name == LB_NAME
 
 
 def test_client_checks_tell_page_from_timeout_and_refusal() -> None:
     s = load("local")
-    page = (0, "<h1>Welcome to nginx!</h1>\nHTTP 200")
+    page = (0, "<h1>any workload</h1>\nHTTP 200")
     timeout, refused = (28, "HTTP 000"), (7, "HTTP 000")
     assert [c.ok for c in client_checks(s, lambda _: page, lambda _: timeout)] == [True, True]
     assert [c.ok for c in client_checks(s, lambda _: page, lambda _: refused)] == [True, False]

@@ -236,6 +236,22 @@ def service_steps(settings: Settings, node_port: int) -> list[Step]:
 
 #: Steps that switch traffic: they wait for the Workload (Deployment, NetworkPolicy).
 CUTOVER_STEPS = frozenset({"cutover"})
+#: Every step, in apply order.
+STEP_NAMES = ("packages", "gateway", "keepalived-config", "cutover")
+#: The program's project, LoadBalancerHost resource name and type (__main__.py, components/lb.py).
+PROJECT = "keepsource"
+LB_NAME = "lb"
+LB_TYPE = "keepsource:lb:LoadBalancerHost"
+COMMAND_TYPE = "command:remote:Command"
+
+
+def step_urn(stack: str, step: str) -> str:
+    """The engine's URN of a step's remote Command. The engine leaves the root
+    stack out of a URN and joins a child's type to its parent's with "$"
+    (pulumi/pulumi sdk/go/common/resource/urn.go, NewURN; the Python SDK's
+    create_urn does the same, pulumi 3.272.0 runtime/resource.py:520-551).
+    The mocks' URNs keep the stack type in, so tests compare names, not URNs."""
+    return f"urn:pulumi:{stack}::{PROJECT}::{LB_TYPE}${COMMAND_TYPE}::{LB_NAME}-{step}"
 
 
 def steps(settings: Settings, node_port: int | None = None) -> list[Step]:

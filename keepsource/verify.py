@@ -153,13 +153,12 @@ def lb_checks(settings: Settings, lb: Runner, settle_s: float = 15) -> list[Chec
     def state(command: str) -> str:
         return lb(command)[1].strip()
 
-    want = " ".join(f"{p}=install ok installed" for p in PACKAGES.split())
+    want = {f"{p}=install ok installed" for p in PACKAGES.split()}
     got_pkgs = state(
-        "dpkg-query -W -f='${Package}=${Status} ' " + PACKAGES + " 2>/dev/null || true"
+        "dpkg-query -W -f='${Package}=${Status};' " + PACKAGES + " 2>/dev/null || true"
     )
-    checks.append(
-        Check("keepalived and ipvsadm installed", got_pkgs == want, got_pkgs, ("packages",))
-    )
+    have = {entry for entry in got_pkgs.split(";") if entry}
+    checks.append(Check("keepalived and ipvsadm installed", have == want, got_pkgs, ("packages",)))
     got = (state("systemctl is-active keepalived"), state("systemctl is-enabled keepalived"))
     checks.append(
         Check(

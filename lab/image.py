@@ -11,6 +11,7 @@ The Debian mirror is read from this machine's apt configuration.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
 import subprocess
@@ -227,7 +228,28 @@ def index_repo() -> None:
     (paths.REPO / "Packages").write_text(packages)
 
 
+def link_shared_cache() -> None:
+    """Point the checkout's ``.lab/cache`` at a cache outside it, keyed by the
+    image's recipe, so a fresh clone on the same machine (as CI is) reuses
+    the image. Left alone: a KEEPSOURCE_LAB_CACHE set by the caller, and a
+    real directory there (an older checkout's own cache)."""
+    if "KEEPSOURCE_LAB_CACHE" in os.environ or (
+        paths.CACHE.exists() and not paths.CACHE.is_symlink()
+    ):
+        return
+    shared = paths.SHARED_CACHE / _recipe()[:16]
+    paths.SHARED_CACHE.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(paths.SHARED_CACHE, 0o700)  # the lab's own SSH key lives there
+    shared.mkdir(exist_ok=True)
+    if paths.CACHE.is_symlink() and paths.CACHE.readlink() == shared:
+        return
+    paths.CACHE.parent.mkdir(parents=True, exist_ok=True)
+    paths.CACHE.unlink(missing_ok=True)
+    paths.CACHE.symlink_to(shared)
+
+
 def build(force: bool = False) -> None:
+    link_shared_cache()
     if not force and up_to_date():
         log(f"cached image is up to date: {paths.IMAGE}")
         return

@@ -8,6 +8,9 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parent.parent
 STATE = Path(os.environ.get("KEEPSOURCE_LAB_DIR", PROJECT / ".lab"))
 CACHE = Path(os.environ.get("KEEPSOURCE_LAB_CACHE", STATE / "cache"))
+#: Built images outside any checkout, one folder per recipe (image.link_shared_cache):
+#: ``.lab/cache`` is a link to the current recipe's folder.
+SHARED_CACHE = Path(os.environ.get("KEEPSOURCE_LAB_SHARED_CACHE", "/var/cache/keepsource-lab"))
 
 IMAGE = CACHE / "lb.img"  # the built guest disk (raw ext4), reused across runs
 KERNEL = CACHE / "vmlinuz"

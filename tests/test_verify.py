@@ -52,7 +52,8 @@ CONF_SHA = hashlib.sha256(
 ).hexdigest()
 GOOD = {
     "echo keepsource-reachable": "",
-    "dpkg-query": "keepalived=install ok installed ipvsadm=install ok installed ",
+    # dpkg-query prints in its own order, not the arguments'
+    "dpkg-query": "ipvsadm=install ok installed;keepalived=install ok installed;",
     "sha256sum < /etc/keepalived/keepalived.conf": f"{CONF_SHA}\n{CONF_SHA}",
     "systemctl is-active keepalived": "active",
     "systemctl is-enabled keepalived": "enabled",
@@ -89,7 +90,7 @@ def test_haproxy_not_installed_counts_as_off() -> None:
 
 def test_lb_checks_fail_on_each_broken_fact() -> None:
     broken = {
-        "dpkg-query": "keepalived=install ok installed ipvsadm=deinstall ok config-files ",
+        "dpkg-query": "ipvsadm=deinstall ok config-files;keepalived=install ok installed;",
         "sha256sum < /etc/keepalived/keepalived.conf": f"{CONF_SHA}\nnone",  # not loaded
         "systemctl is-active haproxy": "active",
         "systemctl is-enabled haproxy": "disabled",  # stopped but not masked

@@ -102,7 +102,7 @@ rollback() {
     done <<<"$pools"
     undo="$undo, keepalived stopped"
   fi
-  ks_fail "$why. Rolled back: $undo; HAProxy and the traffic switch untouched"
+  ks_fail "${why%.}. Rolled back: $undo; HAProxy and the traffic switch untouched"
 }
 
 need_load=no

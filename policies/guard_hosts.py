@@ -225,8 +225,20 @@ def _apply(host: Host, res: Resource, events: Iterable[shell.Event], stdin: str 
         elif ev.kind == "process":
             if ev.action == "kill":
                 host.processes = [p for p in host.processes if posixpath.basename(p[0]) != ev.name or not before(p[2].urn)]
-            elif ev.name in ("haproxy", "nginx", "envoy", "traefik", "caddy", "socat", "keepalived"):
+            elif ev.name in ("haproxy", "nginx", "envoy", "traefik", "caddy", "socat", "keepalived") and _daemon(ev.name, ev.argv):
                 host.processes.append((ev.name, ev.argv, res))
+
+
+# Invocations that only check, print or signal: no proxy is left running.
+_ONE_SHOT = {"nginx": {"-t", "-T", "-s", "-v", "-V", "-h", "-?"}, "haproxy": {"-c", "-v", "-vv", "-h"},
+             "keepalived": {"-t", "--config-test", "-v", "--version", "-h"}, "envoy": {"--version", "validate"},
+             "traefik": {"version", "healthcheck", "--version"}, "socat": {"-V", "-h"}}  # fmt: skip
+
+
+def _daemon(prog: str, argv: Sequence[str]) -> bool:
+    if prog == "caddy":
+        return bool(argv) and argv[0] in ("run", "start", "reverse-proxy")
+    return not (_ONE_SHOT.get(prog, set()) & set(argv))
 
 
 def _pkg_service(pkg: str) -> str:

@@ -157,13 +157,13 @@ def as_map(value: Any, field_: str) -> Mapping[str, Any] | Unknown:
     raise Malformed(field_, value, "is not an object")
 
 
-def as_str(value: Any, field_: str) -> str | None | Unknown:
+def as_str(value: Any, field_: str) -> str | Unknown | None:
     if value is None or isinstance(value, str | Unknown):
         return value
     raise Malformed(field_, value, "is not a string")
 
 
-def as_port(value: Any, field_: str) -> int | str | None | Unknown:
+def as_port(value: Any, field_: str) -> int | str | Unknown | None:
     """A port number (floats on the wire) or a port name."""
     if value is None or isinstance(value, Unknown):
         return value

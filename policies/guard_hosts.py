@@ -15,8 +15,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
 import guard_shell as shell
 import proxy_caddy
 import proxy_envoy
@@ -25,6 +23,7 @@ import proxy_keepalived
 import proxy_nginx
 import proxy_socat
 import proxy_traefik
+import yaml
 from guard_base import Asset, Malformed, Resource, Unknown, as_str, dig
 from proxy_base import ConfigError, Hop
 
@@ -45,20 +44,55 @@ class Kind:
 
 
 KINDS: dict[str, Kind] = {
-    "haproxy": Kind("HAProxy", proxy_haproxy.parse, ("/etc/haproxy/haproxy.cfg", "/etc/haproxy/conf.d/"),
-                    ("/usr/local/etc/haproxy/", "/etc/haproxy/"), ("-f",)),
+    "haproxy": Kind(
+        "HAProxy",
+        proxy_haproxy.parse,
+        ("/etc/haproxy/haproxy.cfg", "/etc/haproxy/conf.d/"),
+        ("/usr/local/etc/haproxy/", "/etc/haproxy/"),
+        ("-f",),
+    ),
     "nginx": Kind("nginx", proxy_nginx.parse, ("/etc/nginx/",), ("/etc/nginx/",), ("-c",)),
-    "envoy": Kind("Envoy", proxy_envoy.parse, ("/etc/envoy/",), ("/etc/envoy/",), ("-c", "--config-path")),
-    "traefik": Kind("Traefik", proxy_traefik.parse, ("/etc/traefik/",), ("/etc/traefik/",), ("--configfile", "--configFile")),
+    "envoy": Kind(
+        "Envoy", proxy_envoy.parse, ("/etc/envoy/",), ("/etc/envoy/",), ("-c", "--config-path")
+    ),
+    "traefik": Kind(
+        "Traefik",
+        proxy_traefik.parse,
+        ("/etc/traefik/",),
+        ("/etc/traefik/",),
+        ("--configfile", "--configFile"),
+    ),
     "caddy": Kind("Caddy", proxy_caddy.parse, ("/etc/caddy/",), ("/etc/caddy/",), ("--config",)),
-    "keepalived": Kind("keepalived/LVS", proxy_keepalived.parse, ("/etc/keepalived/keepalived.conf",),
-                       ("/etc/keepalived/",), ("-f", "--use-file")),
-}  # fmt: skip
-DEBIAN_STARTS_ON_INSTALL = {"haproxy", "nginx", "keepalived", "caddy", "nginx-full", "nginx-light",
-                            "nginx-core", "nginx-extras"}  # fmt: skip
-IMAGE_KINDS = {"haproxy": "haproxy", "haproxytech/haproxy-alpine": "haproxy", "haproxytech/haproxy-debian": "haproxy",
-               "nginx": "nginx", "nginxinc/nginx-unprivileged": "nginx", "envoyproxy/envoy": "envoy",
-               "traefik": "traefik", "caddy": "caddy", "alpine/socat": "socat", "socat": "socat"}  # fmt: skip
+    "keepalived": Kind(
+        "keepalived/LVS",
+        proxy_keepalived.parse,
+        ("/etc/keepalived/keepalived.conf",),
+        ("/etc/keepalived/",),
+        ("-f", "--use-file"),
+    ),
+}
+DEBIAN_STARTS_ON_INSTALL = {
+    "haproxy",
+    "nginx",
+    "keepalived",
+    "caddy",
+    "nginx-full",
+    "nginx-light",
+    "nginx-core",
+    "nginx-extras",
+}
+IMAGE_KINDS = {
+    "haproxy": "haproxy",
+    "haproxytech/haproxy-alpine": "haproxy",
+    "haproxytech/haproxy-debian": "haproxy",
+    "nginx": "nginx",
+    "nginxinc/nginx-unprivileged": "nginx",
+    "envoyproxy/envoy": "envoy",
+    "traefik": "traefik",
+    "caddy": "caddy",
+    "alpine/socat": "socat",
+    "socat": "socat",
+}
 
 
 def image_kind(image: str) -> str | None:
@@ -176,8 +210,13 @@ def _text_of(value: Any) -> str | None:
     return None
 
 
-def _apply(host: Host, res: Resource, events: Iterable[shell.Event], stdin: str | None,
-           ancestors: Callable[[str], set[str]]) -> None:  # fmt: skip
+def _apply(
+    host: Host,
+    res: Resource,
+    events: Iterable[shell.Event],
+    stdin: str | None,
+    ancestors: Callable[[str], set[str]],
+) -> None:
     mine = ancestors(res.urn)
 
     def before(urn: str) -> bool:
@@ -203,7 +242,13 @@ def _apply(host: Host, res: Resource, events: Iterable[shell.Event], stdin: str 
             svc = host.services.setdefault(_pkg_service(ev.name), Service())
             if ev.action == "install":
                 if ev.source == "apt" and ev.name in DEBIAN_STARTS_ON_INSTALL:
-                    _service(svc, "install", res, before, f"installed with apt by {res.name} (Debian starts and enables it)")
+                    _service(
+                        svc,
+                        "install",
+                        res,
+                        before,
+                        f"installed with apt by {res.name} (Debian starts and enables it)",
+                    )
             else:
                 _service(svc, "remove", res, before)
         elif ev.kind == "service":
@@ -221,18 +266,39 @@ def _apply(host: Host, res: Resource, events: Iterable[shell.Event], stdin: str 
             if ev.action == "up":
                 host.compose.append((ev.name, res))
             else:
-                host.compose = [(f, r) for f, r in host.compose if not before(r.urn) or (ev.name and f != ev.name)]
+                host.compose = [
+                    (f, r)
+                    for f, r in host.compose
+                    if not before(r.urn) or (ev.name and f != ev.name)
+                ]
         elif ev.kind == "process":
             if ev.action == "kill":
-                host.processes = [p for p in host.processes if posixpath.basename(p[0]) != ev.name or not before(p[2].urn)]
-            elif ev.name in ("haproxy", "nginx", "envoy", "traefik", "caddy", "socat", "keepalived") and _daemon(ev.name, ev.argv):
+                host.processes = [
+                    p
+                    for p in host.processes
+                    if posixpath.basename(p[0]) != ev.name or not before(p[2].urn)
+                ]
+            elif ev.name in (
+                "haproxy",
+                "nginx",
+                "envoy",
+                "traefik",
+                "caddy",
+                "socat",
+                "keepalived",
+            ) and _daemon(ev.name, ev.argv):
                 host.processes.append((ev.name, ev.argv, res))
 
 
 # Invocations that only check, print or signal: no proxy is left running.
-_ONE_SHOT = {"nginx": {"-t", "-T", "-s", "-v", "-V", "-h", "-?"}, "haproxy": {"-c", "-v", "-vv", "-h"},
-             "keepalived": {"-t", "--config-test", "-v", "--version", "-h"}, "envoy": {"--version", "validate"},
-             "traefik": {"version", "healthcheck", "--version"}, "socat": {"-V", "-h"}}  # fmt: skip
+_ONE_SHOT = {
+    "nginx": {"-t", "-T", "-s", "-v", "-V", "-h", "-?"},
+    "haproxy": {"-c", "-v", "-vv", "-h"},
+    "keepalived": {"-t", "--config-test", "-v", "--version", "-h"},
+    "envoy": {"--version", "validate"},
+    "traefik": {"version", "healthcheck", "--version"},
+    "socat": {"-V", "-h"},
+}
 
 
 def _daemon(prog: str, argv: Sequence[str]) -> bool:
@@ -245,7 +311,9 @@ def _pkg_service(pkg: str) -> str:
     return "nginx" if pkg.startswith("nginx") else pkg
 
 
-def _service(svc: Service, action: str, res: Resource, before: Callable[[str], bool], how: str = "") -> None:
+def _service(
+    svc: Service, action: str, res: Resource, before: Callable[[str], bool], how: str = ""
+) -> None:
     """Apply one action by ``res``; ``before(urn)``: that resource surely ran before this point."""
     how = how or f"systemctl {action.replace('+now', ' --now')} by {res.name}"
     base = action.removesuffix("+now")
@@ -284,8 +352,11 @@ def _service(svc: Service, action: str, res: Resource, before: Callable[[str], b
         drop(svc.enabled)
 
 
-def build(resources: Sequence[Resource], notes: Callable[[Resource, str, Any, str], None],
-          unknown: Callable[[Resource, str, Unknown], None]) -> dict[str, Host]:  # fmt: skip
+def build(
+    resources: Sequence[Resource],
+    notes: Callable[[Resource, str, Any, str], None],
+    unknown: Callable[[Resource, str, Unknown], None],
+) -> dict[str, Host]:
     hosts: dict[str, Host] = {}
     by_urn = {r.urn: r for r in resources}
     memo: dict[str, set[str]] = {}
@@ -303,7 +374,9 @@ def build(resources: Sequence[Resource], notes: Callable[[Resource, str, Any, st
         memo[urn] = found
         return found
 
-    for res in ordered([r for r in resources if r.type in (REMOTE_COMMAND, COPY_TO_REMOTE, COPY_FILE)]):
+    for res in ordered(
+        [r for r in resources if r.type in (REMOTE_COMMAND, COPY_TO_REMOTE, COPY_FILE)]
+    ):
         try:
             addr = connection_host(res)
         except Malformed as err:
@@ -335,7 +408,11 @@ def build(resources: Sequence[Resource], notes: Callable[[Resource, str, Any, st
                 _apply(host, res, shell.parse(script, stdin=stdin), stdin, ancestors)
         else:
             path = dig(res.props, "remotePath")
-            source = dig(res.props, "source") if res.type == COPY_TO_REMOTE else dig(res.props, "localPath")
+            source = (
+                dig(res.props, "source")
+                if res.type == COPY_TO_REMOTE
+                else dig(res.props, "localPath")
+            )
             if isinstance(path, Unknown):
                 unknown(res, "remotePath", path)
                 continue
@@ -371,7 +448,9 @@ def _flag_value(argv: Sequence[str], flags: Sequence[str]) -> str | None:
     return None
 
 
-def _read(kind: Kind, files: list[tuple[str, File]], extra: list[str] | None = None) -> tuple[list[Hop], bool, str | None]:
+def _read(
+    host: Host, kind: Kind, files: list[tuple[str, File]]
+) -> tuple[list[Hop], bool, str | None]:
     texts = [(p, f.text) for p, f in files]
     if not texts:
         return [], True, None
@@ -400,7 +479,7 @@ def _read(kind: Kind, files: list[tuple[str, File]], extra: list[str] | None = N
             except ConfigError:
                 continue
             for p in proxy_traefik.file_provider_paths(data):
-                for _, f in _files_under(_HOST_CTX[-1], [p, p.rstrip("/") + "/"]):
+                for _, f in _files_under(host, [p, p.rstrip("/") + "/"]):
                     if f.text and f not in [ff for _, ff in files]:
                         try:
                             hops += kind.parse(f.text)
@@ -409,16 +488,9 @@ def _read(kind: Kind, files: list[tuple[str, File]], extra: list[str] | None = N
     return hops, False, error
 
 
-_HOST_CTX: list[Host] = []
-
-
-def proxies(host: Host, lb_parents: Mapping[str, str]) -> list[Proxy]:
+def proxies(host: Host, lb_parents: Mapping[str, Any]) -> list[Proxy]:
     """The proxies left running (or enabled) on this host."""
-    _HOST_CTX.append(host)
-    try:
-        return _proxies(host, lb_parents)
-    finally:
-        _HOST_CTX.pop()
+    return _proxies(host, lb_parents)
 
 
 def _managed(host: Host, lb_parents: Mapping[str, str]) -> str | None:
@@ -450,28 +522,88 @@ def _proxies(host: Host, lb_parents: Mapping[str, str]) -> list[Proxy]:
         kind_name = posixpath.basename(argv[0]) if argv else name
         if kind_name == "socat":
             hops = proxy_socat.parse_argv(argv[1:])
-            found.append(Proxy(host.address, f"socat (systemd service {name})", "socat", by, hops, state, not hops, None, managed))
+            found.append(
+                Proxy(
+                    host.address,
+                    f"socat (systemd service {name})",
+                    "socat",
+                    by,
+                    hops,
+                    state,
+                    not hops,
+                    None,
+                    managed,
+                )
+            )
             continue
         kind = KINDS.get(kind_name)
         if kind is None:
             continue
         cfg = _flag_value(argv, kind.config_flags) if argv else None
         files = _files_under(host, [cfg] if cfg else kind.config_paths)
-        hops, missing, error = _read(kind, files)
-        found.append(Proxy(host.address, f"{kind.label} (systemd service {name}, {how}; {state})", kind_name, by, hops, state, missing, error, managed))
+        hops, missing, error = _read(host, kind, files)
+        found.append(
+            Proxy(
+                host.address,
+                f"{kind.label} (systemd service {name}, {how}; {state})",
+                kind_name,
+                by,
+                hops,
+                state,
+                missing,
+                error,
+                managed,
+            )
+        )
     for prog, argv, res in host.processes:
         if prog == "socat":
             hops = proxy_socat.parse_argv(list(argv))
-            found.append(Proxy(host.address, "socat (started by the command)", "socat", res, hops, "running", not hops, None, managed))
+            found.append(
+                Proxy(
+                    host.address,
+                    "socat (started by the command)",
+                    "socat",
+                    res,
+                    hops,
+                    "running",
+                    not hops,
+                    None,
+                    managed,
+                )
+            )
             continue
         if prog == "caddy" and argv and argv[0] == "reverse-proxy":
-            found.append(Proxy(host.address, "Caddy (caddy reverse-proxy)", "caddy", res, proxy_caddy.reverse_proxy_command(list(argv)), "running", False, None, managed))
+            found.append(
+                Proxy(
+                    host.address,
+                    "Caddy (caddy reverse-proxy)",
+                    "caddy",
+                    res,
+                    proxy_caddy.reverse_proxy_command(list(argv)),
+                    "running",
+                    False,
+                    None,
+                    managed,
+                )
+            )
             continue
         kind = KINDS[prog]
         cfg = _flag_value(argv, kind.config_flags)
         files = _files_under(host, [cfg] if cfg else kind.config_paths)
-        hops, missing, error = _read(kind, files)
-        found.append(Proxy(host.address, f"{kind.label} (started as a process)", prog, res, hops, "running", missing, error, managed))
+        hops, missing, error = _read(host, kind, files)
+        found.append(
+            Proxy(
+                host.address,
+                f"{kind.label} (started as a process)",
+                prog,
+                res,
+                hops,
+                "running",
+                missing,
+                error,
+                managed,
+            )
+        )
     for name, c in host.containers.items():
         if c.running:
             found += _container_proxy(host, name, c, managed)
@@ -491,7 +623,7 @@ def _mounts(argv: Sequence[str]) -> list[tuple[str, str]]:
         if val and ":" in val:
             src, dst = val.split(":")[:2]
             found.append((src, dst))
-        if a == "--mount" and i + 1 < len(argv) or a.startswith("--mount="):
+        if (a == "--mount" and i + 1 < len(argv)) or a.startswith("--mount="):
             spec = a.split("=", 1)[1] if a.startswith("--mount=") else argv[i + 1]
             kv = dict(p.split("=", 1) for p in spec.split(",") if "=" in p)
             src = kv.get("source") or kv.get("src")
@@ -514,8 +646,15 @@ def _container_parts(argv: Sequence[str]) -> tuple[str, list[str]]:
     return "", []
 
 
-def _container_proxy(host: Host, name: str, c: Container, managed: str | None, mounts: list[tuple[str, str]] | None = None,
-                     image: str | None = None, cmd: list[str] | None = None) -> list[Proxy]:  # fmt: skip
+def _container_proxy(
+    host: Host,
+    name: str,
+    c: Container,
+    managed: str | None,
+    mounts: list[tuple[str, str]] | None = None,
+    image: str | None = None,
+    cmd: list[str] | None = None,
+) -> list[Proxy]:
     if image is None:
         image, cmd = _container_parts(c.argv)
         mounts = _mounts(c.argv)
@@ -527,22 +666,55 @@ def _container_proxy(host: Host, name: str, c: Container, managed: str | None, m
     label = f"container {name} ({image})"
     if kind_name == "socat":
         hops = proxy_socat.parse_argv(cmd)
-        return [Proxy(host.address, f"socat in {label}", "socat", c.by, hops, "running", not hops, None, managed)]
+        return [
+            Proxy(
+                host.address,
+                f"socat in {label}",
+                "socat",
+                c.by,
+                hops,
+                "running",
+                not hops,
+                None,
+                managed,
+            )
+        ]
     kind = KINDS[kind_name]
     cfg = _flag_value(cmd, kind.config_flags)
     host_files: list[tuple[str, File]] = []
     for src, dst in mounts:
         inside = [cfg] if cfg else list(kind.container_paths)
-        if any(dst == p or p.startswith(dst.rstrip("/") + "/") or dst.startswith(p) for p in inside):
+        if any(
+            dst == p or p.startswith(dst.rstrip("/") + "/") or dst.startswith(p) for p in inside
+        ):
             host_files += _files_under(host, [src, src.rstrip("/") + "/"])
-    hops, missing, error = _read(kind, host_files)
-    return [Proxy(host.address, f"{kind.label} in {label}", kind_name, c.by, hops, "running", missing, error, managed)]
+    hops, missing, error = _read(host, kind, host_files)
+    return [
+        Proxy(
+            host.address,
+            f"{kind.label} in {label}",
+            kind_name,
+            c.by,
+            hops,
+            "running",
+            missing,
+            error,
+            managed,
+        )
+    ]
 
 
 def _compose_proxies(host: Host, path: str, res: Resource, managed: str | None) -> list[Proxy]:
-    candidates = _files_under(host, [path]) if path else [
-        (p, f) for p, f in host.files.items() if posixpath.basename(p) in ("compose.yaml", "compose.yml", "docker-compose.yml", "docker-compose.yaml")
-    ]
+    candidates = (
+        _files_under(host, [path])
+        if path
+        else [
+            (p, f)
+            for p, f in host.files.items()
+            if posixpath.basename(p)
+            in ("compose.yaml", "compose.yml", "docker-compose.yml", "docker-compose.yaml")
+        ]
+    )
     found: list[Proxy] = []
     for cpath, f in candidates:
         if f.text is None:
@@ -564,8 +736,25 @@ def _compose_proxies(host: Host, path: str, res: Resource, managed: str | None) 
                     src, dst = v.split(":")[:2]
                     mounts.append((posixpath.normpath(posixpath.join(base, src)), dst))
                 elif isinstance(v, dict) and v.get("source") and v.get("target"):
-                    mounts.append((posixpath.normpath(posixpath.join(base, str(v["source"]))), str(v["target"])))
+                    mounts.append(
+                        (
+                            posixpath.normpath(posixpath.join(base, str(v["source"]))),
+                            str(v["target"]),
+                        )
+                    )
             command = svc.get("command")
-            cmd = shell.split_exec(command) if isinstance(command, str) else [str(x) for x in command or []]
-            found += _container_proxy(host, f"{sname} (compose {cpath})", Container((), True, res), managed, mounts, svc["image"], cmd)
+            cmd = (
+                shell.split_exec(command)
+                if isinstance(command, str)
+                else [str(x) for x in command or []]
+            )
+            found += _container_proxy(
+                host,
+                f"{sname} (compose {cpath})",
+                Container((), True, res),
+                managed,
+                mounts,
+                svc["image"],
+                cmd,
+            )
     return found

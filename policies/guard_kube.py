@@ -29,13 +29,20 @@ SERVICE = "kubernetes:core/v1:Service"
 NAMESPACE = "kubernetes:core/v1:Namespace"
 CONFIGMAP = "kubernetes:core/v1:ConfigMap"
 HELM_V3 = "kubernetes:helm.sh/v3:Release"
-INGRESS_TYPES = ("kubernetes:networking.k8s.io/v1:Ingress", "kubernetes:networking.k8s.io/v1beta1:Ingress",
-                 "kubernetes:extensions/v1beta1:Ingress")  # fmt: skip
-WORKLOADS = {"kubernetes:apps/v1:Deployment": ("spec", "template"), "kubernetes:apps/v1:StatefulSet": ("spec", "template"),
-             "kubernetes:apps/v1:DaemonSet": ("spec", "template"), "kubernetes:apps/v1:ReplicaSet": ("spec", "template"),
-             "kubernetes:batch/v1:Job": ("spec", "template"),
-             "kubernetes:batch/v1:CronJob": ("spec", "jobTemplate", "spec", "template"),
-             "kubernetes:core/v1:Pod": ()}  # fmt: skip
+INGRESS_TYPES = (
+    "kubernetes:networking.k8s.io/v1:Ingress",
+    "kubernetes:networking.k8s.io/v1beta1:Ingress",
+    "kubernetes:extensions/v1beta1:Ingress",
+)
+WORKLOADS = {
+    "kubernetes:apps/v1:Deployment": ("spec", "template"),
+    "kubernetes:apps/v1:StatefulSet": ("spec", "template"),
+    "kubernetes:apps/v1:DaemonSet": ("spec", "template"),
+    "kubernetes:apps/v1:ReplicaSet": ("spec", "template"),
+    "kubernetes:batch/v1:Job": ("spec", "template"),
+    "kubernetes:batch/v1:CronJob": ("spec", "jobTemplate", "spec", "template"),
+    "kubernetes:core/v1:Pod": (),
+}
 
 Note = Callable[[Resource, str, Any, str], None]
 Unk = Callable[[Resource, str, Unknown], None]
@@ -164,8 +171,10 @@ class Block:
     policy: str  # ns/name
 
     def admits(self, addr: Addr) -> bool:
-        return addr.version == self.net.version and addr in self.net and not any(
-            e.version == addr.version and addr in e for e in self.excepts
+        return (
+            addr.version == self.net.version
+            and addr in self.net
+            and not any(e.version == addr.version and addr in e for e in self.excepts)
         )
 
     @property
@@ -230,12 +239,20 @@ class Cluster:
     configmaps: dict[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)
     releases: list[Resource] = field(default_factory=list)
     # indexes
-    pods_by_label: dict[tuple[str, str, str], list[Pods]] = field(default_factory=lambda: defaultdict(list))
+    pods_by_label: dict[tuple[str, str, str], list[Pods]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
     pods_by_ns: dict[str, list[Pods]] = field(default_factory=lambda: defaultdict(list))
     svc_by_name: dict[tuple[str, str], Svc] = field(default_factory=dict)
-    svc_by_node_port: dict[int, list[tuple[Svc, SvcPort]]] = field(default_factory=lambda: defaultdict(list))
-    svc_by_external: dict[tuple[str, int], list[tuple[Svc, SvcPort]]] = field(default_factory=lambda: defaultdict(list))
-    pol_by_label: dict[tuple[str, str, str], list[Policy]] = field(default_factory=lambda: defaultdict(list))
+    svc_by_node_port: dict[int, list[tuple[Svc, SvcPort]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    svc_by_external: dict[tuple[str, int], list[tuple[Svc, SvcPort]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    pol_by_label: dict[tuple[str, str, str], list[Policy]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
     pol_scan: dict[str, list[Policy]] = field(default_factory=lambda: defaultdict(list))
     _views: dict[tuple[int, int | str], View] = field(default_factory=dict)
 
@@ -245,7 +262,11 @@ class Cluster:
         if not svc.selector:
             return []
         k, v = next(iter(sorted(svc.selector.items())))
-        found = [p for p in self.pods_by_label.get((svc.ns, k, v), []) if all(p.labels.get(a) == b for a, b in svc.selector.items())]
+        found = [
+            p
+            for p in self.pods_by_label.get((svc.ns, k, v), [])
+            if all(p.labels.get(a) == b for a, b in svc.selector.items())
+        ]
         if found:
             return found
         virtual = Pods(svc.res, svc.ns, dict(svc.selector), {}, [], [], [], virtual=True)
@@ -289,7 +310,11 @@ class Cluster:
             for p in ingress:
                 for r in p.rules:
                     if r.ports is not None and not any(
-                        (isinstance(rp, int) and number is not None and (rp == number or (end is not None and rp <= number <= end)))
+                        (
+                            isinstance(rp, int)
+                            and number is not None
+                            and (rp == number or (end is not None and rp <= number <= end))
+                        )
                         or (isinstance(rp, str) and rp in names)
                         for rp, end in r.ports
                     ):
@@ -312,7 +337,11 @@ def _pods(res: Resource, path: tuple[str, ...]) -> Pods:
     tmpl = dig(res.props, *path) if path else res.props
     f = ".".join(path)
     labels_v = as_map(dig(tmpl, "metadata", "labels"), f"{f}.metadata.labels")
-    labels = {} if isinstance(labels_v, Unknown) else {str(k): v for k, v in labels_v.items() if isinstance(v, str)}
+    labels = (
+        {}
+        if isinstance(labels_v, Unknown)
+        else {str(k): v for k, v in labels_v.items() if isinstance(v, str)}
+    )
     ports: dict[str, int] = {}
     images, args, cms = [], [], []
     containers = as_list(dig(tmpl, "spec", "containers"), f"{f}.spec.containers")
@@ -321,18 +350,30 @@ def _pods(res: Resource, path: tuple[str, ...]) -> Pods:
             continue
         if isinstance(c.get("image"), str):
             images.append(c["image"])
-        args.append([str(a) for a in (c.get("args") or []) + (c.get("command") or []) if isinstance(a, str)] if isinstance(c.get("args") or [], list) else [])
+        args.append(
+            [str(a) for a in (c.get("args") or []) + (c.get("command") or []) if isinstance(a, str)]
+            if isinstance(c.get("args") or [], list)
+            else []
+        )
         plist = as_list(c.get("ports"), f"{f}.spec.containers[{i}].ports")
         for j, p in enumerate([] if isinstance(plist, Unknown) else plist):
             if isinstance(p, Mapping) and isinstance(p.get("name"), str):
-                num = as_port(p.get("containerPort"), f"{f}.spec.containers[{i}].ports[{j}].containerPort")
+                num = as_port(
+                    p.get("containerPort"), f"{f}.spec.containers[{i}].ports[{j}].containerPort"
+                )
                 if isinstance(num, int):
                     ports[p["name"]] = num
-        for m in c.get("volumeMounts") or [] if isinstance(c.get("volumeMounts") or [], list) else []:
+        for m in (
+            c.get("volumeMounts") or [] if isinstance(c.get("volumeMounts") or [], list) else []
+        ):
             if isinstance(m, Mapping) and isinstance(m.get("name"), str):
                 cms.append((m["name"], str(m.get("mountPath", ""))))
     vols = {}
-    for v in dig(tmpl, "spec", "volumes") or [] if isinstance(dig(tmpl, "spec", "volumes") or [], list) else []:
+    for v in (
+        dig(tmpl, "spec", "volumes") or []
+        if isinstance(dig(tmpl, "spec", "volumes") or [], list)
+        else []
+    ):
         if isinstance(v, Mapping) and isinstance(dig(v, "configMap", "name"), str):
             vols[v.get("name")] = dig(v, "configMap", "name")
     configmaps = [(vols[n], path) for n, path in cms if n in vols]
@@ -343,7 +384,18 @@ def _service(res: Resource) -> Svc:
     spec = as_map(dig(res.props, "spec"), "spec")
     unknowns: list[tuple[str, Unknown]] = []
     if isinstance(spec, Unknown):
-        return Svc(res, namespace_of(res), name_of(res), "ClusterIP", None, [], [], None, spec, [("spec", spec)])
+        return Svc(
+            res,
+            namespace_of(res),
+            name_of(res),
+            "ClusterIP",
+            None,
+            [],
+            [],
+            None,
+            spec,
+            [("spec", spec)],
+        )
     typ = as_str(spec.get("type"), "spec.type")
     if isinstance(typ, Unknown):
         unknowns.append(("spec.type", typ))
@@ -371,8 +423,14 @@ def _service(res: Resource) -> Svc:
                 unknowns.append((f"spec.ports[{i}].{fld}", val))
         if not isinstance(port, int):
             continue
-        ports.append(SvcPort(port, target if isinstance(target, int | str) else port, node if isinstance(node, int) else None,
-                             p.get("name") if isinstance(p.get("name"), str) else None))  # fmt: skip
+        ports.append(
+            SvcPort(
+                port,
+                target if isinstance(target, int | str) else port,
+                node if isinstance(node, int) else None,
+                p.get("name") if isinstance(p.get("name"), str) else None,
+            )
+        )
     eips = as_list(spec.get("externalIPs"), "spec.externalIPs")
     if isinstance(eips, Unknown):
         unknowns.append(("spec.externalIPs", eips))
@@ -383,8 +441,18 @@ def _service(res: Resource) -> Svc:
     elif etp is not None and etp not in ("Local", "Cluster"):
         raise Malformed("spec.externalTrafficPolicy", etp, "is not Local or Cluster")
     cip = spec.get("clusterIP")
-    return Svc(res, namespace_of(res), name_of(res), str(typ or "ClusterIP"), selector_, ports,
-               [str(e) for e in eips if isinstance(e, str)], cip if isinstance(cip, str) else None, etp, unknowns)  # fmt: skip
+    return Svc(
+        res,
+        namespace_of(res),
+        name_of(res),
+        str(typ or "ClusterIP"),
+        selector_,
+        ports,
+        [str(e) for e in eips if isinstance(e, str)],
+        cip if isinstance(cip, str) else None,
+        etp,
+        unknowns,
+    )
 
 
 def _policy(res: Resource, note: Note) -> Policy:
@@ -439,7 +507,9 @@ def _rule(r: Mapping[str, Any], f: str, pol: str, unknowns: list[tuple[str, Unkn
         for j, p in enumerate(plist):
             if not isinstance(p, Mapping):
                 raise Malformed(f"{f}.ports[{j}]", p, "is not an object")
-            if p.get("protocol", "TCP") not in ("TCP", None) and not isinstance(p.get("protocol"), Unknown):
+            if p.get("protocol", "TCP") not in ("TCP", None) and not isinstance(
+                p.get("protocol"), Unknown
+            ):
                 continue
             port = as_port(p.get("port"), f"{f}.ports[{j}].port")
             end = as_port(p.get("endPort"), f"{f}.ports[{j}].endPort")
@@ -508,7 +578,11 @@ def _backend_refs(res: Resource) -> Iterable[tuple[str, str | None, Any]]:
     elif ":gateway.networking.k8s.io/" in t and t.endswith("Route"):
         for rule in dig(spec, "rules") or []:
             for ref in dig(rule, "backendRefs") or []:
-                if isinstance(ref, Mapping) and ref.get("kind", "Service") == "Service" and ref.get("group", "") in ("", None):
+                if (
+                    isinstance(ref, Mapping)
+                    and ref.get("kind", "Service") == "Service"
+                    and ref.get("group", "") in ("", None)
+                ):
                     yield str(ref.get("name")), ref.get("namespace"), ref.get("port")
     else:  # Traefik IngressRoute(TCP), Contour HTTPProxy and alike: spec.routes[].services[]
         routes = list(dig(spec, "routes") or [])
@@ -536,14 +610,22 @@ def _route_label(res: Resource) -> tuple[str, str]:
     kind = res.type.rsplit(":", 1)[-1]
     ns, name = namespace_of(res), name_of(res)
     if res.type in INGRESS_TYPES:
-        cls = dig(res.props, "spec", "ingressClassName") or dig(res.props, "metadata", "annotations", "kubernetes.io/ingress.class")
-        return (f"Ingress {ns}/{name}" + (f" (class {cls})" if isinstance(cls, str) else ""),
-                "an ingress controller is a proxy that ends the client's connection; expose the Service through an L4 LB that keeps the client address (keepalived/LVS NAT or DR, or a Service with externalTrafficPolicy: Local)")  # fmt: skip
+        cls = dig(res.props, "spec", "ingressClassName") or dig(
+            res.props, "metadata", "annotations", "kubernetes.io/ingress.class"
+        )
+        return (
+            f"Ingress {ns}/{name}" + (f" (class {cls})" if isinstance(cls, str) else ""),
+            "an ingress controller is a proxy that ends the client's connection; expose the Service through an L4 LB that keeps the client address (keepalived/LVS NAT or DR, or a Service with externalTrafficPolicy: Local)",
+        )
     if ":gateway.networking.k8s.io/" in res.type:
-        return (f"{kind} {ns}/{name} (through its Gateway)",
-                "a Gateway's data plane ends the client's connection (TLS passthrough and TCPRoute too); use an L4 LB that keeps the client address")  # fmt: skip
-    return (f"{kind} {ns}/{name}",
-            f"{kind} is served by a proxy (Traefik, Contour, NGINX) that ends the client's connection; use an L4 LB that keeps the client address")  # fmt: skip
+        return (
+            f"{kind} {ns}/{name} (through its Gateway)",
+            "a Gateway's data plane ends the client's connection (TLS passthrough and TCPRoute too); use an L4 LB that keeps the client address",
+        )
+    return (
+        f"{kind} {ns}/{name}",
+        f"{kind} is served by a proxy (Traefik, Contour, NGINX) that ends the client's connection; use an L4 LB that keeps the client address",
+    )
 
 
 def is_router(res: Resource) -> bool:
@@ -596,7 +678,16 @@ def build(resources: Sequence[Resource], note: Note, unknown: Unk) -> Cluster:
             elif is_router(res):
                 label, fix = _route_label(res)
                 for svc, ns, port in _backend_refs(res):
-                    c.routes.append(Route(res, label, ns if isinstance(ns, str) else namespace_of(res), svc, port, fix))
+                    c.routes.append(
+                        Route(
+                            res,
+                            label,
+                            ns if isinstance(ns, str) else namespace_of(res),
+                            svc,
+                            port,
+                            fix,
+                        )
+                    )
         except Malformed as err:
             note(res, err.field, err.value, err.reason)
         except (TypeError, ValueError, AttributeError, KeyError) as err:

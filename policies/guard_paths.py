@@ -25,8 +25,10 @@ KEEPSOURCE_LB = "keepsource:lb:LoadBalancerHost"
 
 FIX_L4 = "put an L4 LB that keeps the client address in front (keepalived/LVS NAT or DR)"
 FIXES = {
-    "HAProxy": FIX_L4 + ", or make HAProxy transparent: `source 0.0.0.0 usesrc clientip` (TPROXY, the LB as the nodes' gateway)",
-    "nginx": FIX_L4 + ", or `proxy_bind $remote_addr transparent` (TPROXY, the LB as the nodes' gateway)",
+    "HAProxy": FIX_L4
+    + ", or make HAProxy transparent: `source 0.0.0.0 usesrc clientip` (TPROXY, the LB as the nodes' gateway)",
+    "nginx": FIX_L4
+    + ", or `proxy_bind $remote_addr transparent` (TPROXY, the LB as the nodes' gateway)",
     "Envoy": FIX_L4 + ", or the original_src listener filter (TPROXY)",
 }
 
@@ -43,6 +45,7 @@ class Entry:
     checks: bool = False
     check_unknown: bool = False
     direct: list[tuple[str, str, Any]] = field(default_factory=list)  # (ns, service, port)
+    ns: str | None = None  # an in-cluster hop's namespace (for short Service names)
 
 
 @dataclass
@@ -70,7 +73,11 @@ class Model:
     opaque: list[Opaque]
 
 
-def _lb_entries(res: Resource, note: Callable[[Resource, str, Any, str], None], unknown: Callable[[Resource, str, Unknown], None]) -> list[Entry]:
+def _lb_entries(
+    res: Resource,
+    note: Callable[[Resource, str, Any, str], None],
+    unknown: Callable[[Resource, str, Unknown], None],
+) -> list[Entry]:
     p = res.props
     keeps = dig(p, "preservesClientAddress")
     method = dig(p, "forwardingMethod")
@@ -93,8 +100,17 @@ def _lb_entries(res: Resource, note: Callable[[Resource, str, Any, str], None], 
             except Malformed as err:
                 note(res, err.field, err.value, err.reason)
     ctype = dig(p, "healthCheckType")
-    checks = not isinstance(ctype, str) or ctype.upper() in ("TCP", "HTTP", "HTTPS", "TCP_CHECK", "HTTP_GET", "SSL_GET")
-    preserving = keeps is True and (not isinstance(method, str) or method.upper() in ("NAT", "DR", "TUN"))
+    checks = not isinstance(ctype, str) or ctype.upper() in (
+        "TCP",
+        "HTTP",
+        "HTTPS",
+        "TCP_CHECK",
+        "HTTP_GET",
+        "SSL_GET",
+    )
+    preserving = keeps is True and (
+        not isinstance(method, str) or method.upper() in ("NAT", "DR", "TUN")
+    )
     mode: Mode = "preserving" if preserving else "terminating"
     vss = dig(p, "virtualServices")
     if isinstance(vss, Unknown):
@@ -123,7 +139,11 @@ def _lb_entries(res: Resource, note: Callable[[Resource, str, Any, str], None], 
             port = dig(rs, "port")
             addr = dig(rs, "address")
             if isinstance(port, Unknown) or isinstance(addr, Unknown):
-                unknown(res, f"virtualServices[{i}].realServers[{j}]", port if isinstance(port, Unknown) else addr)
+                unknown(
+                    res,
+                    f"virtualServices[{i}].realServers[{j}]",
+                    port if isinstance(port, Unknown) else addr,
+                )
                 continue
             if isinstance(port, int | float) and isinstance(addr, str):
                 backends.append(Backend(addr, int(port)))
@@ -131,10 +151,23 @@ def _lb_entries(res: Resource, note: Callable[[Resource, str, Any, str], None], 
         if not backends and isinstance(vport, int | float):
             backends.append(Backend("", int(vport)))
         label = f"LoadBalancerHost {res.name} virtual service {dig(vs, 'name') or i} ({dig(vs, 'vip') or dig(p, 'vip')}:{vport if not isinstance(vport, float) else int(vport)})"
-        detail = (f"LVS {method} keeps the client address" if preserving
-                  else f"forwardingMethod {method!r} / preservesClientAddress {keeps!r}: the real servers do not see the client")  # fmt: skip
-        entries.append(Entry(res, label, mode, detail, "forward with LVS NAT, DR or TUN (preservesClientAddress: true)",
-                             tuple(backends), tuple(dict.fromkeys(own)), checks))  # fmt: skip
+        detail = (
+            f"LVS {method} keeps the client address"
+            if preserving
+            else f"forwardingMethod {method!r} / preservesClientAddress {keeps!r}: the real servers do not see the client"
+        )
+        entries.append(
+            Entry(
+                res,
+                label,
+                mode,
+                detail,
+                "forward with LVS NAT, DR or TUN (preservesClientAddress: true)",
+                tuple(backends),
+                tuple(dict.fromkeys(own)),
+                checks,
+            )
+        )
     return entries
 
 
@@ -147,8 +180,17 @@ def _host_entries(proxy: hosts.Proxy, lb_sources: Mapping[str, tuple[str, ...]])
             sources = lb_sources.get(proxy.managed_by, sources)
             unknown_src = False
         found.append(
-            Entry(proxy.by, f"{proxy.label} on host {proxy.host}, {hop.where}", hop.mode, hop.detail,
-                  FIXES.get(hop.proxy, FIX_L4), hop.backends, sources, hop.checks_backend_port, unknown_src)  # fmt: skip
+            Entry(
+                proxy.by,
+                f"{proxy.label} on host {proxy.host}, {hop.where}",
+                hop.mode,
+                hop.detail,
+                FIXES.get(hop.proxy, FIX_L4),
+                hop.backends,
+                sources,
+                hop.checks_backend_port,
+                unknown_src,
+            )
         )
     return found
 
@@ -161,10 +203,14 @@ def _incluster_entries(c: Cluster, note: Callable[[Resource, str, Any, str], Non
             continue
         for kind_name in kinds:
             texts = []
-            for cm, mount in pods.configmaps:
+            for cm, _mount in pods.configmaps:
                 data = c.configmaps.get((pods.ns, cm))
                 if data:
-                    texts += [(f"ConfigMap {pods.ns}/{cm} key {k}", v) for k, v in data.items() if isinstance(v, str)]
+                    texts += [
+                        (f"ConfigMap {pods.ns}/{cm} key {k}", v)
+                        for k, v in data.items()
+                        if isinstance(v, str)
+                    ]
             hops_: list[Hop] = []
             if kind_name == "socat":
                 for a in pods.args:
@@ -172,15 +218,28 @@ def _incluster_entries(c: Cluster, note: Callable[[Resource, str, Any, str], Non
             else:
                 kind = hosts.KINDS[kind_name]
                 if kind_name == "nginx":
-                    texts = [(" + ".join(t for t, _ in texts), "\n".join(v for _, v in texts))] if texts else []
+                    texts = (
+                        [(" + ".join(t for t, _ in texts), "\n".join(v for _, v in texts))]
+                        if texts
+                        else []
+                    )
                 for where, text in texts:
                     try:
                         hops_ += kind.parse(text)
                     except ConfigError as err:
                         note(pods.res, where, None, f"is not a readable {kind.label} config: {err}")
             for hop in hops_:
-                found.append(Entry(pods.res, f"{hop.proxy} in {pods.label()} (config from its ConfigMap), {hop.where}", hop.mode,
-                                   hop.detail, FIXES.get(hop.proxy, FIX_L4), hop.backends))  # fmt: skip
+                found.append(
+                    Entry(
+                        pods.res,
+                        f"{hop.proxy} in {pods.label()} (config from its ConfigMap), {hop.where}",
+                        hop.mode,
+                        hop.detail,
+                        FIXES.get(hop.proxy, FIX_L4),
+                        hop.backends,
+                        ns=pods.ns,
+                    )
+                )
     return found
 
 
@@ -192,7 +251,9 @@ def _walk_values(v: Any, path: str) -> Iterable[tuple[str, Any]]:
         yield path, v
 
 
-def _release(res: Resource, unknown: Callable[[Resource, str, Unknown], None]) -> tuple[list[Entry], list[Opaque]]:
+def _release(
+    res: Resource, unknown: Callable[[Resource, str, Unknown], None]
+) -> tuple[list[Entry], list[Opaque]]:
     values = dig(res.props, "values")
     ns = dig(res.props, "namespace")
     ns = ns if isinstance(ns, str) else "default"
@@ -211,15 +272,31 @@ def _release(res: Resource, unknown: Callable[[Resource, str, Unknown], None]) -
         if len(parts) >= 2 and parts[-2] in ("tcp", "udp") and isinstance(v, str) and "/" in v:
             target_ns, _, rest = v.partition("/")
             svc, _, port = rest.partition(":")
-            e = Entry(res, f"{label}: TCP passthrough values.{path} = {v}", "terminating",
-                      "ingress-nginx relays TCP services through nginx's stream proxy, which ends the connection",
-                      FIX_L4 + " for that port instead of the ingress controller")  # fmt: skip
+            e = Entry(
+                res,
+                f"{label}: TCP passthrough values.{path} = {v}",
+                "terminating",
+                "ingress-nginx relays TCP services through nginx's stream proxy, which ends the connection",
+                FIX_L4 + " for that port instead of the ingress controller",
+            )
             e.direct.append((target_ns, svc, int(port) if port.isdigit() else port or None))
             entries.append(e)
         elif parts[-1] == "enabled" and "ingress" in [p.lower() for p in parts[:-1]] and v is True:
-            opaque.append(Opaque(res, f"{label}: values.{path} is true, so the chart renders an Ingress the pack cannot see (a Helm v3 Release is opaque); if it routes to ipBlock-restricted pods, the controller hides the client. Use the Helm v4 Chart resource (its objects are visible) or check the rendered objects.", ns))
+            opaque.append(
+                Opaque(
+                    res,
+                    f"{label}: values.{path} is true, so the chart renders an Ingress the pack cannot see (a Helm v3 Release is opaque); if it routes to ipBlock-restricted pods, the controller hides the client. Use the Helm v4 Chart resource (its objects are visible) or check the rendered objects.",
+                    ns,
+                )
+            )
         elif parts[-1] == "type" and v in ("NodePort", "LoadBalancer"):
-            opaque.append(Opaque(res, f"{label}: values.{path} = {v}, so the chart renders a Service the pack cannot see; if it selects ipBlock-restricted pods it needs externalTrafficPolicy: Local. Use the Helm v4 Chart resource or check the rendered objects.", ns))
+            opaque.append(
+                Opaque(
+                    res,
+                    f"{label}: values.{path} = {v}, so the chart renders a Service the pack cannot see; if it selects ipBlock-restricted pods it needs externalTrafficPolicy: Local. Use the Helm v4 Chart resource or check the rendered objects.",
+                    ns,
+                )
+            )
     return entries, opaque
 
 
@@ -232,11 +309,10 @@ def _targets(c: Cluster, entry: Entry) -> Iterable[tuple[Svc, SvcPort, str]]:
                 yield svc, sp, f"port {sp.port}"
     for b in entry.backends:
         host = b.host
-        dns = host.split(".")
-        if len(dns) >= 1 and not _is_ip(host) and host and (len(dns) == 1 or (len(dns) >= 3 and dns[2] == "svc") or len(dns) == 2):
-            ns = dns[1] if len(dns) >= 2 else None
-            for (sns, sname), svc in ([((ns, dns[0]), c.svc_by_name[(ns, dns[0])])] if ns and (ns, dns[0]) in c.svc_by_name
-                                      else [(k, s) for k, s in c.svc_by_name.items() if k[1] == dns[0]] if len(dns) == 1 else []):  # fmt: skip
+        if host and not _is_ip(host):
+            key = _service_dns(host, entry.ns)
+            svc = c.svc_by_name.get(key) if key else None
+            if svc is not None:
                 sp = service_port(svc, b.port)
                 if sp is not None:
                     yield svc, sp, f"DNS {host}:{sp.port}"
@@ -246,10 +322,25 @@ def _targets(c: Cluster, entry: Entry) -> Iterable[tuple[Svc, SvcPort, str]]:
         hit = c.svc_by_external.get((host, b.port))
         if hit:
             for svc, sp in hit:
-                yield svc, sp, f"{'externalIP' if host in svc.external_ips else 'clusterIP'} {host}:{b.port}"
+                yield (
+                    svc,
+                    sp,
+                    f"{'externalIP' if host in svc.external_ips else 'clusterIP'} {host}:{b.port}",
+                )
             continue
         for svc, sp in c.svc_by_node_port.get(b.port, []):
             yield svc, sp, f"nodePort {b.port}"
+
+
+def _service_dns(host: str, own_ns: str | None) -> tuple[str, str] | None:
+    """(namespace, name) of a Service DNS name: ``name`` (in the pod's own
+    namespace), ``name.ns``, ``name.ns.svc[.cluster.local]``; else None."""
+    labels = host.rstrip(".").split(".")
+    if len(labels) == 1:
+        return (own_ns, labels[0]) if own_ns else None
+    if len(labels) == 2 or labels[2] == "svc":
+        return labels[1], labels[0]
+    return None
 
 
 def _is_ip(text: str) -> bool:
@@ -260,8 +351,12 @@ def _is_ip(text: str) -> bool:
     return True
 
 
-def build(resources: Sequence[Resource], note: Callable[[Resource, str, Any, str], None],
-          unknown: Callable[[Resource, str, Unknown], None], cluster: Cluster) -> Model:  # fmt: skip
+def build(
+    resources: Sequence[Resource],
+    note: Callable[[Resource, str, Any, str], None],
+    unknown: Callable[[Resource, str, Unknown], None],
+    cluster: Cluster,
+) -> Model:
     entries: list[Entry] = []
     opaque: list[Opaque] = []
     lb_sources: dict[str, tuple[str, ...]] = {}
@@ -279,9 +374,19 @@ def build(resources: Sequence[Resource], note: Callable[[Resource, str, Any, str
             if proxy.managed_by is not None and proxy.kind == "keepalived":
                 continue  # its LoadBalancerHost registers the same virtual services as facts
             if proxy.config_error:
-                note(proxy.by, "config", None, f"{proxy.label} on host {proxy.host}: {proxy.config_error}")
+                note(
+                    proxy.by,
+                    "config",
+                    None,
+                    f"{proxy.label} on host {proxy.host}: {proxy.config_error}",
+                )
             if proxy.config_missing and proxy.kind != "keepalived":
-                opaque.append(Opaque(proxy.by, f"{proxy.label} is {proxy.state} on host {proxy.host}, but its config is not in the stack: the pack cannot tell which pods it fronts. A proxy ends the client's connection; if it fronts ipBlock-restricted pods, they see its address. Put the config in the stack (stdin, heredoc, CopyToRemote) or stop it."))
+                opaque.append(
+                    Opaque(
+                        proxy.by,
+                        f"{proxy.label} is {proxy.state} on host {proxy.host}, but its config is not in the stack: the pack cannot tell which pods it fronts. A proxy ends the client's connection; if it fronts ipBlock-restricted pods, they see its address. Put the config in the stack (stdin, heredoc, CopyToRemote) or stop it.",
+                    )
+                )
             entries += _host_entries(proxy, lb_sources)
     entries += _incluster_entries(cluster, note)
     for r in cluster.routes:

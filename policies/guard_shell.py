@@ -194,7 +194,9 @@ def _walk(node: Node, ctx: _Ctx, stdin: str | None) -> None:
         if cmd:
             _command(cmd, ctx, stdin, piped=None)
     elif t == "redirected_statement":
-        body = node.child_by_field_name("body") or (node.named_children[0] if node.named_children else None)
+        body = node.child_by_field_name("body") or (
+            node.named_children[0] if node.named_children else None
+        )
         reds = _redirects(node, ctx)
         if body is None:
             return
@@ -306,7 +308,11 @@ def _command(cmd: _Simple, ctx: _Ctx, stdin: str | None, piped: str | None) -> s
         return None
     if prog == "cat":
         files = [a for a in args if not a.startswith("-")]
-        out = _input(cmd, stdin, piped) if not files else ("\0file:" + files[0] if len(files) == 1 else None)
+        out = (
+            _input(cmd, stdin, piped)
+            if not files
+            else ("\0file:" + files[0] if len(files) == 1 else None)
+        )
     elif prog in ("echo", "printf"):
         words = [a for a in args if not (prog == "echo" and a in ("-n", "-e", "-ne", "-en"))]
         if prog == "printf" and words and "%s" in words[0]:
@@ -323,7 +329,11 @@ def _command(cmd: _Simple, ctx: _Ctx, stdin: str | None, piped: str | None) -> s
         pos = [a for a in args if not a.startswith("-")]
         if prog == "install":
             skip = {"-m", "-o", "-g", "--mode", "--owner", "--group", "-t"}
-            pos = [a for i, a in enumerate(args) if not a.startswith("-") and (i == 0 or args[i - 1] not in skip)]
+            pos = [
+                a
+                for i, a in enumerate(args)
+                if not a.startswith("-") and (i == 0 or args[i - 1] not in skip)
+            ]
             if "-d" in args or "--directory" in args:
                 pos = []
         if len(pos) >= 2:
@@ -359,11 +369,33 @@ def _write(path: str, data: str | None) -> Event:
     return Event("write", path, content=data)
 
 
-SYSTEMCTL_ACTIONS = {"start", "stop", "restart", "reload", "reload-or-restart", "try-restart",
-                     "try-reload-or-restart", "condrestart", "force-reload", "enable", "disable",
-                     "mask", "unmask", "kill", "reenable"}  # fmt: skip
-PKG_INSTALL = {"apt-get": "apt", "apt": "apt", "aptitude": "apt", "dnf": "rpm", "yum": "rpm",
-               "zypper": "rpm", "apk": "apk", "pacman": "pacman"}  # fmt: skip
+SYSTEMCTL_ACTIONS = {
+    "start",
+    "stop",
+    "restart",
+    "reload",
+    "reload-or-restart",
+    "try-restart",
+    "try-reload-or-restart",
+    "condrestart",
+    "force-reload",
+    "enable",
+    "disable",
+    "mask",
+    "unmask",
+    "kill",
+    "reenable",
+}
+PKG_INSTALL = {
+    "apt-get": "apt",
+    "apt": "apt",
+    "aptitude": "apt",
+    "dnf": "rpm",
+    "yum": "rpm",
+    "zypper": "rpm",
+    "apk": "apk",
+    "pacman": "pacman",
+}
 
 
 def _service_events(prog: str, args: list[str]) -> list[Event]:
@@ -380,13 +412,20 @@ def _service_events(prog: str, args: list[str]) -> list[Event]:
     elif prog == "service" and len(args) >= 2:
         events.append(Event("service", _unit(args[0]), args[1]))
     elif prog in ("update-rc.d",) and len(args) >= 2:
-        events.append(Event("service", _unit(args[0]), {"enable": "enable", "disable": "disable",
-                                                        "remove": "disable"}.get(args[1], "")))  # fmt: skip
+        events.append(
+            Event(
+                "service",
+                _unit(args[0]),
+                {"enable": "enable", "disable": "disable", "remove": "disable"}.get(args[1], ""),
+            )
+        )
     elif prog in PKG_INSTALL:
         pos = [a for a in args if not a.startswith("-") and "=" not in a]
         if pos and pos[0] in ("install", "add", "reinstall", "-S"):
             for pkg in pos[1:]:
-                events.append(Event("package", pkg.split("=")[0], "install", source=PKG_INSTALL[prog]))
+                events.append(
+                    Event("package", pkg.split("=")[0], "install", source=PKG_INSTALL[prog])
+                )
         elif pos and pos[0] in ("remove", "purge", "del", "erase", "autoremove"):
             for pkg in pos[1:]:
                 events.append(Event("package", pkg, "remove", source=PKG_INSTALL[prog]))
@@ -411,12 +450,52 @@ def _unit(name: str) -> str:
 
 
 # docker run options that take a value (the rest are flags).
-_RUN_VALUE_OPTS = {"-p", "--publish", "-v", "--volume", "--name", "-e", "--env", "--network", "--net",
-                   "--restart", "--mount", "-w", "--workdir", "--entrypoint", "-u", "--user", "-l",
-                   "--label", "--env-file", "--cap-add", "--cap-drop", "-h", "--hostname", "--log-driver",
-                   "--log-opt", "--memory", "-m", "--cpus", "--add-host", "--dns", "--ip", "--pull",
-                   "--platform", "--sysctl", "--ulimit", "--device", "--tmpfs", "--security-opt",
-                   "--health-cmd", "--stop-signal", "--pid", "--ipc", "--userns", "--expose"}  # fmt: skip
+_RUN_VALUE_OPTS = {
+    "-p",
+    "--publish",
+    "-v",
+    "--volume",
+    "--name",
+    "-e",
+    "--env",
+    "--network",
+    "--net",
+    "--restart",
+    "--mount",
+    "-w",
+    "--workdir",
+    "--entrypoint",
+    "-u",
+    "--user",
+    "-l",
+    "--label",
+    "--env-file",
+    "--cap-add",
+    "--cap-drop",
+    "-h",
+    "--hostname",
+    "--log-driver",
+    "--log-opt",
+    "--memory",
+    "-m",
+    "--cpus",
+    "--add-host",
+    "--dns",
+    "--ip",
+    "--pull",
+    "--platform",
+    "--sysctl",
+    "--ulimit",
+    "--device",
+    "--tmpfs",
+    "--security-opt",
+    "--health-cmd",
+    "--stop-signal",
+    "--pid",
+    "--ipc",
+    "--userns",
+    "--expose",
+}
 
 
 def _container_events(prog: str, args: list[str]) -> list[Event]:
@@ -438,14 +517,20 @@ def _container_events(prog: str, args: list[str]) -> list[Event]:
             if a.startswith("-"):
                 key = a.split("=", 1)[0]
                 if key == "--name":
-                    name = a.split("=", 1)[1] if "=" in a else (rest[i + 1] if i + 1 < len(rest) else "")
+                    name = (
+                        a.split("=", 1)[1]
+                        if "=" in a
+                        else (rest[i + 1] if i + 1 < len(rest) else "")
+                    )
                 if "=" not in a and key in _RUN_VALUE_OPTS:
                     i += 1
                 i += 1
                 continue
             break
         image = rest[i] if i < len(rest) else ""
-        return [Event("container", name or image, "run" if sub == "run" else "create", argv=tuple(rest))]
+        return [
+            Event("container", name or image, "run" if sub == "run" else "create", argv=tuple(rest))
+        ]
     if sub in ("rm", "stop", "kill", "start", "restart"):
         names = [a for a in rest if not a.startswith("-")]
         return [Event("container", n, sub) for n in names]
@@ -464,7 +549,9 @@ def _compose_events(args: list[str]) -> list[Event]:
             continue
         if a.startswith("--file="):
             files.append(a.split("=", 1)[1])
-        elif a in ("--project-directory", "-p", "--project-name", "--env-file") and i + 1 < len(args):
+        elif a in ("--project-directory", "-p", "--project-name", "--env-file") and i + 1 < len(
+            args
+        ):
             i += 2
             continue
         elif not a.startswith("-") and not sub:
@@ -477,7 +564,9 @@ def _compose_events(args: list[str]) -> list[Event]:
     return []
 
 
-def parse(script: str, stdin: str | None = None, variables: dict[str, str] | None = None) -> list[Event]:
+def parse(
+    script: str, stdin: str | None = None, variables: dict[str, str] | None = None
+) -> list[Event]:
     """The events of one script, in order. ``stdin``: the Command's stdin, if any."""
     ctx = _Ctx(vars=dict(variables or {}))
     tree = _PARSER.parse(script.encode("utf-8", "replace"))

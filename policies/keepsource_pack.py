@@ -22,18 +22,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import pulumi
-from pulumi_policy import (
-    EnforcementLevel,
-    PolicyConfigSchema,
-    PolicyResource,
-    ReportViolation,
-    StackValidationArgs,
-    StackValidationPolicy,
-)
-from pulumi_policy.proxy import UnknownValueError
-
 import guard_verdicts as verdicts
+import pulumi
 from guard_base import (
     HEALTH,
     MALFORMED,
@@ -47,6 +37,15 @@ from guard_base import (
     Unknown,
     normalize,
 )
+from pulumi_policy import (
+    EnforcementLevel,
+    PolicyConfigSchema,
+    PolicyResource,
+    ReportViolation,
+    StackValidationArgs,
+    StackValidationPolicy,
+)
+from pulumi_policy.proxy import UnknownValueError
 
 PACK_NAME = "keepsource-guard"
 PACK_VERSION = "0.2.0"  # keep equal to PulumiPolicy.yaml's version
@@ -94,9 +93,14 @@ def facts(resources: Sequence[PolicyResource]) -> list[Resource]:
         parent = getattr(r, "parent", None)
         deps = getattr(r, "dependencies", None) or []
         found.append(
-            Resource(r.resource_type, r.name, r.urn, plain(r.props),
-                     parent.urn if parent is not None else getattr(r.opts, "parent", None),
-                     tuple(d.urn for d in deps))  # fmt: skip
+            Resource(
+                r.resource_type,
+                r.name,
+                r.urn,
+                plain(r.props),
+                parent.urn if parent is not None else getattr(r.opts, "parent", None),
+                tuple(d.urn for d in deps),
+            )
         )
     return found
 
@@ -144,27 +148,41 @@ SCHEMA = PolicyConfigSchema(
 )
 
 POLICIES: dict[str, tuple[EnforcementLevel, str]] = {
-    TERMINATING: (EnforcementLevel.MANDATORY,
+    TERMINATING: (
+        EnforcementLevel.MANDATORY,
         "No hop that ends the client's TCP connection (HAProxy without `usesrc clientip`, nginx without "
         "`proxy_bind ... transparent`, Envoy without original_src, Traefik, Caddy, socat, an Ingress, a Gateway "
         "route, an IngressRoute, an in-cluster proxy, an LB that does not keep the client address) in front of "
-        "pods whose ingress on that port an ipBlock restricts."),  # fmt: skip
-    SNAT: (EnforcementLevel.MANDATORY,
+        "pods whose ingress on that port an ipBlock restricts.",
+    ),
+    SNAT: (
+        EnforcementLevel.MANDATORY,
         "A NodePort, LoadBalancer or externalIPs Service in front of ipBlock-restricted pods must set "
-        "externalTrafficPolicy: Local; with Cluster, kube-proxy masquerades the client."),  # fmt: skip
-    HEALTH: (EnforcementLevel.MANDATORY,
+        "externalTrafficPolicy: Local; with Cluster, kube-proxy masquerades the client.",
+    ),
+    HEALTH: (
+        EnforcementLevel.MANDATORY,
         "An L4 LB whose health checks go through the pod must have every check source admitted by the "
-        "policies on those pods, on the pod's port."),  # fmt: skip
-    MALFORMED: (EnforcementLevel.MANDATORY,
+        "policies on those pods, on the pod's port.",
+    ),
+    MALFORMED: (
+        EnforcementLevel.MANDATORY,
         "Every value the guard reads (CIDRs, ports, selectors, proxy configs) must be readable; a bad one is "
-        "named by resource and field instead of being skipped silently."),  # fmt: skip
-    WORLD: (EnforcementLevel.ADVISORY,
-        "An ipBlock of 0.0.0.0/0 or ::/0 without `except` admits the whole world."),  # fmt: skip
-    OPAQUE: (EnforcementLevel.ADVISORY,
+        "named by resource and field instead of being skipped silently.",
+    ),
+    WORLD: (
+        EnforcementLevel.ADVISORY,
+        "An ipBlock of 0.0.0.0/0 or ::/0 without `except` admits the whole world.",
+    ),
+    OPAQUE: (
+        EnforcementLevel.ADVISORY,
         "Hops the pack cannot see into (a proxy whose config is not in the stack, a Helm v3 Release, an "
-        "LB whose check source is not named), reported where ipBlock-restricted pods exist."),  # fmt: skip
-    UNKNOWN_POLICY: (EnforcementLevel.ADVISORY,
-        "Values unknown at preview, each named, only where they can change a path's verdict."),  # fmt: skip
+        "LB whose check source is not named), reported where ipBlock-restricted pods exist.",
+    ),
+    UNKNOWN_POLICY: (
+        EnforcementLevel.ADVISORY,
+        "Values unknown at preview, each named, only where they can change a path's verdict.",
+    ),
 }
 
 

@@ -34,7 +34,7 @@ def lex(text: str) -> list[list[str]]:
                 else:
                     cur += ch
                 continue
-            if ch in "\"`":
+            if ch in '"`':
                 quote = ch
                 started = True
             elif ch == "#" and not started:
@@ -111,9 +111,19 @@ def _json_hops(data: Mapping[str, Any]) -> list[Hop]:
         if isinstance(obj, Mapping):
             if obj.get("handler") in ("reverse_proxy", "proxy"):
                 ups = [u.get("dial") for u in obj.get("upstreams") or [] if isinstance(u, Mapping)]
-                backends = tuple(b for u in ups if isinstance(u, str) and (b := split_hostport(u, 80)))
+                backends = tuple(
+                    b for u in ups if isinstance(u, str) and (b := split_hostport(u, 80))
+                )
                 if backends:
-                    hops.append(Hop(PROXY, f"handler at {path}", "terminating", backends, "Caddy reverse_proxy ends the connection"))
+                    hops.append(
+                        Hop(
+                            PROXY,
+                            f"handler at {path}",
+                            "terminating",
+                            backends,
+                            "Caddy reverse_proxy ends the connection",
+                        )
+                    )
             for k, v in obj.items():
                 visit(v, f"{path}.{k}")
         elif isinstance(obj, list):
@@ -138,7 +148,15 @@ def parse(text: str) -> list[Hop]:
         for where, node in _walk(top.children, site):
             backends = tuple(_upstreams(node))
             if backends:
-                hops.append(Hop(PROXY, f"site {where}", "terminating", backends, f"Caddy {node.head[0]} ends the connection (no transparent mode)"))
+                hops.append(
+                    Hop(
+                        PROXY,
+                        f"site {where}",
+                        "terminating",
+                        backends,
+                        f"Caddy {node.head[0]} ends the connection (no transparent mode)",
+                    )
+                )
     return hops
 
 
@@ -147,4 +165,16 @@ def reverse_proxy_command(argv: list[str]) -> list[Hop]:
     to = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a in ("--to", "-t")]
     to += [a.split("=", 1)[1] for a in argv if a.startswith("--to=")]
     backends = tuple(b for t in to if (b := split_hostport(t, 80)))
-    return [Hop(PROXY, "caddy reverse-proxy", "terminating", backends, "Caddy reverse-proxy ends the connection")] if backends else []
+    return (
+        [
+            Hop(
+                PROXY,
+                "caddy reverse-proxy",
+                "terminating",
+                backends,
+                "Caddy reverse-proxy ends the connection",
+            )
+        ]
+        if backends
+        else []
+    )

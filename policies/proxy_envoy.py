@@ -13,7 +13,6 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import yaml
-
 from proxy_base import Backend, ConfigError, Hop
 
 PROXY = "Envoy"
@@ -47,12 +46,20 @@ def _clusters(static: Mapping[str, Any]) -> dict[str, list[Backend]]:
                 sa = _m(_m(_m(_m(lb).get("endpoint")).get("address")).get("socket_address"))
                 if sa.get("address"):
                     port = sa.get("port_value")
-                    backends.append(Backend(str(sa["address"]), int(port) if isinstance(port, int | float) else None))
+                    backends.append(
+                        Backend(
+                            str(sa["address"]), int(port) if isinstance(port, int | float) else None
+                        )
+                    )
         for h in _l(c.get("hosts")):  # v2-era clusters
             sa = _m(_m(h).get("socket_address"))
             if sa.get("address"):
                 port = sa.get("port_value")
-                backends.append(Backend(str(sa["address"]), int(port) if isinstance(port, int | float) else None))
+                backends.append(
+                    Backend(
+                        str(sa["address"]), int(port) if isinstance(port, int | float) else None
+                    )
+                )
         if c.get("name"):
             found[str(c["name"])] = backends
     return found
@@ -80,7 +87,8 @@ def parse(text: str) -> list[Hop]:
         sa = _m(_m(lst.get("address")).get("socket_address"))
         where = f"listener {name} ({sa.get('address', '')}:{sa.get('port_value', '')})"
         original_src = any(
-            "original_src" in str(_m(f).get("name", "")) or "OriginalSrc" in str(_m(_m(f).get("typed_config")).get("@type", ""))
+            "original_src" in str(_m(f).get("name", ""))
+            or "OriginalSrc" in str(_m(_m(f).get("typed_config")).get("@type", ""))
             for f in _l(lst.get("listener_filters"))
         )
         for chain in _l(lst.get("filter_chains")):
@@ -99,7 +107,9 @@ def parse(text: str) -> list[Hop]:
                             f"{where} -> cluster {cname}",
                             "transparent" if original_src else "terminating",
                             backends,
-                            "original_src listener filter (client address kept)" if original_src else f"{kind} without the original_src listener filter",
+                            "original_src listener filter (client address kept)"
+                            if original_src
+                            else f"{kind} without the original_src listener filter",
                         )
                     )
     return hops

@@ -15,8 +15,21 @@ from dataclasses import dataclass, field
 from proxy_base import Backend, ConfigError, Hop, split_hostport
 
 PROXY = "HAProxy"
-SECTIONS = ("global", "defaults", "frontend", "backend", "listen", "peers", "resolvers",
-            "userlist", "program", "http-errors", "ring", "mailers", "cache")  # fmt: skip
+SECTIONS = (
+    "global",
+    "defaults",
+    "frontend",
+    "backend",
+    "listen",
+    "peers",
+    "resolvers",
+    "userlist",
+    "program",
+    "http-errors",
+    "ring",
+    "mailers",
+    "cache",
+)
 
 
 def tokens(line: str) -> list[str]:
@@ -153,8 +166,10 @@ def parse(text: str) -> list[Hop]:
             if not servers:
                 continue
             mode = _mode(sec)
-            for transparent, group in ((True, [s for s in servers if s[1]]),
-                                       (False, [s for s in servers if not s[1]])):  # fmt: skip
+            for transparent, group in (
+                (True, [s for s in servers if s[1]]),
+                (False, [s for s in servers if not s[1]]),
+            ):
                 if not group:
                     continue
                 where = f"{sec.kind} {sec.name}"
@@ -167,7 +182,12 @@ def parse(text: str) -> list[Hop]:
                     if any(s[2] for s in group):
                         detail += "; send-proxy (PROXY protocol) does not keep the address for a NetworkPolicy"
                 hops.append(
-                    Hop(PROXY, where, "transparent" if transparent else "terminating",
-                        tuple(s[0] for s in group), detail)  # fmt: skip
+                    Hop(
+                        PROXY,
+                        where,
+                        "transparent" if transparent else "terminating",
+                        tuple(s[0] for s in group),
+                        detail,
+                    )
                 )
     return hops

@@ -89,7 +89,15 @@ def parse(text: str) -> list[Hop]:
         if method not in ("NAT", "DR", "TUN"):
             raise ConfigError(f"virtual_server {label}: unknown lvs_method {method}")
         hops.append(
-            Hop(PROXY, f"virtual_server {label}", "preserving", tuple(backends),
-                f"LVS {method} keeps the client address", tuple(sorted(sources)), through, unknown_source)  # fmt: skip
+            Hop(
+                PROXY,
+                f"virtual_server {label}",
+                "preserving",
+                tuple(backends),
+                f"LVS {method} keeps the client address",
+                tuple(sorted(sources)),
+                through,
+                unknown_source,
+            )
         )
     return hops

@@ -15,7 +15,6 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import crossplane
-
 from proxy_base import Backend, ConfigError, Hop, split_hostport
 
 PROXY = "nginx"
@@ -86,10 +85,19 @@ def parse(text: str) -> list[Hop]:
             if name in ("http", "stream"):
                 visit(d.get("block") or [], name, bind, listen)
             elif name == "server" and d.get("block") is not None:
-                listens = [" ".join(x.get("args") or []) for x in d["block"] if x.get("directive") == "listen"]
+                listens = [
+                    " ".join(x.get("args") or [])
+                    for x in d["block"]
+                    if x.get("directive") == "listen"
+                ]
                 visit(d["block"], f"{where} server {', '.join(listens) or ':80'}", bind, listen)
             elif name in ("location", "if", "limit_except") and d.get("block") is not None:
-                visit(d["block"], f"{where.split(' location')[0]} location {' '.join(args)}", bind, listen)
+                visit(
+                    d["block"],
+                    f"{where.split(' location')[0]} location {' '.join(args)}",
+                    bind,
+                    listen,
+                )
             elif name in PASSES and args:
                 target = args[0]
                 transparent = bind and name == "proxy_pass"
@@ -109,7 +117,15 @@ def parse(text: str) -> list[Hop]:
                     if transparent
                     else f"{name} {target} without `proxy_bind $remote_addr transparent`"
                 )
-                hops.append(Hop(PROXY, where, "transparent" if transparent else "terminating", backends, detail))
+                hops.append(
+                    Hop(
+                        PROXY,
+                        where,
+                        "transparent" if transparent else "terminating",
+                        backends,
+                        detail,
+                    )
+                )
 
     visit(tree, "main", False, "")
     return hops

@@ -10,10 +10,17 @@ from __future__ import annotations
 from proxy_base import Backend, Hop
 
 PROXY = "socat"
-LISTEN = ("tcp-listen", "tcp4-listen", "tcp6-listen", "tcp-l", "tcp4-l", "tcp6-l",
-          "openssl-listen", "ssl-l")  # fmt: skip
-CONNECT = ("tcp", "tcp4", "tcp6", "tcp-connect", "tcp4-connect", "tcp6-connect",
-           "openssl", "ssl")  # fmt: skip
+LISTEN = (
+    "tcp-listen",
+    "tcp4-listen",
+    "tcp6-listen",
+    "tcp-l",
+    "tcp4-l",
+    "tcp6-l",
+    "openssl-listen",
+    "ssl-l",
+)
+CONNECT = ("tcp", "tcp4", "tcp6", "tcp-connect", "tcp4-connect", "tcp6-connect", "openssl", "ssl")
 
 
 def _address(arg: str) -> tuple[str, list[str]]:
@@ -37,7 +44,11 @@ def parse_argv(argv: list[str]) -> list[Hop]:
     host = ":".join(second[1][:-1]).strip("[]")
     listen = first[1][0] if first[1] else "?"
     return [
-        Hop(PROXY, f"{addrs[0].split(',')[0]}", "terminating",
+        Hop(
+            PROXY,
+            f"{addrs[0].split(',')[0]}",
+            "terminating",
             (Backend(host, int(port) if port.isdigit() else None),),
-            f"socat relays from port {listen}: it opens its own connection")  # fmt: skip
+            f"socat relays from port {listen}: it opens its own connection",
+        )
     ]

@@ -14,8 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import yaml
-
-from proxy_base import Backend, ConfigError, Hop, split_hostport
+from proxy_base import ConfigError, Hop, split_hostport
 
 PROXY = "Traefik"
 
@@ -71,7 +70,12 @@ def parse(text: str) -> list[Hop]:
                 continue
             routed = "" if sname in used or not used else " (no router uses it)"
             hops.append(
-                Hop(PROXY, f"{proto} service {sname}{routed}", "terminating", tuple(backends),
-                    f"Traefik {proto.upper()} proxying ends the connection (no transparent mode)")  # fmt: skip
+                Hop(
+                    PROXY,
+                    f"{proto} service {sname}{routed}",
+                    "terminating",
+                    tuple(backends),
+                    f"Traefik {proto.upper()} proxying ends the connection (no transparent mode)",
+                )
             )
     return hops

@@ -107,7 +107,9 @@ def start_pack() -> Iterator[Pack]:
         line = proc.stdout.readline().strip()
         if not line.isdigit():
             proc.kill()
-            raise RuntimeError(f"the pack did not start: {line!r} {proc.stderr.read() if proc.stderr else ''}")
+            raise RuntimeError(
+                f"the pack did not start: {line!r} {proc.stderr.read() if proc.stderr else ''}"
+            )
         channel = grpc.insecure_channel(f"127.0.0.1:{line}")
         grpc.channel_ready_future(channel).result(timeout=20)
         yield Pack(analyzer_pb2_grpc.AnalyzerStub(channel))

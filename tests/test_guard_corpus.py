@@ -28,8 +28,10 @@ def load(path: Path) -> tuple[dict[str, Any], list[WireResource]]:
     for inc in case.get("include") or []:
         raw += yaml.safe_load((CORPUS / "_base" / inc).read_text())
     raw += case.get("resources") or []
+
     def urn(item: dict[str, Any]) -> str:
         return f"urn:pulumi:corpus::guard::{item['type']}::{item['name']}"
+
     by_name = {item["name"]: urn(item) for item in raw}
     resources = [
         WireResource(
@@ -67,8 +69,10 @@ def test_corpus_case(pack: Pack, path: Path) -> None:
     remaining = list(got)
     for exp in expected:
         match = [
-            g for g in remaining
-            if g[0] == exp["policy"] and g[1] == exp.get("level", "mandatory")
+            g
+            for g in remaining
+            if g[0] == exp["policy"]
+            and g[1] == exp.get("level", "mandatory")
             and all(frag in g[2] for frag in exp.get("contains") or [])
             and g[3].endswith(exp.get("urn", ""))
         ]

@@ -203,8 +203,12 @@ def _walk(node: Node, ctx: _Ctx, stdin: str | None) -> None:
         last = _last_command(body)
         if body.type == "command":
             cmd = _simple(body, ctx, reds)
-            if cmd:
-                _command(cmd, ctx, stdin, piped=None)
+            out = _command(cmd, ctx, stdin, piped=None) if cmd else None
+            for cont in _continuations(node):
+                if cont.type == "pipeline":
+                    _pipeline(cont, ctx, stdin, [], piped=out, first=1)
+                else:
+                    _walk(cont, ctx, stdin)
         elif body.type == "pipeline":
             _pipeline(body, ctx, stdin, reds)
         else:
@@ -234,10 +238,17 @@ def _contains(outer: Node, inner: Node) -> bool:
     return outer.start_byte <= inner.start_byte and inner.end_byte <= outer.end_byte
 
 
-def _pipeline(node: Node, ctx: _Ctx, stdin: str | None, reds: list[tuple[str, str | None]]) -> None:
-    piped: str | None = None
+def _pipeline(
+    node: Node,
+    ctx: _Ctx,
+    stdin: str | None,
+    reds: list[tuple[str, str | None]],
+    piped: str | None = None,
+    first: int = 0,
+) -> None:
+    """A pipeline; ``piped``: what flows into it (a heredoc's continuation)."""
     cmds = [c for c in node.named_children if c.type in ("command", "redirected_statement")]
-    for i, c in enumerate(cmds):
+    for i, c in enumerate(cmds, first):
         extra = reds if i == len(cmds) - 1 else []
         if c.type == "redirected_statement":
             inner = c.named_children[0] if c.named_children else None
@@ -251,6 +262,21 @@ def _pipeline(node: Node, ctx: _Ctx, stdin: str | None, reds: list[tuple[str, st
         if cmd is None:
             continue
         piped = _command(cmd, ctx, stdin if i == 0 else None, piped=piped if i > 0 else None)
+
+
+def _continuations(node: Node) -> list[Node]:
+    """tree-sitter-bash puts what follows a heredoc's start on its line (``| tee f``,
+    ``&& next``) inside the heredoc_redirect node."""
+    found = []
+    for c in node.children:
+        if c.type == "heredoc_redirect":
+            found += [
+                cc
+                for cc in c.named_children
+                if cc.type
+                not in ("heredoc_start", "heredoc_body", "heredoc_end", "heredoc_content")
+            ]
+    return found
 
 
 PREFIXES = {"sudo", "nohup", "exec", "env", "time", "nice", "ionice", "stdbuf", "setsid", "doas"}
@@ -313,13 +339,16 @@ def _command(cmd: _Simple, ctx: _Ctx, stdin: str | None, piped: str | None) -> s
             if not files
             else ("\0file:" + files[0] if len(files) == 1 else None)
         )
-    elif prog in ("echo", "printf"):
-        words = [a for a in args if not (prog == "echo" and a in ("-n", "-e", "-ne", "-en"))]
-        if prog == "printf" and words and "%s" in words[0]:
-            out = "".join(words[1:])
-        else:
-            out = " ".join(words)
-        out = out.replace("\\n", "\n") if prog == "printf" or "-e" in args else out + "\n"
+    elif prog == "printf":
+        out = _printf(args)
+    elif prog == "echo":
+        flags = {a for a in args[:1] if a in ("-n", "-e", "-ne", "-en")}
+        words = args[len(flags) :]
+        out = " ".join(words)
+        if any("e" in f for f in flags):
+            out = out.replace("\\n", "\n").replace("\\t", "\t")
+        if not any("n" in f for f in flags):
+            out += "\n"
     elif prog == "tee":
         data = _input(cmd, stdin, piped)
         for path in [a for a in args if not a.startswith("-")]:
@@ -363,6 +392,29 @@ def _command(cmd: _Simple, ctx: _Ctx, stdin: str | None, piped: str | None) -> s
     if _outputs(cmd):
         return None
     return out
+
+
+def _printf(args: list[str]) -> str | None:
+    """printf FORMAT ARGS: %s conversions and backslash escapes (the format is
+    reused until the arguments run out, as printf does)."""
+    if not args:
+        return None
+    fmt, rest = args[0], args[1:]
+    if "%" in fmt.replace("%s", "").replace("%%", ""):
+        return None  # other conversions: content not known
+    count = fmt.count("%s")
+    parts = []
+    if count == 0 or not rest:
+        parts.append(fmt.replace("%s", ""))
+    else:
+        for i in range(0, len(rest), count):
+            chunk = rest[i : i + count] + [""] * (count - len(rest[i : i + count]))
+            text = fmt
+            for value in chunk:
+                text = text.replace("%s", value.replace("%", "\0pct"), 1)
+            parts.append(text)
+    out = "".join(parts).replace("%%", "%").replace("\0pct", "%")
+    return out.replace("\\n", "\n").replace("\\t", "\t")
 
 
 def _write(path: str, data: str | None) -> Event:
@@ -420,7 +472,12 @@ def _service_events(prog: str, args: list[str]) -> list[Event]:
             )
         )
     elif prog in PKG_INSTALL:
-        pos = [a for a in args if not a.startswith("-") and "=" not in a]
+        value_opts = {"-o", "-t", "-c", "--option", "--target-release", "--config-file", "-X"}
+        pos = [
+            a
+            for i, a in enumerate(args)
+            if not a.startswith("-") and (i == 0 or args[i - 1] not in value_opts)
+        ]
         if pos and pos[0] in ("install", "add", "reinstall", "-S"):
             for pkg in pos[1:]:
                 events.append(

@@ -1,20 +1,21 @@
 """The pulumi-policy adapter: engine values in, the guard's findings out.
 
-Only pulumi-policy's public API is used. Props arrive wrapped in its
-unknown-checking proxy (sdk/python/lib/pulumi_policy/proxy.py:55
-``UnknownValueError``, raised by ``_DictProxy.__getitem__``, proxy.py:104-107);
-the adapter reads every key through that interface and records an unknown as
-:class:`guard_base.Unknown` naming its path, so one unknown value only affects
-the paths it sits on. Secrets arrive unwrapped and assets as ``pulumi.Asset``
-objects (deserialize.py:55-77): both become plain values here.
+Only pulumi-policy's public API is used (cited from pulumi/pulumi-policy at the
+1.21 sources, sdk/python/lib/pulumi_policy/). Props arrive wrapped in its
+unknown-checking proxy, a read-only Mapping/Sequence whose item access raises
+the public ``UnknownValueError`` (proxy.py:55; item access proxy.py:88 and
+proxy.py:102): the adapter reads every key through that interface and records
+an unknown as :class:`guard_base.Unknown` naming its path, so one unknown value
+only affects the paths it sits on. Secrets arrive unwrapped
+(deserialize.py:65-72) and assets as ``pulumi.Asset`` objects
+(deserialize.py:77): both become plain values here.
 
-Config (pulumi-policy 1.21): every policy declares a config schema
-(``PolicyConfigSchema``, policy.py:168) with ``exemptions``; the CLI's
-``--policy-pack-config`` file reaches ``Configure`` (policy.py:1275) per stack,
-and a policy's enforcement level set there overrides the default
-(``_get_enforcement_level``, policy.py:1322). The pack's version is the one in
-PulumiPolicy.yaml: the Python SDK reports 0.0.1 and the CLI uses the file's
-(policy.py:113-116).
+Config: every policy declares a config schema (``PolicyConfigSchema``,
+policy.py:168) with ``exemptions``; the CLI's ``--policy-pack-config`` file
+reaches ``Configure`` (policy.py:1275) for each stack, and a policy's
+enforcement level set there overrides the default (``_get_enforcement_level``,
+policy.py:1322). The pack's version is the one in PulumiPolicy.yaml: the Python
+SDK reports 0.0.1 and the CLI uses the file's (policy.py:113-116).
 """
 
 from __future__ import annotations

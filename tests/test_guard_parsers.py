@@ -62,7 +62,13 @@ def test_haproxy_comments_quotes_and_escapes() -> None:
         "s",
         "10.0.0.1:80",
     ]
-    assert proxy_haproxy.tokens(r"acl x hdr(host) -i a\ b") == ["acl", "x", "hdr(host)", "-i", "a b"]
+    assert proxy_haproxy.tokens(r"acl x hdr(host) -i a\ b") == [
+        "acl",
+        "x",
+        "hdr(host)",
+        "-i",
+        "a b",
+    ]
     with pytest.raises(ConfigError):
         proxy_haproxy.parse('frontend a\n  bind "oops\n')
 
@@ -212,7 +218,9 @@ http:
 
 
 def test_traefik_toml_static_names_the_dynamic_file() -> None:
-    static = '[entryPoints.web]\n  address = ":80"\n[providers.file]\n  directory = "/etc/traefik/dyn"\n'
+    static = (
+        '[entryPoints.web]\n  address = ":80"\n[providers.file]\n  directory = "/etc/traefik/dyn"\n'
+    )
     assert proxy_traefik.file_provider_paths(proxy_traefik.load(static)) == ["/etc/traefik/dyn"]
     assert proxy_traefik.parse(static) == []
     with pytest.raises(ConfigError):
@@ -255,7 +263,9 @@ example.org, www.example.org {
 def test_caddy_json_and_reverse_proxy_command() -> None:
     cfg = '{"apps": {"http": {"servers": {"s": {"routes": [{"handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": "10.0.0.4:9000"}]}]}]}}}}}'
     assert [h.backends for h in proxy_caddy.parse(cfg)] == [(Backend("10.0.0.4", 9000),)]
-    hops = proxy_caddy.reverse_proxy_command(["reverse-proxy", "--from", ":80", "--to", "10.0.0.5:81"])
+    hops = proxy_caddy.reverse_proxy_command(
+        ["reverse-proxy", "--from", ":80", "--to", "10.0.0.5:81"]
+    )
     assert hops[0].backends == (Backend("10.0.0.5", 81),)
 
 

@@ -153,7 +153,9 @@ def test_mask_blocks_later_starts_but_does_not_stop() -> None:
     premasked = command("mask", "systemctl mask --now haproxy", ("urn:x::start",))
     again = command("again", "systemctl start haproxy", ("urn:x::mask",))
     assert running([start, premasked, again]) == []
-    unmask = command("unmask", "systemctl unmask haproxy && systemctl start haproxy", ("urn:x::mask",))
+    unmask = command(
+        "unmask", "systemctl unmask haproxy && systemctl start haproxy", ("urn:x::mask",)
+    )
     assert [k for k, _ in running([start, premasked, unmask])] == ["haproxy"]
 
 

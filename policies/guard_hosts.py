@@ -555,9 +555,9 @@ def _proxies(host: Host, lb_parents: Mapping[str, str]) -> list[Proxy]:
                 managed,
             )
         )
-    for prog, argv, res in host.processes:
+    for prog, pargv, res in host.processes:
         if prog == "socat":
-            hops = proxy_socat.parse_argv(list(argv))
+            hops = proxy_socat.parse_argv(list(pargv))
             found.append(
                 Proxy(
                     host.address,
@@ -572,14 +572,14 @@ def _proxies(host: Host, lb_parents: Mapping[str, str]) -> list[Proxy]:
                 )
             )
             continue
-        if prog == "caddy" and argv and argv[0] == "reverse-proxy":
+        if prog == "caddy" and pargv and pargv[0] == "reverse-proxy":
             found.append(
                 Proxy(
                     host.address,
                     "Caddy (caddy reverse-proxy)",
                     "caddy",
                     res,
-                    proxy_caddy.reverse_proxy_command(list(argv)),
+                    proxy_caddy.reverse_proxy_command(list(pargv)),
                     "running",
                     False,
                     None,
@@ -588,7 +588,7 @@ def _proxies(host: Host, lb_parents: Mapping[str, str]) -> list[Proxy]:
             )
             continue
         kind = KINDS[prog]
-        cfg = _flag_value(argv, kind.config_flags)
+        cfg = _flag_value(pargv, kind.config_flags)
         files = _files_under(host, [cfg] if cfg else kind.config_paths)
         hops, missing, error = _read(host, kind, files)
         found.append(
@@ -626,10 +626,10 @@ def _mounts(argv: Sequence[str]) -> list[tuple[str, str]]:
         if (a == "--mount" and i + 1 < len(argv)) or a.startswith("--mount="):
             spec = a.split("=", 1)[1] if a.startswith("--mount=") else argv[i + 1]
             kv = dict(p.split("=", 1) for p in spec.split(",") if "=" in p)
-            src = kv.get("source") or kv.get("src")
-            dst = kv.get("target") or kv.get("destination") or kv.get("dst")
-            if src and dst:
-                found.append((src, dst))
+            msrc = kv.get("source") or kv.get("src")
+            mdst = kv.get("target") or kv.get("destination") or kv.get("dst")
+            if msrc and mdst:
+                found.append((msrc, mdst))
     return found
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import guard_hosts as hosts
+import proxy_socat
 from guard_base import Malformed, Resource, Unknown, as_address, dig
 from guard_kube import Cluster, Pods, Svc, SvcPort, View, name_of, namespace_of, service_port
 from proxy_base import Backend, ConfigError, Hop, Mode
@@ -214,7 +215,7 @@ def _incluster_entries(c: Cluster, note: Callable[[Resource, str, Any, str], Non
             hops_: list[Hop] = []
             if kind_name == "socat":
                 for a in pods.args:
-                    hops_ += hosts.proxy_socat.parse_argv(a)
+                    hops_ += proxy_socat.parse_argv(a)
             else:
                 kind = hosts.KINDS[kind_name]
                 if kind_name == "nginx":

@@ -80,8 +80,11 @@ class Pack:
 
     def configure(self, config: dict[str, Any]) -> None:
         """As the CLI sends --policy-pack-config: per policy, a level and/or properties."""
-        levels = {"advisory": analyzer_pb2.ADVISORY, "mandatory": analyzer_pb2.MANDATORY,
-                  "disabled": analyzer_pb2.DISABLED}  # fmt: skip
+        levels = {
+            "advisory": analyzer_pb2.ADVISORY,
+            "mandatory": analyzer_pb2.MANDATORY,
+            "disabled": analyzer_pb2.DISABLED,
+        }
         request = analyzer_pb2.ConfigureAnalyzerRequest()
         for name, value in config.items():
             pc = request.policyConfig[name]

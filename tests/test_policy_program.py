@@ -62,8 +62,12 @@ def pack() -> Iterator[Pack]:
 def test_every_stack_passes_the_pack(pack: Pack, stack: str, preview: bool) -> None:
     resources = wire(mockrun.run_stack(stack, preview=preview))
     types = {r.type for r in resources}
-    assert {"kubernetes:core/v1:Service", "kubernetes:networking.k8s.io/v1:NetworkPolicy",
-            "keepsource:lb:LoadBalancerHost", "command:remote:Command"} <= types  # fmt: skip
+    assert {
+        "kubernetes:core/v1:Service",
+        "kubernetes:networking.k8s.io/v1:NetworkPolicy",
+        "keepsource:lb:LoadBalancerHost",
+        "command:remote:Command",
+    } <= types
     diags = pack.analyze(resources)
     assert [(d.policyName, d.message) for d in diags] == []
 
@@ -91,8 +95,14 @@ def test_the_seeds_haproxy_stack_fails_naming_haproxy(pack: Pack) -> None:
     assert diags[0].urn.endswith("::seed-haproxy")
     assert diags[0].policyPackName == "keepsource-guard"
     message = diags[0].message
-    for fragment in ("HAProxy", "frontend nginx -> backend workers", "Service my-ns/nginx",
-                     "NetworkPolicy my-ns/nginx", "usesrc clientip", "keepalived/LVS NAT"):  # fmt: skip
+    for fragment in (
+        "HAProxy",
+        "frontend nginx -> backend workers",
+        "Service my-ns/nginx",
+        "NetworkPolicy my-ns/nginx",
+        "usesrc clientip",
+        "keepalived/LVS NAT",
+    ):
         assert fragment in message, message
 
 
@@ -142,7 +152,7 @@ def test_stack_config_overrides_enforcement_and_exempts(pack: Pack) -> None:
                     "enforcementLevel": "mandatory",
                     "exemptions": ["seed-haproxy"],
                 }
-            }  # fmt: skip
+            }
         )
         assert pack.analyze(resources) == []
         pack.configure({"no-terminating-proxy-before-ipblock": {"enforcementLevel": "disabled"}})

@@ -36,7 +36,6 @@ from guard_base import (
     Finding,
     Resource,
     Unknown,
-    normalize,
 )
 from pulumi_policy import (
     EnforcementLevel,
@@ -73,7 +72,7 @@ def plain(value: Any, path: str = "") -> Any:
                 out[str(key)] = Unknown(sub, err.message.split(" value at", 1)[0])
                 continue
             out[str(key)] = plain(item, sub)
-        return normalize(out)
+        return out
     if isinstance(value, Sequence) and not isinstance(value, str | bytes):
         items: list[Any] = []
         for i in range(len(value)):
@@ -106,19 +105,33 @@ def facts(resources: Sequence[PolicyResource]) -> list[Resource]:
     return found
 
 
-_CACHE: dict[str, Any] = {"key": None, "findings": []}
+class _PerRequest:
+    """The stack's findings, judged once per AnalyzeStack request.
+
+    pulumi-policy runs a request's stack policies one after another, in the
+    order the pack lists them, each with its own deserialized copy of the same
+    resources (policy.py:1031-1078: the loop over the pack's policies). The
+    first policy of a request judges; the later ones reuse its findings. A
+    policy that does not come after the last one served starts a new request
+    (whichever policies are enabled); a change in the resources' URNs does too.
+    """
+
+    def __init__(self) -> None:
+        self.urns: tuple[str, ...] | None = None
+        self.last = -1
+        self.findings: list[Finding] = []
+
+    def get(self, policy: str, args: StackValidationArgs) -> list[Finding]:
+        position = list(POLICIES).index(policy)
+        urns = tuple(r.urn for r in args.resources)
+        if urns != self.urns or position <= self.last:
+            self.findings = verdicts.judge(facts(args.resources))
+            self.urns = urns
+        self.last = position
+        return self.findings
 
 
-def judged(args: StackValidationArgs) -> list[Finding]:
-    """The stack's findings, built once per AnalyzeStack: every policy of the pack
-    gets the same resources, so the model is reused while they are equal."""
-    resources = facts(args.resources)
-    key = repr([(r.urn, r.type, r.props, r.parent, r.dependencies) for r in resources])
-    if _CACHE["key"] != key:
-        _CACHE["findings"] = verdicts.judge(resources)
-        _CACHE["key"] = key
-    found: list[Finding] = _CACHE["findings"]
-    return found
+_REQUEST = _PerRequest()
 
 
 def _exempt(finding: Finding, exemptions: Sequence[str]) -> bool:
@@ -130,7 +143,7 @@ def _validate(policy: str) -> Callable[[StackValidationArgs, ReportViolation], N
     def validate(args: StackValidationArgs, report_violation: ReportViolation) -> None:
         config = args.get_config() or {}
         exemptions = [str(e) for e in config.get("exemptions") or []]
-        for f in judged(args):
+        for f in _REQUEST.get(policy, args):
             if f.policy == policy and not _exempt(f, exemptions):
                 report_violation(f.message, f.urn)
 

@@ -63,7 +63,12 @@ class Pack:
         self.stub = stub
 
     def analyze(self, resources: list[WireResource]) -> list[Any]:
-        request = analyzer_pb2.AnalyzeStackRequest(
+        return self.analyze_request(self.request(resources))
+
+    @staticmethod
+    def request(resources: list[WireResource]) -> Any:
+        """The AnalyzeStackRequest the engine would send for these resources."""
+        return analyzer_pb2.AnalyzeStackRequest(
             resources=[
                 analyzer_pb2.AnalyzerResource(
                     type=r.type,
@@ -76,6 +81,8 @@ class Pack:
                 for r in resources
             ]
         )
+
+    def analyze_request(self, request: Any) -> list[Any]:
         return list(self.stub.AnalyzeStack(request, timeout=60).diagnostics)
 
     def configure(self, config: dict[str, Any]) -> None:

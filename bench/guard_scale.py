@@ -44,7 +44,8 @@ def app(i: int) -> list[WireResource]:
         f"virtual_server 192.168.{i // 250}.{i % 250 + 1} 80 {{\n"
         "    lvs_method NAT\n    protocol TCP\n"
         f"    real_server 172.16.0.11 {node_port} {{\n"
-        f"        TCP_CHECK {{\n            connect_timeout 3\n            bindto 172.16.0.254\n        }}\n    }}\n"
+        "        TCP_CHECK {\n            connect_timeout 3\n"
+        "            bindto 172.16.0.254\n        }\n    }\n"
         "}\n"
     )
     script = (
@@ -156,9 +157,8 @@ def main() -> None:
         for label, resources in sizes:
             seconds, diags = measure(pack, resources, samples)
             results[label] = seconds
-            print(
-                f"{label:<10} {len(resources):>9} {seconds:>9.3f} {1000 * seconds / len(resources):>12.3f} {diags:>8}"
-            )
+            per = 1000 * seconds / len(resources)
+            print(f"{label:<10} {len(resources):>9} {seconds:>9.3f} {per:>12.3f} {diags:>8}")
     ratio = results["500 apps"] / results["50 apps"]
     print(f"500/50 apps time ratio: {ratio:.1f} (10x the resources; linear growth is about 10)")
     # The guard's own share, in this process: model built and judged once.

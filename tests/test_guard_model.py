@@ -234,3 +234,26 @@ def test_no_value_makes_the_guard_raise(case: str) -> None:
                 assert all(isinstance(f, Finding) for f in found)
                 checked += 1
     assert checked > 100
+
+
+def test_the_benchmarks_stacks_are_judged_path_by_path() -> None:
+    """bench/guard_scale.py's synthetic apps pass, and each one's path is really
+    judged: move the LB checks' source and every app fails on its own."""
+    import sys
+
+    sys.path.insert(0, str(POLICIES.parent))
+    from bench.guard_scale import synthetic
+
+    def judged(bindto: str) -> list[Finding]:
+        resources = []
+        for r in synthetic(20):
+            props = dict(r.props)
+            if "create" in props:
+                props["create"] = props["create"].replace("bindto 172.16.0.254", f"bindto {bindto}")
+            resources.append(Resource(r.type, r.name, r.urn, normalize(props)))
+        return verdicts.judge(resources)
+
+    assert judged("172.16.0.254") == []
+    moved = judged("172.16.0.253")
+    assert [f.policy for f in moved] == ["lb-health-checks-admitted"] * 20
+    assert len({f.urn for f in moved}) == 20

@@ -239,10 +239,15 @@ def test_no_value_makes_the_guard_raise(case: str) -> None:
 def test_the_benchmarks_stacks_are_judged_path_by_path() -> None:
     """bench/guard_scale.py's synthetic apps pass, and each one's path is really
     judged: move the LB checks' source and every app fails on its own."""
-    import sys
+    import importlib.util
 
-    sys.path.insert(0, str(POLICIES.parent))
-    from bench.guard_scale import synthetic
+    spec = importlib.util.spec_from_file_location(
+        "bench_guard_scale", POLICIES.parent / "bench" / "guard_scale.py"
+    )
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    synthetic = bench.synthetic
 
     def judged(bindto: str) -> list[Finding]:
         resources = []

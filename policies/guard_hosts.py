@@ -60,7 +60,7 @@ KINDS: dict[str, Kind] = {
         proxy_traefik.parse,
         ("/etc/traefik/",),
         ("/etc/traefik/",),
-        ("--configfile", "--configFile"),
+        ("--configfile", "--configFile", "--providers.file.filename", "--providers.file.directory"),
     ),
     "caddy": Kind("Caddy", proxy_caddy.parse, ("/etc/caddy/",), ("/etc/caddy/",), ("--config",)),
     "keepalived": Kind(
@@ -438,14 +438,17 @@ def _files_under(host: Host, paths: Iterable[str]) -> list[tuple[str, File]]:
     return found
 
 
-def _flag_value(argv: Sequence[str], flags: Sequence[str]) -> str | None:
+def _flag_values(argv: Sequence[str], flags: Sequence[str]) -> list[str]:
+    """Every value given to one of these flags (``-f X``, ``--flag=X``), each as
+    a file and as a directory."""
+    found: list[str] = []
     for i, a in enumerate(argv):
         for f in flags:
             if a == f and i + 1 < len(argv):
-                return argv[i + 1]
-            if a.startswith(f + "="):
-                return a.split("=", 1)[1]
-    return None
+                found.append(argv[i + 1])
+            elif a.startswith(f + "="):
+                found.append(a.split("=", 1)[1])
+    return [p for v in found for p in (v, v.rstrip("/") + "/")]
 
 
 def _read(
@@ -539,8 +542,8 @@ def _proxies(host: Host, lb_parents: Mapping[str, str]) -> list[Proxy]:
         kind = KINDS.get(kind_name)
         if kind is None:
             continue
-        cfg = _flag_value(argv, kind.config_flags) if argv else None
-        files = _files_under(host, [cfg] if cfg else kind.config_paths)
+        cfgs = _flag_values(argv, kind.config_flags)
+        files = _files_under(host, cfgs or kind.config_paths)
         hops, missing, error = _read(host, kind, files)
         found.append(
             Proxy(
@@ -588,8 +591,8 @@ def _proxies(host: Host, lb_parents: Mapping[str, str]) -> list[Proxy]:
             )
             continue
         kind = KINDS[prog]
-        cfg = _flag_value(pargv, kind.config_flags)
-        files = _files_under(host, [cfg] if cfg else kind.config_paths)
+        cfgs = _flag_values(pargv, kind.config_flags)
+        files = _files_under(host, cfgs or kind.config_paths)
         hops, missing, error = _read(host, kind, files)
         found.append(
             Proxy(
@@ -680,10 +683,10 @@ def _container_proxy(
             )
         ]
     kind = KINDS[kind_name]
-    cfg = _flag_value(cmd, kind.config_flags)
+    cfgs = _flag_values(cmd, kind.config_flags)
     host_files: list[tuple[str, File]] = []
     for src, dst in mounts:
-        inside = [cfg] if cfg else list(kind.container_paths)
+        inside = cfgs or list(kind.container_paths)
         if any(
             dst == p or p.startswith(dst.rstrip("/") + "/") or dst.startswith(p) for p in inside
         ):

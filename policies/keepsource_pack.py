@@ -125,10 +125,26 @@ class _PerRequest:
         position = list(POLICIES).index(policy)
         urns = tuple(r.urn for r in args.resources)
         if urns != self.urns or position <= self.last:
-            self.findings = verdicts.judge(facts(args.resources))
+            self.findings = _judge_safely(args)
             self.urns = urns
         self.last = position
         return self.findings
+
+
+def _judge_safely(args: StackValidationArgs) -> list[Finding]:
+    """The last net under "never a crash": a fault of the guard itself becomes a
+    violation that says so, instead of an AnalyzeStack error."""
+    try:
+        return verdicts.judge(facts(args.resources))
+    except Exception as err:  # reported, not swallowed
+        return [
+            Finding(
+                MALFORMED,
+                "violation",
+                f"keepsource-guard could not judge this stack ({type(err).__name__}: {err}); "
+                "no path was checked. This is a fault of the pack: please report it.",
+            )
+        ]
 
 
 _REQUEST = _PerRequest()

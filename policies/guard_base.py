@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 # Policy names (also the names the Pulumi CLI shows and config keys use).
@@ -93,16 +93,6 @@ class Malformed(Exception):  # noqa: N818 (a finding, not a crash)
         self.field = field
         self.value = value
         self.reason = reason
-
-
-@dataclass
-class Notes:
-    """Malformed and unknown values met while building the model, per resource."""
-
-    malformed: list[tuple[Resource, str, Any, str]] = field(default_factory=list)
-
-    def bad(self, res: Resource, field_: str, value: Any, reason: str) -> None:
-        self.malformed.append((res, field_, value, reason))
 
 
 def describe(res: Resource) -> str:

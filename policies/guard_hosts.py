@@ -204,12 +204,6 @@ def ordered(resources: Sequence[Resource]) -> list[Resource]:
     return out
 
 
-def _text_of(value: Any) -> str | None:
-    if isinstance(value, str):
-        return value
-    return None
-
-
 def _apply(
     host: Host,
     res: Resource,

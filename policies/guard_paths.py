@@ -19,7 +19,7 @@ from typing import Any
 import guard_hosts as hosts
 import proxy_socat
 from guard_base import Malformed, Resource, Unknown, as_address, dig
-from guard_kube import Cluster, Pods, Svc, SvcPort, View, name_of, namespace_of, service_port
+from guard_kube import Cluster, Pods, Svc, SvcPort, View, service_port
 from proxy_base import Backend, ConfigError, Hop, Mode
 
 KEEPSOURCE_LB = "keepsource:lb:LoadBalancerHost"
@@ -409,10 +409,3 @@ def build(
                 seen.add(key)
                 paths.append(Path(e, svc, sp, via, pods, cluster.view(pods, sp.target)))
     return Model(cluster, entries, paths, opaque)
-
-
-def _unused(*_: object) -> None:
-    return None
-
-
-__all__ = ["Entry", "Model", "Opaque", "Path", "build", "name_of", "namespace_of"]

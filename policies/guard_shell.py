@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import posixpath
 import shlex
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import tree_sitter_bash
@@ -638,7 +637,3 @@ def split_exec(line: str) -> list[str]:
         return shlex.split(line)
     except ValueError:
         return line.split()
-
-
-def iter_files(events: list[Event]) -> Iterator[Event]:
-    return (e for e in events if e.kind in ("write", "append", "copy", "move", "remove"))

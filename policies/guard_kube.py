@@ -333,6 +333,11 @@ class Cluster:
         return v
 
 
+def _seq(value: Any) -> list[Any]:
+    """A list value, or nothing (absent, unknown or not a list: the pod still counts)."""
+    return list(value) if isinstance(value, list) else []
+
+
 def _pods(res: Resource, path: tuple[str, ...]) -> Pods:
     tmpl = dig(res.props, *path) if path else res.props
     f = ".".join(path)
@@ -350,11 +355,7 @@ def _pods(res: Resource, path: tuple[str, ...]) -> Pods:
             continue
         if isinstance(c.get("image"), str):
             images.append(c["image"])
-        args.append(
-            [str(a) for a in (c.get("args") or []) + (c.get("command") or []) if isinstance(a, str)]
-            if isinstance(c.get("args") or [], list)
-            else []
-        )
+        args.append([a for a in _seq(c.get("args")) + _seq(c.get("command")) if isinstance(a, str)])
         plist = as_list(c.get("ports"), f"{f}.spec.containers[{i}].ports")
         for j, p in enumerate([] if isinstance(plist, Unknown) else plist):
             if isinstance(p, Mapping) and isinstance(p.get("name"), str):
@@ -363,17 +364,11 @@ def _pods(res: Resource, path: tuple[str, ...]) -> Pods:
                 )
                 if isinstance(num, int):
                     ports[p["name"]] = num
-        for m in (
-            c.get("volumeMounts") or [] if isinstance(c.get("volumeMounts") or [], list) else []
-        ):
+        for m in _seq(c.get("volumeMounts")):
             if isinstance(m, Mapping) and isinstance(m.get("name"), str):
                 cms.append((m["name"], str(m.get("mountPath", ""))))
     vols = {}
-    for v in (
-        dig(tmpl, "spec", "volumes") or []
-        if isinstance(dig(tmpl, "spec", "volumes") or [], list)
-        else []
-    ):
+    for v in _seq(dig(tmpl, "spec", "volumes")):
         if isinstance(v, Mapping) and isinstance(dig(v, "configMap", "name"), str):
             vols[v.get("name")] = dig(v, "configMap", "name")
     configmaps = [(vols[n], path) for n, path in cms if n in vols]

@@ -1,121 +1,229 @@
-"""The pack's policies: thin pulumi-policy adapters around keepsource_rules."""
+"""The pulumi-policy adapter: engine values in, the guard's findings out.
+
+Only pulumi-policy's public API is used (cited from pulumi/pulumi-policy at the
+1.21 sources, sdk/python/lib/pulumi_policy/). Props arrive wrapped in its
+unknown-checking proxy, a read-only Mapping/Sequence whose item access raises
+the public ``UnknownValueError`` (proxy.py:55; item access proxy.py:88 and
+proxy.py:102): the adapter reads every key through that interface and records
+an unknown as :class:`guard_base.Unknown` naming its path, so one unknown value
+only affects the paths it sits on. Secrets arrive unwrapped
+(deserialize.py:65-72) and assets as ``pulumi.Asset`` objects
+(deserialize.py:77): both become plain values here.
+
+Config: every policy declares a config schema (``PolicyConfigSchema``,
+policy.py:168) with ``exemptions``; the CLI's ``--policy-pack-config`` file
+reaches ``Configure`` (policy.py:1275) for each stack, and a policy's
+enforcement level set there overrides the default (``_get_enforcement_level``,
+policy.py:1322). The pack's version is the one in PulumiPolicy.yaml: the Python
+SDK reports 0.0.1 and the CLI uses the file's (policy.py:113-116).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import keepsource_rules as rules
+import guard_verdicts as verdicts
+import pulumi
+from guard_base import (
+    HEALTH,
+    MALFORMED,
+    SNAT,
+    TERMINATING,
+    UNKNOWN_POLICY,
+    WORLD,
+    Asset,
+    Finding,
+    Resource,
+    Unknown,
+)
 from pulumi_policy import (
     EnforcementLevel,
+    PolicyConfigSchema,
+    PolicyResource,
     ReportViolation,
-    ResourceValidationArgs,
-    ResourceValidationPolicy,
     StackValidationArgs,
     StackValidationPolicy,
 )
+from pulumi_policy.proxy import UnknownValueError
 
 PACK_NAME = "keepsource-guard"
-
-# The unknown sentinels pulumi-policy puts where a value is unknown at preview.
-_UNKNOWN_SENTINELS = {
-    "1c4a061d-8072-4f0a-a4cb-0ff528b18fe7",
-    "3eeb2bf0-c639-47a8-9e75-3b44932eb421",
-    "04da6b54-80e4-46f7-96ec-b56ff0331ba9",
-    "6a19a0b0-7e62-4c92-b797-7f8e31da9cc2",
-    "030794c1-ac77-496b-92df-f27374a8bd58",
-    "e48ece36-62e2-4504-bad9-02848725956a",
-    "dd056dcd-154b-4c76-9bd3-c8f88648b5ff",
-}
+PACK_VERSION = "0.2.0"  # keep equal to PulumiPolicy.yaml's version
+OPAQUE = verdicts.OPAQUE
 
 
-def plain(value: Any) -> Any:
-    """Props as plain data, unknowns as keepsource_rules.UNKNOWN (pulumi-policy's
-    proxies raise on an unknown value; the rules want to say so instead)."""
-    if type(value).__name__ in ("_DictProxy", "_ListProxy"):
-        value = value["__target"]
-    if isinstance(value, str):
-        return rules.UNKNOWN if value in _UNKNOWN_SENTINELS else value
+def plain(value: Any, path: str = "") -> Any:
+    """A proxied value as plain data; unknowns as Unknown(path)."""
+    if isinstance(value, pulumi.Asset):
+        return Asset(
+            text=getattr(value, "text", None),
+            path=getattr(value, "path", None),
+            uri=getattr(value, "uri", None),
+        )
+    if isinstance(value, pulumi.Archive):
+        return Asset()
     if isinstance(value, Mapping):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [plain(v) for v in value]
+        out: dict[str, Any] = {}
+        for key in value:
+            sub = f"{path}.{key}" if path else str(key)
+            try:
+                item = value[key]
+            except UnknownValueError as err:
+                out[str(key)] = Unknown(sub, err.message.split(" value at", 1)[0])
+                continue
+            out[str(key)] = plain(item, sub)
+        return out
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        items: list[Any] = []
+        for i in range(len(value)):
+            sub = f"{path}[{i}]"
+            try:
+                item = value[i]
+            except UnknownValueError as err:
+                items.append(Unknown(sub, err.message.split(" value at", 1)[0]))
+                continue
+            items.append(plain(item, sub))
+        return items
     return value
 
 
-def facts(args: StackValidationArgs) -> list[rules.Resource]:
-    return [rules.Resource(r.resource_type, r.name, r.urn, plain(r.props)) for r in args.resources]
+def facts(resources: Sequence[PolicyResource]) -> list[Resource]:
+    found = []
+    for r in resources:
+        parent = getattr(r, "parent", None)
+        deps = getattr(r, "dependencies", None) or []
+        found.append(
+            Resource(
+                r.resource_type,
+                r.name,
+                r.urn,
+                plain(r.props),
+                parent.urn if parent is not None else getattr(r.opts, "parent", None),
+                tuple(d.urn for d in deps),
+            )
+        )
+    return found
 
 
-StackRule = Callable[[Sequence[rules.Resource]], list[rules.Finding]]
+class _PerRequest:
+    """The stack's findings, judged once per AnalyzeStack request.
+
+    pulumi-policy runs a request's stack policies one after another, in the
+    order the pack lists them, each with its own deserialized copy of the same
+    resources (policy.py:1031-1078: the loop over the pack's policies). The
+    first policy of a request judges; the later ones reuse its findings. A
+    policy that does not come after the last one served starts a new request
+    (whichever policies are enabled); a change in the resources' URNs does too.
+    """
+
+    def __init__(self) -> None:
+        self.urns: tuple[str, ...] | None = None
+        self.last = -1
+        self.findings: list[Finding] = []
+
+    def get(self, policy: str, args: StackValidationArgs) -> list[Finding]:
+        position = list(POLICIES).index(policy)
+        urns = tuple(r.urn for r in args.resources)
+        if urns != self.urns or position <= self.last:
+            self.findings = _judge_safely(args)
+            self.urns = urns
+        self.last = position
+        return self.findings
 
 
-def _stack_validate(rule: StackRule) -> Callable[[StackValidationArgs, ReportViolation], None]:
+def _judge_safely(args: StackValidationArgs) -> list[Finding]:
+    """The last net under "never a crash": a fault of the guard itself becomes a
+    violation that says so, instead of an AnalyzeStack error."""
+    try:
+        return verdicts.judge(facts(args.resources))
+    except Exception as err:  # reported, not swallowed
+        return [
+            Finding(
+                MALFORMED,
+                "violation",
+                f"keepsource-guard could not judge this stack ({type(err).__name__}: {err}); "
+                "no path was checked. This is a fault of the pack: please report it.",
+            )
+        ]
+
+
+_REQUEST = _PerRequest()
+
+
+def _exempt(finding: Finding, exemptions: Sequence[str]) -> bool:
+    urn = finding.urn or ""
+    return any(urn == e or urn.endswith("::" + e) for e in exemptions)
+
+
+def _validate(policy: str) -> Callable[[StackValidationArgs, ReportViolation], None]:
     def validate(args: StackValidationArgs, report_violation: ReportViolation) -> None:
-        for finding in rules.safe(rule, facts(args)):
-            if finding.kind == "violation":
-                report_violation(finding.message, finding.urn)
+        config = args.get_config() or {}
+        exemptions = [str(e) for e in config.get("exemptions") or []]
+        for f in _REQUEST.get(policy, args):
+            if f.policy == policy and not _exempt(f, exemptions):
+                report_violation(f.message, f.urn)
 
     return validate
 
 
-def _unknowns(args: StackValidationArgs, report_violation: ReportViolation) -> None:
-    resources = facts(args)
-    for rule in STACK_RULES.values():
-        for finding in rules.safe(rule, resources):
-            if finding.kind == "unknown":
-                report_violation(f"[{rule.__name__}] not checked: {finding.message}", finding.urn)
+SCHEMA = PolicyConfigSchema(
+    properties={
+        "exemptions": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "Resource names (or URNs) whose findings this stack accepts, for example a "
+            "proxy known to be transparent by means the pack cannot read.",
+        }
+    }
+)
 
-
-def _world_open(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
-    res = rules.Resource(args.resource_type, args.name, args.urn, plain(args.props))
-    for finding in rules.safe(rules.world_open_ipblock, res):
-        report_violation(finding.message, finding.urn)
-
-
-STACK_RULES: dict[str, StackRule] = {
-    "no-terminating-proxy-before-ipblock": rules.terminating_proxy,
-    "client-address-kept-by-kube-proxy": rules.client_address_lost,
-    "lb-health-checks-admitted": rules.health_checks_admitted,
-}
-
-DESCRIPTIONS = {
-    "no-terminating-proxy-before-ipblock": "No proxy that ends the client's TCP connection (HAProxy in any mode "
-    "without `usesrc clientip`, nginx, envoy, traefik, an Ingress or a Gateway route, an LB that does not keep "
-    "the client address) may stand in front of pods that an ipBlock NetworkPolicy restricts.",
-    "client-address-kept-by-kube-proxy": "A NodePort or LoadBalancer Service that selects ipBlock-restricted "
-    "pods must set externalTrafficPolicy: Local; with Cluster, kube-proxy masquerades the client.",
-    "lb-health-checks-admitted": "An LB that health-checks nodes through the pod (TCP/HTTP to the nodePort) "
-    "must have its check source admitted by the pod's ipBlock policy on the pod's port.",
-    "world-open-ipblock": "An ipBlock of 0.0.0.0/0 or ::/0 without `except` admits the whole world.",
-    "unknown-at-preview": "Reports every check that a value unknown at preview kept a rule from making.",
+POLICIES: dict[str, tuple[EnforcementLevel, str]] = {
+    TERMINATING: (
+        EnforcementLevel.MANDATORY,
+        "No hop that ends the client's TCP connection (HAProxy without `usesrc clientip`, nginx without "
+        "`proxy_bind ... transparent`, Envoy without original_src, Traefik, Caddy, socat, an Ingress, a Gateway "
+        "route, an IngressRoute, an in-cluster proxy, an LB that does not keep the client address) in front of "
+        "pods whose ingress on that port an ipBlock restricts.",
+    ),
+    SNAT: (
+        EnforcementLevel.MANDATORY,
+        "A NodePort, LoadBalancer or externalIPs Service in front of ipBlock-restricted pods must set "
+        "externalTrafficPolicy: Local; with Cluster, kube-proxy masquerades the client.",
+    ),
+    HEALTH: (
+        EnforcementLevel.MANDATORY,
+        "An L4 LB whose health checks go through the pod must have every check source admitted by the "
+        "policies on those pods, on the pod's port.",
+    ),
+    MALFORMED: (
+        EnforcementLevel.MANDATORY,
+        "Every value the guard reads (CIDRs, ports, selectors, proxy configs) must be readable; a bad one is "
+        "named by resource and field instead of being skipped silently.",
+    ),
+    WORLD: (
+        EnforcementLevel.ADVISORY,
+        "An ipBlock of 0.0.0.0/0 or ::/0 without `except` admits the whole world.",
+    ),
+    OPAQUE: (
+        EnforcementLevel.ADVISORY,
+        "Hops the pack cannot see into (a proxy whose config is not in the stack, a Helm v3 Release, an "
+        "LB whose check source is not named), reported where ipBlock-restricted pods exist.",
+    ),
+    UNKNOWN_POLICY: (
+        EnforcementLevel.ADVISORY,
+        "Values unknown at preview, each named, only where they can change a path's verdict.",
+    ),
 }
 
 
 def policies() -> list[Any]:
-    built: list[Any] = [
+    return [
         StackValidationPolicy(
             name=name,
-            description=DESCRIPTIONS[name],
-            enforcement_level=EnforcementLevel.MANDATORY,
-            validate=_stack_validate(rule),
+            description=description,
+            enforcement_level=level,
+            validate=_validate(name),
+            config_schema=SCHEMA,
         )
-        for name, rule in STACK_RULES.items()
+        for name, (level, description) in POLICIES.items()
     ]
-    built.append(
-        ResourceValidationPolicy(
-            name="world-open-ipblock",
-            description=DESCRIPTIONS["world-open-ipblock"],
-            enforcement_level=EnforcementLevel.ADVISORY,
-            validate=_world_open,
-        )
-    )
-    built.append(
-        StackValidationPolicy(
-            name="unknown-at-preview",
-            description=DESCRIPTIONS["unknown-at-preview"],
-            enforcement_level=EnforcementLevel.ADVISORY,
-            validate=_unknowns,
-        )
-    )
-    return built

@@ -1,9 +1,12 @@
-"""The policy pack against the keepsource program itself, and as the CLI runs it."""
+"""The policy pack against the keepsource program itself, as the Pulumi CLI runs it.
+
+The pack is started once for this module (``python -m pulumi.policy``) and
+spoken to over the analyzer gRPC, with each stack's resources as the engine
+sends them: props, parents and dependencies as the mocked run registered them.
+"""
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import subprocess
 import sys
@@ -12,182 +15,151 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import grpc
-import keepsource_rules as rules
 import pytest
 import yaml
-from google.protobuf import empty_pb2, struct_pb2
-from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
+from google.protobuf import empty_pb2
+from pulumi.runtime.proto import analyzer_pb2
 
 import mockrun
 from keepsource.stackfile import PROJECT_ROOT, load
 from tests.conftest import ALL_STACKS, dev_config
+from tests.guard_harness import Pack, WireResource, level, start_pack
 
 POLICIES = PROJECT_ROOT / "policies"
-RULES = [rules.terminating_proxy, rules.client_address_lost, rules.health_checks_admitted]
+SEED_PROGRAM = PROJECT_ROOT / "tests" / "programs" / "with_haproxy.py"
 
 
-def stack_facts(run: mockrun.Run) -> list[rules.Resource]:
+def wire(run: mockrun.Run) -> list[WireResource]:
     """A mocked run as the engine hands it to AnalyzeStack: a component's props are
-    what it registered; a custom resource's are its (echoed) inputs."""
-    return [rules.Resource(r.type, r.name, r.urn, {**r.inputs, **r.outputs}) for r in run.resources]
+    what it registered; a custom resource's are its (echoed) inputs. Secrets stay
+    in their wire form (the signature object), as the engine sends them."""
+    return [
+        WireResource(
+            type=r.type,
+            name=r.name,
+            urn=r.urn,
+            props={**r.wire, **_outputs(r)},
+            parent=r.parent,
+            dependencies=list(r.dependencies),
+        )
+        for r in run.resources
+    ]
 
 
-def findings(resources: list[rules.Resource]) -> list[rules.Finding]:
-    found = [f for rule in RULES for f in rules.safe(rule, resources)]
-    for res in resources:
-        found += rules.safe(rules.world_open_ipblock, res)
-    return found
+def _outputs(r: mockrun.Registered) -> dict[str, Any]:
+    import json
 
-
-@pytest.mark.parametrize("stack", ALL_STACKS)
-def test_every_stack_passes_the_pack(stack: str) -> None:
-    resources = stack_facts(mockrun.run_stack(stack))
-    # An LB-only stack (workload.managedBy: external) declares no Kubernetes object.
-    k8s = {rules.SERVICE, rules.NETPOL} if load(stack).manages_workload else set()
-    assert {r.type for r in resources} >= k8s | {rules.KEEPSOURCE_LB}
-    assert findings(resources) == []
-
-
-@pytest.mark.parametrize("stack", ALL_STACKS)
-def test_every_stack_passes_at_preview(stack: str) -> None:
-    resources = stack_facts(mockrun.run_stack(stack, preview=True))
-    assert findings(resources) == []
-
-
-def test_the_rules_see_the_programs_relations() -> None:
-    """Not a vacuous pass: the dev stack's Service is related to its policy and LB."""
-    resources = stack_facts(mockrun.run_stack("dev"))
-    guarded, _ = rules.guarded_services(resources)
-    assert [(g.name, g.node_ports) for g in guarded] == [("nginx", [30080])]
-    # Drop the LB's check source from the policy: rule 3 must now fire.
-    for r in resources:
-        if r.type == rules.NETPOL:
-            blocks = r.props["spec"]["ingress"][0]["from"]
-            r.props["spec"]["ingress"][0]["from"] = [
-                b for b in blocks if b["ipBlock"]["cidr"] != "172.16.0.254/32"
-            ]
-    assert any(f.kind == "violation" for f in rules.health_checks_admitted(resources))
-
-
-def test_dev_stack_with_haproxy_in_front_fails() -> None:
-    program = PROJECT_ROOT / "tests" / "programs" / "with_haproxy.py"
-    run = mockrun.run_program(dev_config(), program=program)
-    found = findings(stack_facts(run))
-    bad = [f for f in found if f.kind == "violation"]
-    assert len(bad) == 1
-    assert bad[0].urn is not None and bad[0].urn.endswith("::seed-haproxy")
-    assert "mode tcp terminates too" in bad[0].message
-
-
-# -- the pack as the Pulumi CLI starts it ---------------------------------------
-
-
-def _struct(value: dict[str, Any]) -> struct_pb2.Struct:
-    s = struct_pb2.Struct()
-    s.update(value)
-    return s
+    return json.loads(json.dumps(r.outputs, default=str)) if not r.custom else {}
 
 
 @pytest.fixture(scope="module")
-def analyzer() -> Iterator[analyzer_pb2_grpc.AnalyzerStub]:
-    """`python -m pulumi.policy ENGINE_ADDRESS policies/`, exactly as the CLI runs a
-    Python pack; it prints its gRPC port on stdout."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PULUMI_")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pulumi.policy", "127.0.0.1:1", str(POLICIES)],
-        cwd=POLICIES,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline().strip()
-        if not line.isdigit():
-            proc.kill()
-            pytest.fail(
-                f"the pack did not start: {line!r} {proc.stderr.read() if proc.stderr else ''}"
-            )
-        channel = grpc.insecure_channel(f"127.0.0.1:{line}")
-        grpc.channel_ready_future(channel).result(timeout=20)
-        yield analyzer_pb2_grpc.AnalyzerStub(channel)
-        channel.close()
-    finally:
-        proc.kill()
-        proc.wait(timeout=10)
+def pack() -> Iterator[Pack]:
+    yield from start_pack()
 
 
-def test_pack_lists_its_policies(analyzer: analyzer_pb2_grpc.AnalyzerStub) -> None:
-    info = analyzer.GetAnalyzerInfo(empty_pb2.Empty(), timeout=20)
+@pytest.mark.parametrize("preview", [False, True], ids=["up", "preview"])
+@pytest.mark.parametrize("stack", ALL_STACKS)
+def test_every_stack_passes_the_pack(pack: Pack, stack: str, preview: bool) -> None:
+    resources = wire(mockrun.run_stack(stack, preview=preview))
+    types = {r.type for r in resources}
+    assert {"keepsource:lb:LoadBalancerHost", "command:remote:Command"} <= types
+    # An LB-only stack (workload.managedBy: external) declares no Kubernetes object.
+    k8s = {"kubernetes:core/v1:Service", "kubernetes:networking.k8s.io/v1:NetworkPolicy"}
+    assert (k8s <= types) == load(stack).manages_workload
+    diags = pack.analyze(resources)
+    assert [(d.policyName, d.message) for d in diags] == []
+
+
+def test_the_pack_sees_the_programs_relations(pack: Pack) -> None:
+    """Not a vacuous pass: drop the LB's check source from the dev stack's policy
+    and the health-check verdict must name it."""
+    resources = wire(mockrun.run_stack("dev"))
+    for r in resources:
+        if r.type == "kubernetes:networking.k8s.io/v1:NetworkPolicy":
+            rule = r.props["spec"]["ingress"][0]
+            rule["from"] = [b for b in rule["from"] if b["ipBlock"]["cidr"] != "172.16.0.254/32"]
+    diags = pack.analyze(resources)
+    assert [(d.policyName, level(d)) for d in diags] == [("lb-health-checks-admitted", "mandatory")]
+    assert "check source 172.16.0.254" in diags[0].message
+    assert "NetworkPolicy my-ns/nginx" in diags[0].message
+
+
+def test_the_seeds_haproxy_stack_fails_naming_haproxy(pack: Pack) -> None:
+    resources = wire(mockrun.run_program(dev_config(), program=SEED_PROGRAM))
+    diags = pack.analyze(resources)
+    assert [(d.policyName, level(d)) for d in diags] == [
+        ("no-terminating-proxy-before-ipblock", "mandatory")
+    ], [d.message for d in diags]
+    assert diags[0].urn.endswith("::seed-haproxy")
+    assert diags[0].policyPackName == "keepsource-guard"
+    message = diags[0].message
+    for fragment in (
+        "HAProxy",
+        "frontend nginx -> backend workers",
+        "Service my-ns/nginx",
+        "NetworkPolicy my-ns/nginx",
+        "usesrc clientip",
+        "keepalived/LVS NAT",
+    ):
+        assert fragment in message, message
+
+
+def test_pack_lists_its_policies_with_a_config_schema(pack: Pack) -> None:
+    info = pack.stub.GetAnalyzerInfo(empty_pb2.Empty(), timeout=20)
     assert info.name == "keepsource-guard"
+    assert info.supportsConfig
     levels = {p.name: p.enforcementLevel for p in info.policies}
     mandatory, advisory = analyzer_pb2.MANDATORY, analyzer_pb2.ADVISORY
     assert levels == {
         "no-terminating-proxy-before-ipblock": mandatory,
         "client-address-kept-by-kube-proxy": mandatory,
         "lb-health-checks-admitted": mandatory,
+        "readable-guard-inputs": mandatory,
         "world-open-ipblock": advisory,
+        "opaque-hops": advisory,
         "unknown-at-preview": advisory,
     }
     for p in info.policies:
         assert p.description
+        assert "exemptions" in p.configSchema.properties
 
 
-def _analyze(
-    analyzer: analyzer_pb2_grpc.AnalyzerStub, resources: list[rules.Resource]
-) -> list[Any]:
-    request = analyzer_pb2.AnalyzeStackRequest(
-        resources=[
-            analyzer_pb2.AnalyzerResource(
-                type=r.type,
-                urn=r.urn,
-                name=r.name,
-                properties=_struct(json.loads(json.dumps(r.props))),
-            )
-            for r in resources
+def test_pack_version_is_declared() -> None:
+    """The CLI takes a Python pack's version from PulumiPolicy.yaml (the SDK
+    reports 0.0.1: pulumi_policy/policy.py:113-116)."""
+    import keepsource_pack
+
+    declared = yaml.safe_load((POLICIES / "PulumiPolicy.yaml").read_text())["version"]
+    assert declared == keepsource_pack.PACK_VERSION
+    assert re.fullmatch(r"\d+\.\d+\.\d+", declared)
+
+
+def test_stack_config_overrides_enforcement_and_exempts(pack: Pack) -> None:
+    """Per-stack policy config as the CLI sends it (Configure): a level override
+    turns the verdict advisory; an exemption names the resource; both undone."""
+    resources = wire(mockrun.run_program(dev_config(), program=SEED_PROGRAM))
+    try:
+        pack.configure({"no-terminating-proxy-before-ipblock": {"enforcementLevel": "advisory"}})
+        diags = pack.analyze(resources)
+        assert [(d.policyName, level(d)) for d in diags] == [
+            ("no-terminating-proxy-before-ipblock", "advisory")
         ]
-    )
-    return list(analyzer.AnalyzeStack(request, timeout=30).diagnostics)
-
-
-def test_pack_fails_the_seed_over_grpc(analyzer: analyzer_pb2_grpc.AnalyzerStub) -> None:
-    program = PROJECT_ROOT / "tests" / "programs" / "with_haproxy.py"
-    resources = stack_facts(mockrun.run_program(dev_config(), program=program))
-    # Strip secret-wrapped values: the CLI sends those as secrets, not as plain dicts.
-    for r in resources:
-        if r.type == rules.REMOTE_COMMAND:
-            r.props.pop("connection", None)  # type: ignore[attr-defined]
-    diags = _analyze(analyzer, resources)
-    names = [d.policyName for d in diags]
-    assert names == ["no-terminating-proxy-before-ipblock"], [
-        (d.policyName, d.message) for d in diags
+        pack.configure(
+            {
+                "no-terminating-proxy-before-ipblock": {
+                    "enforcementLevel": "mandatory",
+                    "exemptions": ["seed-haproxy"],
+                }
+            }
+        )
+        assert pack.analyze(resources) == []
+        pack.configure({"no-terminating-proxy-before-ipblock": {"enforcementLevel": "disabled"}})
+        assert pack.analyze(resources) == []
+    finally:
+        pack.configure({})
+    assert [d.policyName for d in pack.analyze(resources)] == [
+        "no-terminating-proxy-before-ipblock"
     ]
-    assert diags[0].urn.endswith("::seed-haproxy")
-    assert diags[0].policyPackName == "keepsource-guard"
-
-
-def test_pack_passes_the_program_over_grpc(analyzer: analyzer_pb2_grpc.AnalyzerStub) -> None:
-    resources = stack_facts(mockrun.run_stack("dev"))
-    for r in resources:
-        if r.type == rules.REMOTE_COMMAND:
-            r.props.pop("connection", None)  # type: ignore[attr-defined]
-    assert _analyze(analyzer, resources) == []
-
-
-def test_unknown_at_preview_is_an_advisory_over_grpc(
-    analyzer: analyzer_pb2_grpc.AnalyzerStub,
-) -> None:
-    from tests.policy_fixtures import deployment, lb, netpol, service
-
-    svc = service()
-    svc.props["spec"]["externalTrafficPolicy"] = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
-    diags = _analyze(
-        analyzer, [deployment(), svc, netpol(["192.168.0.10/32", "172.16.0.254/32"]), lb()]
-    )
-    assert [d.policyName for d in diags] == ["unknown-at-preview"]
-    assert "externalTrafficPolicy" in diags[0].message
 
 
 def test_pack_startup_is_quick_enough_to_measure() -> None:
@@ -197,7 +169,8 @@ def test_pack_startup_is_quick_enough_to_measure() -> None:
         [
             sys.executable,
             "-c",
-            f"import sys; sys.path.insert(0, {str(POLICIES)!r}); import keepsource_pack; keepsource_pack.policies()",
+            f"import sys; sys.path.insert(0, {str(POLICIES)!r}); import keepsource_pack; "
+            "keepsource_pack.policies()",
         ],
         capture_output=True,
         text=True,

@@ -1,0 +1,757 @@
+"""Hosts and their proxies: the final state of each service on each host.
+
+Remote Commands and CopyToRemote are grouped by their connection's host and
+replayed in dependency order (then declaration order): files written, copied,
+moved; packages installed or removed; services started, reloaded, enabled,
+stopped, disabled, masked; containers run and removed; compose projects up and
+down. What is left running (or enabled: it runs after a reboot) is a proxy
+whose config is then read with that proxy's parser.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import guard_shell as shell
+import proxy_caddy
+import proxy_envoy
+import proxy_haproxy
+import proxy_keepalived
+import proxy_nginx
+import proxy_socat
+import proxy_traefik
+import yaml
+from guard_base import Asset, Malformed, Resource, Unknown, as_str, dig
+from proxy_base import ConfigError, Hop
+
+REMOTE_COMMAND = "command:remote:Command"
+COPY_TO_REMOTE = "command:remote:CopyToRemote"
+COPY_FILE = "command:remote:CopyFile"
+
+Parser = Callable[[str], list[Hop]]
+
+
+@dataclass(frozen=True)
+class Kind:
+    label: str
+    parse: Parser
+    config_paths: tuple[str, ...]  # files or directories (ending in /) on a host
+    container_paths: tuple[str, ...]
+    config_flags: tuple[str, ...] = ()
+
+
+KINDS: dict[str, Kind] = {
+    "haproxy": Kind(
+        "HAProxy",
+        proxy_haproxy.parse,
+        ("/etc/haproxy/haproxy.cfg", "/etc/haproxy/conf.d/"),
+        ("/usr/local/etc/haproxy/", "/etc/haproxy/"),
+        ("-f",),
+    ),
+    "nginx": Kind("nginx", proxy_nginx.parse, ("/etc/nginx/",), ("/etc/nginx/",), ("-c",)),
+    "envoy": Kind(
+        "Envoy", proxy_envoy.parse, ("/etc/envoy/",), ("/etc/envoy/",), ("-c", "--config-path")
+    ),
+    "traefik": Kind(
+        "Traefik",
+        proxy_traefik.parse,
+        ("/etc/traefik/",),
+        ("/etc/traefik/",),
+        ("--configfile", "--configFile", "--providers.file.filename", "--providers.file.directory"),
+    ),
+    "caddy": Kind("Caddy", proxy_caddy.parse, ("/etc/caddy/",), ("/etc/caddy/",), ("--config",)),
+    "keepalived": Kind(
+        "keepalived/LVS",
+        proxy_keepalived.parse,
+        ("/etc/keepalived/keepalived.conf",),
+        ("/etc/keepalived/",),
+        ("-f", "--use-file"),
+    ),
+}
+DEBIAN_STARTS_ON_INSTALL = {
+    "haproxy",
+    "nginx",
+    "keepalived",
+    "caddy",
+    "nginx-full",
+    "nginx-light",
+    "nginx-core",
+    "nginx-extras",
+}
+IMAGE_KINDS = {
+    "haproxy": "haproxy",
+    "haproxytech/haproxy-alpine": "haproxy",
+    "haproxytech/haproxy-debian": "haproxy",
+    "nginx": "nginx",
+    "nginxinc/nginx-unprivileged": "nginx",
+    "envoyproxy/envoy": "envoy",
+    "traefik": "traefik",
+    "caddy": "caddy",
+    "alpine/socat": "socat",
+    "socat": "socat",
+}
+
+
+def image_kind(image: str) -> str | None:
+    name = image.split("@", 1)[0]
+    last = name.rsplit("/", 1)[-1]
+    if ":" in last:
+        name = name[: len(name) - len(last)] + last.split(":", 1)[0]
+    for prefix in ("docker.io/library/", "docker.io/", "library/"):
+        if name.startswith(prefix):
+            name = name[len(prefix) :]
+    if name in IMAGE_KINDS:
+        return IMAGE_KINDS[name]
+    tail = name.rsplit("/", 1)[-1]
+    if tail in IMAGE_KINDS:
+        return IMAGE_KINDS[tail]
+    for key in ("haproxy", "envoy", "traefik", "caddy", "nginx", "socat"):
+        if key in tail:
+            return "nginx" if key == "nginx" else key
+    return None
+
+
+@dataclass
+class File:
+    text: str | None  # None: content not in the stack
+    by: Resource
+
+
+@dataclass
+class Service:
+    """Claims on a service's state, each by the resource that made it.
+
+    Two Commands with no dependency between them run in parallel in the engine,
+    so a stop undoes only the starts that surely ran before it: earlier in the
+    same script, or in a resource it depends on (directly or not). Where two
+    Commands race, the service may be running, and the guard says so.
+    """
+
+    running: dict[str, tuple[Resource, str]] = field(default_factory=dict)
+    enabled: dict[str, tuple[Resource, str]] = field(default_factory=dict)
+    maskers: set[str] = field(default_factory=set)
+
+    def last(self) -> tuple[Resource, str] | None:
+        claims = list(self.running.values()) or list(self.enabled.values())
+        return claims[-1] if claims else None
+
+
+@dataclass
+class Container:
+    argv: tuple[str, ...]
+    running: bool
+    by: Resource
+    engine: str = "docker"
+
+
+@dataclass
+class Proxy:
+    """A proxy left running on a host, with what its config says."""
+
+    host: str
+    label: str  # "HAProxy (systemd service haproxy)"
+    kind: str
+    by: Resource
+    hops: list[Hop]
+    state: str  # "running", "enabled at boot", ...
+    config_missing: bool = False
+    config_error: str | None = None
+    managed_by: str | None = None  # URN of a keepsource LoadBalancerHost parent
+
+
+@dataclass
+class Host:
+    address: str
+    files: dict[str, File] = field(default_factory=dict)
+    services: dict[str, Service] = field(default_factory=dict)
+    containers: dict[str, Container] = field(default_factory=dict)
+    processes: list[tuple[str, tuple[str, ...], Resource]] = field(default_factory=list)
+    compose: list[tuple[str, Resource]] = field(default_factory=list)
+    resources: list[Resource] = field(default_factory=list)
+
+
+def connection_host(res: Resource) -> str | Unknown | None:
+    conn = dig(res.props, "connection")
+    if isinstance(conn, Unknown):
+        return conn
+    host = dig(conn, "host")
+    if isinstance(host, Unknown):
+        return host
+    return as_str(host, "connection.host")
+
+
+def ordered(resources: Sequence[Resource]) -> list[Resource]:
+    """Dependency order (a resource after what it depends on), else declaration order."""
+    index = {r.urn: i for i, r in enumerate(resources)}
+    done: set[str] = set()
+    out: list[Resource] = []
+    by_urn = {r.urn: r for r in resources}
+
+    def visit(r: Resource, trail: set[str]) -> None:
+        if r.urn in done or r.urn in trail:
+            return
+        trail.add(r.urn)
+        for d in sorted((d for d in r.dependencies if d in by_urn), key=lambda u: index[u]):
+            visit(by_urn[d], trail)
+        done.add(r.urn)
+        out.append(r)
+
+    for r in resources:
+        visit(r, set())
+    return out
+
+
+def _apply(
+    host: Host,
+    res: Resource,
+    events: Iterable[shell.Event],
+    stdin: str | None,
+    ancestors: Callable[[str], set[str]],
+) -> None:
+    mine = ancestors(res.urn)
+
+    def before(urn: str) -> bool:
+        return urn == res.urn or urn in mine
+
+    for ev in events:
+        if ev.kind in ("write", "append"):
+            content = ev.content
+            if content == shell.STDIN:
+                content = stdin
+            if ev.kind == "append" and ev.name in host.files:
+                old = host.files[ev.name].text
+                content = None if old is None or content is None else old + content
+            host.files[ev.name] = File(content, res)
+        elif ev.kind in ("copy", "move") and ev.source is not None:
+            src = host.files.get(ev.source)
+            host.files[ev.name] = File(src.text if src else None, res)
+            if ev.kind == "move":
+                host.files.pop(ev.source, None)
+        elif ev.kind == "remove":
+            host.files.pop(ev.name, None)
+        elif ev.kind == "package":
+            svc = host.services.setdefault(_pkg_service(ev.name), Service())
+            if ev.action == "install":
+                if ev.source == "apt" and ev.name in DEBIAN_STARTS_ON_INSTALL:
+                    _service(
+                        svc,
+                        "install",
+                        res,
+                        before,
+                        f"installed with apt by {res.name} (Debian starts and enables it)",
+                    )
+            else:
+                _service(svc, "remove", res, before)
+        elif ev.kind == "service":
+            _service(host.services.setdefault(ev.name, Service()), ev.action, res, before)
+        elif ev.kind == "container":
+            if ev.action in ("run", "create"):
+                host.containers[ev.name] = Container(ev.argv, ev.action == "run", res)
+            elif ev.name in host.containers:
+                c = host.containers[ev.name]
+                if ev.action in ("start", "restart"):
+                    c.running = True
+                elif before(c.by.urn):
+                    del host.containers[ev.name]
+        elif ev.kind == "compose":
+            if ev.action == "up":
+                host.compose.append((ev.name, res))
+            else:
+                host.compose = [
+                    (f, r)
+                    for f, r in host.compose
+                    if not before(r.urn) or (ev.name and f != ev.name)
+                ]
+        elif ev.kind == "process":
+            if ev.action == "kill":
+                host.processes = [
+                    p
+                    for p in host.processes
+                    if posixpath.basename(p[0]) != ev.name or not before(p[2].urn)
+                ]
+            elif ev.name in (
+                "haproxy",
+                "nginx",
+                "envoy",
+                "traefik",
+                "caddy",
+                "socat",
+                "keepalived",
+            ) and _daemon(ev.name, ev.argv):
+                host.processes.append((ev.name, ev.argv, res))
+
+
+# Invocations that only check, print or signal: no proxy is left running.
+_ONE_SHOT = {
+    "nginx": {"-t", "-T", "-s", "-v", "-V", "-h", "-?"},
+    "haproxy": {"-c", "-v", "-vv", "-h"},
+    "keepalived": {"-t", "--config-test", "-v", "--version", "-h"},
+    "envoy": {"--version", "validate"},
+    "traefik": {"version", "healthcheck", "--version"},
+    "socat": {"-V", "-h"},
+}
+
+
+def _daemon(prog: str, argv: Sequence[str]) -> bool:
+    if prog == "caddy":
+        return bool(argv) and argv[0] in ("run", "start", "reverse-proxy")
+    return not (_ONE_SHOT.get(prog, set()) & set(argv))
+
+
+def _pkg_service(pkg: str) -> str:
+    return "nginx" if pkg.startswith("nginx") else pkg
+
+
+def _service(
+    svc: Service, action: str, res: Resource, before: Callable[[str], bool], how: str = ""
+) -> None:
+    """Apply one action by ``res``; ``before(urn)``: that resource surely ran before this point."""
+    how = how or f"systemctl {action.replace('+now', ' --now')} by {res.name}"
+    base = action.removesuffix("+now")
+    now = action.endswith("+now")
+
+    def drop(claims: dict[str, tuple[Resource, str]]) -> None:
+        for urn in [u for u in claims if before(u)]:
+            del claims[urn]
+
+    masked = any(before(m) for m in svc.maskers)
+    if base == "mask":
+        svc.maskers.add(res.urn)
+        drop(svc.enabled)
+        if now:
+            drop(svc.running)
+    elif base == "unmask":
+        svc.maskers = {m for m in svc.maskers if not before(m)}
+    elif base in ("enable", "reenable"):
+        if not masked:
+            svc.enabled[res.urn] = (res, how)
+            if now:
+                svc.running[res.urn] = (res, how)
+    elif base == "disable":
+        drop(svc.enabled)
+        if now:
+            drop(svc.running)
+    elif base in ("start", "restart", "reload-or-restart", "force-reload", "reload", "install"):
+        if not masked:
+            svc.running[res.urn] = (res, how)
+            if base == "install":
+                svc.enabled[res.urn] = (res, how)
+    elif base in ("stop", "kill"):
+        drop(svc.running)
+    elif base == "remove":
+        drop(svc.running)
+        drop(svc.enabled)
+
+
+def build(
+    resources: Sequence[Resource],
+    notes: Callable[[Resource, str, Any, str], None],
+    unknown: Callable[[Resource, str, Unknown], None],
+) -> dict[str, Host]:
+    hosts: dict[str, Host] = {}
+    by_urn = {r.urn: r for r in resources}
+    memo: dict[str, set[str]] = {}
+
+    def ancestors(urn: str) -> set[str]:
+        """Every resource this one surely runs after (its dependencies, transitively)."""
+        if urn in memo:
+            return memo[urn]
+        memo[urn] = set()
+        found: set[str] = set()
+        res = by_urn.get(urn)
+        for d in res.dependencies if res else ():
+            found.add(d)
+            found |= ancestors(d)
+        memo[urn] = found
+        return found
+
+    for res in ordered(
+        [r for r in resources if r.type in (REMOTE_COMMAND, COPY_TO_REMOTE, COPY_FILE)]
+    ):
+        try:
+            addr = connection_host(res)
+        except Malformed as err:
+            notes(res, err.field, err.value, err.reason)
+            continue
+        if isinstance(addr, Unknown):
+            unknown(res, "connection.host", addr)
+            addr = f"(unknown host of {res.name})"
+        if addr is None:
+            continue
+        host = hosts.setdefault(addr, Host(addr))
+        host.resources.append(res)
+        if res.type == REMOTE_COMMAND:
+            script = dig(res.props, "create")
+            stdin = dig(res.props, "stdin")
+            if isinstance(script, Unknown):
+                unknown(res, "create", script)
+                continue
+            if isinstance(stdin, Unknown):
+                unknown(res, "stdin", stdin)
+                stdin = None
+            if script is not None and not isinstance(script, str):
+                notes(res, "create", script, "is not a string")
+                continue
+            if stdin is not None and not isinstance(stdin, str):
+                notes(res, "stdin", stdin, "is not a string")
+                stdin = None
+            if script:
+                _apply(host, res, shell.parse(script, stdin=stdin), stdin, ancestors)
+        else:
+            path = dig(res.props, "remotePath")
+            source = (
+                dig(res.props, "source")
+                if res.type == COPY_TO_REMOTE
+                else dig(res.props, "localPath")
+            )
+            if isinstance(path, Unknown):
+                unknown(res, "remotePath", path)
+                continue
+            if not isinstance(path, str):
+                notes(res, "remotePath", path, "is not a string")
+                continue
+            if isinstance(source, Unknown):
+                unknown(res, "source", source)
+                host.files[path] = File(None, res)
+                continue
+            text = source.text if isinstance(source, Asset) else None
+            host.files[path] = File(text, res)
+    return hosts
+
+
+def _files_under(host: Host, paths: Iterable[str]) -> list[tuple[str, File]]:
+    found = []
+    for p in paths:
+        if p.endswith("/"):
+            found += [(k, f) for k, f in sorted(host.files.items()) if k.startswith(p)]
+        elif p in host.files:
+            found.append((p, host.files[p]))
+    return found
+
+
+def _flag_values(argv: Sequence[str], flags: Sequence[str]) -> list[str]:
+    """Every value given to one of these flags (``-f X``, ``--flag=X``), each as
+    a file and as a directory."""
+    found: list[str] = []
+    for i, a in enumerate(argv):
+        for f in flags:
+            if a == f and i + 1 < len(argv):
+                found.append(argv[i + 1])
+            elif a.startswith(f + "="):
+                found.append(a.split("=", 1)[1])
+    return [p for v in found for p in (v, v.rstrip("/") + "/")]
+
+
+def _read(
+    host: Host, kind: Kind, files: list[tuple[str, File]]
+) -> tuple[list[Hop], bool, str | None]:
+    texts = [(p, f.text) for p, f in files]
+    if not texts:
+        return [], True, None
+    if any(t is None for _, t in texts) and all(t is None for _, t in texts):
+        return [], True, None
+    hops: list[Hop] = []
+    error = None
+    if kind.label == "nginx":
+        joined = "\n".join(t for _, t in texts if t)
+        try:
+            hops = kind.parse(joined)
+        except ConfigError as err:
+            error = f"{', '.join(p for p, _ in texts)}: {err}"
+        return hops, False, error
+    for path, text in texts:
+        if text is None:
+            continue
+        try:
+            hops += kind.parse(text)
+        except ConfigError as err:
+            error = f"{path}: {err}"
+    if kind.label == "Traefik":  # the static config names the dynamic file
+        for _, text in texts:
+            try:
+                data = proxy_traefik.load(text or "")
+            except ConfigError:
+                continue
+            for p in proxy_traefik.file_provider_paths(data):
+                for _, f in _files_under(host, [p, p.rstrip("/") + "/"]):
+                    if f.text and f not in [ff for _, ff in files]:
+                        try:
+                            hops += kind.parse(f.text)
+                        except ConfigError as err:
+                            error = str(err)
+    return hops, False, error
+
+
+def proxies(host: Host, lb_parents: Mapping[str, Any]) -> list[Proxy]:
+    """The proxies left running (or enabled) on this host."""
+    return _proxies(host, lb_parents)
+
+
+def _managed(host: Host, lb_parents: Mapping[str, str]) -> str | None:
+    for r in host.resources:
+        if r.parent and r.parent in lb_parents:
+            return r.parent
+    return None
+
+
+def _proxies(host: Host, lb_parents: Mapping[str, str]) -> list[Proxy]:
+    found: list[Proxy] = []
+    managed = _managed(host, lb_parents)
+    for name, svc in host.services.items():
+        claim = svc.last()
+        if claim is None:
+            continue
+        by, how = claim
+        state = "running" if svc.running else "enabled (runs after a reboot)"
+        if svc.maskers and svc.running:
+            state = "masked but still running (`systemctl mask` does not stop it; use `systemctl mask --now`)"
+        elif len(svc.running) > 1 or (svc.running and any(True for _ in svc.maskers)):
+            state += " (started by Commands not ordered before the one that stops it)"
+        unit = host.files.get(f"/etc/systemd/system/{name}.service")
+        argv: list[str] = []
+        if unit is not None and unit.text:
+            for line in unit.text.splitlines():
+                if line.strip().startswith("ExecStart="):
+                    argv = shell.split_exec(line.split("=", 1)[1].strip())
+        kind_name = posixpath.basename(argv[0]) if argv else name
+        if kind_name == "socat":
+            hops = proxy_socat.parse_argv(argv[1:])
+            found.append(
+                Proxy(
+                    host.address,
+                    f"socat (systemd service {name})",
+                    "socat",
+                    by,
+                    hops,
+                    state,
+                    not hops,
+                    None,
+                    managed,
+                )
+            )
+            continue
+        kind = KINDS.get(kind_name)
+        if kind is None:
+            continue
+        cfgs = _flag_values(argv, kind.config_flags)
+        files = _files_under(host, cfgs or kind.config_paths)
+        hops, missing, error = _read(host, kind, files)
+        found.append(
+            Proxy(
+                host.address,
+                f"{kind.label} (systemd service {name}, {how}; {state})",
+                kind_name,
+                by,
+                hops,
+                state,
+                missing,
+                error,
+                managed,
+            )
+        )
+    for prog, pargv, res in host.processes:
+        if prog == "socat":
+            hops = proxy_socat.parse_argv(list(pargv))
+            found.append(
+                Proxy(
+                    host.address,
+                    "socat (started by the command)",
+                    "socat",
+                    res,
+                    hops,
+                    "running",
+                    not hops,
+                    None,
+                    managed,
+                )
+            )
+            continue
+        if prog == "caddy" and pargv and pargv[0] == "reverse-proxy":
+            found.append(
+                Proxy(
+                    host.address,
+                    "Caddy (caddy reverse-proxy)",
+                    "caddy",
+                    res,
+                    proxy_caddy.reverse_proxy_command(list(pargv)),
+                    "running",
+                    False,
+                    None,
+                    managed,
+                )
+            )
+            continue
+        kind = KINDS[prog]
+        cfgs = _flag_values(pargv, kind.config_flags)
+        files = _files_under(host, cfgs or kind.config_paths)
+        hops, missing, error = _read(host, kind, files)
+        found.append(
+            Proxy(
+                host.address,
+                f"{kind.label} (started as a process)",
+                prog,
+                res,
+                hops,
+                "running",
+                missing,
+                error,
+                managed,
+            )
+        )
+    for name, c in host.containers.items():
+        if c.running:
+            found += _container_proxy(host, name, c, managed)
+    for path, res in host.compose:
+        found += _compose_proxies(host, path, res, managed)
+    return found
+
+
+def _mounts(argv: Sequence[str]) -> list[tuple[str, str]]:
+    found = []
+    for i, a in enumerate(argv):
+        val = None
+        if a in ("-v", "--volume") and i + 1 < len(argv):
+            val = argv[i + 1]
+        elif a.startswith(("--volume=", "-v=")):
+            val = a.split("=", 1)[1]
+        if val and ":" in val:
+            src, dst = val.split(":")[:2]
+            found.append((src, dst))
+        if (a == "--mount" and i + 1 < len(argv)) or a.startswith("--mount="):
+            spec = a.split("=", 1)[1] if a.startswith("--mount=") else argv[i + 1]
+            kv = dict(p.split("=", 1) for p in spec.split(",") if "=" in p)
+            msrc = kv.get("source") or kv.get("src")
+            mdst = kv.get("target") or kv.get("destination") or kv.get("dst")
+            if msrc and mdst:
+                found.append((msrc, mdst))
+    return found
+
+
+def _container_parts(argv: Sequence[str]) -> tuple[str, list[str]]:
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a.startswith("-"):
+            if "=" not in a and a.split("=", 1)[0] in shell._RUN_VALUE_OPTS:
+                i += 1
+            i += 1
+            continue
+        return a, list(argv[i + 1 :])
+    return "", []
+
+
+def _container_proxy(
+    host: Host,
+    name: str,
+    c: Container,
+    managed: str | None,
+    mounts: list[tuple[str, str]] | None = None,
+    image: str | None = None,
+    cmd: list[str] | None = None,
+) -> list[Proxy]:
+    if image is None:
+        image, cmd = _container_parts(c.argv)
+        mounts = _mounts(c.argv)
+    kind_name = image_kind(image)
+    if kind_name is None:
+        return []
+    cmd = cmd or []
+    mounts = mounts or []
+    label = f"container {name} ({image})"
+    if kind_name == "socat":
+        hops = proxy_socat.parse_argv(cmd)
+        return [
+            Proxy(
+                host.address,
+                f"socat in {label}",
+                "socat",
+                c.by,
+                hops,
+                "running",
+                not hops,
+                None,
+                managed,
+            )
+        ]
+    kind = KINDS[kind_name]
+    cfgs = _flag_values(cmd, kind.config_flags)
+    host_files: list[tuple[str, File]] = []
+    for src, dst in mounts:
+        inside = cfgs or list(kind.container_paths)
+        if any(
+            dst == p or p.startswith(dst.rstrip("/") + "/") or dst.startswith(p) for p in inside
+        ):
+            host_files += _files_under(host, [src, src.rstrip("/") + "/"])
+    hops, missing, error = _read(host, kind, host_files)
+    return [
+        Proxy(
+            host.address,
+            f"{kind.label} in {label}",
+            kind_name,
+            c.by,
+            hops,
+            "running",
+            missing,
+            error,
+            managed,
+        )
+    ]
+
+
+def _compose_proxies(host: Host, path: str, res: Resource, managed: str | None) -> list[Proxy]:
+    candidates = (
+        _files_under(host, [path])
+        if path
+        else [
+            (p, f)
+            for p, f in host.files.items()
+            if posixpath.basename(p)
+            in ("compose.yaml", "compose.yml", "docker-compose.yml", "docker-compose.yaml")
+        ]
+    )
+    found: list[Proxy] = []
+    for cpath, f in candidates:
+        if f.text is None:
+            continue
+        try:
+            data = yaml.safe_load(f.text)
+        except yaml.YAMLError:
+            continue
+        services = data.get("services") if isinstance(data, dict) else None
+        if not isinstance(services, dict):
+            continue
+        base = posixpath.dirname(cpath)
+        for sname, svc in services.items():
+            if not isinstance(svc, dict) or not isinstance(svc.get("image"), str):
+                continue
+            mounts = []
+            for v in svc.get("volumes") or []:
+                if isinstance(v, str) and ":" in v:
+                    src, dst = v.split(":")[:2]
+                    mounts.append((posixpath.normpath(posixpath.join(base, src)), dst))
+                elif isinstance(v, dict) and v.get("source") and v.get("target"):
+                    mounts.append(
+                        (
+                            posixpath.normpath(posixpath.join(base, str(v["source"]))),
+                            str(v["target"]),
+                        )
+                    )
+            command = svc.get("command")
+            cmd = (
+                shell.split_exec(command)
+                if isinstance(command, str)
+                else [str(x) for x in command or []]
+            )
+            found += _container_proxy(
+                host,
+                f"{sname} (compose {cpath})",
+                Container((), True, res),
+                managed,
+                mounts,
+                svc["image"],
+                cmd,
+            )
+    return found

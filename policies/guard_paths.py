@@ -1,0 +1,411 @@
+"""The path model: entry hop -> Service -> pods -> the policies on those pods.
+
+Entries are what clients (or LBs) talk to: a proxy left running on a host
+(from guard_hosts), keepsource's LoadBalancerHost virtual services, in-cluster
+routers (Ingress, Gateway API routes, IngressRoute-style CRDs), in-cluster
+proxy Deployments read from their ConfigMaps, and Helm v3 Release values where
+they name a Service (ingress-nginx ``tcp``/``udp``). A backend reaches a
+Service by its nodePort (any node), an externalIP or clusterIP and port, or its
+DNS name. Everything is looked up in indexes built once.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import guard_hosts as hosts
+import proxy_socat
+from guard_base import Malformed, Resource, Unknown, as_address, dig
+from guard_kube import Cluster, Pods, Svc, SvcPort, View, service_port
+from proxy_base import Backend, ConfigError, Hop, Mode
+
+KEEPSOURCE_LB = "keepsource:lb:LoadBalancerHost"
+
+FIX_L4 = "put an L4 LB that keeps the client address in front (keepalived/LVS NAT or DR)"
+FIXES = {
+    "HAProxy": FIX_L4
+    + ", or make HAProxy transparent: `source 0.0.0.0 usesrc clientip` (TPROXY, the LB as the nodes' gateway)",
+    "nginx": FIX_L4
+    + ", or `proxy_bind $remote_addr transparent` (TPROXY, the LB as the nodes' gateway)",
+    "Envoy": FIX_L4 + ", or the original_src listener filter (TPROXY)",
+}
+
+
+@dataclass
+class Entry:
+    res: Resource
+    label: str
+    mode: Mode
+    detail: str
+    fix: str
+    backends: tuple[Backend, ...] = ()
+    check_sources: tuple[str, ...] = ()
+    checks: bool = False
+    check_unknown: bool = False
+    direct: list[tuple[str, str, Any]] = field(default_factory=list)  # (ns, service, port)
+    ns: str | None = None  # an in-cluster hop's namespace (for short Service names)
+
+
+@dataclass
+class Path:
+    entry: Entry
+    svc: Svc
+    sp: SvcPort
+    via: str
+    pods: Pods
+    view: View
+
+
+@dataclass
+class Opaque:
+    res: Resource
+    message: str
+    namespace: str | None = None  # only matters if this namespace has ipBlock-restricted pods
+
+
+@dataclass
+class Model:
+    cluster: Cluster
+    entries: list[Entry]
+    paths: list[Path]
+    opaque: list[Opaque]
+
+
+def _lb_entries(
+    res: Resource,
+    note: Callable[[Resource, str, Any, str], None],
+    unknown: Callable[[Resource, str, Unknown], None],
+) -> list[Entry]:
+    p = res.props
+    keeps = dig(p, "preservesClientAddress")
+    method = dig(p, "forwardingMethod")
+    for fld, val in (("preservesClientAddress", keeps), ("forwardingMethod", method)):
+        if isinstance(val, Unknown):
+            unknown(res, fld, val)
+    sources: list[str] = []
+    for fld in ("healthCheckSource", "healthCheckSources"):
+        val = dig(p, fld)
+        vals = val if isinstance(val, list) else [val]
+        for i, s in enumerate(vals):
+            if s is None:
+                continue
+            f = fld if not isinstance(val, list) else f"{fld}[{i}]"
+            if isinstance(s, Unknown):
+                unknown(res, f, s)
+                continue
+            try:
+                sources.append(str(as_address(s, f)))
+            except Malformed as err:
+                note(res, err.field, err.value, err.reason)
+    ctype = dig(p, "healthCheckType")
+    checks = not isinstance(ctype, str) or ctype.upper() in (
+        "TCP",
+        "HTTP",
+        "HTTPS",
+        "TCP_CHECK",
+        "HTTP_GET",
+        "SSL_GET",
+    )
+    preserving = keeps is True and (
+        not isinstance(method, str) or method.upper() in ("NAT", "DR", "TUN")
+    )
+    mode: Mode = "preserving" if preserving else "terminating"
+    vss = dig(p, "virtualServices")
+    if isinstance(vss, Unknown):
+        unknown(res, "virtualServices", vss)
+        return []
+    entries = []
+    for i, vs in enumerate(vss if isinstance(vss, list) else []):
+        if isinstance(vs, Unknown):
+            unknown(res, f"virtualServices[{i}]", vs)
+            continue
+        if not isinstance(vs, Mapping):
+            note(res, f"virtualServices[{i}]", vs, "is not an object")
+            continue
+        own = list(sources)
+        src = dig(vs, "check", "source")
+        if isinstance(src, str):
+            try:
+                own.append(str(as_address(src, f"virtualServices[{i}].check.source")))
+            except Malformed as err:
+                note(res, err.field, err.value, err.reason)
+        backends = []
+        rss = dig(vs, "realServers")
+        if isinstance(rss, Unknown):
+            unknown(res, f"virtualServices[{i}].realServers", rss)
+        for j, rs in enumerate(rss if isinstance(rss, list) else []):
+            port = dig(rs, "port")
+            addr = dig(rs, "address")
+            if isinstance(port, Unknown) or isinstance(addr, Unknown):
+                unknown(
+                    res,
+                    f"virtualServices[{i}].realServers[{j}]",
+                    port if isinstance(port, Unknown) else addr,
+                )
+                continue
+            if isinstance(port, int | float) and isinstance(addr, str):
+                backends.append(Backend(addr, int(port)))
+        vport = dig(vs, "port")
+        if not backends and isinstance(vport, int | float):
+            backends.append(Backend("", int(vport)))
+        label = f"LoadBalancerHost {res.name} virtual service {dig(vs, 'name') or i} ({dig(vs, 'vip') or dig(p, 'vip')}:{vport if not isinstance(vport, float) else int(vport)})"
+        detail = (
+            f"LVS {method} keeps the client address"
+            if preserving
+            else f"forwardingMethod {method!r} / preservesClientAddress {keeps!r}: the real servers do not see the client"
+        )
+        entries.append(
+            Entry(
+                res,
+                label,
+                mode,
+                detail,
+                "forward with LVS NAT, DR or TUN (preservesClientAddress: true)",
+                tuple(backends),
+                tuple(dict.fromkeys(own)),
+                checks,
+            )
+        )
+    return entries
+
+
+def _host_entries(proxy: hosts.Proxy, lb_sources: Mapping[str, tuple[str, ...]]) -> list[Entry]:
+    found = []
+    for hop in proxy.hops:
+        sources = hop.check_sources
+        unknown_src = hop.check_source_unknown
+        if proxy.managed_by is not None:
+            sources = lb_sources.get(proxy.managed_by, sources)
+            unknown_src = False
+        found.append(
+            Entry(
+                proxy.by,
+                f"{proxy.label} on host {proxy.host}, {hop.where}",
+                hop.mode,
+                hop.detail,
+                FIXES.get(hop.proxy, FIX_L4),
+                hop.backends,
+                sources,
+                hop.checks_backend_port,
+                unknown_src,
+            )
+        )
+    return found
+
+
+def _incluster_entries(c: Cluster, note: Callable[[Resource, str, Any, str], None]) -> list[Entry]:
+    found = []
+    for pods in c.pods:
+        kinds = {k for img in pods.images if (k := hosts.image_kind(img))}
+        if not kinds or not pods.configmaps:
+            continue
+        for kind_name in kinds:
+            texts = []
+            for cm, _mount in pods.configmaps:
+                data = c.configmaps.get((pods.ns, cm))
+                if data:
+                    texts += [
+                        (f"ConfigMap {pods.ns}/{cm} key {k}", v)
+                        for k, v in data.items()
+                        if isinstance(v, str)
+                    ]
+            hops_: list[Hop] = []
+            if kind_name == "socat":
+                for a in pods.args:
+                    hops_ += proxy_socat.parse_argv(a)
+            else:
+                kind = hosts.KINDS[kind_name]
+                if kind_name == "nginx":
+                    texts = (
+                        [(" + ".join(t for t, _ in texts), "\n".join(v for _, v in texts))]
+                        if texts
+                        else []
+                    )
+                for where, text in texts:
+                    try:
+                        hops_ += kind.parse(text)
+                    except ConfigError as err:
+                        note(pods.res, where, None, f"is not a readable {kind.label} config: {err}")
+            for hop in hops_:
+                found.append(
+                    Entry(
+                        pods.res,
+                        f"{hop.proxy} in {pods.label()} (config from its ConfigMap), {hop.where}",
+                        hop.mode,
+                        hop.detail,
+                        FIXES.get(hop.proxy, FIX_L4),
+                        hop.backends,
+                        ns=pods.ns,
+                    )
+                )
+    return found
+
+
+def _walk_values(v: Any, path: str) -> Iterable[tuple[str, Any]]:
+    if isinstance(v, Mapping):
+        for k, x in v.items():
+            yield from _walk_values(x, f"{path}.{k}" if path else str(k))
+    else:
+        yield path, v
+
+
+def _release(
+    res: Resource, unknown: Callable[[Resource, str, Unknown], None]
+) -> tuple[list[Entry], list[Opaque]]:
+    values = dig(res.props, "values")
+    ns = dig(res.props, "namespace")
+    ns = ns if isinstance(ns, str) else "default"
+    chart = dig(res.props, "chart")
+    label = f"Helm v3 Release {res.name} (chart {chart if isinstance(chart, str) else '?'}, namespace {ns})"
+    if isinstance(values, Unknown):
+        unknown(res, "values", values)
+        return [], []
+    entries: list[Entry] = []
+    opaque: list[Opaque] = []
+    for path, v in _walk_values(values if isinstance(values, Mapping) else {}, ""):
+        if isinstance(v, Unknown):
+            unknown(res, f"values.{path}", v)
+            continue
+        parts = path.split(".")
+        if len(parts) >= 2 and parts[-2] in ("tcp", "udp") and isinstance(v, str) and "/" in v:
+            target_ns, _, rest = v.partition("/")
+            svc, _, port = rest.partition(":")
+            e = Entry(
+                res,
+                f"{label}: TCP passthrough values.{path} = {v}",
+                "terminating",
+                "ingress-nginx relays TCP services through nginx's stream proxy, which ends the connection",
+                FIX_L4 + " for that port instead of the ingress controller",
+            )
+            e.direct.append((target_ns, svc, int(port) if port.isdigit() else port or None))
+            entries.append(e)
+        elif parts[-1] == "enabled" and "ingress" in [p.lower() for p in parts[:-1]] and v is True:
+            opaque.append(
+                Opaque(
+                    res,
+                    f"{label}: values.{path} is true, so the chart renders an Ingress the pack cannot see (a Helm v3 Release is opaque); if it routes to ipBlock-restricted pods, the controller hides the client. Use the Helm v4 Chart resource (its objects are visible) or check the rendered objects.",
+                    ns,
+                )
+            )
+        elif parts[-1] == "type" and v in ("NodePort", "LoadBalancer"):
+            opaque.append(
+                Opaque(
+                    res,
+                    f"{label}: values.{path} = {v}, so the chart renders a Service the pack cannot see; if it selects ipBlock-restricted pods it needs externalTrafficPolicy: Local. Use the Helm v4 Chart resource or check the rendered objects.",
+                    ns,
+                )
+            )
+    return entries, opaque
+
+
+def _targets(c: Cluster, entry: Entry) -> Iterable[tuple[Svc, SvcPort, str]]:
+    for ns, name, port in entry.direct:
+        svc = c.svc_by_name.get((ns, name))
+        if svc is not None:
+            sp = service_port(svc, port)
+            if sp is not None:
+                yield svc, sp, f"port {sp.port}"
+    for b in entry.backends:
+        host = b.host
+        if host and not _is_ip(host):
+            key = _service_dns(host, entry.ns)
+            svc = c.svc_by_name.get(key) if key else None
+            if svc is not None:
+                sp = service_port(svc, b.port)
+                if sp is not None:
+                    yield svc, sp, f"DNS {host}:{sp.port}"
+            continue
+        if b.port is None:
+            continue
+        hit = c.svc_by_external.get((host, b.port))
+        if hit:
+            for svc, sp in hit:
+                yield (
+                    svc,
+                    sp,
+                    f"{'externalIP' if host in svc.external_ips else 'clusterIP'} {host}:{b.port}",
+                )
+            continue
+        for svc, sp in c.svc_by_node_port.get(b.port, []):
+            yield svc, sp, f"nodePort {b.port}"
+
+
+def _service_dns(host: str, own_ns: str | None) -> tuple[str, str] | None:
+    """(namespace, name) of a Service DNS name: ``name`` (in the pod's own
+    namespace), ``name.ns``, ``name.ns.svc[.cluster.local]``; else None."""
+    labels = host.rstrip(".").split(".")
+    if len(labels) == 1:
+        return (own_ns, labels[0]) if own_ns else None
+    if len(labels) == 2 or labels[2] == "svc":
+        return labels[1], labels[0]
+    return None
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def build(
+    resources: Sequence[Resource],
+    note: Callable[[Resource, str, Any, str], None],
+    unknown: Callable[[Resource, str, Unknown], None],
+    cluster: Cluster,
+) -> Model:
+    entries: list[Entry] = []
+    opaque: list[Opaque] = []
+    lb_sources: dict[str, tuple[str, ...]] = {}
+    for res in resources:
+        if res.type == KEEPSOURCE_LB:
+            try:
+                es = _lb_entries(res, note, unknown)
+            except Malformed as err:
+                note(res, err.field, err.value, err.reason)
+                continue
+            entries += es
+            lb_sources[res.urn] = tuple(dict.fromkeys(s for e in es for s in e.check_sources))
+    for host in hosts.build(resources, note, unknown).values():
+        for proxy in hosts.proxies(host, lb_sources):
+            if proxy.managed_by is not None and proxy.kind == "keepalived":
+                continue  # its LoadBalancerHost registers the same virtual services as facts
+            if proxy.config_error:
+                note(
+                    proxy.by,
+                    "config",
+                    None,
+                    f"{proxy.label} on host {proxy.host}: {proxy.config_error}",
+                )
+            if proxy.config_missing and proxy.kind != "keepalived":
+                opaque.append(
+                    Opaque(
+                        proxy.by,
+                        f"{proxy.label} is {proxy.state} on host {proxy.host}, but its config is not in the stack: the pack cannot tell which pods it fronts. A proxy ends the client's connection; if it fronts ipBlock-restricted pods, they see its address. Put the config in the stack (stdin, heredoc, CopyToRemote) or stop it.",
+                    )
+                )
+            entries += _host_entries(proxy, lb_sources)
+    entries += _incluster_entries(cluster, note)
+    for r in cluster.routes:
+        e = Entry(r.res, r.label, "terminating", "it ends the client's connection", r.fix)
+        e.direct.append((r.service_ns, r.service, r.port))
+        entries.append(e)
+    for rel in cluster.releases:
+        es, ops = _release(rel, unknown)
+        entries += es
+        opaque += ops
+    paths = []
+    for e in entries:
+        seen: set[tuple[int, int, int]] = set()
+        for svc, sp, via in _targets(cluster, e):
+            for pods in cluster.pods_of(svc):
+                key = (id(svc), sp.port, id(pods))
+                if key in seen:
+                    continue
+                seen.add(key)
+                paths.append(Path(e, svc, sp, via, pods, cluster.view(pods, sp.target)))
+    return Model(cluster, entries, paths, opaque)

@@ -1,0 +1,372 @@
+"""Each proxy parser on real-looking configs, both directions."""
+
+from __future__ import annotations
+
+import proxy_caddy
+import proxy_envoy
+import proxy_haproxy
+import proxy_keepalived
+import proxy_nginx
+import proxy_socat
+import proxy_traefik
+import pytest
+from proxy_base import Backend, ConfigError, split_hostport
+
+from lab.image import SEED_HAPROXY
+
+
+def modes(hops: list) -> list[tuple[str, str]]:  # type: ignore[type-arg]
+    return [(h.where, h.mode) for h in hops]
+
+
+# -- HAProxy -------------------------------------------------------------------------
+
+
+def test_haproxy_seed_config_terminates_both_frontends() -> None:
+    hops = proxy_haproxy.parse(SEED_HAPROXY)
+    assert modes(hops) == [
+        ("frontend apiserver -> backend masters", "terminating"),
+        ("frontend nginx -> backend workers", "terminating"),
+    ]
+    assert hops[1].backends == (Backend("172.16.0.11", 30080), Backend("172.16.0.12", 30080))
+    assert "mode http" in hops[1].detail and "mode tcp" in hops[0].detail
+
+
+def test_haproxy_usesrc_in_defaults_is_inherited_until_the_next_defaults() -> None:
+    cfg = """
+defaults transparent
+    mode tcp
+    source 0.0.0.0 usesrc clientip
+frontend a
+    bind :80
+    default_backend one
+backend one
+    server s 10.0.0.1:80
+defaults plain
+    mode tcp
+frontend b
+    bind :81
+    use_backend two if { src 10.0.0.0/8 }
+backend two
+    server s 10.0.0.2:80
+"""
+    assert modes(proxy_haproxy.parse(cfg)) == [
+        ("frontend a -> backend one", "transparent"),
+        ("frontend b -> backend two", "terminating"),
+    ]
+
+
+def test_haproxy_comments_quotes_and_escapes() -> None:
+    assert proxy_haproxy.tokens('  server s "10.0.0.1:80" # source 0.0.0.0 usesrc clientip') == [
+        "server",
+        "s",
+        "10.0.0.1:80",
+    ]
+    assert proxy_haproxy.tokens(r"acl x hdr(host) -i a\ b") == [
+        "acl",
+        "x",
+        "hdr(host)",
+        "-i",
+        "a b",
+    ]
+    with pytest.raises(ConfigError):
+        proxy_haproxy.parse('frontend a\n  bind "oops\n')
+
+
+def test_haproxy_listen_section_and_server_options() -> None:
+    cfg = """
+listen web 0.0.0.0:30080
+    mode tcp
+    server a 172.16.0.11:30080 check source 0.0.0.0 usesrc client
+    server b 172.16.0.12:30080 check send-proxy
+    server c unix@/run/x.sock
+"""
+    hops = proxy_haproxy.parse(cfg)
+    assert modes(hops) == [("listen web", "transparent"), ("listen web", "terminating")]
+    assert hops[1].backends == (Backend("172.16.0.12", 30080),)
+    assert "PROXY protocol" in hops[1].detail
+
+
+# -- nginx (crossplane) ------------------------------------------------------------------
+
+
+def test_nginx_http_upstream_and_location_inheritance() -> None:
+    cfg = """
+user www-data;
+events { worker_connections 768; }
+http {
+    proxy_bind $remote_addr transparent;
+    upstream app { server 10.0.0.1:8080 weight=2; server app2.internal:8080; }
+    server {
+        listen 80 default_server;
+        location / { proxy_pass http://app; }
+        location /admin { proxy_bind off; proxy_pass http://10.0.0.9:9000/admin; }
+        location /static { root /srv; }
+    }
+}
+"""
+    hops = proxy_nginx.parse(cfg)
+    assert [(h.where.split(" location ")[-1], h.mode) for h in hops] == [
+        ("/", "transparent"),
+        ("/admin", "terminating"),
+    ]
+    assert hops[0].backends == (Backend("10.0.0.1", 8080), Backend("app2.internal", 8080))
+    assert hops[1].backends == (Backend("10.0.0.9", 9000),)
+
+
+def test_nginx_stream_grpc_and_variables() -> None:
+    cfg = """
+stream { server { listen 6443; proxy_pass 172.16.0.1:6443; } }
+http { server { listen 81; location / { grpc_pass grpc://10.1.1.1:50051; }
+                location /v { proxy_pass http://$backend; } } }
+"""
+    hops = proxy_nginx.parse(cfg)
+    assert [h.mode for h in hops] == ["terminating"] * 3
+    assert hops[0].backends == (Backend("172.16.0.1", 6443),)
+    assert hops[1].backends == (Backend("10.1.1.1", 50051),)
+    assert hops[2].backends[0].port is None
+
+
+def test_nginx_syntax_error_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="line"):
+        proxy_nginx.parse("http { server { listen 80; }")
+
+
+# -- Envoy -------------------------------------------------------------------------------
+
+ENVOY_HTTP = """
+static_resources:
+  listeners:
+  - name: ingress
+    address: {socket_address: {address: 0.0.0.0, port_value: 8080}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress_http
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {prefix: "/api"}
+                route: {cluster: api}
+              - match: {prefix: "/"}
+                route:
+                  weighted_clusters:
+                    clusters: [{name: web, weight: 90}, {name: api, weight: 10}]
+  clusters:
+  - name: api
+    load_assignment:
+      cluster_name: api
+      endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 10.0.0.5, port_value: 31001}}}}]}]
+  - name: web
+    load_assignment:
+      cluster_name: web
+      endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 10.0.0.6, port_value: 31002}}}}]}]
+"""
+
+
+def test_envoy_http_connection_manager_routes_and_weighted_clusters() -> None:
+    hops = proxy_envoy.parse(ENVOY_HTTP)
+    assert [(h.where.split(" -> ")[-1], h.mode) for h in hops] == [
+        ("cluster api", "terminating"),
+        ("cluster web", "terminating"),
+    ]
+
+
+def test_envoy_json_and_original_src() -> None:
+    import json
+
+    import yaml
+
+    data = yaml.safe_load(ENVOY_HTTP)
+    data["static_resources"]["listeners"][0]["listener_filters"] = [
+        {"name": "envoy.filters.listener.original_src", "typed_config": {}}
+    ]
+    hops = proxy_envoy.parse(json.dumps(data))
+    assert {h.mode for h in hops} == {"transparent"}
+    with pytest.raises(ConfigError):
+        proxy_envoy.parse("static_resources: [unbalanced")
+
+
+# -- Traefik -----------------------------------------------------------------------------
+
+
+def test_traefik_yaml_tcp_and_http_services() -> None:
+    cfg = """
+tcp:
+  routers:
+    pg: {entryPoints: [pg], rule: "HostSNI(`*`)", service: pg}
+  services:
+    pg:
+      loadBalancer:
+        proxyProtocol: {version: 2}
+        servers: [{address: "10.0.0.7:5432"}]
+http:
+  services:
+    unused: {loadBalancer: {servers: [{url: "http://10.0.0.8"}]}}
+"""
+    hops = proxy_traefik.parse(cfg)
+    # http has no routers at all (they may come from another provider): no remark.
+    assert [(h.where, h.backends) for h in hops] == [
+        ("http service unused", (Backend("10.0.0.8", 80),)),
+        ("tcp service pg", (Backend("10.0.0.7", 5432),)),
+    ]
+    assert {h.mode for h in hops} == {"terminating"}
+
+
+def test_traefik_toml_static_names_the_dynamic_file() -> None:
+    static = (
+        '[entryPoints.web]\n  address = ":80"\n[providers.file]\n  directory = "/etc/traefik/dyn"\n'
+    )
+    assert proxy_traefik.file_provider_paths(proxy_traefik.load(static)) == ["/etc/traefik/dyn"]
+    assert proxy_traefik.parse(static) == []
+    with pytest.raises(ConfigError):
+        proxy_traefik.parse("[entryPoints\n")
+
+
+# -- Caddy -------------------------------------------------------------------------------
+
+
+def test_caddyfile_sites_nested_handles_and_matchers() -> None:
+    cfg = """
+{
+    email ops@example.org
+}
+# a comment with reverse_proxy 1.2.3.4:1
+example.org, www.example.org {
+    @api path /api/*
+    route {
+        reverse_proxy @api 10.0.0.1:3000 10.0.0.2:3000
+    }
+    handle_path /old/* {
+        reverse_proxy {
+            to http://10.0.0.3:8080
+        }
+    }
+    file_server
+}
+:8080 {
+    respond "ok"
+}
+"""
+    hops = proxy_caddy.parse(cfg)
+    assert [h.where for h in hops] == ["site example.org, www.example.org"] * 2
+    assert hops[0].backends == (Backend("10.0.0.1", 3000), Backend("10.0.0.2", 3000))
+    assert hops[1].backends == (Backend("10.0.0.3", 8080),)
+    with pytest.raises(ConfigError):
+        proxy_caddy.parse("example.org {\n reverse_proxy x:1\n")
+
+
+def test_caddy_json_and_reverse_proxy_command() -> None:
+    cfg = '{"apps": {"http": {"servers": {"s": {"routes": [{"handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": "10.0.0.4:9000"}]}]}]}}}}}'
+    assert [h.backends for h in proxy_caddy.parse(cfg)] == [(Backend("10.0.0.4", 9000),)]
+    hops = proxy_caddy.reverse_proxy_command(
+        ["reverse-proxy", "--from", ":80", "--to", "10.0.0.5:81"]
+    )
+    assert hops[0].backends == (Backend("10.0.0.5", 81),)
+
+
+# -- socat -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "backend"),
+    [
+        (["TCP-LISTEN:80,fork,reuseaddr", "TCP:10.0.0.1:30080"], Backend("10.0.0.1", 30080)),
+        (["-d", "-d", "tcp4-l:8080,fork", "tcp4-connect:[fd00::1]:443"], Backend("fd00::1", 443)),
+        (["TCP:10.0.0.2:22", "TCP-LISTEN:2222"], Backend("10.0.0.2", 22)),
+    ],
+)
+def test_socat_relays(argv: list[str], backend: Backend) -> None:
+    hops = proxy_socat.parse_argv(argv)
+    assert [(h.mode, h.backends) for h in hops] == [("terminating", (backend,))]
+
+
+def test_socat_without_a_tcp_target_is_no_relay() -> None:
+    assert proxy_socat.parse_argv(["TCP-LISTEN:80", "EXEC:/bin/cat"]) == []
+    assert proxy_socat.parse_argv(["-V"]) == []
+
+
+# -- keepalived --------------------------------------------------------------------------
+
+KEEPALIVED = """
+global_defs {
+    router_id lb1
+}
+vrrp_instance VI_1 {
+    state MASTER
+    interface eth0
+    virtual_ipaddress {
+        192.168.0.1/24
+    }
+}
+virtual_server 192.168.0.1 6443 {
+    lvs_method DR
+    real_server 172.16.0.1 6443 {
+        TCP_CHECK {
+            connect_timeout 3
+        }
+    }
+}
+virtual_server 192.168.0.1 30080 {   # NAT by default
+    real_server 172.16.0.11 30080 {
+        HTTP_GET {
+            url { path /healthz }
+            bindto 172.16.0.254
+        }
+    }
+    real_server 172.16.0.12 30080 {
+        MISC_CHECK {
+            misc_path "/usr/local/bin/check 172.16.0.12"
+        }
+    }
+}
+"""
+
+
+def test_keepalived_methods_checks_and_sources() -> None:
+    hops = proxy_keepalived.parse(KEEPALIVED)
+    assert [(h.where, h.mode) for h in hops] == [
+        ("virtual_server 192.168.0.1 6443", "preserving"),
+        ("virtual_server 192.168.0.1 30080", "preserving"),
+    ]
+    assert "DR" in hops[0].detail and "NAT" in hops[1].detail
+    assert hops[0].check_source_unknown and hops[0].checks_backend_port
+    assert hops[1].check_sources == ("172.16.0.254",) and not hops[1].check_source_unknown
+    assert hops[1].backends == (Backend("172.16.0.11", 30080), Backend("172.16.0.12", 30080))
+
+
+def test_keepalived_bad_config() -> None:
+    with pytest.raises(ConfigError):
+        proxy_keepalived.parse("virtual_server 1.2.3.4 80 {\n lvs_method NAT\n")
+    with pytest.raises(ConfigError, match="lvs_method"):
+        proxy_keepalived.parse("virtual_server 1.2.3.4 80 {\n lvs_method PROXY\n}\n")
+
+
+def test_keepalived_parses_keepsources_own_config() -> None:
+    from keepsource.render.keepalived import render_keepalived
+    from keepsource.settings import Settings
+    from keepsource.stackfile import load_config
+
+    raw = {k.split(":", 1)[1]: v for k, v in load_config("dev").items()}
+    settings = Settings.model_validate(raw)
+    hops = proxy_keepalived.parse(render_keepalived(settings, 30080))
+    assert {h.mode for h in hops} == {"preserving"}
+    assert any(Backend("172.16.0.11", 30080) in h.backends for h in hops)
+
+
+@pytest.mark.parametrize(
+    ("text", "backend"),
+    [
+        ("10.0.0.1:80", Backend("10.0.0.1", 80)),
+        ("http://web.ns.svc:8080/x", Backend("web.ns.svc", 8080)),
+        ("https://example.org", Backend("example.org", 443)),
+        ("[fd00::2]:53", Backend("fd00::2", 53)),
+        ("ipv4@10.0.0.2:81", Backend("10.0.0.2", 81)),
+    ],
+)
+def test_split_hostport(text: str, backend: Backend) -> None:
+    assert split_hostport(text) == backend

@@ -1,0 +1,171 @@
+"""Reading shell with tree-sitter-bash, and replaying Commands on a host.
+
+The scripts below are only parsed, never run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import guard_hosts as hosts
+import guard_shell as shell
+from guard_base import Resource
+
+
+def kinds(script: str, stdin: str | None = None) -> list[tuple[str, str, str]]:
+    return [(e.kind, e.name, e.action) for e in shell.parse(script, stdin=stdin)]
+
+
+HEREDOCS = """set -euo pipefail
+cat > /etc/a.cfg <<'CONF'
+a $literal
+CONF
+cat <<CONF | sudo tee -a /etc/b.cfg >/dev/null
+b
+CONF
+printf '%s\\n' "c" > /etc/c.cfg
+install -m 0644 /dev/stdin /etc/d.cfg
+cp /etc/a.cfg /etc/e.cfg
+"""
+
+
+def test_heredoc_tee_install_and_redirect_targets() -> None:
+    events = shell.parse(HEREDOCS, stdin="STDIN")
+    writes = {e.name: e.content for e in events if e.kind in ("write", "append")}
+    assert writes["/etc/a.cfg"] == "a $literal\n"
+    assert writes["/etc/b.cfg"] == "b\n"
+    assert writes["/etc/c.cfg"] == "c\n"
+    assert writes["/etc/d.cfg"] == shell.STDIN
+    assert [(e.kind, e.name, e.source) for e in events if e.kind == "copy"] == [
+        ("copy", "/etc/e.cfg", "/etc/a.cfg")
+    ]
+
+
+def test_variables_and_symbolic_paths() -> None:
+    script = (
+        "conf=/etc/keepalived/keepalived.conf\n"
+        'new="$(mktemp "${conf}.new.XXXXXX")"\n'
+        'cat > "$new"\n'
+        'mv -f "$new" "$conf"\n'
+    )
+    events = shell.parse(script, stdin="S")
+    assert [(e.kind, e.name, e.source) for e in events] == [
+        ("write", "${new}", None),
+        ("move", "/etc/keepalived/keepalived.conf", "${new}"),
+    ]
+
+
+SERVICES = """
+systemctl enable --now haproxy.service
+sudo systemctl reload-or-restart nginx
+service caddy restart
+systemctl --quiet disable --now traefik
+systemctl mask envoy
+if systemctl is-active --quiet keepalived; then systemctl stop keepalived; fi
+"""
+
+
+def test_services_every_spelling() -> None:
+    assert kinds(SERVICES) == [
+        ("service", "haproxy", "enable+now"),
+        ("service", "nginx", "reload-or-restart"),
+        ("service", "caddy", "restart"),
+        ("service", "traefik", "disable+now"),
+        ("service", "envoy", "mask"),
+        ("service", "keepalived", "stop"),
+    ]
+
+
+def test_bash_c_recurses_with_its_stdin() -> None:
+    inner = "cat > /etc/haproxy/haproxy.cfg && systemctl restart haproxy"
+    events = shell.parse(f"sudo -n /bin/bash -c '{inner}' step-name", stdin="CFG")
+    assert [(e.kind, e.name, e.content) for e in events] == [
+        ("write", "/etc/haproxy/haproxy.cfg", shell.STDIN),
+        ("service", "haproxy", None),
+    ]
+
+
+MIXED = """
+DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends haproxy=2.6.* socat
+docker run -d --name=edge -p 80:80 \\
+   -v /srv/edge:/etc/nginx/conf.d:ro \\
+   nginx:1.27 nginx -g 'daemon off;'
+podman container rm -f old
+docker compose -f /opt/a.yml -p a up -d
+docker-compose down
+timeout 5 nohup socat TCP-LISTEN:1,fork TCP:10.0.0.1:2 &
+nginx -t
+"""
+
+
+def test_containers_compose_packages_processes() -> None:
+    got = kinds(MIXED)
+    assert got[:2] == [("package", "haproxy", "install"), ("package", "socat", "install")]
+    assert ("container", "edge", "run") in got
+    assert ("container", "old", "rm") in got
+    assert ("compose", "/opt/a.yml", "up") in got and ("compose", "", "down") in got
+    assert ("process", "socat", "run") in got
+    run = next(e for e in shell.parse(MIXED) if e.kind == "container" and e.name == "edge")
+    assert run.argv[-4:] == ("nginx:1.27", "nginx", "-g", "daemon off;")
+
+
+def test_odd_input_never_raises() -> None:
+    for script in ["if then fi", "cat <<X", "'unterminated", "$(", "}", "\x00\xff", ""]:
+        assert isinstance(shell.parse(script), list)
+
+
+# -- host replay ------------------------------------------------------------------
+
+
+def command(
+    name: str, create: str, deps: tuple[str, ...] = (), stdin: str | None = None
+) -> Resource:
+    props: dict[str, Any] = {"connection": {"host": "10.0.0.1"}, "create": create}
+    if stdin is not None:
+        props["stdin"] = stdin
+    return Resource("command:remote:Command", name, f"urn:x::{name}", props, None, deps)
+
+
+def running(resources: list[Resource]) -> list[tuple[str, str]]:
+    notes: list[Any] = []
+    built = hosts.build(resources, lambda *a: notes.append(a), lambda *a: notes.append(a))
+    assert notes == []
+    return [(p.kind, p.state) for p in hosts.proxies(built["10.0.0.1"], {})]
+
+
+CFG = "frontend f\n  bind :80\n  default_backend b\nbackend b\n  server s 10.0.0.9:30080\n"
+WRITE_CFG = "apt-get install -y haproxy && cat > /etc/haproxy/haproxy.cfg"
+
+
+def test_stop_undoes_only_starts_that_surely_ran_before() -> None:
+    start = command("start", WRITE_CFG, stdin=CFG)
+    stop_after = command("stop", "systemctl disable --now haproxy", ("urn:x::start",))
+    assert running([start, stop_after]) == []
+    raced = running([start, command("stop", "systemctl disable --now haproxy")])
+    assert [k for k, _ in raced] == ["haproxy"]
+    assert "not ordered before" in raced[0][1] or raced[0][1] == "running"
+
+
+def test_mask_blocks_later_starts_but_does_not_stop() -> None:
+    start = command("start", "cat > /etc/haproxy/haproxy.cfg && systemctl start haproxy", stdin=CFG)
+    masked = command("mask", "systemctl mask haproxy", ("urn:x::start",))
+    assert running([start, masked])[0][1].startswith("masked but still running")
+    premasked = command("mask", "systemctl mask --now haproxy", ("urn:x::start",))
+    again = command("again", "systemctl start haproxy", ("urn:x::mask",))
+    assert running([start, premasked, again]) == []
+    unmask = command(
+        "unmask", "systemctl unmask haproxy && systemctl start haproxy", ("urn:x::mask",)
+    )
+    assert [k for k, _ in running([start, premasked, unmask])] == ["haproxy"]
+
+
+def test_enabled_only_counts_and_rpm_install_starts_nothing() -> None:
+    assert running([command("i", "dnf install -y haproxy")]) == []
+    enabled = running([command("e", "yum install -y haproxy; systemctl enable haproxy")])
+    assert enabled == [("haproxy", "enabled (runs after a reboot)")]
+
+
+def test_dependency_order_beats_declaration_order() -> None:
+    later = command("later", "systemctl disable --now nginx", ("urn:x::first",))
+    first = command("first", "apt-get install -y nginx")
+    assert running([later, first]) == []

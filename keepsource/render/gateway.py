@@ -27,7 +27,7 @@ saves the host's live rule set.
 
 from __future__ import annotations
 
-from keepsource.render.keepalived import FWMARK_BASE, virtual_services
+from keepsource.render.keepalived import FWMARK_BASE, pools
 from keepsource.settings import Settings
 
 CHAIN = "KEEPSOURCE-POSTROUTING"
@@ -100,10 +100,10 @@ def render_switch_rules(settings: Settings, node_port: int) -> str:
         "*mangle",
         f":{SWITCH_CHAIN} - [0:0]",
     ]
-    for vs in virtual_services(settings, node_port):
+    for vs in pools(settings, node_port):
         lines.append(
-            f"-A {SWITCH_CHAIN} -d {vs['vip']}/32 -p tcp -m tcp --dport {vs['port']}"
-            f" -j MARK --set-xmark {vs['fwmark']:#x}/0xffffffff"
+            f"-A {SWITCH_CHAIN} -d {vs.vip}/32 -p tcp -m tcp --dport {vs.port}"
+            f" -j MARK --set-xmark {vs.fwmark:#x}/0xffffffff"
         )
     return "\n".join([*lines, "COMMIT", ""])
 

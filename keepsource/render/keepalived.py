@@ -66,38 +66,71 @@ APISERVER_FWMARK = fwmark(0)
 WORKLOAD_FWMARK = fwmark(1)
 
 
-def virtual_services(settings: Settings, node_port: int) -> list[dict[str, object]]:
-    """The virtual services as plain facts (camelCase, as a policy sees them).
-    Each is a ``virtual_server fwmark`` whose mark a mangle rule sets for
-    packets to ``vip:port``."""
+@dataclass(frozen=True)
+class RealServer:
+    name: str
+    address: str
+    port: int
+
+
+@dataclass(frozen=True)
+class VirtualService:
+    """One IPVS virtual service: packets to ``vip:port`` are marked ``fwmark``
+    (the cut-over's switch) and spread over the real servers, each checked
+    from ``check_source``."""
+
+    name: str
+    fwmark: int
+    vip: str
+    port: int
+    check_source: str
+    real_servers: tuple[RealServer, ...]
+
+    def facts(self) -> dict[str, object]:
+        """As a policy sees it (camelCase wire names)."""
+        return {
+            "name": self.name,
+            "fwmark": self.fwmark,
+            "vip": self.vip,
+            "port": self.port,
+            "protocol": "TCP",
+            "method": FORWARDING_METHOD,
+            "check": {"type": "TCP", "source": self.check_source},
+            "realServers": [
+                {"name": rs.name, "address": rs.address, "port": rs.port}
+                for rs in self.real_servers
+            ],
+        }
+
+
+def pools(settings: Settings, node_port: int) -> list[VirtualService]:
+    """The virtual services: the apiserver's, then the workload's."""
     vip = str(settings.network.vip)
-    check_source = str(settings.network.lb_internal_address)
+    source = str(settings.network.lb_internal_address)
     api = settings.apiserver
     return [
-        {
-            "name": "apiserver",
-            "fwmark": APISERVER_FWMARK,
-            "vip": vip,
-            "port": api.port,
-            "protocol": "TCP",
-            "method": FORWARDING_METHOD,
-            "check": {"type": "TCP", "source": check_source},
-            "realServers": [{"address": str(api.address), "port": api.port}],
-        },
-        {
-            "name": settings.workload.name,
-            "fwmark": WORKLOAD_FWMARK,
-            "vip": vip,
-            "port": node_port,
-            "protocol": "TCP",
-            "method": FORWARDING_METHOD,
-            "check": {"type": "TCP", "source": check_source},
-            "realServers": [
-                {"name": w.name, "address": str(w.address), "port": node_port}
-                for w in settings.workers
-            ],
-        },
+        VirtualService(
+            "apiserver",
+            APISERVER_FWMARK,
+            vip,
+            api.port,
+            source,
+            (RealServer("apiserver", str(api.address), api.port),),
+        ),
+        VirtualService(
+            settings.workload.name,
+            WORKLOAD_FWMARK,
+            vip,
+            node_port,
+            source,
+            tuple(RealServer(w.name, str(w.address), node_port) for w in settings.workers),
+        ),
     ]
+
+
+def virtual_services(settings: Settings, node_port: int) -> list[dict[str, object]]:
+    """The virtual services as plain facts (camelCase, as a policy sees them)."""
+    return [vs.facts() for vs in pools(settings, node_port)]
 
 
 def _num(value: float) -> str:
@@ -124,29 +157,25 @@ def render_keepalived(settings: Settings, node_port: int) -> str:
         "    router_id keepsource",
         "}",
     ]
-    for vs in virtual_services(settings, node_port):
+    for vs in pools(settings, node_port):
         lines += [
             "",
-            f"# {vs['name']}: {vs['vip']}:{vs['port']}/tcp (packets marked {vs['fwmark']:#x})",
-            f"virtual_server fwmark {vs['fwmark']} {{",
+            f"# {vs.name}: {vs.vip}:{vs.port}/tcp (packets marked {vs.fwmark:#x})",
+            f"virtual_server fwmark {vs.fwmark} {{",
             f"    delay_loop {_num(hc.delay_loop)}",
             "    lvs_sched rr",
             f"    lvs_method {FORWARDING_METHOD}",
             "    # no traffic to a real server until its first check passed",
             "    alpha",
         ]
-        check = vs["check"]
-        assert isinstance(check, dict)
-        real_servers = vs["realServers"]
-        assert isinstance(real_servers, list)
-        for rs in real_servers:
+        for rs in vs.real_servers:
             lines += [
                 "",
-                f"    real_server {rs['address']} {rs['port']} {{",
+                f"    real_server {rs.address} {rs.port} {{",
                 "        weight 1",
                 "        TCP_CHECK {",
-                f"            connect_port {rs['port']}",
-                f"            bindto {check['source']}",
+                f"            connect_port {rs.port}",
+                f"            bindto {vs.check_source}",
                 f"            connect_timeout {_num(hc.connect_timeout)}",
                 f"            retry {hc.retry}",
                 f"            delay_before_retry {_num(hc.delay_before_retry)}",

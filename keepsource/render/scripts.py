@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 from keepsource.render import gateway
-from keepsource.render.keepalived import HEADER, render_keepalived, virtual_services
+from keepsource.render.keepalived import HEADER, pools, render_keepalived
 from keepsource.settings import Settings
 
 
@@ -161,15 +161,12 @@ def keepalived_config_script(settings: Settings, conf: str) -> str:
 
 
 def cutover_script(settings: Settings, node_port: int, conf: str) -> str:
-    services = virtual_services(settings, node_port)
-    pools = [f"{vs['fwmark']} {vs['name']} {vs['vip']} {vs['port']}" for vs in services]
-    real = []
-    for vs in services:
-        servers = vs["realServers"]
-        assert isinstance(servers, list)
-        for rs in servers:
-            real.append(f"{vs['fwmark']} {rs['address']} {rs['port']} {rs.get('name', vs['name'])}")
-    ports = " or ".join(f"sport = :{vs['port']}" for vs in services)
+    services = pools(settings, node_port)
+    by_pool = [f"{vs.fwmark} {vs.name} {vs.vip} {vs.port}" for vs in services]
+    real = [
+        f"{vs.fwmark} {rs.address} {rs.port} {rs.name}" for vs in services for rs in vs.real_servers
+    ]
+    ports = " or ".join(f"sport = :{vs.port}" for vs in services)
     body = _fill(
         _template("cutover.sh"),
         {
@@ -182,7 +179,7 @@ def cutover_script(settings: Settings, node_port: int, conf: str) -> str:
             "__KS_TIMEOUT__": str(math.ceil(settings.lb.cutover_timeout)),
             "__KS_DRAIN__": str(DRAIN_S),
             "__KS_CHECK_SOURCE__": str(settings.network.lb_internal_address),
-            "__KS_POOLS__": "\n".join(pools),
+            "__KS_POOLS__": "\n".join(by_pool),
             "__KS_REAL_SERVERS__": "\n".join(real),
             "__KS_SWITCH__": gateway.render_switch_rules(settings, node_port).rstrip("\n"),
             "__KS_SS_FILTER__": ports,

@@ -355,7 +355,7 @@ def test_a_foreign_keepalived_conf_is_refused_then_taken_over_with_a_backup(
     plan: lab.Plan,
 ) -> None:
     foreign = "# a site's own keepalived.conf\nglobal_defs {\n    router_id site\n}\n"
-    guest.ssh(f"printf '%s' '{foreign}' > {CONF}")
+    assert guest.ssh(f"cat > {CONF}", stdin=foreign).returncode == 0
     sha = guest.ssh(f"sha256sum < {CONF}").stdout
     refused = _apply(plan)
     assert refused[-1].name == "lb-keepalived-config" and refused[-1].rc != 0

@@ -91,8 +91,11 @@ rollback() {
     undo="keepalived.conf removed (there was none)"
   fi
   if [ "$was_active" = yes ]; then
-    systemctl reload keepalived >/dev/null 2>&1 || true
-    undo="$undo, keepalived reloaded with it"
+    if systemctl reload keepalived >/dev/null 2>&1; then
+      undo="$undo, keepalived reloaded with it"
+    else
+      undo="$undo (keepalived's reload failed too: it still runs the config it had)"
+    fi
   else
     systemctl stop keepalived >/dev/null 2>&1 || true
     systemctl reset-failed keepalived >/dev/null 2>&1 || true

@@ -78,6 +78,8 @@ diagnose() {
   done <<<"$real_servers"
 }
 
+t0="$(date +%s.%N)"
+since() { awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f s", b - a }'; }
 was_active=no
 systemctl is-active --quiet keepalived && was_active=yes
 prev=""
@@ -164,6 +166,7 @@ if [ "$need_load" = yes ] || [ "$switch_live" = no ]; then
     fi
     sleep 0.5
   done
+  ks_say "every pool holds a healthy real server ($(since))"
 fi
 rm -f "$prev"
 printf '%s\n' "$want_sha" > "$loaded"
@@ -188,10 +191,13 @@ if ks_has_unit haproxy; then
   did=()
   if [ "$was" = active ]; then
     # New connections go to IPVS now; let HAProxy's open ones finish (bounded).
+    open_conns=""
     for _ in $(seq 1 $((drain_s * 5))); do
-      [ -z "$(ss -Htn state established '( __KS_SS_FILTER__ )' 2>/dev/null)" ] && break
+      open_conns="$(ss -Htn state established '( __KS_SS_FILTER__ )' 2>/dev/null | wc -l)"
+      [ "$open_conns" -eq 0 ] && break
       sleep 0.2
     done
+    ks_say "haproxy drained: $open_conns of its connections still open ($(since))"
   fi
   if [ "$enabled" != masked ]; then
     systemctl disable --quiet haproxy 2>/dev/null || true

@@ -284,7 +284,7 @@ def fault(plan: Plan) -> list[tuple[str, bool, str]]:
     return rows
 
 
-DEMO_ROWS = 12
+DEMO_ROWS = 14
 
 
 def demo() -> int:
@@ -338,6 +338,19 @@ def demo() -> int:
         rb = reboot()
         return "ssh_to_keepalived_active" in rb, ", ".join(f"{k} {v:.1f} s" for k, v in rb.items())
 
+    def worker_reaches_api() -> tuple[bool, str]:
+        api = f"http://{plan.settings.network.vip}:{plan.settings.apiserver.port}/"
+        rc, out = curl(plan.workers[0].netns, api)
+        code = out.strip().splitlines()[-1] if out.strip() else ""
+        return rc == 0 and code.startswith("HTTP ") and code != "HTTP 000", f"curl exit {rc} {code}"
+
+    def host_rule_first() -> tuple[bool, str]:
+        rules = guest.ssh("iptables -t nat -S POSTROUTING").stdout.splitlines()
+        ours = "-A POSTROUTING -j KEEPSOURCE-POSTROUTING"
+        seed = f"-A {image.SEED_RULE}"
+        ok = seed in rules and ours in rules and rules.index(seed) < rules.index(ours)
+        return ok, f"{seed!r} before {ours!r}" if ok else " | ".join(rules)
+
     times: dict[str, float] = {}
     try:
         if phase("up: guest and namespaces", lambda: (True, f"{sum(up(plan).values()):.1f} s")):
@@ -347,6 +360,8 @@ def demo() -> int:
                 phase("verify after apply", lambda: (verify() == 0, ""))
                 if phase("reboot: back, keepalived active", do_reboot):
                     phase("verify after reboot", lambda: (verify() == 0, ""))
+                    phase("after reboot: worker01 -> VIP:6443 answers", worker_reaches_api)
+                    phase("after reboot: the host's NAT rule decides first", host_rule_first)
     finally:
         down()
     print()
@@ -356,7 +371,7 @@ def demo() -> int:
     failed = sum(not ok for _, ok, _ in rows)
     print(f"demo: {len(rows) - failed} passed, {failed} failed in {time.monotonic() - t0:.0f} s")
     # up, 3 fault rows, 3 rows during the first apply, apply, apply again,
-    # verify, reboot, verify: all must have run
+    # verify, reboot, verify, 2 rows after the reboot: all must have run
     return 0 if failed == 0 and len(rows) == DEMO_ROWS else 1
 
 

@@ -408,19 +408,6 @@ def test_moving_the_pod_moves_the_traffic_without_apply(plan: lab.Plan) -> None:
     assert lab.verify() == 0
 
 
-def test_end_state_holds_after_reboot(plan: lab.Plan) -> None:
-    times = lab.reboot()
-    print(f"reboot: {times}")
-    assert lab.verify() == 0
-    api, _ = _urls(plan)
-    assert _answers(plan.workers[0].netns, api)  # the hairpin, loaded at boot
-    rules = _postrouting()
-    seed = "-A POSTROUTING -s 172.16.0.0/24 -o lbext -j MASQUERADE"
-    assert rules.index(seed) < rules.index("-A POSTROUTING -j KEEPSOURCE-POSTROUTING"), rules
-    results = _apply(plan)
-    assert [r.name for r in results if r.changed or r.rc != 0] == []
-
-
 def test_drift_is_named_and_repaired_by_just_the_printed_steps(plan: lab.Plan) -> None:
     """HAProxy re-enabled by hand: verify fails, names it, and prints the
     `pulumi up --replace` that re-runs only the cut-over; the lab driver runs

@@ -12,7 +12,9 @@ from keepsource.stackfile import PROJECT_ROOT
 
 pytestmark = pytest.mark.lab
 
-DEMO_ROWS = 12  # lab/__main__.py: up, 3 fault, 3 during apply, apply, again, verify, reboot, verify
+# lab/__main__.py: up, 3 fault, 3 during apply, apply, again, verify, reboot,
+# verify, 2 after the reboot (worker -> VIP:6443, the host's NAT rule first)
+DEMO_ROWS = 14
 
 if os.geteuid() != 0 or shutil.which("qemu-system-x86_64") is None:
     pytest.skip("the demo needs root and qemu (run `sudo ./run-tests`)", allow_module_level=True)
@@ -30,6 +32,7 @@ def test_demo_passes_and_cleans_up() -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert f"demo: {DEMO_ROWS} passed, 0 failed" in done.stdout
     assert "host01 -> VIP:6443 answered throughout" in done.stdout
+    assert "after reboot: worker01 -> VIP:6443 answers" in done.stdout
     left = subprocess.run(
         ["ip", "netns", "list"], capture_output=True, text=True, check=True
     ).stdout

@@ -13,7 +13,6 @@ import pulumi
 from components import LoadBalancerHost, LoadBalancerHostArgs, Workload, WorkloadArgs
 from components.config import load_settings
 from keepsource.render import kube
-from keepsource.render.scripts import LB_NAME
 
 settings, credentials = load_settings()
 check_sources = kube.check_sources(settings)
@@ -31,18 +30,29 @@ if settings.manages_workload:
     node_port = workload.node_port
     cutover_after = [workload.deployment, workload.network_policy]
 
-lb = LoadBalancerHost(
-    LB_NAME,
-    LoadBalancerHostArgs(
-        settings=settings,
-        node_port=node_port,
-        private_key=credentials.private_key,
-        cutover_after=cutover_after,
-    ),
-)
+# One LoadBalancerHost per LB host: the only one ("lb"), or each of a pair.
+lbs = [
+    LoadBalancerHost(
+        node.name,
+        LoadBalancerHostArgs(
+            settings=settings,
+            node_port=node_port,
+            private_key=credentials.private_key,
+            cutover_after=cutover_after,
+            node=node,
+        ),
+    )
+    for node in settings.lb_nodes
+]
 
 pulumi.export("vipUrl", f"http://{settings.network.vip}:{settings.node_port}/")
-pulumi.export("keepalivedConf", lb.keepalived_conf)
+if settings.is_pair:
+    pulumi.export(
+        "keepalivedConf",
+        {n.name: lb.keepalived_conf for n, lb in zip(settings.lb_nodes, lbs, strict=True)},
+    )
+else:
+    pulumi.export("keepalivedConf", lbs[0].keepalived_conf)
 pulumi.export("admittedSources", kube.admitted_sources(settings, check_sources))
-pulumi.export("virtualServices", lb.virtual_services)
+pulumi.export("virtualServices", lbs[0].virtual_services)
 pulumi.export("workloadManagedBy", settings.workload.managed_by)

@@ -63,7 +63,7 @@ def load_settings(root: Path | None = None) -> tuple[Settings, Credentials]:
         settings = read_host_key_file(settings, root or Path.cwd())
     except ConfigError as error:
         raise StackConfigError(error.faults) from None
-    if settings.lb.ssh.insecure_accept_any_host_key:
+    if any(n.ssh.insecure_accept_any_host_key for n in settings.lb_nodes):
         pulumi.log.warn(INSECURE_WARNING)
     key = pulumi.Config(NAMESPACE).get_secret(PRIVATE_KEY_KEY)
     kubeconfig = None

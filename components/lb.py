@@ -26,6 +26,7 @@ from keepsource.render.scripts import (
     service_steps,
 )
 from keepsource.settings import Settings
+from keepsource.settings.model import LbNode
 
 with warnings.catch_warnings():
     # pulumi_command.remote imports its deprecated CopyFile; keepsource does not use it.
@@ -54,13 +55,20 @@ class LoadBalancerHostArgs:
     for: the Workload's Deployment and NetworkPolicy. Package installation
     does not wait for them."""
 
+    node: LbNode | None = None
+    """Which LB host (``settings.lb_nodes``): one component per host of a pair.
+    None: the only one."""
+
+    def host(self) -> LbNode:
+        return self.node or self.settings.lb_nodes[0]
+
 
 def _connection(args: LoadBalancerHostArgs) -> remote.ConnectionArgs:
     """pulumi-command's connection from keepsource's connection model
     (keepsource/connection.py, shared with ``keepsource verify``): the LB's and
     the jump host's pinned host keys (``host_key``: without it pulumi-command
     does not check the key), the jump host as ``proxy``, one secret key."""
-    conn = lb_connection(args.settings)
+    conn = lb_connection(args.settings, args.host())
     key = pulumi.Output.secret(args.private_key) if args.private_key is not None else None
     proxy = None
     if conn.jump is not None:
@@ -113,24 +121,27 @@ class LoadBalancerHost(pulumi.ComponentResource):
         self, name: str, args: LoadBalancerHostArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         settings = args.settings
-        source = str(settings.network.lb_internal_address)
+        node = args.host()
+        source = str(node.check_source)
         node_port = pulumi.Output.from_input(args.node_port).apply(int)
-        services = node_port.apply(lambda p: virtual_services(settings, p))
+        services = node_port.apply(lambda p: virtual_services(settings, p, node))
         # Facts a policy needs. All but virtualServices are plain values, known at
         # preview; virtualServices follows the Service's nodePort.
         facts: dict[str, Any] = {
             "forwardingMethod": FORWARDING_METHOD,
             "preservesClientAddress": CLIENT_ADDRESS_PRESERVED,
             "healthCheckSource": source,
+            # Every host of a pair checks from its own address: all are admitted.
+            "healthCheckSources": [str(a) for a in settings.check_sources],
             "healthCheckType": "TCP",
             "vip": str(settings.network.vip),
             "virtualServices": services,
         }
         super().__init__(TYPE, name, facts, opts)
 
-        conf = node_port.apply(lambda p: render_keepalived(settings, p))
+        conf = node_port.apply(lambda p: render_keepalived(settings, p, node))
         connection = _connection(args)
-        user = settings.lb.ssh.user
+        user = node.ssh.user
         self.commands = {}
 
         def declare(
@@ -164,8 +175,8 @@ class LoadBalancerHost(pulumi.ComponentResource):
             declare(step.name, step.script, None, step.digest(), after)
         # The steps' names and order do not depend on the port: declare them
         # from the config's, fill in each script from the Service's.
-        rendered = node_port.apply(lambda p: {s.name: s for s in service_steps(settings, p)})
-        for shape in service_steps(settings, settings.node_port):
+        rendered = node_port.apply(lambda p: {s.name: s for s in service_steps(settings, p, node)})
+        for shape in service_steps(settings, settings.node_port, node):
             after = [self.commands[d] for d in shape.depends_on]
             if shape.name in CUTOVER_STEPS:
                 after += list(args.cutover_after)

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from keepsource.settings import ConfigError, Fault, Settings
-from keepsource.settings.lb import host_key_line
+from keepsource.settings.lb import Ssh, host_key_line
+from keepsource.settings.model import LbNode
 
 INSECURE_WARNING = (
     "keepsource:lb.ssh.insecureAcceptAnyHostKey is true: the LB's (and the jump host's) "
@@ -70,10 +71,11 @@ def _hop(user_host_port: str, key: str | None) -> Hop:
     return Hop(host=host, port=int(port or 22), user=user, host_key=key)
 
 
-def lb_connection(settings: Settings) -> Connection:
-    """The connection to the LB. ``lb.ssh.hostKeyFile`` must have been read
-    (:func:`read_host_key_file`) unless pinning is refused."""
-    ssh = settings.lb.ssh
+def lb_connection(settings: Settings, node: LbNode | None = None) -> Connection:
+    """The connection to an LB host (the only one by default). Its
+    ``hostKeyFile`` must have been read (:func:`read_host_key_file`) unless
+    pinning is refused."""
+    ssh = (node or settings.lb_nodes[0]).ssh
     if not ssh.insecure_accept_any_host_key and ssh.host_key is None:
         raise ConfigError([Fault(HOST_KEY_FILE_KEY, "was not read (keepsource bug)")])
     jump = _hop(ssh.jump_host, ssh.jump_host_key) if ssh.jump_host else None
@@ -84,27 +86,36 @@ def lb_connection(settings: Settings) -> Connection:
     )
 
 
-def read_host_key_file(settings: Settings, root: Path) -> Settings:
-    """Settings whose ``lb.ssh.hostKey`` holds the key of ``lb.ssh.hostKeyFile``
-    (a path relative to ``root``, the project root: the program's working
-    directory under the Pulumi CLI). Only the key reaches the state, not the path."""
-    ssh = settings.lb.ssh
+def _read_key(ssh: Ssh, at: str, root: Path) -> Ssh:
     if ssh.host_key_file is None:
-        return settings
+        return ssh
+    where = f"keepsource:{at}.hostKeyFile"
     path = root / ssh.host_key_file
     try:
         lines = path.read_bytes().decode("ascii").splitlines()
     except (OSError, UnicodeDecodeError) as error:
         reason = error.strerror if isinstance(error, OSError) else "is not ASCII"
-        raise ConfigError(
-            [Fault(HOST_KEY_FILE_KEY, f"cannot read {ssh.host_key_file}: {reason}")]
-        ) from None
+        raise ConfigError([Fault(where, f"cannot read {ssh.host_key_file}: {reason}")]) from None
     try:
         key = host_key_line(lines[0].strip() if lines else "")
     except ValueError as error:
-        raise ConfigError([Fault(HOST_KEY_FILE_KEY, f"{ssh.host_key_file} {error}")]) from None
-    pinned = ssh.model_copy(update={"host_key": key, "host_key_file": None})
-    return settings.model_copy(update={"lb": settings.lb.model_copy(update={"ssh": pinned})})
+        raise ConfigError([Fault(where, f"{ssh.host_key_file} {error}")]) from None
+    return ssh.model_copy(update={"host_key": key, "host_key_file": None})
+
+
+def read_host_key_file(settings: Settings, root: Path) -> Settings:
+    """Settings whose ``hostKey`` holds the key of ``hostKeyFile`` for the LB
+    host (or each of a pair), a path relative to ``root``, the project root:
+    the program's working directory under the Pulumi CLI. Only the key
+    reaches the state, not the path."""
+    lb = settings.lb
+    if lb.ssh is not None:
+        lb = lb.model_copy(update={"ssh": _read_key(lb.ssh, "lb.ssh", root)})
+    hosts = tuple(
+        h.model_copy(update={"ssh": _read_key(h.ssh, f"lb.hosts[{i}].ssh", root)})
+        for i, h in enumerate(lb.hosts)
+    )
+    return settings.model_copy(update={"lb": lb.model_copy(update={"hosts": hosts})})
 
 
 def _common(known_hosts: Path | None, identity: str | None, insecure: bool) -> list[str]:

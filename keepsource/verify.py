@@ -15,14 +15,15 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from keepsource.connection import INSECURE_WARNING, lb_connection, read_host_key_file, ssh_argv
 from keepsource.render import gateway
 from keepsource.render.keepalived import WORKLOAD_FWMARK, render_keepalived
-from keepsource.render.scripts import PACKAGES, STATE_DIR, STEP_NAMES, step_urn
+from keepsource.render.scripts import LB_NAME, PACKAGES, STATE_DIR, STEP_NAMES, step_urn
 from keepsource.settings import Settings
+from keepsource.settings.model import LbNode
 
 Runner = Callable[[str], tuple[int, str]]
 KEEPALIVED_CONF_PATH = "/etc/keepalived/keepalived.conf"
@@ -35,6 +36,8 @@ class Check:
     detail: str
     repair: tuple[str, ...] = ()
     """The LB steps whose re-run repairs this fact when it fails."""
+    lb: str = LB_NAME
+    """Which LB host those steps belong to (a pair names its hosts)."""
 
     def line(self) -> str:
         return f"{'PASS' if self.ok else 'FAIL'}  {self.name}: {self.detail}"
@@ -63,12 +66,18 @@ def _run(argv: list[str], timeout: float) -> tuple[int, str]:
 
 
 def lb_runner(
-    settings: Settings, root: Path, identity: str | None = None, timeout: float = 30
+    settings: Settings,
+    root: Path,
+    identity: str | None = None,
+    timeout: float = 30,
+    node: LbNode | None = None,
 ) -> Runner:
     """Run commands on the LB exactly as the program reaches it (keepsource's
     connection model: jump host, pinned host keys, ``sudo -n`` for a non-root
     user). The pinned keys go to a known_hosts file of this run only."""
-    conn = lb_connection(read_host_key_file(settings, root))
+    settings = read_host_key_file(settings, root)
+    target = settings.lb_nodes[0] if node is None else _read_node(settings, node)
+    conn = lb_connection(settings, target)
     if conn.insecure:
         print(f"warning: {INSECURE_WARNING}", file=sys.stderr, flush=True)
     known: Path | None = None
@@ -143,7 +152,23 @@ def parse_ipvs(text: str, vip: str, port: int, fwmark: int | None = None) -> set
     return servers
 
 
-def lb_checks(settings: Settings, lb: Runner, settle_s: float = 15) -> list[Check]:
+def _read_node(settings: Settings, node: LbNode) -> LbNode:
+    """The same host in settings whose host key files were read."""
+    return next(n for n in settings.lb_nodes if n.name == node.name)
+
+
+def lb_checks(
+    settings: Settings, lb: Runner, settle_s: float = 15, node: LbNode | None = None
+) -> list[Check]:
+    """The LB host's state (by default the only host's; a pair's are named)."""
+    node = node or settings.lb_nodes[0]
+    checks = _lb_checks(settings, lb, settle_s, node)
+    if not settings.is_pair:
+        return checks
+    return [replace(c, name=f"{node.name}: {c.name}", lb=node.name) for c in checks]
+
+
+def _lb_checks(settings: Settings, lb: Runner, settle_s: float, node: LbNode) -> list[Check]:
     rc, out = lb("echo keepsource-reachable")
     if rc != 0:
         # An LB that cannot be reached is a failure, never a pass by default.
@@ -168,7 +193,8 @@ def lb_checks(settings: Settings, lb: Runner, settle_s: float = 15) -> list[Chec
             ("cutover",),
         )
     )
-    conf_sha = hashlib.sha256(render_keepalived(settings, settings.node_port).encode()).hexdigest()
+    conf = render_keepalived(settings, settings.node_port, node)
+    conf_sha = hashlib.sha256(conf.encode()).hexdigest()
     live = state(
         f"sha256sum < {KEEPALIVED_CONF_PATH} 2>/dev/null | cut -d ' ' -f 1; "
         f"cat {STATE_DIR}/keepalived.loaded 2>/dev/null || echo none"
@@ -220,7 +246,7 @@ def lb_checks(settings: Settings, lb: Runner, settle_s: float = 15) -> list[Chec
         )
     )
     vip, port = str(settings.network.vip), settings.node_port
-    healthy, table = _pool(settings, lb, settle_s)
+    healthy, table = _pool(settings, lb, settle_s, node)
     checks.append(
         Check(
             f"IPVS {vip}:{port} holds exactly the healthy workers",
@@ -236,19 +262,39 @@ def repair_line(stack: str, checks: list[Check]) -> str | None:
     """The `pulumi up` that re-runs just the steps the failed checks name: a
     replaced remote Command runs its create again (pulumi-command has no read,
     so an unchanged stack would run nothing)."""
-    wanted = {step for c in checks if not c.ok for step in c.repair}
+    wanted = {(c.lb, step) for c in checks if not c.ok for step in c.repair}
     if not wanted:
         return None
-    order = [name for name in STEP_NAMES if name in wanted]
-    targets = " ".join(f"--replace {shlex.quote(step_urn(stack, name))}" for name in order)
+    hosts = sorted({lb for lb, _ in wanted})
+    order = [(lb, name) for lb in hosts for name in STEP_NAMES if (lb, name) in wanted]
+    targets = " ".join(f"--replace {shlex.quote(step_urn(stack, n, lb))}" for lb, n in order)
     return f"pulumi up -s {shlex.quote(stack)} {targets}"
 
 
-def _pool(settings: Settings, lb: Runner, settle_s: float) -> tuple[set[str], set[str]]:
+def vip_holder(settings: Settings, runners: dict[str, Runner]) -> Check:
+    """A pair: exactly one host holds both floating addresses (the VIP and the
+    nodes' gateway), and says which."""
+    want = {str(settings.network.vip), str(settings.network.lb_internal_address)}
+    held: dict[str, set[str]] = {}
+    for name, run in runners.items():
+        rc, out = run("ip -4 -o addr show")
+        addrs = {f.split("/")[0] for line in out.splitlines() for f in line.split()[3:4]}
+        held[name] = want & addrs if rc == 0 else set()
+    holders = [name for name, got in held.items() if got == want]
+    partial = [name for name, got in held.items() if got and got != want]
+    ok = len(holders) == 1 and not partial
+    detail = ", ".join(f"{n}: {sorted(got) or 'none'}" for n, got in held.items())
+    what = f"{holders[0]} holds the VIP and the gateway" if ok else "VIP holder unclear"
+    return Check(f"one LB host holds the VIP and the gateway ({what})", ok, detail)
+
+
+def _pool(
+    settings: Settings, lb: Runner, settle_s: float, node: LbNode
+) -> tuple[set[str], set[str]]:
     """(workers that answer the LB's own check, IPVS real servers), polled until
     they agree or ``settle_s`` passed: keepalived needs a few checks to settle."""
     vip, port = str(settings.network.vip), settings.node_port
-    source = settings.network.lb_internal_address
+    source = node.check_source
     probes = "; ".join(
         f"curl -s -o /dev/null -m 2 --interface {source} http://{w.address}:{port}/ "
         f"&& echo 'up {w.address}:{port}' || echo 'down {w.address}:{port}'"
@@ -283,7 +329,10 @@ def run_verify(settings: Settings, stack: str, root: Path) -> int:
     identity = _path(v.ssh_identity, root)
     known = _path(v.known_hosts_file, root)
     # The LB first: its pool check waits (bounded) for keepalived to settle.
-    checks = lb_checks(settings, lb_runner(settings, root, identity))
+    runners = {n.name: lb_runner(settings, root, identity, node=n) for n in settings.lb_nodes}
+    checks = [c for n in settings.lb_nodes for c in lb_checks(settings, runners[n.name], node=n)]
+    if settings.is_pair:
+        checks.append(vip_holder(settings, runners))
     checks += client_checks(
         settings,
         runner_for(v.via, v.allowed_client.target, identity, known),

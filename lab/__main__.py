@@ -365,9 +365,9 @@ def demo() -> int:
     finally:
         down()
     print()
-    print(f"{'check':<44} {'result':<6} detail")
+    print(f"{'check':<48} {'result':<6} detail")
     for name, ok, detail in rows:
-        print(f"{name:<44} {'PASS' if ok else 'FAIL':<6} {detail}")
+        print(f"{name:<48} {'PASS' if ok else 'FAIL':<6} {detail}")
     failed = sum(not ok for _, ok, _ in rows)
     print(f"demo: {len(rows) - failed} passed, {failed} failed in {time.monotonic() - t0:.0f} s")
     # up, 3 fault rows, 3 rows during the first apply, apply, apply again,

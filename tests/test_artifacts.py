@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from keepsource.artifacts import artifacts
-from keepsource.render import kube
+from keepsource.render import gateway, kube
 from keepsource.render.keepalived import FWMARK_BASE, HEADER, check_budget, render_keepalived
-from keepsource.settings import HealthCheck
+from keepsource.settings import HealthCheck, Settings
 from keepsource.stackfile import load
 from tests.conftest import ALL_STACKS, require_tool
 
@@ -28,18 +28,46 @@ def _write(tmp_path: Path, stack: str) -> Path:
     return out
 
 
-@pytest.mark.parametrize("stack", ALL_STACKS)
-def test_keepalived_accepts_the_config(tmp_path: Path, stack: str) -> None:
-    tool = require_tool("keepalived")
-    out = _write(tmp_path, stack)
-    done = subprocess.run(
-        [tool, "-t", "-e", "-l", "-f", str(out / "keepalived.conf")],
+def _confs(stack: str) -> dict[str, str]:
+    """Each LB host's keepalived.conf path in the render output."""
+    s = load(stack)
+    if not s.is_pair:
+        return {"lb": "keepalived.conf"}
+    return {n.name: f"{n.name}/keepalived.conf" for n in s.lb_nodes}
+
+
+def _keepalived_t(tool: str, conf: Path, interfaces: list[str]) -> subprocess.CompletedProcess[str]:
+    """``keepalived -t`` checks that a VRRP instance's interface exists: a pair's
+    config is checked in a network namespace of its own that has them (veth)."""
+    setup = "".join(
+        f"ip link add {i} type veth peer name ks-peer{n} && " for n, i in enumerate(interfaces)
+    )
+    return subprocess.run(
+        ["unshare", "-n", "sh", "-c", f"{setup}exec {tool} -t -e -l -f {conf}"],
         capture_output=True,
         text=True,
         check=False,
         timeout=30,
     )
-    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("stack", ALL_STACKS)
+def test_keepalived_accepts_the_config(tmp_path: Path, stack: str) -> None:
+    tool = require_tool("keepalived")
+    require_tool("unshare")
+    out = _write(tmp_path, stack)
+    s = load(stack)
+    for node in s.lb_nodes:
+        ifaces = [i for i in (node.external_interface, node.internal_interface) if i]
+        done = _keepalived_t(tool, out / _confs(stack)[node.name], ifaces)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_pairs_keepalived_check_can_fail(tmp_path: Path) -> None:
+    """Without its interfaces the pair's config is refused: the check above is real."""
+    tool = require_tool("keepalived")
+    out = _write(tmp_path, "local-ha")
+    assert _keepalived_t(tool, out / "lb1/keepalived.conf", []).returncode != 0
 
 
 def test_keepalived_check_does_reject_a_bad_keyword(tmp_path: Path) -> None:
@@ -111,14 +139,15 @@ def test_legacy_restore_rejects_a_typo(tmp_path: Path) -> None:
 def test_shellcheck_passes_every_remote_script(tmp_path: Path, stack: str) -> None:
     tool = require_tool("shellcheck")
     out = _write(tmp_path, stack)
-    scripts = [*sorted((out / "steps").glob("*.sh")), out / "net-load"]
+    hosts = [Path(_confs(stack)[n.name]).parent for n in load(stack).lb_nodes]
+    scripts = [p for h in hosts for p in sorted((out / h / "steps").glob("*.sh"))]
     assert [p.name for p in scripts] == [
         "01-packages.sh",
         "02-gateway.sh",
         "03-keepalived-config.sh",
         "04-cutover.sh",
-        "net-load",
-    ]
+    ] * len(hosts)
+    scripts.append(out / "net-load")
     done = subprocess.run(
         [tool, "--shell=bash", "--severity=style", *map(str, scripts)],
         capture_output=True,
@@ -155,7 +184,8 @@ def test_manifests_express_the_fix(stack: str) -> None:
     assert svc["spec"]["selector"] == pol["spec"]["podSelector"]["matchLabels"]
     assert dep["spec"]["template"]["metadata"]["labels"] == svc["spec"]["selector"]
     cidrs = [p["ipBlock"]["cidr"] for p in pol["spec"]["ingress"][0]["from"]]
-    assert f"{s.network.lb_internal_address}/32" in cidrs
+    for node in s.lb_nodes:  # every LB host's check source
+        assert f"{node.check_source}/32" in cidrs
     assert set(map(str, s.allowed_clients)) <= set(cidrs)
     assert pol["spec"]["ingress"][0]["ports"] == [
         {"protocol": "TCP", "port": s.workload.container_port}
@@ -167,9 +197,13 @@ def test_manifests_express_the_fix(stack: str) -> None:
 @pytest.mark.parametrize("stack", ALL_STACKS)
 def test_keepalived_conf_routes_vip_to_the_nodes(stack: str) -> None:
     s = load(stack)
-    conf = render_keepalived(s, s.node_port)
+    for node in s.lb_nodes:
+        _routes_vip_to_the_nodes(s, render_keepalived(s, s.node_port, node), node.check_source)
+
+
+def _routes_vip_to_the_nodes(s: Settings, conf: str, check_source: object) -> None:
     vip = s.network.vip
-    switch = artifacts(s)["switch.rules"]
+    switch = gateway.render_switch_rules(s, s.node_port)
     # Each VIP:port is marked for exactly one fwmark virtual server.
     for i, port in enumerate((s.apiserver.port, s.node_port)):
         mark = FWMARK_BASE + i + 1
@@ -183,7 +217,7 @@ def test_keepalived_conf_routes_vip_to_the_nodes(stack: str) -> None:
         assert f"real_server {w.address} {s.node_port} {{" in conf
     assert conf.count("TCP_CHECK") == len(s.workers) + 1
     assert conf.count("lvs_method NAT") == 2 and conf.count("alpha") == 2
-    assert f"bindto {s.network.lb_internal_address}" in conf
+    assert f"bindto {check_source}" in conf
     assert "ng_get_retry" not in conf and "nb_get_retry" not in conf
 
 

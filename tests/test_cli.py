@@ -30,7 +30,9 @@ def test_render_writes_the_artifacts(tmp_path: Path, stack: str) -> None:
     done = _cli("render", stack, "--out", str(tmp_path / "out"))
     assert done.returncode == 0, done.stderr
     out = tmp_path / "out"
-    for name in ("keepalived.conf", "rules.v4", "90-keepsource-gateway.conf", "manifests.yaml"):
+    confs = [f"{n.name}/keepalived.conf" for n in load(stack).lb_nodes]
+    names = ["rules.v4", "90-keepsource-gateway.conf", "manifests.yaml"]
+    for name in [*(confs if load(stack).is_pair else ["keepalived.conf"]), *names]:
         assert (out / name).is_file()
     expected = artifacts(load(stack))
     written = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}

@@ -19,7 +19,7 @@ def test_dev_connection_is_root_direct_and_pinned() -> None:
     assert (conn.lb.host, conn.lb.port, conn.lb.user) == ("192.168.0.1", 22, "root")
     assert conn.jump is None and not conn.sudo and not conn.insecure
     assert conn.command("ipvsadm -Ln") == "ipvsadm -Ln"
-    kind, blob = (s.lb.ssh.host_key or "").split()[:2]
+    kind, blob = (s.lb_nodes[0].ssh.host_key or "").split()[:2]
     assert conn.known_hosts() == f"192.168.0.1 {kind} {blob}\n"
 
 
@@ -58,14 +58,14 @@ def test_host_key_file_is_read_relative_to_the_root(tmp_path: Path) -> None:
         lb_connection(s)  # not read yet: refused, never unpinned
     with pytest.raises(ConfigError, match="cannot read"):
         read_host_key_file(s, tmp_path)
-    path = tmp_path / (s.lb.ssh.host_key_file or "")
+    path = tmp_path / (s.lb_nodes[0].ssh.host_key_file or "")
     path.parent.mkdir(parents=True)
     path.write_text("not a key\n")
     with pytest.raises(ConfigError, match="OpenSSH public key"):
         read_host_key_file(s, tmp_path)
     path.write_text(STAND_IN_HOST_KEY)
     pinned = read_host_key_file(s, tmp_path)
-    assert pinned.lb.ssh.host_key == STAND_IN_HOST_KEY.strip()
+    assert pinned.lb_nodes[0].ssh.host_key == STAND_IN_HOST_KEY.strip()
     assert lb_connection(pinned).lb.host_key == STAND_IN_HOST_KEY.strip()
 
 

@@ -47,8 +47,15 @@ def _ints(value: Any) -> Any:
     return value
 
 
-def _commands(run: mockrun.Run) -> dict[str, mockrun.Registered]:
-    return {r.name.removeprefix("lb-"): r for r in run.of_type(CMD)}
+def _commands(run: mockrun.Run, lb: str = "lb") -> dict[str, mockrun.Registered]:
+    """One LB host's commands by step name."""
+    return {
+        r.name.removeprefix(f"{lb}-"): r for r in run.of_type(CMD) if r.name.startswith(f"{lb}-")
+    }
+
+
+def _lbs(run: mockrun.Run) -> dict[str, mockrun.Registered]:
+    return {r.name: r for r in run.of_type(LB)}
 
 
 @pytest.fixture(scope="module", params=ALL_STACKS)
@@ -59,11 +66,13 @@ def stack_run(request: pytest.FixtureRequest) -> tuple[str, mockrun.Run]:
 def test_resource_types_and_parents(stack_run: tuple[str, mockrun.Run]) -> None:
     stack, run = stack_run
     types = sorted(r.type for r in run.resources)
-    assert types.count(CMD) == len(ORDER)
-    lb = run.one(LB)
-    assert lb.parent == run.stack_urn
-    for r in run.of_type(CMD):
-        assert r.parent == lb.urn
+    s = load(stack)
+    lbs = _lbs(run)
+    assert sorted(lbs) == sorted(n.name for n in s.lb_nodes)
+    assert types.count(CMD) == len(ORDER) * len(lbs)
+    for name, lb in lbs.items():
+        assert lb.parent == run.stack_urn
+        assert {r.parent for r in run.of_type(CMD) if r.name.startswith(f"{name}-")} == {lb.urn}
     if not load(stack).manages_workload:
         # LB only: no Kubernetes provider, no Kubernetes object.
         assert set(types) == {LB, CMD}
@@ -82,11 +91,16 @@ def test_resource_types_and_parents(stack_run: tuple[str, mockrun.Run]) -> None:
 def test_component_outputs_are_registered(stack_run: tuple[str, mockrun.Run]) -> None:
     stack, run = stack_run
     s = load(stack)
-    lb = run.one(LB)
-    assert lb.outputs["forwardingMethod"] == "NAT"
-    assert lb.outputs["preservesClientAddress"] is True
-    assert lb.outputs["healthCheckSource"] == str(s.network.lb_internal_address)
-    assert lb.outputs["commands"] == ORDER
+    lbs = _lbs(run)
+    for node in s.lb_nodes:
+        lb = lbs[node.name]
+        assert lb.outputs["forwardingMethod"] == "NAT"
+        assert lb.outputs["preservesClientAddress"] is True
+        assert lb.outputs["healthCheckSource"] == str(node.check_source)
+        assert lb.outputs["healthCheckSources"] == [str(n.check_source) for n in s.lb_nodes]
+        assert lb.outputs["commands"] == ORDER
+    if not s.is_pair:
+        assert s.lb_nodes[0].check_source == s.network.lb_internal_address
     if s.manages_workload:
         wl = run.one(WORKLOAD)
         assert _ints(wl.outputs["nodePort"]) == s.node_port
@@ -94,7 +108,11 @@ def test_component_outputs_are_registered(stack_run: tuple[str, mockrun.Run]) ->
 
 def test_command_order(stack_run: tuple[str, mockrun.Run]) -> None:
     stack, run = stack_run
-    cmds = _commands(run)
+    for node in load(stack).lb_nodes:
+        _one_lbs_order(stack, run, _commands(run, node.name))
+
+
+def _one_lbs_order(stack: str, run: mockrun.Run, cmds: dict[str, mockrun.Registered]) -> None:
     assert set(cmds) == set(ORDER)
     urn = {name: r.urn for name, r in cmds.items()}
 
@@ -121,27 +139,33 @@ def test_command_order(stack_run: tuple[str, mockrun.Run]) -> None:
 def test_commands_carry_the_rendered_steps(stack_run: tuple[str, mockrun.Run]) -> None:
     stack, run = stack_run
     s = load(stack)
-    cmds = _commands(run)
-    conf = render_keepalived(s, s.node_port)
-    for step in steps(s, s.node_port):
-        r = cmds[step.name]
-        assert r.inputs["create"] == step.command(s.lb.ssh.user)
-        assert r.inputs["update"] == r.inputs["create"]
-        stdin = conf if step.stdin_artifact else None
-        assert r.inputs.get("stdin") == stdin
-        assert r.inputs["triggers"] == [step.digest(stdin)]
-        assert r.inputs["logging"] == "none"
-        sudo = r.inputs["create"].startswith("sudo -n ")
-        assert sudo == (s.lb.ssh.user != "root")
+    for node in s.lb_nodes:
+        cmds = _commands(run, node.name)
+        conf = render_keepalived(s, s.node_port, node)
+        for step in steps(s, s.node_port, node):
+            r = cmds[step.name]
+            assert r.inputs["create"] == step.command(node.ssh.user)
+            assert r.inputs["update"] == r.inputs["create"]
+            stdin = conf if step.stdin_artifact else None
+            assert r.inputs.get("stdin") == stdin
+            assert r.inputs["triggers"] == [step.digest(stdin)]
+            assert r.inputs["logging"] == "none"
+            sudo = r.inputs["create"].startswith("sudo -n ")
+            assert sudo == (node.ssh.user != "root")
 
 
 def test_exports(stack_run: tuple[str, mockrun.Run]) -> None:
     stack, run = stack_run
     s = load(stack)
     assert run.exports["vipUrl"] == f"http://{s.network.vip}:{s.node_port}/"
-    assert run.exports["keepalivedConf"] == render_keepalived(s, s.node_port)
+    if s.is_pair:
+        assert run.exports["keepalivedConf"] == {
+            n.name: render_keepalived(s, s.node_port, n) for n in s.lb_nodes
+        }
+    else:
+        assert run.exports["keepalivedConf"] == render_keepalived(s, s.node_port)
     assert run.exports["admittedSources"] == [str(c) for c in s.allowed_clients] + [
-        f"{s.network.lb_internal_address}/32"
+        f"{n.check_source}/32" for n in s.lb_nodes
     ]
     services = _ints(run.exports["virtualServices"])
     assert [(v["vip"], v["port"]) for v in services] == [
@@ -464,10 +488,10 @@ def _connection(run: mockrun.Run) -> dict[str, Any]:
 def test_host_keys_are_pinned_for_the_lb_and_the_jump_host() -> None:
     dev, lab3 = load("dev"), load("lab3")
     conn = _connection(mockrun.run_stack("dev"))
-    assert conn["hostKey"] == dev.lb.ssh.host_key and "proxy" not in conn
+    assert conn["hostKey"] == dev.lb_nodes[0].ssh.host_key and "proxy" not in conn
     conn = _connection(mockrun.run_stack("lab3"))
-    assert conn["hostKey"] == lab3.lb.ssh.host_key
-    assert conn["proxy"]["hostKey"] == lab3.lb.ssh.jump_host_key
+    assert conn["hostKey"] == lab3.lb_nodes[0].ssh.host_key
+    assert conn["proxy"]["hostKey"] == lab3.lb_nodes[0].ssh.jump_host_key
     assert (conn["proxy"]["host"], conn["proxy"]["port"], conn["proxy"]["user"]) == (
         "bastion.example.internal",
         22,
@@ -476,7 +500,7 @@ def test_host_keys_are_pinned_for_the_lb_and_the_jump_host() -> None:
 
 
 def test_the_local_stack_pins_the_key_from_the_lab_file(lab_host_key: Path) -> None:
-    relative = load("local").lb.ssh.host_key_file
+    relative = load("local").lb_nodes[0].ssh.host_key_file
     assert relative is not None
     conn = _connection(mockrun.run_stack("local"))
     assert conn["hostKey"] == (lab_host_key / relative).read_text().strip()

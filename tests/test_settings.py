@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable
 from typing import Any
@@ -204,7 +205,7 @@ def test_insecure_opt_out_is_accepted_by_name_only() -> None:
     cfg = dev_config()
     del cfg["keepsource:lb"]["ssh"]["hostKey"]
     cfg["keepsource:lb"]["ssh"]["insecureAcceptAnyHostKey"] = True
-    assert parse(cfg).lb.ssh.insecure_accept_any_host_key is True
+    assert parse(cfg).lb_nodes[0].ssh.insecure_accept_any_host_key is True
 
 
 def test_parse_does_not_change_its_input() -> None:
@@ -239,9 +240,9 @@ def test_cross_field_faults_are_all_listed() -> None:
 def test_private_key_accepted_only_as_secret() -> None:
     cfg = dev_config()
     cfg["keepsource:lbPrivateKey"] = {"secure": "v1:abc"}
-    assert parse(cfg).lb.ssh.host
+    assert parse(cfg).lb_nodes[0].ssh.host
     cfg["keepsource:lbPrivateKey"] = "plain"
-    assert parse(cfg, secret_keys=["keepsource:lbPrivateKey"]).lb.ssh.host
+    assert parse(cfg, secret_keys=["keepsource:lbPrivateKey"]).lb_nodes[0].ssh.host
 
 
 def test_pulumi_strings_are_decoded() -> None:
@@ -274,3 +275,98 @@ def test_json_schema_accepts_every_stack_and_rejects_an_unknown_key() -> None:
     bad = {"config": {**load_config("dev"), "keepsource:vipp": 1}}
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, schema)
+
+
+# -- an LB pair (lb.hosts) ------------------------------------------------------
+
+
+def _pair() -> dict[str, Any]:
+    return copy.deepcopy(load_config("local-ha"))
+
+
+def _faults(cfg: dict[str, Any]) -> str:
+    with pytest.raises(ConfigError) as caught:
+        parse(cfg)
+    return str(caught.value)
+
+
+def test_a_pair_has_two_nodes_each_checking_from_its_own_address() -> None:
+    s = parse(_pair())
+    assert s.is_pair and [n.name for n in s.lb_nodes] == ["lb1", "lb2"]
+    assert [str(a) for a in s.check_sources] == ["172.16.0.252", "172.16.0.253"]
+    lb1, lb2 = s.lb_nodes
+    assert (lb1.peer_internal, lb2.peer_internal) == (lb2.check_source, lb1.check_source)
+    assert lb1.priority > lb2.priority
+    # One LB: its node is lb.ssh, checking from lbInternalAddress.
+    one = load("dev")
+    assert not one.is_pair and one.check_sources == [one.network.lb_internal_address]
+
+
+@pytest.mark.parametrize(
+    "mutate,key,reason",
+    [
+        (
+            lambda c: c["keepsource:lb"].update(ssh=c["keepsource:lb"]["hosts"][0]["ssh"]),
+            "keepsource:lb.hosts",
+            "one LB (ssh) or a pair",
+        ),
+        (lambda c: c["keepsource:lb"].pop("hosts"), "keepsource:lb.ssh", "required"),
+        (
+            lambda c: c["keepsource:lb"]["hosts"].append(c["keepsource:lb"]["hosts"][0]),
+            "keepsource:lb.hosts",
+            "a pair is two",
+        ),
+        (
+            lambda c: c["keepsource:lb"]["hosts"][1].update(name="lb1"),
+            "keepsource:lb.hosts[1].name",
+            "duplicate",
+        ),
+        (
+            lambda c: c["keepsource:lb"]["hosts"][1].update(internalAddress="172.17.0.9"),
+            "keepsource:lb.hosts[1].internalAddress",
+            "outside internalSubnet",
+        ),
+        (
+            lambda c: c["keepsource:lb"]["hosts"][1].update(externalAddress="192.168.0.1"),
+            "keepsource:lb.hosts[1].externalAddress",
+            "duplicate address",
+        ),
+        (
+            lambda c: c["keepsource:lb"]["hosts"][0].update(externalInterface="eth 0"),
+            "keepsource:lb.hosts[0].externalInterface",
+            "interface name",
+        ),
+        (
+            lambda c: c["keepsource:lb"]["hosts"][1]["ssh"].pop("hostKeyFile"),
+            "keepsource:lb.hosts[1].ssh.hostKey",
+            "lb.hosts[1].ssh.insecureAcceptAnyHostKey",
+        ),
+        (
+            lambda c: c["keepsource:network"].update(hairpinSource="172.16.0.253"),
+            "keepsource:network.hairpinSource",
+            "health-check source",
+        ),
+        (
+            lambda c: c["keepsource:lb"]["vrrp"].update(virtualRouterId=255),
+            "keepsource:lb.vrrp.virtualRouterId",
+            "254",
+        ),
+    ],
+    ids=[
+        "ssh-and-hosts",
+        "neither",
+        "three-hosts",
+        "duplicate-name",
+        "outside-subnet",
+        "vip-as-own-address",
+        "bad-interface",
+        "host-key-missing",
+        "hairpin-is-a-check-source",
+        "router-id-range",
+    ],
+)
+def test_a_bad_pair_names_the_key(mutate: Mutation, key: str, reason: str) -> None:
+    cfg = _pair()
+    mutate(cfg)
+    text = _faults(cfg)
+    assert key in text and reason in text, text

@@ -9,7 +9,7 @@ import mockrun
 from keepsource.render.keepalived import APISERVER_FWMARK, WORKLOAD_FWMARK, render_keepalived
 from keepsource.render.scripts import LB_NAME, LB_TYPE, STEP_NAMES, step_urn
 from keepsource.stackfile import load
-from keepsource.verify import client_checks, lb_checks, parse_ipvs, repair_line
+from keepsource.verify import client_checks, lb_checks, parse_ipvs, repair_line, vip_holder
 
 IPVSADM = """\
 IP Virtual Server version 1.2.1 (size=4096)
@@ -141,3 +141,40 @@ def test_client_checks_tell_page_from_timeout_and_refusal() -> None:
     assert [c.ok for c in client_checks(s, lambda _: page, lambda _: timeout)] == [True, True]
     assert [c.ok for c in client_checks(s, lambda _: page, lambda _: refused)] == [True, False]
     assert [c.ok for c in client_checks(s, lambda _: timeout, lambda _: page)] == [False, False]
+
+
+def _addrs(*cidrs: str) -> Callable[[str], tuple[int, str]]:
+    lines = [f"{i}: lbext    inet {c} scope global lbext" for i, c in enumerate(cidrs, 2)]
+    return lambda _: (0, "\n".join(lines))
+
+
+def test_a_pair_says_which_host_holds_the_vips() -> None:
+    s = load("local-ha")
+    master = _addrs("192.168.0.2/24", "192.168.0.1/24", "172.16.0.252/24", "172.16.0.254/24")
+    backup = _addrs("192.168.0.3/24", "172.16.0.253/24")
+    check = vip_holder(s, {"lb1": master, "lb2": backup})
+    assert check.ok and "lb1 holds the VIP and the gateway" in check.name
+    check = vip_holder(s, {"lb1": backup, "lb2": master})
+    assert check.ok and "lb2 holds" in check.name
+    # Both, neither, or split between the two: a failure.
+    assert not vip_holder(s, {"lb1": master, "lb2": master}).ok
+    assert not vip_holder(s, {"lb1": backup, "lb2": backup}).ok
+    split = _addrs("192.168.0.3/24", "192.168.0.1/24")
+    assert not vip_holder(s, {"lb1": split, "lb2": backup}).ok
+    assert not vip_holder(s, {"lb1": lambda _: (255, "no route"), "lb2": backup}).ok
+
+
+def test_a_pairs_checks_and_repairs_name_the_host() -> None:
+    s = load("local-ha")
+    lb2 = s.lb_nodes[1]
+    conf_sha = hashlib.sha256(render_keepalived(s, s.node_port, lb2).encode()).hexdigest()
+    answers = {
+        **GOOD,
+        "sha256sum < /etc/keepalived/keepalived.conf": f"{conf_sha}\n{conf_sha}",
+        "systemctl is-active haproxy": "active",
+    }
+    checks = lb_checks(s, _lb(answers), settle_s=0.5, node=lb2)
+    failed = [c for c in checks if not c.ok]
+    assert [c.name for c in failed] == ["lb2: haproxy stopped, disabled and masked"]
+    line = repair_line("local-ha", checks)
+    assert line is not None and line.endswith("::lb2-cutover'")

@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from keepsource.settings import HealthCheck, Settings
+from keepsource.settings.model import LbNode
 
 #: The first line of every keepalived.conf keepsource writes: the LB steps
 #: refuse to replace a keepalived.conf without it (unless the stack opts in).
@@ -103,10 +104,11 @@ class VirtualService:
         }
 
 
-def pools(settings: Settings, node_port: int) -> list[VirtualService]:
-    """The virtual services: the apiserver's, then the workload's."""
+def pools(settings: Settings, node_port: int, node: LbNode | None = None) -> list[VirtualService]:
+    """The virtual services: the apiserver's, then the workload's, as checked
+    from ``node`` (an LB host; by default the only one)."""
     vip = str(settings.network.vip)
-    source = str(settings.network.lb_internal_address)
+    source = str((node or settings.lb_nodes[0]).check_source)
     api = settings.apiserver
     return [
         VirtualService(
@@ -128,17 +130,71 @@ def pools(settings: Settings, node_port: int) -> list[VirtualService]:
     ]
 
 
-def virtual_services(settings: Settings, node_port: int) -> list[dict[str, object]]:
+def virtual_services(
+    settings: Settings, node_port: int, node: LbNode | None = None
+) -> list[dict[str, object]]:
     """The virtual services as plain facts (camelCase, as a policy sees them)."""
-    return [vs.facts() for vs in pools(settings, node_port)]
+    return [vs.facts() for vs in pools(settings, node_port, node)]
+
+
+#: VRRP instance names of a pair (README, "An LB pair").
+VRRP_EXTERNAL = "KEEPSOURCE_EXT"
+VRRP_INTERNAL = "KEEPSOURCE_INT"
+
+
+def _vrrp(settings: Settings, node: LbNode) -> list[str]:
+    """A pair's VRRP: the VIP and the nodes' gateway address move together (a
+    sync group), unicast adverts to the peer (many networks drop multicast),
+    sub-second adverts (VRRPv3), both BACKUP with nopreempt so a returning
+    host never takes the addresses back."""
+    net, vrrp = settings.network, settings.lb.vrrp
+    assert node.external_interface and node.internal_interface
+    instances = [
+        (VRRP_EXTERNAL, node.external_interface, vrrp.virtual_router_id, node.external_address,
+         node.peer_external, net.vip, net.external_subnet.prefixlen),
+        (VRRP_INTERNAL, node.internal_interface, vrrp.virtual_router_id + 1, node.check_source,
+         node.peer_internal, net.lb_internal_address, net.internal_subnet.prefixlen),
+    ]  # fmt: skip
+    lines = [
+        "",
+        "# The VIP and the nodes' gateway address float together.",
+        "vrrp_sync_group KEEPSOURCE {",
+        "    group {",
+        f"        {VRRP_EXTERNAL}",
+        f"        {VRRP_INTERNAL}",
+        "    }",
+        "}",
+    ]
+    for name, iface, vrid, own, peer, address, prefix in instances:
+        lines += [
+            "",
+            f"vrrp_instance {name} {{",
+            "    state BACKUP",
+            "    nopreempt",
+            f"    interface {iface}",
+            f"    virtual_router_id {vrid}",
+            f"    priority {node.priority}",
+            f"    advert_int {_num(vrrp.advert_interval)}",
+            f"    unicast_src_ip {own}",
+            "    unicast_peer {",
+            f"        {peer}",
+            "    }",
+            "    virtual_ipaddress {",
+            f"        {address}/{prefix} dev {iface}",
+            "    }",
+            "}",
+        ]
+    return lines
 
 
 def _num(value: float) -> str:
     return f"{value:g}"
 
 
-def render_keepalived(settings: Settings, node_port: int) -> str:
-    """The whole /etc/keepalived/keepalived.conf."""
+def render_keepalived(settings: Settings, node_port: int, node: LbNode | None = None) -> str:
+    """The whole /etc/keepalived/keepalived.conf of an LB host (by default the
+    only one)."""
+    node = node or settings.lb_nodes[0]
     hc = settings.health_check
     budget = check_budget(hc)
     lines = [
@@ -154,10 +210,20 @@ def render_keepalived(settings: Settings, node_port: int) -> str:
         f"#   re-add a recovered worker: delay_loop = {_num(budget.readd_s)} s",
         "",
         "global_defs {",
-        "    router_id keepsource",
-        "}",
+        f"    router_id keepsource-{node.name}" if settings.is_pair else "    router_id keepsource",
     ]
-    for vs in pools(settings, node_port):
+    if settings.is_pair:
+        lines += [
+            "    vrrp_version 3",
+            # IPVS connections are synced to the peer (kernel sync daemon,
+            # multicast on the internal link), so open ones survive a failover.
+            f"    lvs_sync_daemon {node.internal_interface} {VRRP_INTERNAL}"
+            f" id {settings.lb.vrrp.virtual_router_id}",
+        ]
+    lines.append("}")
+    if settings.is_pair:
+        lines += _vrrp(settings, node)
+    for vs in pools(settings, node_port, node):
         lines += [
             "",
             f"# {vs.name}: {vs.vip}:{vs.port}/tcp (packets marked {vs.fwmark:#x})",

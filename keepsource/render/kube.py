@@ -101,8 +101,9 @@ def admitted_sources(settings: Settings, check_source: str | Sequence[str]) -> l
 
 
 def check_sources(settings: Settings) -> list[str]:
-    """The addresses the LB's health checks come from (plain values)."""
-    return [str(settings.network.lb_internal_address)]
+    """The addresses the LB's health checks come from (plain values): each
+    host's own internal address in a pair."""
+    return [str(a) for a in settings.check_sources]
 
 
 def network_policy(settings: Settings, check_source: str | Sequence[str]) -> Obj:

@@ -18,6 +18,7 @@ from importlib import resources
 from keepsource.render import gateway
 from keepsource.render.keepalived import HEADER, pools, render_keepalived
 from keepsource.settings import Settings
+from keepsource.settings.model import SINGLE_LB_NAME, LbNode
 
 
 def _template(name: str) -> str:
@@ -134,19 +135,11 @@ def _take_over(settings: Settings) -> str:
     return "yes" if KEEPALIVED_CONF in settings.lb.take_over else "no"
 
 
-def keepalived_config_script(settings: Settings, conf: str) -> str:
-    net = settings.network
-    addresses = [
-        (net.vip, "network.vip"),
-        (net.lb_internal_address, "network.lbInternalAddress"),
-        (net.hairpin_source, "network.hairpinSource"),
-    ]
-    seen: set[str] = set()
-    lines = []
-    for addr, key in addresses:
-        if str(addr) not in seen:
-            seen.add(str(addr))
-            lines.append(f"{addr} {key}")
+def keepalived_config_script(settings: Settings, conf: str, node: LbNode | None = None) -> str:
+    # One LB: the VIP, the gateway and the hairpin source are its own. A pair:
+    # each host's own addresses (the VIP and the gateway float between them).
+    node = node or settings.lb_nodes[0]
+    lines = [f"{addr} {key}" for addr, key in node.own_addresses]
     body = _fill(
         _template("keepalived_config.sh"),
         {
@@ -160,8 +153,11 @@ def keepalived_config_script(settings: Settings, conf: str) -> str:
     return _script("keepalived-config", body)
 
 
-def cutover_script(settings: Settings, node_port: int, conf: str) -> str:
-    services = pools(settings, node_port)
+def cutover_script(
+    settings: Settings, node_port: int, conf: str, node: LbNode | None = None
+) -> str:
+    node = node or settings.lb_nodes[0]
+    services = pools(settings, node_port, node)
     by_pool = [f"{vs.fwmark} {vs.name} {vs.vip} {vs.port}" for vs in services]
     real = [
         f"{vs.fwmark} {rs.address} {rs.port} {rs.name}" for vs in services for rs in vs.real_servers
@@ -178,7 +174,7 @@ def cutover_script(settings: Settings, node_port: int, conf: str) -> str:
             "__KS_TAKE_OVER__": _take_over(settings),
             "__KS_TIMEOUT__": str(math.ceil(settings.lb.cutover_timeout)),
             "__KS_DRAIN__": str(DRAIN_S),
-            "__KS_CHECK_SOURCE__": str(settings.network.lb_internal_address),
+            "__KS_CHECK_SOURCE__": str(node.check_source),
             "__KS_POOLS__": "\n".join(by_pool),
             "__KS_REAL_SERVERS__": "\n".join(real),
             "__KS_SWITCH__": gateway.render_switch_rules(settings, node_port).rstrip("\n"),
@@ -208,13 +204,13 @@ def host_steps(settings: Settings) -> list[Step]:
     ]
 
 
-def service_steps(settings: Settings, node_port: int) -> list[Step]:
+def service_steps(settings: Settings, node_port: int, node: LbNode | None = None) -> list[Step]:
     """The steps that follow the Service's nodePort (and wait for the Workload)."""
-    conf = render_keepalived(settings, node_port)
+    conf = render_keepalived(settings, node_port, node)
     return [
         Step(
             "keepalived-config",
-            keepalived_config_script(settings, conf),
+            keepalived_config_script(settings, conf, node),
             KEEPALIVED_CONF,
             ("packages",),
             "check keepalived.conf on the host (digest, local addresses, owner, keepalived -t)"
@@ -222,7 +218,7 @@ def service_steps(settings: Settings, node_port: int) -> list[Step]:
         ),
         Step(
             "cutover",
-            cutover_script(settings, node_port, conf),
+            cutover_script(settings, node_port, conf, node),
             None,
             ("keepalived-config", "gateway"),
             "keepalived up beside HAProxy, wait for healthy pools, switch the VIP to IPVS,"
@@ -237,21 +233,23 @@ CUTOVER_STEPS = frozenset({"cutover"})
 STEP_NAMES = ("packages", "gateway", "keepalived-config", "cutover")
 #: The program's project, LoadBalancerHost resource name and type (__main__.py, components/lb.py).
 PROJECT = "keepsource"
-LB_NAME = "lb"
+LB_NAME = SINGLE_LB_NAME
 LB_TYPE = "keepsource:lb:LoadBalancerHost"
 COMMAND_TYPE = "command:remote:Command"
 
 
-def step_urn(stack: str, step: str) -> str:
+def step_urn(stack: str, step: str, lb: str = LB_NAME) -> str:
     """The engine's URN of a step's remote Command. The engine leaves the root
     stack out of a URN and joins a child's type to its parent's with "$"
     (pulumi/pulumi sdk/go/common/resource/urn.go, NewURN; the Python SDK's
     create_urn does the same, pulumi 3.272.0 runtime/resource.py:520-551).
     The mocks' URNs keep the stack type in, so tests compare names, not URNs."""
-    return f"urn:pulumi:{stack}::{PROJECT}::{LB_TYPE}${COMMAND_TYPE}::{LB_NAME}-{step}"
+    return f"urn:pulumi:{stack}::{PROJECT}::{LB_TYPE}${COMMAND_TYPE}::{lb}-{step}"
 
 
-def steps(settings: Settings, node_port: int | None = None) -> list[Step]:
-    """The LB host's steps in apply order."""
+def steps(
+    settings: Settings, node_port: int | None = None, node: LbNode | None = None
+) -> list[Step]:
+    """An LB host's steps in apply order (by default the only host's)."""
     port = settings.node_port if node_port is None else node_port
-    return [*host_steps(settings), *service_steps(settings, port)]
+    return [*host_steps(settings), *service_steps(settings, port, node)]

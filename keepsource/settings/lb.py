@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, field_validator
 
-from keepsource.settings.base import Model, Port, Text
+from keepsource.settings.base import DnsLabel, IPv4, Model, Port, Text
 
 _KEY_TYPES = (
     "ssh-ed25519",
@@ -113,10 +113,62 @@ class Ssh(Model):
         return value
 
 
-class Lb(Model):
-    """The load-balancer host."""
+_IFNAME = re.compile(r"[A-Za-z0-9_.-]{1,15}")
 
-    ssh: Ssh = Field(description="SSH connection to the LB host.")
+
+def _ifname(value: str) -> str:
+    if not _IFNAME.fullmatch(value):
+        raise ValueError("must be a network interface name (letters, digits, '_.-', 1-15)")
+    return value
+
+
+IfName = Annotated[Text, AfterValidator(_ifname)]
+
+
+class PairHost(Model):
+    """One host of an LB pair: its own addresses; the VIP and the nodes'
+    gateway address float between the two (VRRP)."""
+
+    name: DnsLabel = Field(description="The host's name (names its Pulumi resources).")
+    ssh: Ssh = Field(description="SSH connection to this host.")
+    external_address: IPv4 = Field(description="This host's own address on the external subnet.")
+    internal_address: IPv4 = Field(
+        description="This host's own address on the internal subnet: the source of its "
+        "health checks (admitted by the NetworkPolicy) and of its VRRP adverts."
+    )
+    external_interface: IfName = Field(description="Interface on the external subnet.")
+    internal_interface: IfName = Field(description="Interface on the internal subnet.")
+
+
+class Vrrp(Model):
+    """VRRP between the hosts of a pair (unused with one LB host)."""
+
+    virtual_router_id: int = Field(
+        default=51,
+        ge=1,
+        le=254,
+        description="VRRP id of the external VIP; the gateway address uses this id + 1.",
+    )
+    advert_interval: float = Field(
+        default=0.2,
+        ge=0.05,
+        le=10,
+        description="Seconds between adverts (VRRPv3: sub-second allowed); the backup "
+        "takes over after about 3 missed adverts.",
+    )
+
+
+class Lb(Model):
+    """The load-balancer host, or a pair of them."""
+
+    ssh: Ssh | None = Field(
+        default=None, description="SSH connection to the LB host (one LB; not with hosts)."
+    )
+    hosts: tuple[PairHost, ...] = Field(
+        default=(),
+        description="An LB pair: exactly two hosts, each with its own addresses (not with ssh).",
+    )
+    vrrp: Vrrp = Field(default_factory=Vrrp, description="VRRP of a pair.")
     take_over: tuple[TakeOverItem, ...] = Field(
         default=(),
         description="Host things keepsource may replace although it did not create "
@@ -138,45 +190,50 @@ class Lb(Model):
 
 
 Located = tuple[tuple[int | str, ...], str]
-_SSH = ("lb", "ssh")
-_OPT_OUT = "or opt out by name with lb.ssh.insecureAcceptAnyHostKey: true"
+SSH_PATH: tuple[int | str, ...] = ("lb", "ssh")
 
 
-def _opted_out(ssh: Ssh) -> list[Located]:
+def _opt_out(at: tuple[int | str, ...]) -> str:
+    where = ".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in at).replace(".[", "[")
+    return f"or opt out by name with {where}.insecureAcceptAnyHostKey: true"
+
+
+def _opted_out(ssh: Ssh, at: tuple[int | str, ...]) -> list[Located]:
     if ssh.host_key is None and ssh.host_key_file is None and ssh.jump_host_key is None:
         return []
-    return [((*_SSH, "insecureAcceptAnyHostKey"), "opts out of pinning while keys are pinned")]
+    return [((*at, "insecureAcceptAnyHostKey"), "opts out of pinning while keys are pinned")]
 
 
-def _lb_key(ssh: Ssh) -> list[Located]:
+def _lb_key(ssh: Ssh, at: tuple[int | str, ...]) -> list[Located]:
     if ssh.host_key is not None and ssh.host_key_file is not None:
-        return [((*_SSH, "hostKeyFile"), "set hostKey or hostKeyFile, not both")]
+        return [((*at, "hostKeyFile"), "set hostKey or hostKeyFile, not both")]
     if ssh.host_key is None and ssh.host_key_file is None:
         return [
             (
-                (*_SSH, "hostKey"),
+                (*at, "hostKey"),
                 "required: pin the LB's SSH host key (ssh-keyscan -t ed25519 HOST, checked "
-                f"out of band), {_OPT_OUT}",
+                f"out of band), {_opt_out(at)}",
             )
         ]
     return []
 
 
-def _jump_key(ssh: Ssh) -> list[Located]:
+def _jump_key(ssh: Ssh, at: tuple[int | str, ...]) -> list[Located]:
     if ssh.jump_host is not None and ssh.jump_host_key is None:
         return [
             (
-                (*_SSH, "jumpHostKey"),
-                f"required with jumpHost: pin the jump host's SSH host key, {_OPT_OUT}",
+                (*at, "jumpHostKey"),
+                f"required with jumpHost: pin the jump host's SSH host key, {_opt_out(at)}",
             )
         ]
     if ssh.jump_host is None and ssh.jump_host_key is not None:
-        return [((*_SSH, "jumpHostKey"), "is set but there is no jumpHost")]
+        return [((*at, "jumpHostKey"), "is set but there is no jumpHost")]
     return []
 
 
-def host_key_faults(ssh: Ssh) -> list[Located]:
-    """(location, reason) for the rules that tie the host-key settings together."""
+def host_key_faults(ssh: Ssh, at: tuple[int | str, ...] = SSH_PATH) -> list[Located]:
+    """(location, reason) for the rules that tie the host-key settings together;
+    ``at`` is where this ssh block sits in the config."""
     if ssh.insecure_accept_any_host_key:
-        return _opted_out(ssh)
-    return _lb_key(ssh) + _jump_key(ssh)
+        return _opted_out(ssh, at)
+    return _lb_key(ssh, at) + _jump_key(ssh, at)

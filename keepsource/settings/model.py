@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field, field_validator
 
-from keepsource.settings.base import Model, Net4
+from keepsource.settings.base import IPv4, Model, Net4
 from keepsource.settings.checks import HealthCheck, Verify
-from keepsource.settings.lb import Lb
+from keepsource.settings.lb import Lb, Ssh
 from keepsource.settings.network import Apiserver, Network, Worker
 from keepsource.settings.workload import Kubernetes, Workload
 
@@ -17,6 +18,31 @@ def _client_cidr(value: Net4) -> Net4:
     if value.prefixlen == 0:
         raise ValueError("admits the whole world; name the clients")
     return value
+
+
+#: The resource name of the LB when there is one (a pair names its hosts).
+SINGLE_LB_NAME = "lb"
+
+
+@dataclass(frozen=True)
+class LbNode:
+    """One LB host as the renderers and the components see it: one for a
+    single LB, two for a pair."""
+
+    name: str
+    ssh: Ssh
+    ssh_at: tuple[int | str, ...]
+    """Where its ssh block sits in the config (for messages)."""
+    check_source: IPv4
+    """Its health checks' source address (the NetworkPolicy admits it)."""
+    own_addresses: tuple[tuple[IPv4, str], ...]
+    """(address, config key) that must be this host's own before anything changes."""
+    external_address: IPv4 | None = None
+    external_interface: str | None = None
+    internal_interface: str | None = None
+    priority: int = 100
+    peer_external: IPv4 | None = None
+    peer_internal: IPv4 | None = None
 
 
 class Settings(Model):
@@ -45,6 +71,59 @@ class Settings(Model):
     @property
     def worker_addresses(self) -> list[str]:
         return [str(w.address) for w in self.workers]
+
+    @property
+    def is_pair(self) -> bool:
+        return bool(self.lb.hosts)
+
+    @property
+    def lb_nodes(self) -> tuple[LbNode, ...]:
+        """The LB host(s). Call only on validated settings (``parse``): exactly
+        one of ``lb.ssh`` and a two-host ``lb.hosts`` is set then."""
+        net = self.network
+        if not self.lb.hosts:
+            assert self.lb.ssh is not None
+            hairpin = (net.hairpin_source, "network.hairpinSource")
+            own: list[tuple[IPv4, str]] = [
+                (net.vip, "network.vip"),
+                (net.lb_internal_address, "network.lbInternalAddress"),
+            ]
+            own += [hairpin] if net.hairpin_source not in (net.vip, net.lb_internal_address) else []
+            return (
+                LbNode(
+                    SINGLE_LB_NAME, self.lb.ssh, ("lb", "ssh"), net.lb_internal_address, (*own,)
+                ),
+            )
+        hosts = self.lb.hosts
+        nodes = []
+        for i, h in enumerate(hosts):
+            peer = hosts[1 - i]
+            pair_own = (
+                (h.external_address, f"lb.hosts[{i}].externalAddress"),
+                (h.internal_address, f"lb.hosts[{i}].internalAddress"),
+            )
+            nodes.append(
+                LbNode(
+                    name=h.name,
+                    ssh=h.ssh,
+                    ssh_at=("lb", "hosts", i, "ssh"),
+                    check_source=h.internal_address,
+                    own_addresses=pair_own,
+                    external_address=h.external_address,
+                    external_interface=h.external_interface,
+                    internal_interface=h.internal_interface,
+                    # The first host is preferred at the very start; with
+                    # nopreempt a returning host never takes the VIPs back.
+                    priority=150 if i == 0 else 100,
+                    peer_external=peer.external_address,
+                    peer_internal=peer.internal_address,
+                )
+            )
+        return tuple(nodes)
+
+    @property
+    def check_sources(self) -> list[IPv4]:
+        return [n.check_source for n in self.lb_nodes]
 
     @property
     def manages_workload(self) -> bool:

@@ -23,7 +23,36 @@ def _inside(s: Settings) -> list[tuple[Loc, IPv4]]:
         (("network", "lbInternalAddress"), s.network.lb_internal_address),
         (("apiserver", "address"), s.apiserver.address),
     ]
+    found += [(("lb", "hosts", i, "internalAddress"), h.internal_address)
+              for i, h in enumerate(s.lb.hosts)]  # fmt: skip
     return found + [(("workers", i, "address"), w.address) for i, w in enumerate(s.workers)]
+
+
+def _outside(s: Settings) -> list[tuple[Loc, IPv4]]:
+    """The external addresses, with where each is set."""
+    found: list[tuple[Loc, IPv4]] = [(("network", "vip"), s.network.vip)]
+    return found + [
+        (("lb", "hosts", i, "externalAddress"), h.external_address)
+        for i, h in enumerate(s.lb.hosts)
+    ]
+
+
+def lb_layout(s: Settings) -> list[Fault]:
+    """One LB (lb.ssh) or a pair (lb.hosts, exactly two), not both, not neither."""
+    lb = s.lb
+    if lb.ssh is not None and lb.hosts:
+        return [Fault(key(("lb", "hosts")), "is set with lb.ssh: one LB (ssh) or a pair (hosts)")]
+    if lb.ssh is None and not lb.hosts:
+        return [Fault(key(("lb", "ssh")), "required (or lb.hosts for an LB pair)")]
+    if lb.hosts and len(lb.hosts) != 2:
+        return [Fault(key(("lb", "hosts")), f"lists {len(lb.hosts)} hosts: a pair is two")]
+    faults = []
+    if len({h.name for h in lb.hosts}) != len(lb.hosts):
+        faults.append(Fault(key(("lb", "hosts", 1, "name")), "duplicate host name"))
+    ends = [(h.ssh.host, h.ssh.port) for h in lb.hosts]
+    if len(set(ends)) != len(ends):
+        faults.append(Fault(key(("lb", "hosts", 1, "ssh")), "the same SSH endpoint as hosts[0]"))
+    return faults
 
 
 def subnets(s: Settings) -> list[Fault]:
@@ -44,7 +73,13 @@ def addresses(s: Settings) -> list[Fault]:
         for loc, addr in _inside(s)
         if addr not in inner
     ]
-    every = [(("network", "vip"), s.network.vip), *_inside(s)]
+    ext = s.network.external_subnet
+    faults += [
+        Fault(key(loc), f"{addr} is outside externalSubnet {ext}")
+        for loc, addr in _outside(s)[1:]
+        if addr not in ext
+    ]
+    every = [*_outside(s), *_inside(s)]
     for loc, addr in every:
         for subnet in (s.network.external_subnet, inner):
             if subnet.prefixlen < 31 and addr in (subnet.network_address, subnet.broadcast_address):
@@ -76,19 +111,22 @@ def ports(s: Settings) -> list[Fault]:
         faults.append(
             Fault(key(("nodePort",)), f"equals apiserver.port {s.apiserver.port} on the same VIP")
         )
-    ssh = s.lb.ssh
-    try:
-        via_vip = ipaddress.ip_address(ssh.host) == s.network.vip
-    except ValueError:
-        via_vip = False  # a host name: keepsource cannot tell
-    if via_vip:
+    for node in s.lb_nodes:
+        ssh = node.ssh
+        at = key(node.ssh_at)
+        try:
+            via_vip = ipaddress.ip_address(ssh.host) == s.network.vip
+        except ValueError:
+            via_vip = False  # a host name: keepsource cannot tell
+        if not via_vip:
+            continue
         for loc, port in ((("apiserver", "port"), s.apiserver.port), (("nodePort",), s.node_port)):
             if port == ssh.port:
                 faults.append(
                     Fault(
                         key(loc),
-                        f"{port} is the LB's own SSH endpoint (lb.ssh.host is the VIP, "
-                        f"lb.ssh.port {ssh.port}): IPVS would take those connections "
+                        f"{port} is the LB's own SSH endpoint ({at}.host is the VIP, "
+                        f"{at}.port {ssh.port}): IPVS would take those connections "
                         "and lock the operator out",
                     )
                 )
@@ -112,12 +150,12 @@ def hairpin(s: Settings) -> list[Fault]:
     src = net.hairpin_source
     where = "" if net.hairpin_source_config is not None else f" (defaults to the VIP {src})"
     faults = []
-    if src == net.lb_internal_address:
+    if src in (net.lb_internal_address, *s.check_sources):
         faults.append(
             Fault(
                 key(("network", "hairpinSource")),
-                f"{src}{where} is lbInternalAddress, the health-check source: hairpinned "
-                "clients would pass as the LB's checks",
+                f"{src}{where} is a health-check source (lbInternalAddress or an LB host's "
+                "internalAddress): hairpinned clients would pass as the LB's checks",
             )
         )
     for i, cidr in enumerate(s.allowed_clients):
@@ -133,7 +171,11 @@ def hairpin(s: Settings) -> list[Fault]:
 
 
 def host_keys(s: Settings) -> list[Fault]:
-    return [Fault(key(loc), reason) for loc, reason in host_key_faults(s.lb.ssh)]
+    return [
+        Fault(key(loc), reason)
+        for node in s.lb_nodes
+        for loc, reason in host_key_faults(node.ssh, node.ssh_at)
+    ]
 
 
 def lb_only(s: Settings) -> list[Fault]:
@@ -192,5 +234,9 @@ RULES: tuple[Rule, ...] = (
 
 
 def cross_faults(s: Settings) -> list[Fault]:
-    """Every cross-field fault of a settings record that passed field validation."""
+    """Every cross-field fault of a settings record that passed field validation.
+    The LB layout first: the other rules read the LB host(s) it defines."""
+    layout = lb_layout(s)
+    if layout:
+        return layout
     return [fault for rule in RULES for fault in rule(s)]

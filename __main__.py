@@ -30,20 +30,25 @@ if settings.manages_workload:
     node_port = workload.node_port
     cutover_after = [workload.deployment, workload.network_policy]
 
-# One LoadBalancerHost per LB host: the only one ("lb"), or each of a pair.
-lbs = [
-    LoadBalancerHost(
-        node.name,
-        LoadBalancerHostArgs(
-            settings=settings,
-            node_port=node_port,
-            private_key=credentials.private_key,
-            cutover_after=cutover_after,
-            node=node,
-        ),
+# One LoadBalancerHost per LB host: the only one ("lb"), or each of a pair. In
+# a pair the second host's cut-over waits for the first's: the first holds the
+# VIPs in the fault state (HAProxy), so it must become the VRRP master before
+# its peer's keepalived can claim them (make before break).
+lbs: list[LoadBalancerHost] = []
+for node in settings.lb_nodes:
+    after = [*cutover_after, lbs[0].commands["cutover"]] if lbs else cutover_after
+    lbs.append(
+        LoadBalancerHost(
+            node.name,
+            LoadBalancerHostArgs(
+                settings=settings,
+                node_port=node_port,
+                private_key=credentials.private_key,
+                cutover_after=after,
+                node=node,
+            ),
+        )
     )
-    for node in settings.lb_nodes
-]
 
 pulumi.export("vipUrl", f"http://{settings.network.vip}:{settings.node_port}/")
 if settings.is_pair:

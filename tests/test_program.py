@@ -54,6 +54,11 @@ def _commands(run: mockrun.Run, lb: str = "lb") -> dict[str, mockrun.Registered]
     }
 
 
+def run_cutovers(run: mockrun.Run) -> list[str]:
+    """Every LB host's cut-over command (a pair's second waits for the first)."""
+    return [r.urn for r in run.of_type(CMD) if r.name.endswith("-cutover")]
+
+
 def _lbs(run: mockrun.Run) -> dict[str, mockrun.Registered]:
     return {r.name: r for r in run.of_type(LB)}
 
@@ -108,8 +113,14 @@ def test_component_outputs_are_registered(stack_run: tuple[str, mockrun.Run]) ->
 
 def test_command_order(stack_run: tuple[str, mockrun.Run]) -> None:
     stack, run = stack_run
-    for node in load(stack).lb_nodes:
+    nodes = load(stack).lb_nodes
+    for node in nodes:
         _one_lbs_order(stack, run, _commands(run, node.name))
+    if len(nodes) == 2:
+        # The second host's cut-over waits for the first's (which held the VIPs).
+        first, second = (_commands(run, n.name) for n in nodes)
+        assert first["cutover"].urn in second["cutover"].dependencies
+        assert second["cutover"].urn not in first["cutover"].dependencies
 
 
 def _one_lbs_order(stack: str, run: mockrun.Run, cmds: dict[str, mockrun.Registered]) -> None:
@@ -122,7 +133,7 @@ def _one_lbs_order(stack: str, run: mockrun.Run, cmds: dict[str, mockrun.Registe
     assert deps("packages") == set()
     assert deps("gateway") == {urn["packages"]}
     assert deps("keepalived-config") == {urn["packages"]}
-    assert deps("cutover") == {urn["keepalived-config"], urn["gateway"]}
+    assert deps("cutover") - set(run_cutovers(run)) == {urn["keepalived-config"], urn["gateway"]}
     k8s = {r.urn for r in run.resources if r.type in K8S}
     # Package installation and the gateway wait for nothing in Kubernetes.
     for name in ("packages", "gateway"):

@@ -90,6 +90,21 @@ def _dev_with(old: bytes, new: bytes) -> bytes:
     return _DEV.replace(old, new, 1)
 
 
+def _line_of(needle: bytes) -> int:
+    """The line of Pulumi.dev.yaml holding ``needle`` (1-based)."""
+    assert needle in _DEV
+    return _DEV[: _DEV.index(needle)].count(b"\n") + 1
+
+
+#: The line a key appended to Pulumi.dev.yaml is on.
+_NEXT = _DEV.count(b"\n") + 1
+#: The reviewer's alias bomb: 9 aliases per level; walking it expands 9**levels nodes.
+_BOMB = b"  keepsource:extra:\n" + b"".join(
+    b"    - &a%d [" % i + b",".join([b"*a%d" % (i - 1) if i else b'"x"'] * 9) + b"]\n"
+    for i in range(12)
+)
+
+
 # (case, stack file bytes, what stderr must name)
 RAW_BAD: list[tuple[str, bytes, str]] = [
     ("namespace-typo", _DEV + b"  keepsorce:nodePort: 30081\n", "keepsorce:nodePort"),
@@ -103,6 +118,22 @@ RAW_BAD: list[tuple[str, bytes, str]] = [
     ("yaml-error-with-key-material", _DEV + _KEY_LINE, "is not valid YAML"),
     ("kube-system", _dev_with(b"namespace: my-ns", b"namespace: kube-system"), "keepsource:workload.namespace"),
     ("apiserver-on-ssh-port", _dev_with(b"    port: 6443\n", b"    port: 22\n"), "keepsource:apiserver.port"),
+    # review of issue 8: tracebacks, echoed names, the alias bomb, merge keys, long floats
+    ("nul-byte", _dev_with(b"name: nginx", b"name: ngi\x00nx"), f"Pulumi.bad.yaml: line {_line_of(b'name: nginx')}, column 14: holds a character YAML does not allow"),
+    ("esc-in-value", _dev_with(b"name: nginx", b"name: nginx\x1b[0m"), f"Pulumi.bad.yaml: line {_line_of(b'name: nginx')}, column 16: holds a character"),
+    ("bel-in-comment", _dev_with(b"# The seed lab.", b"# The seed lab.\x07"), "Pulumi.bad.yaml: line 1, column 16: holds a character"),
+    ("bool-tag", _DEV + b"  keepsource:lbPrivateKey: !!bool KEYMATERIAL\n", f"Pulumi.bad.yaml: line {_NEXT}, column 28: uses an explicit YAML tag"),
+    ("timestamp-tag", _DEV + b"  keepsource:lbPrivateKey: !!timestamp KEYMATERIAL\n", f"Pulumi.bad.yaml: line {_NEXT}, column 28: uses an explicit YAML tag"),
+    ("tag-name-not-echoed", _DEV + b"  keepsource:lbPrivateKey: !KEYMATERIALTag x\n", f"line {_NEXT}, column 28: uses an explicit YAML tag"),
+    ("alias-name-not-echoed", _DEV + b"  keepsource:x: *KEYMATERIALAlias\n", f"line {_NEXT}, column 17: uses a YAML anchor or alias"),
+    ("anchor-name-not-echoed", _DEV + b"  keepsource:x: &KEYMATERIAL 1\n", f"line {_NEXT}, column 17: uses a YAML anchor or alias"),
+    ("alias-bomb", _DEV + _BOMB, f"Pulumi.bad.yaml: line {_NEXT + 1}, column 7: uses a YAML anchor or alias"),
+    ("merge-key", _dev_with(b"  keepsource:network:\n", b"  keepsource:network:\n    <<: {vip: 192.168.0.2}\n"), f"Pulumi.bad.yaml: line {_line_of(b'  keepsource:network:') + 1}, column 5: is a YAML merge key"),
+    ("long-float", _dev_with(b"delayLoop: 0.5", b"delayLoop: 0." + b"9" * 5000), "keepsource:healthCheck.delayLoop: is a number of 5001 digits"),
+    ("bad-implicit-int", _DEV + b"  keepsource:x: 0b_\n", f"Pulumi.bad.yaml: line {_NEXT}, column 17: cannot be read as a YAML value"),
+    ("impossible-date", _DEV + b"  keepsource:x: 2001-02-30\n", f"Pulumi.bad.yaml: line {_NEXT}, column 17: cannot be read as a YAML value"),
+    ("complex-key", _DEV + b"  ? [KEYMATERIAL]\n  : 1\n", f"Pulumi.bad.yaml: line {_NEXT}, column 5: a key must be a plain name"),
+    ("yaml-problem-not-echoed", _DEV + b'  keepsource:lbPrivateKey: "\\xKEYMATERIAL"\n', f"is not valid YAML at line {_NEXT}, column"),
 ]  # fmt: skip
 
 
@@ -138,3 +169,18 @@ def test_a_plain_yaml_error_would_echo_the_key_material() -> None:
     with pytest.raises(yaml.YAMLError) as caught:
         yaml.safe_load(text)
     assert "KEYMATERIAL" in str(caught.value)
+
+
+def test_plain_pyyaml_echoes_names_or_crashes_on_these_inputs() -> None:
+    """The review's cases are not vacuous: PyYAML alone quotes tag and alias
+    names, ends a bad ``!!bool`` in a KeyError, and refuses a NUL outside the
+    parse (a ReaderError when the loader is made)."""
+    cases = dict((c[0], c[1]) for c in RAW_BAD)
+    for case in ("tag-name-not-echoed", "alias-name-not-echoed"):
+        with pytest.raises(yaml.YAMLError) as caught:
+            yaml.safe_load(cases[case])
+        assert "KEYMATERIAL" in str(caught.value), case
+    with pytest.raises(KeyError):
+        yaml.safe_load(cases["bool-tag"])
+    with pytest.raises(yaml.reader.ReaderError):
+        yaml.SafeLoader(cases["nul-byte"].decode())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -161,6 +163,65 @@ def test_render_refuses_an_out_that_is_a_file(tmp_path: Path) -> None:
         assert "--out" in done.stderr and "not a directory" in done.stderr
         assert "Traceback" not in done.stderr
     assert out.read_text() == "keep me\n"
+
+
+def test_render_refuses_an_empty_out(tmp_path: Path) -> None:
+    cli = [sys.executable, "-m", "keepsource", "--project", str(PROJECT_ROOT)]
+    for empty in ("", " "):
+        done = subprocess.run(
+            [*cli, "render", "dev", "--out", empty],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+            check=False,
+            timeout=60,
+        )
+        assert done.returncode == 2, done.stderr
+        assert "--out: is empty" in done.stderr and "Traceback" not in done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ks_keeps_the_callers_directory_for_a_relative_out(tmp_path: Path) -> None:
+    """./ks used to `cd` to the project root, so `--out out/x` landed there."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    python = venv / "bin" / "python"
+    python.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n')
+    python.chmod(0o755)
+    here = tmp_path / "here"
+    here.mkdir()
+    # A folder named like the package in the caller's directory must not shadow it.
+    (here / "keepsource").mkdir()
+    (here / "keepsource" / "__main__.py").write_text("raise SystemExit('shadowed')\n")
+    rel = f"ks-out-{tmp_path.name}"
+    done = subprocess.run(
+        [str(PROJECT_ROOT / "ks"), "render", "dev", "--out", rel],
+        capture_output=True,
+        text=True,
+        cwd=here,
+        env={**os.environ, "KEEPSOURCE_VENV": str(venv)},
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (here / rel / "keepalived.conf").is_file()
+    assert not (PROJECT_ROOT / rel).exists()
+
+
+def test_render_warns_when_host_keys_are_not_pinned(tmp_path: Path) -> None:
+    doc = yaml.safe_load((PROJECT_ROOT / "Pulumi.dev.yaml").read_text())
+    ssh = doc["config"]["keepsource:lb"]["ssh"]
+    del ssh["hostKey"]
+    ssh["insecureAcceptAnyHostKey"] = True
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "Pulumi.open.yaml").write_text(yaml.safe_dump(doc))
+    done = _cli("render", "open", "--out", str(tmp_path / "out"), project=project)
+    assert done.returncode == 0, done.stderr
+    assert "insecureAcceptAnyHostKey is true" in done.stderr and "NOT checked" in done.stderr
+    pinned = _cli("render", "dev", "--out", str(tmp_path / "out2"))
+    assert pinned.returncode == 0 and "NOT checked" not in pinned.stderr
 
 
 def test_a_plain_yaml_error_would_echo_the_key_material() -> None:

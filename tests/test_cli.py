@@ -135,6 +135,8 @@ RAW_BAD: list[tuple[str, bytes, str]] = [
     ("bad-implicit-int", _DEV + b"  keepsource:x: 0b_\n", f"Pulumi.bad.yaml: line {_NEXT}, column 17: cannot be read as a YAML value"),
     ("impossible-date", _DEV + b"  keepsource:x: 2001-02-30\n", f"Pulumi.bad.yaml: line {_NEXT}, column 17: cannot be read as a YAML value"),
     ("complex-key", _DEV + b"  ? [KEYMATERIAL]\n  : 1\n", f"Pulumi.bad.yaml: line {_NEXT}, column 5: a key must be a plain name"),
+    ("ssh-user-option", _dev_with(b"      user: root\n", b'      user: "-oProxyCommand=touch /tmp/pwn"\n'), "keepsource:lb.ssh.user: must not start with '-'"),
+    ("ssh-host-option", _dev_with(b"      host: 192.168.0.1\n", b'      host: "-oProxyCommand=touch /tmp/pwn"\n'), "keepsource:lb.ssh.host: must not start with '-'"),
     ("yaml-problem-not-echoed", _DEV + b'  keepsource:lbPrivateKey: "\\xKEYMATERIAL"\n', f"is not valid YAML at line {_NEXT}, column"),
 ]  # fmt: skip
 

@@ -142,6 +142,15 @@ BAD: list[tuple[str, Mutation, str, str]] = [
     ("encrypted-plain-key", _set("keepsource:lb.ssh.user", {"secure": "v1:abc"}), "keepsource:lb.ssh.user", "encrypted"),
     ("lb-only-with-provider", _set("keepsource:workload.managedBy", "external"), "keepsource:kubernetes", "external"),
     ("managed-by-typo", _set("keepsource:workload.managedBy", "gitops"), "keepsource:workload.managedBy", "keepsource"),
+    # review of issue 8: an ssh user, host or target that ssh would read as an option
+    ("ssh-user-option", _set("keepsource:lb.ssh.user", "-oProxyCommand=touch /tmp/pwn"), "keepsource:lb.ssh.user", "option"),
+    ("ssh-host-option", _set("keepsource:lb.ssh.host", "-oProxyCommand=touch /tmp/pwn"), "keepsource:lb.ssh.host", "option"),
+    ("ssh-user-with-space", _set("keepsource:lb.ssh.user", "root -oProxyCommand=x"), "keepsource:lb.ssh.user", "one word"),
+    ("jump-user-option", _set("keepsource:lb.ssh.jumpHost", "-oProxyCommand=x@bastion"), "keepsource:lb.ssh.jumpHost", "option"),
+    ("jump-host-option", _set("keepsource:lb.ssh.jumpHost", "ops@-oProxyCommand=x"), "keepsource:lb.ssh.jumpHost", "option"),
+    ("verify-target-option", _set("keepsource:verify.allowedClient.target", "-oProxyCommand=touch /tmp/pwn"), "keepsource:verify.allowedClient.target", "option"),
+    ("verify-target-host-option", _set("keepsource:verify.deniedClient.target", "root@-oProxyCommand=x"), "keepsource:verify.deniedClient.target", "option"),
+    ("verify-target-not-ssh", _set("keepsource:verify.deniedClient.target", "host02"), "keepsource:verify.deniedClient.target", "user@host"),
 ]  # fmt: skip
 
 
@@ -351,6 +360,16 @@ def test_a_pair_has_two_nodes_each_checking_from_its_own_address() -> None:
             "keepsource:lb.vrrp.virtualRouterId",
             "254",
         ),
+        (
+            lambda c: c["keepsource:lb"]["hosts"][1]["ssh"].update(user="-oProxyCommand=x"),
+            "keepsource:lb.hosts[1].ssh.user",
+            "option",
+        ),
+        (
+            lambda c: c["keepsource:lb"]["hosts"][0]["ssh"].update(host="-oProxyCommand=x"),
+            "keepsource:lb.hosts[0].ssh.host",
+            "option",
+        ),
     ],
     ids=[
         "ssh-and-hosts",
@@ -363,6 +382,8 @@ def test_a_pair_has_two_nodes_each_checking_from_its_own_address() -> None:
         "host-key-missing",
         "hairpin-is-a-check-source",
         "router-id-range",
+        "user-option",
+        "host-option",
     ],
 )
 def test_a_bad_pair_names_the_key(mutate: Mutation, key: str, reason: str) -> None:

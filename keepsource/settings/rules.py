@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from keepsource.settings.base import IPv4
 from keepsource.settings.errors import Fault, Loc, key
-from keepsource.settings.lb import host_key_faults
+from keepsource.settings.lb import host_key_faults, user_host_port
 from keepsource.settings.model import Settings
 
 Rule = Callable[[Settings], list[Fault]]
@@ -203,6 +203,12 @@ def verify_clients(s: Settings) -> list[Fault]:
         for field, client in (("allowedClient", allowed), ("deniedClient", denied))
         if client.address not in ext
     ]
+    for field, client in (("allowedClient", allowed), ("deniedClient", denied)):
+        if s.verify.via == "ssh":
+            try:
+                user_host_port(client.target)
+            except ValueError as error:
+                faults.append(Fault(key(("verify", field, "target")), f"(via: ssh) {error}"))
     if not any(allowed.address in c for c in s.allowed_clients):
         faults.append(
             Fault(

@@ -98,6 +98,15 @@ def _line_of(needle: bytes) -> int:
     return _DEV[: _DEV.index(needle)].count(b"\n") + 1
 
 
+_HOST_KEY = _DEV.split(b"hostKey: ", 1)[1].split(b"\n", 1)[0]
+
+
+def _vip_spelled(host: bytes) -> bytes:
+    """lb.ssh.host written as ``host``, the apiserver on the SSH port 22."""
+    text = _dev_with(b"      host: 192.168.0.1\n", b"      host: " + host + b"\n")
+    return text.replace(b"    port: 6443\n", b"    port: 22\n", 1)
+
+
 #: The line a key appended to Pulumi.dev.yaml is on.
 _NEXT = _DEV.count(b"\n") + 1
 #: The reviewer's alias bomb: 9 aliases per level; walking it expands 9**levels nodes.
@@ -137,6 +146,10 @@ RAW_BAD: list[tuple[str, bytes, str]] = [
     ("complex-key", _DEV + b"  ? [KEYMATERIAL]\n  : 1\n", f"Pulumi.bad.yaml: line {_NEXT}, column 5: a key must be a plain name"),
     ("ssh-user-option", _dev_with(b"      user: root\n", b'      user: "-oProxyCommand=touch /tmp/pwn"\n'), "keepsource:lb.ssh.user: must not start with '-'"),
     ("ssh-host-option", _dev_with(b"      host: 192.168.0.1\n", b'      host: "-oProxyCommand=touch /tmp/pwn"\n'), "keepsource:lb.ssh.host: must not start with '-'"),
+    ("vip-with-leading-zeros", _vip_spelled(b'"192.168.000.001"'), "keepsource:apiserver.port: 22 is an SSH endpoint"),
+    ("vip-as-mapped-ipv6", _vip_spelled(b'"::ffff:192.168.0.1"'), "keepsource:apiserver.port: 22 is an SSH endpoint"),
+    ("vip-with-trailing-dot", _vip_spelled(b'"192.168.0.1."'), "keepsource:apiserver.port: 22 is an SSH endpoint"),
+    ("jump-host-is-vip", _vip_spelled(b"172.16.0.254\n      jumpHost: root@192.168.0.1\n      jumpHostKey: " + _HOST_KEY), "keepsource:lb.ssh.jumpHost is the VIP, port 22"),
     ("yaml-problem-not-echoed", _DEV + b'  keepsource:lbPrivateKey: "\\xKEYMATERIAL"\n', f"is not valid YAML at line {_NEXT}, column"),
 ]  # fmt: skip
 

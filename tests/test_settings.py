@@ -76,6 +76,26 @@ def _dup_worker(cfg: dict[str, Any]) -> None:
     cfg["keepsource:workers"].append(dict(cfg["keepsource:workers"][0]))
 
 
+def _all(*mutations: Mutation) -> Mutation:
+    def mutate(cfg: dict[str, Any]) -> None:
+        for m in mutations:
+            m(cfg)
+
+    return mutate
+
+
+_JUMP_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPmSUeE+POKVS6kQM7evh1d1IkHOIZTcB1KwqloXLNjN"
+
+
+def _via_jump(jump: str) -> Mutation:
+    """The LB reached through a jump host (the LB itself by another address)."""
+    return _all(
+        _set("keepsource:lb.ssh.host", "lb.example.internal"),
+        _set("keepsource:lb.ssh.jumpHost", jump),
+        _set("keepsource:lb.ssh.jumpHostKey", _JUMP_KEY),
+    )
+
+
 # (case id, mutation, the key the error must name, a word of the reason)
 BAD: list[tuple[str, Mutation, str, str]] = [
     ("malformed-vip", _set("keepsource:network.vip", "192.168.0.300"), "keepsource:network.vip", "IPv4"),
@@ -150,6 +170,12 @@ BAD: list[tuple[str, Mutation, str, str]] = [
     ("jump-host-option", _set("keepsource:lb.ssh.jumpHost", "ops@-oProxyCommand=x"), "keepsource:lb.ssh.jumpHost", "option"),
     ("verify-target-option", _set("keepsource:verify.allowedClient.target", "-oProxyCommand=touch /tmp/pwn"), "keepsource:verify.allowedClient.target", "option"),
     ("verify-target-host-option", _set("keepsource:verify.deniedClient.target", "root@-oProxyCommand=x"), "keepsource:verify.deniedClient.target", "option"),
+    # review of issue 8: the lock-out through the jump host and other spellings of the VIP
+    ("jump-host-is-vip", _all(_via_jump("root@192.168.0.1"), _set("keepsource:apiserver.port", 22)), "keepsource:apiserver.port", "keepsource:lb.ssh.jumpHost is the VIP, port 22"),
+    ("jump-port-is-nodeport", _via_jump("root@192.168.0.1:30080"), "keepsource:nodePort", "keepsource:lb.ssh.jumpHost is the VIP, port 30080"),
+    ("vip-as-mapped-ipv6", _all(_set("keepsource:lb.ssh.host", "::ffff:192.168.0.1"), _set("keepsource:apiserver.port", 22)), "keepsource:apiserver.port", "keepsource:lb.ssh.host is the VIP"),
+    ("vip-as-mapped-ipv6-hex", _all(_set("keepsource:lb.ssh.host", "[::ffff:c0a8:1]"), _set("keepsource:apiserver.port", 22)), "keepsource:apiserver.port", "lock the operator out"),
+    ("vip-as-one-number", _all(_set("keepsource:lb.ssh.host", "3232235521"), _set("keepsource:apiserver.port", 22)), "keepsource:apiserver.port", "lock the operator out"),
     ("verify-target-not-ssh", _set("keepsource:verify.deniedClient.target", "host02"), "keepsource:verify.deniedClient.target", "user@host"),
 ]  # fmt: skip
 
@@ -172,6 +198,22 @@ def test_at_least_fifteen_bad_cases() -> None:
 def test_the_bad_cases_start_from_a_good_config() -> None:
     """Every BAD case fails because of its mutation, not because the base is bad."""
     assert parse(dev_config()) == load("dev")
+
+
+def test_the_lockout_rule_leaves_other_ssh_endpoints_alone() -> None:
+    """The jump host at the VIP on another port, a jump host elsewhere on the
+    service's port, and the LB by name are all accepted."""
+    for mutate in (
+        _all(_via_jump("root@192.168.0.1:2222"), _set("keepsource:apiserver.port", 22)),
+        _all(_via_jump("root@192.168.0.10"), _set("keepsource:apiserver.port", 22)),
+        _all(
+            _set("keepsource:lb.ssh.host", "::ffff:192.168.0.2"),
+            _set("keepsource:apiserver.port", 22),
+        ),
+    ):
+        cfg = dev_config()
+        mutate(cfg)
+        assert parse(cfg).apiserver.port == 22
 
 
 def test_new_keys_have_their_defaults_and_resolve() -> None:
@@ -361,6 +403,24 @@ def test_a_pair_has_two_nodes_each_checking_from_its_own_address() -> None:
             "254",
         ),
         (
+            _all(
+                lambda c: c["keepsource:lb"]["hosts"][1]["ssh"].update(
+                    jumpHost="root@192.168.0.1", jumpHostKey=_JUMP_KEY
+                ),
+                _set("keepsource:apiserver.port", 22),
+            ),
+            "keepsource:apiserver.port",
+            "keepsource:lb.hosts[1].ssh.jumpHost is the VIP, port 22",
+        ),
+        (
+            _all(
+                lambda c: c["keepsource:lb"]["hosts"][0]["ssh"].update(host="::ffff:192.168.0.1"),
+                _set("keepsource:apiserver.port", 2222),
+            ),
+            "keepsource:apiserver.port",
+            "keepsource:lb.hosts[0].ssh.host is the VIP, port 2222",
+        ),
+        (
             lambda c: c["keepsource:lb"]["hosts"][1]["ssh"].update(user="-oProxyCommand=x"),
             "keepsource:lb.hosts[1].ssh.user",
             "option",
@@ -382,6 +442,8 @@ def test_a_pair_has_two_nodes_each_checking_from_its_own_address() -> None:
         "host-key-missing",
         "hairpin-is-a-check-source",
         "router-id-range",
+        "jump-host-is-vip",
+        "host-is-mapped-vip",
         "user-option",
         "host-option",
     ],

@@ -150,6 +150,9 @@ RAW_BAD: list[tuple[str, bytes, str]] = [
     ("vip-as-mapped-ipv6", _vip_spelled(b'"::ffff:192.168.0.1"'), "keepsource:apiserver.port: 22 is an SSH endpoint"),
     ("vip-with-trailing-dot", _vip_spelled(b'"192.168.0.1."'), "keepsource:apiserver.port: 22 is an SSH endpoint"),
     ("jump-host-is-vip", _vip_spelled(b"172.16.0.254\n      jumpHost: root@192.168.0.1\n      jumpHostKey: " + _HOST_KEY), "keepsource:lb.ssh.jumpHost is the VIP, port 22"),
+    ("provider-context-key", _DEV + b"  kubernetes:context: foo\n", "kubernetes:context: has no effect"),
+    ("provider-kubeconfig-key", _DEV + b"  kubernetes:kubeconfig: ~/.kube/x\n", "kubernetes:kubeconfig: has no effect"),
+    ("long-float-quoted", _dev_with(b"delayLoop: 0.5", b'delayLoop: "0.' + b"9" * 5000 + b'"'), "keepsource:healthCheck.delayLoop: is a number of 5001 digits"),
     ("yaml-problem-not-echoed", _DEV + b'  keepsource:lbPrivateKey: "\\xKEYMATERIAL"\n', f"is not valid YAML at line {_NEXT}, column"),
 ]  # fmt: skip
 
@@ -222,6 +225,20 @@ def test_ks_keeps_the_callers_directory_for_a_relative_out(tmp_path: Path) -> No
     assert done.returncode == 0, done.stderr
     assert (here / rel / "keepalived.conf").is_file()
     assert not (PROJECT_ROOT / rel).exists()
+
+
+def test_render_accepts_an_encrypted_context_as_the_program_does(tmp_path: Path) -> None:
+    """`--secret --path keepsource:kubernetes.context`: render needs no
+    secret and never prints the ciphertext (the program keeps it secret)."""
+    text = _dev_with(
+        b"context: kubernetes-admin@kubernetes", b"context: {secure: v1:CIPHERTEXTMARK}"
+    )
+    project = _raw_project(tmp_path, text)
+    done = _cli("render", "bad", "--out", str(tmp_path / "out"), project=project)
+    assert done.returncode == 0, done.stderr
+    assert "CIPHERTEXTMARK" not in done.stdout + done.stderr
+    written = "".join(p.read_text() for p in (tmp_path / "out").rglob("*") if p.is_file())
+    assert "CIPHERTEXTMARK" not in written
 
 
 def test_render_warns_when_host_keys_are_not_pinned(tmp_path: Path) -> None:

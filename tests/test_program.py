@@ -456,6 +456,36 @@ def test_kubeconfig_contents_stay_secret(monkeypatch: pytest.MonkeyPatch) -> Non
     assert marker not in json.dumps(run.exports, default=str)
 
 
+def test_a_secret_kubernetes_block_keeps_its_context_secret() -> None:
+    """`pulumi config set --secret --path keepsource:kubernetes.context X`: the
+    engine marks the whole keepsource:kubernetes key secret (it has no
+    per-path secretness), so the context reaches the provider as a secret,
+    and nothing else carries it in plain text."""
+    marker = "CTXMARKER-secret-context"
+    cfg = dev_config()
+    cfg["keepsource:kubernetes"] = {"context": marker}
+    run = mockrun.run_program(cfg, secret_keys=["keepsource:kubernetes"])
+    provider = run.one("pulumi:providers:kubernetes")
+    assert _secret_value(provider.wire["context"]) == marker
+    for r in run.resources:
+        for name, value in r.wire.items():
+            if r is provider and name == "context":
+                continue
+            assert marker not in json.dumps(value), (r.name, name)
+    assert marker not in json.dumps(run.exports, default=str)
+    # Not set secret: the context stays a plain value (diffs stay readable).
+    plain = mockrun.run_program(dev_config()).one("pulumi:providers:kubernetes")
+    assert plain.wire["context"] == "kubernetes-admin@kubernetes"
+
+
+def test_the_providers_own_namespace_keys_are_refused_before_any_resource() -> None:
+    cfg = dev_config()
+    cfg["kubernetes:context"] = "kubernetes-admin@kubernetes"
+    with pytest.raises(ConfigError, match=r"kubernetes:context: has no effect"):
+        mockrun.run_program(cfg)
+    assert mockrun.last_registered() == []
+
+
 def test_kubeconfig_path_is_kept_as_written_and_never_the_ambient_one(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

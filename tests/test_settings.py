@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from keepsource.settings import ConfigError, json_schema, parse
+from keepsource.settings import ENCRYPTED, ConfigError, json_schema, parse
 from keepsource.stackfile import PROJECT_ROOT, load, load_config
 from tests.conftest import ALL_STACKS, dev_config
 
@@ -176,6 +176,10 @@ BAD: list[tuple[str, Mutation, str, str]] = [
     ("vip-as-mapped-ipv6", _all(_set("keepsource:lb.ssh.host", "::ffff:192.168.0.1"), _set("keepsource:apiserver.port", 22)), "keepsource:apiserver.port", "keepsource:lb.ssh.host is the VIP"),
     ("vip-as-mapped-ipv6-hex", _all(_set("keepsource:lb.ssh.host", "[::ffff:c0a8:1]"), _set("keepsource:apiserver.port", 22)), "keepsource:apiserver.port", "lock the operator out"),
     ("vip-as-one-number", _all(_set("keepsource:lb.ssh.host", "3232235521"), _set("keepsource:apiserver.port", 22)), "keepsource:apiserver.port", "lock the operator out"),
+    # review of issue 8: long floats from the engine (JSON) or as strings
+    ("long-float-json", _set("keepsource:healthCheck", '{"delayLoop": 0.' + "9" * 5000 + "}"), "keepsource:healthCheck", "5001 digits"),
+    ("long-float-string", _set("keepsource:healthCheck.delayLoop", "0." + "9" * 5000), "keepsource:healthCheck.delayLoop", "5001 digits"),
+    ("long-float-top", _set("keepsource:lb.cutoverTimeout", "1" * 30 + ".5"), "keepsource:lb.cutoverTimeout", "31 digits"),
     ("verify-target-not-ssh", _set("keepsource:verify.deniedClient.target", "host02"), "keepsource:verify.deniedClient.target", "user@host"),
 ]  # fmt: skip
 
@@ -252,6 +256,21 @@ def test_kubeconfig_is_a_secret_str_and_its_contents_need_a_secret() -> None:
     assert parse(cfg).kubernetes.kubeconfig is not None
 
 
+def test_an_encrypted_context_is_accepted_offline_as_the_program_accepts_it() -> None:
+    """Both paths agree: the program gets keepsource:kubernetes as a secret key
+    (and keeps the context secret, tests/test_program.py); offline the
+    encrypted value is a placeholder, never read."""
+    cfg = dev_config()
+    cfg["keepsource:kubernetes"] = {"context": {"secure": "v1:CIPHERTEXT"}}
+    assert parse(cfg).kubernetes.context == ENCRYPTED
+    cfg["keepsource:kubernetes"] = {"context": "c1"}
+    assert parse(cfg, secret_keys=["keepsource:kubernetes"]).kubernetes.context == "c1"
+    # A key keepsource reads in plain text is still refused when encrypted.
+    cfg["keepsource:workload"]["name"] = {"secure": "v1:CIPHERTEXT"}
+    with pytest.raises(ConfigError, match=r"keepsource:workload\.name: is encrypted"):
+        parse(cfg)
+
+
 def test_insecure_opt_out_is_accepted_by_name_only() -> None:
     cfg = dev_config()
     del cfg["keepsource:lb"]["ssh"]["hostKey"]
@@ -304,8 +323,21 @@ def test_pulumi_strings_are_decoded() -> None:
 
 def test_other_namespaces_are_left_alone() -> None:
     cfg = dev_config()
-    cfg["kubernetes:context"] = "x"
+    cfg["kubernetes:suppressHelmHookWarnings"] = "true"
+    cfg["command:x"] = "y"
+    cfg["pulumi:disable-default-providers"] = '["kubernetes"]'
     assert parse(cfg) == load("dev")
+
+
+@pytest.mark.parametrize("name", ["context", "kubeconfig"])
+def test_the_providers_own_context_keys_are_refused(name: str) -> None:
+    """They would configure only a default provider; keepsource's is explicit."""
+    cfg = dev_config()
+    cfg[f"kubernetes:{name}"] = "x"
+    with pytest.raises(ConfigError) as caught:
+        parse(cfg)
+    assert [f.key for f in caught.value.faults] == [f"kubernetes:{name}"]
+    assert f"keepsource:kubernetes.{name}" in caught.value.faults[0].reason
 
 
 def test_committed_json_schema_is_in_sync() -> None:

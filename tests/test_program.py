@@ -294,6 +294,16 @@ def test_plain_private_key_is_refused_before_any_resource() -> None:
         ("keepsource:apiserver", '{"address": "172.16.0.1", "address": "172.16.0.2"}'),
         ("keepsource:workers", '[{"name": "worker01\\n", "address": "172.16.0.11"}]'),
         ("keepsource:apiserver", '{"address": "172.16.0.1", "port": 22}'),
+        # review of issue 8, as the engine hands them over
+        ("keepsource:healthCheck", '{"delayLoop": 0.' + "9" * 5000 + "}"),
+        ("kubernetes:context", "kubernetes-admin@kubernetes"),
+        ("keepsource:lb", '{"ssh": {"host": "192.168.0.1", "user": "-oProxyCommand=x"}}'),
+        (
+            "keepsource:lb",
+            '{"ssh": {"host": "::ffff:192.168.0.1", "port": 6443, "hostKey": "'
+            + load_config("dev")["keepsource:lb"]["ssh"]["hostKey"]
+            + '"}}',
+        ),
     ],
 )
 def test_bad_config_declares_nothing(key: str, value: Any) -> None:

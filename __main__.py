@@ -24,7 +24,10 @@ if settings.manages_workload:
     workload = Workload(
         "workload",
         WorkloadArgs(
-            settings=settings, check_sources=check_sources, kubeconfig=credentials.kubeconfig
+            settings=settings,
+            check_sources=check_sources,
+            kubeconfig=credentials.kubeconfig,
+            context=credentials.context,
         ),
     )
     node_port = workload.node_port

@@ -34,6 +34,10 @@ class Credentials:
     only when the program runs without that check (tests): the SSH agent."""
     kubeconfig: pulumi.Output[str] | None
     """kubernetes.kubeconfig (path or contents) or DEFAULT_KUBECONFIG; None in LB-only mode."""
+    context: pulumi.Output[str] | None = None
+    """kubernetes.context: a secret Output when the engine marks the
+    ``keepsource:kubernetes`` block secret (``--secret --path`` on either of
+    its keys: the engine cannot say which), plain otherwise; None when unset."""
 
 
 def raw_config() -> dict[str, Any]:
@@ -58,18 +62,23 @@ def load_settings(root: Path | None = None) -> tuple[Settings, Credentials]:
     to the project root (pulumi/pulumi pkg/engine/project.go:45-68 getPwdMain,
     sdk/python/cmd/pulumi-language-python/main.go:1641 ``cmd.Dir = req.Pwd``).
     """
+    secrets = secret_keys()
     try:
-        settings = parse(raw_config(), secret_keys())
+        settings = parse(raw_config(), secrets)
         settings = read_host_key_file(settings, root or Path.cwd())
     except ConfigError as error:
         raise StackConfigError(error.faults) from None
     if any(n.ssh.insecure_accept_any_host_key for n in settings.lb_nodes):
         pulumi.log.warn(INSECURE_WARNING)
     key = pulumi.Config(NAMESPACE).get_secret(PRIVATE_KEY_KEY)
-    kubeconfig = None
+    kubeconfig = context = None
     if settings.manages_workload:
         value = settings.kubernetes.kubeconfig
         kubeconfig = pulumi.Output.secret(
             value.get_secret_value() if value is not None else DEFAULT_KUBECONFIG
         )
-    return settings, Credentials(private_key=key, kubeconfig=kubeconfig)
+        if settings.kubernetes.context is not None:
+            context = pulumi.Output.from_input(settings.kubernetes.context)
+            if f"{NAMESPACE}:kubernetes" in secrets:
+                context = pulumi.Output.secret(settings.kubernetes.context)
+    return settings, Credentials(private_key=key, kubeconfig=kubeconfig, context=context)

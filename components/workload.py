@@ -60,6 +60,9 @@ class WorkloadArgs:
     kubeconfig: pulumi.Input[str]
     """Kubeconfig path or contents for the explicit provider: a secret Output."""
 
+    context: pulumi.Input[str] | None = None
+    """The kubeconfig context (a secret Output when the stack set it secret)."""
+
 
 class Workload(pulumi.ComponentResource):
     """The nginx workload behind the NodePort, guarded by an ipBlock NetworkPolicy."""
@@ -85,7 +88,7 @@ class Workload(pulumi.ComponentResource):
         self.provider = k8s.Provider(
             f"{name}-k8s",
             kubeconfig=pulumi.Output.secret(args.kubeconfig),
-            context=settings.kubernetes.context,
+            context=args.context,
             # Objects made by hand before (kubectl) are adopted by a forced
             # server-side apply, on up as on preview (see the module docstring).
             upsert_existing_objects=True,

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from keepsource.connection import INSECURE_WARNING
 from keepsource.settings import ConfigError, Fault
 from keepsource.stackfile import PROJECT_ROOT, load
 
@@ -13,8 +14,15 @@ from keepsource.stackfile import PROJECT_ROOT, load
 def _render(args: argparse.Namespace) -> int:
     from keepsource.artifacts import artifacts
 
+    if not args.out.strip():
+        # Path("") is the working directory: an empty --out would write there.
+        raise ConfigError([Fault("--out", "is empty: name the output folder")])
     settings = load(args.stack, Path(args.project))
+    if any(n.ssh.insecure_accept_any_host_key for n in settings.lb_nodes):
+        print(f"warning: {INSECURE_WARNING}", file=sys.stderr, flush=True)
     files = artifacts(settings)
+    # A relative --out is relative to the caller's working directory (./ks
+    # does not change it; the project is passed as --project).
     out = Path(args.out)
     _check_out(out)
     for name, text in files.items():

@@ -147,6 +147,8 @@ def ssh_argv(conn: Connection, known_hosts: Path | None, identity: str | None) -
     argv = ["ssh", *common, "-p", str(conn.lb.port)]
     if conn.jump is not None:
         j = conn.jump
-        proxy = ["ssh", *common, "-p", str(j.port), "-W", "%h:%p", f"{j.user}@{j.host}"]
+        proxy = ["ssh", *common, "-p", str(j.port), "-W", "%h:%p", "--", f"{j.user}@{j.host}"]
         argv += ["-o", "ProxyCommand=" + shlex.join(proxy)]
-    return [*argv, f"{conn.lb.user}@{conn.lb.host}"]
+    # "--": the destination is never read as an option (the settings refuse a
+    # leading "-" too; this is defence in depth).
+    return [*argv, "--", f"{conn.lb.user}@{conn.lb.host}"]

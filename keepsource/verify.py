@@ -54,7 +54,7 @@ def _ssh_argv(target: str, identity: str | None, known_hosts: str | None = None)
         argv += ["-p", port]
     if identity:
         argv += ["-i", identity, "-o", "IdentitiesOnly=yes"]
-    return [*argv, user_host]
+    return [*argv, "--", user_host]  # "--": never read as an option
 
 
 def _run(argv: list[str], timeout: float) -> tuple[int, str]:

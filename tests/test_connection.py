@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -9,7 +11,8 @@ import pytest
 from keepsource.connection import lb_connection, read_host_key_file, ssh_argv
 from keepsource.settings import ConfigError, parse
 from keepsource.stackfile import load
-from keepsource.verify import lb_runner
+from keepsource.verify import _ssh_argv as _client_ssh_argv
+from keepsource.verify import lb_runner, runner_for
 from tests.conftest import STAND_IN_HOST_KEY, dev_config
 
 
@@ -32,13 +35,13 @@ def test_lab3_goes_through_the_jump_host_with_sudo() -> None:
     assert lines[0].startswith("[10.20.0.5]:2222 ssh-ed25519 ")
     assert lines[1].startswith("bastion.example.internal ssh-ed25519 ")
     argv = ssh_argv(conn, Path("/tmp/kh"), "id_test")
-    assert argv[0] == "ssh" and argv[-1] == "ops@10.20.0.5"
+    assert argv[0] == "ssh" and argv[-2:] == ["--", "ops@10.20.0.5"]
     assert "StrictHostKeyChecking=yes" in argv and "UserKnownHostsFile=/tmp/kh" in argv
     assert "StrictHostKeyChecking=accept-new" not in " ".join(argv)
     proxy = next(a for a in argv if a.startswith("ProxyCommand="))
     # The jump's own ssh checks its pinned key against the same file.
     assert "UserKnownHostsFile=/tmp/kh" in proxy and "StrictHostKeyChecking=yes" in proxy
-    assert proxy.endswith("-W %h:%p ops@bastion.example.internal")
+    assert proxy.endswith("-W %h:%p -- ops@bastion.example.internal")
     assert argv[argv.index("-p") + 1] == "2222"
 
 
@@ -87,7 +90,45 @@ def test_verify_reaches_the_lb_through_the_same_model(
     run = lb_runner(s, tmp_path, identity="id_test")
     assert run("ipvsadm -Ln") == (0, "ok")
     argv = seen[0]
-    assert argv[-2] == "ops@10.20.0.5"
+    assert argv[-3:-1] == ["--", "ops@10.20.0.5"]
     assert argv[-1] == "sudo -n /bin/sh -c 'ipvsadm -Ln'"
     assert any(a.startswith("ProxyCommand=") for a in argv)
     assert known[0] == lb_connection(s).known_hosts()
+
+
+def test_every_ssh_argv_ends_its_options_before_the_destination(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Defence in depth next to the settings' refusal of a leading '-': the
+    LB's argv, the jump's ProxyCommand and verify's client argv all put '--'
+    right before the destination."""
+    assert ssh_argv(lb_connection(load("dev")), Path("/tmp/kh"), None)[-2:] == [
+        "--",
+        "root@192.168.0.1",
+    ]
+    client = _client_ssh_argv("root@192.168.0.10:2222", "id_test", "/tmp/kh")
+    assert client[-2:] == ["--", "root@192.168.0.10"]
+    assert client[client.index("-p") + 1] == "2222"
+    seen: list[list[str]] = []
+
+    def fake_run(argv: list[str], timeout: float) -> tuple[int, str]:
+        seen.append(argv)
+        return 0, ""
+
+    monkeypatch.setattr("keepsource.verify._run", fake_run)
+    runner_for("ssh", "root@192.168.0.10", None)("true")
+    assert seen[0][-3:] == ["--", "root@192.168.0.10", "true"]
+
+
+@pytest.mark.skipif(shutil.which("ssh") is None, reason="no OpenSSH client here to parse the argv")
+def test_openssh_reads_the_argv_as_meant() -> None:
+    """``ssh -G`` parses the argv and prints the resolved config without
+    connecting: the destination after '--' is the LB, with its user and port."""
+    argv = ssh_argv(lb_connection(load("lab3")), Path("/tmp/kh"), "id_test")
+    done = subprocess.run(
+        ["ssh", "-G", *argv[1:]], capture_output=True, text=True, check=False, timeout=10
+    )
+    assert done.returncode == 0, done.stderr
+    conf = dict(line.split(" ", 1) for line in done.stdout.splitlines() if " " in line)
+    assert (conf["user"], conf["hostname"], conf["port"]) == ("ops", "10.20.0.5", "2222")
+    assert "-W %h:%p -- ops@bastion.example.internal" in conf["proxycommand"]

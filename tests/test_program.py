@@ -305,6 +305,16 @@ def test_plain_private_key_is_refused_before_any_resource() -> None:
         ("keepsource:apiserver", '{"address": "172.16.0.1", "address": "172.16.0.2"}'),
         ("keepsource:workers", '[{"name": "worker01\\n", "address": "172.16.0.11"}]'),
         ("keepsource:apiserver", '{"address": "172.16.0.1", "port": 22}'),
+        # review of issue 8, as the engine hands them over
+        ("keepsource:healthCheck", '{"delayLoop": 0.' + "9" * 5000 + "}"),
+        ("kubernetes:context", "kubernetes-admin@kubernetes"),
+        ("keepsource:lb", '{"ssh": {"host": "192.168.0.1", "user": "-oProxyCommand=x"}}'),
+        (
+            "keepsource:lb",
+            '{"ssh": {"host": "::ffff:192.168.0.1", "port": 6443, "hostKey": "'
+            + load_config("dev")["keepsource:lb"]["ssh"]["hostKey"]
+            + '"}}',
+        ),
     ],
 )
 def test_bad_config_declares_nothing(key: str, value: Any) -> None:
@@ -465,6 +475,36 @@ def test_kubeconfig_contents_stay_secret(monkeypatch: pytest.MonkeyPatch) -> Non
             assert marker not in json.dumps(value), (r.name, name)
         assert marker not in json.dumps(r.outputs, default=str)
     assert marker not in json.dumps(run.exports, default=str)
+
+
+def test_a_secret_kubernetes_block_keeps_its_context_secret() -> None:
+    """`pulumi config set --secret --path keepsource:kubernetes.context X`: the
+    engine marks the whole keepsource:kubernetes key secret (it has no
+    per-path secretness), so the context reaches the provider as a secret,
+    and nothing else carries it in plain text."""
+    marker = "CTXMARKER-secret-context"
+    cfg = dev_config()
+    cfg["keepsource:kubernetes"] = {"context": marker}
+    run = mockrun.run_program(cfg, secret_keys=["keepsource:kubernetes"])
+    provider = run.one("pulumi:providers:kubernetes")
+    assert _secret_value(provider.wire["context"]) == marker
+    for r in run.resources:
+        for name, value in r.wire.items():
+            if r is provider and name == "context":
+                continue
+            assert marker not in json.dumps(value), (r.name, name)
+    assert marker not in json.dumps(run.exports, default=str)
+    # Not set secret: the context stays a plain value (diffs stay readable).
+    plain = mockrun.run_program(dev_config()).one("pulumi:providers:kubernetes")
+    assert plain.wire["context"] == "kubernetes-admin@kubernetes"
+
+
+def test_the_providers_own_namespace_keys_are_refused_before_any_resource() -> None:
+    cfg = dev_config()
+    cfg["kubernetes:context"] = "kubernetes-admin@kubernetes"
+    with pytest.raises(ConfigError, match=r"kubernetes:context: has no effect"):
+        mockrun.run_program(cfg)
+    assert mockrun.last_registered() == []
 
 
 def test_kubeconfig_path_is_kept_as_written_and_never_the_ambient_one(

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from keepsource.settings import ConfigError, json_schema, parse
+from keepsource.settings import ENCRYPTED, ConfigError, json_schema, parse
 from keepsource.stackfile import PROJECT_ROOT, load, load_config
 from tests.conftest import ALL_STACKS, dev_config
 
@@ -74,6 +74,26 @@ def _del(path: str) -> Mutation:
 
 def _dup_worker(cfg: dict[str, Any]) -> None:
     cfg["keepsource:workers"].append(dict(cfg["keepsource:workers"][0]))
+
+
+def _all(*mutations: Mutation) -> Mutation:
+    def mutate(cfg: dict[str, Any]) -> None:
+        for m in mutations:
+            m(cfg)
+
+    return mutate
+
+
+_JUMP_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPmSUeE+POKVS6kQM7evh1d1IkHOIZTcB1KwqloXLNjN"
+
+
+def _via_jump(jump: str) -> Mutation:
+    """The LB reached through a jump host (the LB itself by another address)."""
+    return _all(
+        _set("keepsource:lb.ssh.host", "lb.example.internal"),
+        _set("keepsource:lb.ssh.jumpHost", jump),
+        _set("keepsource:lb.ssh.jumpHostKey", _JUMP_KEY),
+    )
 
 
 # (case id, mutation, the key the error must name, a word of the reason)
@@ -142,6 +162,25 @@ BAD: list[tuple[str, Mutation, str, str]] = [
     ("encrypted-plain-key", _set("keepsource:lb.ssh.user", {"secure": "v1:abc"}), "keepsource:lb.ssh.user", "encrypted"),
     ("lb-only-with-provider", _set("keepsource:workload.managedBy", "external"), "keepsource:kubernetes", "external"),
     ("managed-by-typo", _set("keepsource:workload.managedBy", "gitops"), "keepsource:workload.managedBy", "keepsource"),
+    # review of issue 8: an ssh user, host or target that ssh would read as an option
+    ("ssh-user-option", _set("keepsource:lb.ssh.user", "-oProxyCommand=touch /tmp/pwn"), "keepsource:lb.ssh.user", "option"),
+    ("ssh-host-option", _set("keepsource:lb.ssh.host", "-oProxyCommand=touch /tmp/pwn"), "keepsource:lb.ssh.host", "option"),
+    ("ssh-user-with-space", _set("keepsource:lb.ssh.user", "root -oProxyCommand=x"), "keepsource:lb.ssh.user", "one word"),
+    ("jump-user-option", _set("keepsource:lb.ssh.jumpHost", "-oProxyCommand=x@bastion"), "keepsource:lb.ssh.jumpHost", "option"),
+    ("jump-host-option", _set("keepsource:lb.ssh.jumpHost", "ops@-oProxyCommand=x"), "keepsource:lb.ssh.jumpHost", "option"),
+    ("verify-target-option", _set("keepsource:verify.allowedClient.target", "-oProxyCommand=touch /tmp/pwn"), "keepsource:verify.allowedClient.target", "option"),
+    ("verify-target-host-option", _set("keepsource:verify.deniedClient.target", "root@-oProxyCommand=x"), "keepsource:verify.deniedClient.target", "option"),
+    # review of issue 8: the lock-out through the jump host and other spellings of the VIP
+    ("jump-host-is-vip", _all(_via_jump("root@192.168.0.1"), _set("keepsource:apiserver.port", 22)), "keepsource:apiserver.port", "keepsource:lb.ssh.jumpHost is the VIP, port 22"),
+    ("jump-port-is-nodeport", _via_jump("root@192.168.0.1:30080"), "keepsource:nodePort", "keepsource:lb.ssh.jumpHost is the VIP, port 30080"),
+    ("vip-as-mapped-ipv6", _all(_set("keepsource:lb.ssh.host", "::ffff:192.168.0.1"), _set("keepsource:apiserver.port", 22)), "keepsource:apiserver.port", "keepsource:lb.ssh.host is the VIP"),
+    ("vip-as-mapped-ipv6-hex", _all(_set("keepsource:lb.ssh.host", "[::ffff:c0a8:1]"), _set("keepsource:apiserver.port", 22)), "keepsource:apiserver.port", "lock the operator out"),
+    ("vip-as-one-number", _all(_set("keepsource:lb.ssh.host", "3232235521"), _set("keepsource:apiserver.port", 22)), "keepsource:apiserver.port", "lock the operator out"),
+    # review of issue 8: long floats from the engine (JSON) or as strings
+    ("long-float-json", _set("keepsource:healthCheck", '{"delayLoop": 0.' + "9" * 5000 + "}"), "keepsource:healthCheck", "5001 digits"),
+    ("long-float-string", _set("keepsource:healthCheck.delayLoop", "0." + "9" * 5000), "keepsource:healthCheck.delayLoop", "5001 digits"),
+    ("long-float-top", _set("keepsource:lb.cutoverTimeout", "1" * 30 + ".5"), "keepsource:lb.cutoverTimeout", "31 digits"),
+    ("verify-target-not-ssh", _set("keepsource:verify.deniedClient.target", "host02"), "keepsource:verify.deniedClient.target", "user@host"),
 ]  # fmt: skip
 
 
@@ -163,6 +202,22 @@ def test_at_least_fifteen_bad_cases() -> None:
 def test_the_bad_cases_start_from_a_good_config() -> None:
     """Every BAD case fails because of its mutation, not because the base is bad."""
     assert parse(dev_config()) == load("dev")
+
+
+def test_the_lockout_rule_leaves_other_ssh_endpoints_alone() -> None:
+    """The jump host at the VIP on another port, a jump host elsewhere on the
+    service's port, and the LB by name are all accepted."""
+    for mutate in (
+        _all(_via_jump("root@192.168.0.1:2222"), _set("keepsource:apiserver.port", 22)),
+        _all(_via_jump("root@192.168.0.10"), _set("keepsource:apiserver.port", 22)),
+        _all(
+            _set("keepsource:lb.ssh.host", "::ffff:192.168.0.2"),
+            _set("keepsource:apiserver.port", 22),
+        ),
+    ):
+        cfg = dev_config()
+        mutate(cfg)
+        assert parse(cfg).apiserver.port == 22
 
 
 def test_new_keys_have_their_defaults_and_resolve() -> None:
@@ -199,6 +254,21 @@ def test_kubeconfig_is_a_secret_str_and_its_contents_need_a_secret() -> None:
     # From a stack file, the encrypted form is accepted and never read.
     cfg["keepsource:kubernetes"] = {"kubeconfig": {"secure": "v1:abc"}}
     assert parse(cfg).kubernetes.kubeconfig is not None
+
+
+def test_an_encrypted_context_is_accepted_offline_as_the_program_accepts_it() -> None:
+    """Both paths agree: the program gets keepsource:kubernetes as a secret key
+    (and keeps the context secret, tests/test_program.py); offline the
+    encrypted value is a placeholder, never read."""
+    cfg = dev_config()
+    cfg["keepsource:kubernetes"] = {"context": {"secure": "v1:CIPHERTEXT"}}
+    assert parse(cfg).kubernetes.context == ENCRYPTED
+    cfg["keepsource:kubernetes"] = {"context": "c1"}
+    assert parse(cfg, secret_keys=["keepsource:kubernetes"]).kubernetes.context == "c1"
+    # A key keepsource reads in plain text is still refused when encrypted.
+    cfg["keepsource:workload"]["name"] = {"secure": "v1:CIPHERTEXT"}
+    with pytest.raises(ConfigError, match=r"keepsource:workload\.name: is encrypted"):
+        parse(cfg)
 
 
 def test_insecure_opt_out_is_accepted_by_name_only() -> None:
@@ -253,8 +323,21 @@ def test_pulumi_strings_are_decoded() -> None:
 
 def test_other_namespaces_are_left_alone() -> None:
     cfg = dev_config()
-    cfg["kubernetes:context"] = "x"
+    cfg["kubernetes:suppressHelmHookWarnings"] = "true"
+    cfg["command:x"] = "y"
+    cfg["pulumi:disable-default-providers"] = '["kubernetes"]'
     assert parse(cfg) == load("dev")
+
+
+@pytest.mark.parametrize("name", ["context", "kubeconfig"])
+def test_the_providers_own_context_keys_are_refused(name: str) -> None:
+    """They would configure only a default provider; keepsource's is explicit."""
+    cfg = dev_config()
+    cfg[f"kubernetes:{name}"] = "x"
+    with pytest.raises(ConfigError) as caught:
+        parse(cfg)
+    assert [f.key for f in caught.value.faults] == [f"kubernetes:{name}"]
+    assert f"keepsource:kubernetes.{name}" in caught.value.faults[0].reason
 
 
 def test_committed_json_schema_is_in_sync() -> None:
@@ -351,6 +434,34 @@ def test_a_pair_has_two_nodes_each_checking_from_its_own_address() -> None:
             "keepsource:lb.vrrp.virtualRouterId",
             "254",
         ),
+        (
+            _all(
+                lambda c: c["keepsource:lb"]["hosts"][1]["ssh"].update(
+                    jumpHost="root@192.168.0.1", jumpHostKey=_JUMP_KEY
+                ),
+                _set("keepsource:apiserver.port", 22),
+            ),
+            "keepsource:apiserver.port",
+            "keepsource:lb.hosts[1].ssh.jumpHost is the VIP, port 22",
+        ),
+        (
+            _all(
+                lambda c: c["keepsource:lb"]["hosts"][0]["ssh"].update(host="::ffff:192.168.0.1"),
+                _set("keepsource:apiserver.port", 2222),
+            ),
+            "keepsource:apiserver.port",
+            "keepsource:lb.hosts[0].ssh.host is the VIP, port 2222",
+        ),
+        (
+            lambda c: c["keepsource:lb"]["hosts"][1]["ssh"].update(user="-oProxyCommand=x"),
+            "keepsource:lb.hosts[1].ssh.user",
+            "option",
+        ),
+        (
+            lambda c: c["keepsource:lb"]["hosts"][0]["ssh"].update(host="-oProxyCommand=x"),
+            "keepsource:lb.hosts[0].ssh.host",
+            "option",
+        ),
     ],
     ids=[
         "ssh-and-hosts",
@@ -363,6 +474,10 @@ def test_a_pair_has_two_nodes_each_checking_from_its_own_address() -> None:
         "host-key-missing",
         "hairpin-is-a-check-source",
         "router-id-range",
+        "jump-host-is-vip",
+        "host-is-mapped-vip",
+        "user-option",
+        "host-option",
     ],
 )
 def test_a_bad_pair_names_the_key(mutate: Mutation, key: str, reason: str) -> None:

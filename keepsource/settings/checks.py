@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from keepsource.settings.base import DnsLabel, IPv4, Model, Text
+from keepsource.settings.lb import SshWord
 
 
 class HealthCheck(Model):
@@ -27,7 +28,7 @@ class Client(Model):
 
     name: DnsLabel = Field(description="Client name, e.g. host01.")
     address: IPv4 = Field(description="The client's address on the external subnet.")
-    target: Text = Field(
+    target: SshWord = Field(
         min_length=1,
         description="How to run a command there: a network namespace name (via: netns) "
         "or user@host[:port] (via: ssh).",

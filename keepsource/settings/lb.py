@@ -46,9 +46,22 @@ def host_key_line(value: str) -> str:
     return value
 
 
-def _user_host_port(value: str) -> str:
+def ssh_word(value: str) -> str:
+    """A user or host name as ssh takes it: one word that cannot be read as an
+    option (``-oProxyCommand=...`` as a user or host would run a command)."""
+    if value.startswith("-"):
+        raise ValueError("must not start with '-' (ssh would read it as an option)")
+    if any(ch.isspace() for ch in value):
+        raise ValueError("must be one word (no space)")
+    return value
+
+
+def user_host_port(value: str) -> str:
     if not _USER_HOST_PORT.fullmatch(value):
         raise ValueError("must look like user@host or user@host:port")
+    user, _, hostport = value.partition("@")
+    for part in (user, hostport):
+        ssh_word(part)
     return value
 
 
@@ -63,7 +76,8 @@ def _project_path(value: str) -> str:
 
 
 HostKey = Annotated[str, AfterValidator(host_key_line)]
-UserHostPort = Annotated[Text, AfterValidator(_user_host_port)]
+UserHostPort = Annotated[Text, AfterValidator(user_host_port)]
+SshWord = Annotated[Text, AfterValidator(ssh_word)]
 ProjectPath = Annotated[Text, AfterValidator(_project_path)]
 #: Host things keepsource may replace although it did not create them.
 TakeOverItem = Literal["keepalived.conf"]
@@ -73,9 +87,9 @@ class Ssh(Model):
     """How Pulumi (and ``keepsource verify``) reach the LB host. The private key
     is not here: ``pulumi config set --secret keepsource:lbPrivateKey``."""
 
-    host: Text = Field(min_length=1, description="Address or name of the LB host.")
+    host: SshWord = Field(min_length=1, description="Address or name of the LB host.")
     port: Port = Field(default=22, description="SSH port.")
-    user: Text = Field(
+    user: SshWord = Field(
         default="root",
         min_length=1,
         description="Login user; a non-root user needs passwordless sudo (sudo -n).",

@@ -22,17 +22,33 @@ from keepsource.settings.workload import looks_like_contents
 
 #: The SSH private key: a secret only, never part of :class:`Settings`.
 PRIVATE_KEY_KEY = "lbPrivateKey"
-#: Nested keys that may carry credentials: read as secrets (pydantic SecretStr).
-SECRET_PATHS: frozenset[tuple[str, ...]] = frozenset({("kubernetes", "kubeconfig")})
+#: Nested keys that may carry credentials: read as secrets (pydantic SecretStr);
+#: as contents they must be set with --secret.
+CREDENTIAL_PATHS: frozenset[tuple[str, ...]] = frozenset({("kubernetes", "kubeconfig")})
+#: Nested keys that may be set with ``--secret --path`` (and stay secret: the
+#: program passes the whole ``kubernetes`` block on as secrets when the engine
+#: marks it secret). The engine reports secretness per top-level key only: an
+#: object is secure when any value inside is (pulumi/pulumi
+#: sdk/go/common/resource/config/object.go:51-72 ``Secure``, map.go:104-113
+#: ``SecureKeys``, at 1b5949891b), so the program cannot tell which of these
+#: was encrypted, and an offline render must accept the same.
+SECRET_PATHS: frozenset[tuple[str, ...]] = CREDENTIAL_PATHS | {("kubernetes", "context")}
 #: Config namespaces a keepsource stack may hold besides its own: the providers
 #: it uses and the engine's. Any other (``keepsorce:``) is a typo, not ignored.
 OTHER_NAMESPACES = frozenset({"kubernetes", "command", "pulumi"})
+#: Provider keys with no effect here: stack config of a provider's namespace
+#: reaches only its *default* provider (pulumi/pulumi
+#: pkg/resource/deploy/default_providers.go:139-147, GetPackageConfig), and
+#: keepsource declares an explicit one configured by keepsource:kubernetes.*.
+WITHOUT_EFFECT = frozenset({"kubernetes:context", "kubernetes:kubeconfig"})
 MAX_DIGITS = 20
 MAX_DEPTH = 16
 #: What a ``{secure: ...}`` value of a stack file becomes when it is not decrypted.
 ENCRYPTED = "(encrypted)"
 
 _NUMBER = re.compile(r"-?\d+(\.\d+)?")
+#: A string pydantic would read as a number (int or float, YAML-style "_" too).
+_NUMERIC = re.compile(r"[-+]?[0-9_]*\.?[0-9_]+([eE][-+]?[0-9]+)?")
 
 
 def _bounded_int(text: str) -> int:
@@ -40,6 +56,31 @@ def _bounded_int(text: str) -> int:
     if digits > MAX_DIGITS:
         raise ValueError(f"is a number of {digits} digits (at most {MAX_DIGITS})")
     return int(text)
+
+
+def _bounded_float(text: str) -> float:
+    digits = sum(ch.isdigit() for ch in text)
+    if digits > MAX_DIGITS:
+        raise ValueError(f"is a number of {digits} digits (at most {MAX_DIGITS})")
+    return float(text)
+
+
+def _long_number(value: Any) -> tuple[str, int] | None:
+    """(where, digits) of the first string inside ``value`` that reads as a
+    number of more than MAX_DIGITS digits (pydantic would read '0.999...' as a
+    float), without recursion; ``where`` is the path below the top-level key."""
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, str) and _NUMERIC.fullmatch(item.strip()):
+            digits = sum(ch.isdigit() for ch in item)
+            if digits > MAX_DIGITS:
+                return where, digits
+        elif isinstance(item, Mapping):
+            stack.extend((v, f"{where}.{k}") for k, v in item.items())
+        elif isinstance(item, list):
+            stack.extend((v, f"{where}[{i}]") for i, v in enumerate(item))
+    return None
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -73,7 +114,13 @@ def _looks_like_json(text: str) -> bool:
 
 def _json(full_key: str, text: str) -> tuple[Any, list[Fault]]:
     try:
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_int=_bounded_int), []
+        value = json.loads(
+            text,
+            object_pairs_hook=_no_duplicates,
+            parse_int=_bounded_int,
+            parse_float=_bounded_float,
+        )
+        return value, []
     except json.JSONDecodeError:
         # "[x" is broken JSON; a plain string that merely looks numeric stays a string.
         return text, [Fault(full_key, "is not valid JSON")] if text[:1] in ("[", "{") else []
@@ -88,6 +135,10 @@ def _bounds(full_key: str, value: Any) -> list[Fault]:
         return [Fault(full_key, f"is a number of more than {MAX_DIGITS} digits")]
     if depth(value) > MAX_DEPTH:
         return [Fault(full_key, f"nests deeper than {MAX_DEPTH} levels")]
+    long = _long_number(value)
+    if long is not None:
+        where, digits = long
+        return [Fault(full_key + where, f"is a number of {digits} digits (at most {MAX_DIGITS})")]
     return []
 
 
@@ -115,6 +166,14 @@ def split_namespace(config: Mapping[str, Any]) -> tuple[dict[str, Any], list[Fau
             faults += bad
             if not bad:
                 values[name] = copy.deepcopy(decoded)
+        elif full in WITHOUT_EFFECT:
+            faults.append(
+                Fault(
+                    full,
+                    "has no effect: keepsource declares its own Kubernetes provider, "
+                    f"configured by {NAMESPACE}:kubernetes.{name} (set that instead)",
+                )
+            )
         elif ns not in OTHER_NAMESPACES:
             faults.append(
                 Fault(
@@ -167,7 +226,7 @@ def _lookup(values: Mapping[str, Any], path: tuple[str, ...]) -> Any:
 def _plain_credentials(values: dict[str, Any], secret_keys: set[str]) -> list[Fault]:
     """Credentials (kubeconfig contents) given in plain text."""
     faults: list[Fault] = []
-    for path in sorted(SECRET_PATHS):
+    for path in sorted(CREDENTIAL_PATHS):
         found = _lookup(values, path)
         secret = found == ENCRYPTED or f"{NAMESPACE}:{path[0]}" in secret_keys
         if isinstance(found, str) and not secret and looks_like_contents(found):

@@ -7,14 +7,18 @@ lists every fault at once.
 from __future__ import annotations
 
 import ipaddress
+import re
+import socket
 from collections.abc import Callable
 
 from keepsource.settings.base import IPv4
 from keepsource.settings.errors import Fault, Loc, key
-from keepsource.settings.lb import host_key_faults
+from keepsource.settings.lb import host_key_faults, user_host_port
 from keepsource.settings.model import Settings
 
 Rule = Callable[[Settings], list[Fault]]
+#: Numeric host strings inet_aton reads as IPv4 (decimal, octal, hex parts).
+_INET_ATON = re.compile(r"(0[xX][0-9a-fA-F]+|[0-9]+)(\.(0[xX][0-9a-fA-F]+|[0-9]+)){0,3}")
 
 
 def _inside(s: Settings) -> list[tuple[Loc, IPv4]]:
@@ -111,26 +115,59 @@ def ports(s: Settings) -> list[Fault]:
         faults.append(
             Fault(key(("nodePort",)), f"equals apiserver.port {s.apiserver.port} on the same VIP")
         )
-    for node in s.lb_nodes:
-        ssh = node.ssh
-        at = key(node.ssh_at)
-        try:
-            via_vip = ipaddress.ip_address(ssh.host) == s.network.vip
-        except ValueError:
-            via_vip = False  # a host name: keepsource cannot tell
-        if not via_vip:
-            continue
-        for loc, port in ((("apiserver", "port"), s.apiserver.port), (("nodePort",), s.node_port)):
-            if port == ssh.port:
+    services = ((("apiserver", "port"), s.apiserver.port), (("nodePort",), s.node_port))
+    for what, host, port in _ssh_endpoints(s):
+        if as_ipv4(host) != s.network.vip:
+            continue  # another address, or a host name: keepsource cannot tell
+        for loc, service_port in services:
+            if service_port == port:
                 faults.append(
                     Fault(
                         key(loc),
-                        f"{port} is the LB's own SSH endpoint ({at}.host is the VIP, "
-                        f"{at}.port {ssh.port}): IPVS would take those connections "
-                        "and lock the operator out",
+                        f"{service_port} is an SSH endpoint keepsource reaches the LB "
+                        f"through ({what} is the VIP, port {port}): IPVS would take "
+                        "those connections and lock the operator out",
                     )
                 )
     return faults
+
+
+def _ssh_endpoints(s: Settings) -> list[tuple[str, str, int]]:
+    """(what, host, port) of every SSH hop to every LB node (lb_nodes): the LB
+    itself and its jump host."""
+    found = []
+    for node in s.lb_nodes:
+        ssh, at = node.ssh, key(node.ssh_at)
+        found.append((f"{at}.host", ssh.host, ssh.port))
+        if ssh.jump_host is not None:
+            hostport = ssh.jump_host.partition("@")[2]
+            host, _, port = hostport.partition(":")
+            found.append((f"{at}.jumpHost", host, int(port or 22)))
+    return found
+
+
+def as_ipv4(host: str) -> IPv4 | None:
+    """The IPv4 address a host string names as a literal, in every form ssh
+    (getaddrinfo) accepts: dotted quad, IPv4-mapped IPv6 (``::ffff:a.b.c.d``,
+    bracketed or not) and the inet_aton forms (``3232235521``, ``0xc0a80001``,
+    ``192.168.1``, ``192.168.000.001``), also with a trailing dot. None for a
+    host name or another address."""
+    text = host.strip("[]")
+    text = text[:-1] if text.endswith(".") else text  # "192.168.0.1." (absolute)
+    try:
+        addr = ipaddress.ip_address(text)
+    except ValueError:
+        addr = None
+    if isinstance(addr, ipaddress.IPv4Address):
+        return addr
+    if isinstance(addr, ipaddress.IPv6Address):
+        return addr.ipv4_mapped
+    if _INET_ATON.fullmatch(text):
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(text))
+        except OSError:
+            return None
+    return None
 
 
 def clients(s: Settings) -> list[Fault]:
@@ -203,6 +240,12 @@ def verify_clients(s: Settings) -> list[Fault]:
         for field, client in (("allowedClient", allowed), ("deniedClient", denied))
         if client.address not in ext
     ]
+    for field, client in (("allowedClient", allowed), ("deniedClient", denied)):
+        if s.verify.via == "ssh":
+            try:
+                user_host_port(client.target)
+            except ValueError as error:
+                faults.append(Fault(key(("verify", field, "target")), f"(via: ssh) {error}"))
     if not any(allowed.address in c for c in s.allowed_clients):
         faults.append(
             Fault(

@@ -155,6 +155,7 @@ BAD: list[tuple[str, Mutation, str, str]] = [
     ("host-key-and-file", _set("keepsource:lb.ssh.hostKeyFile", "keys/lb.pub"), "keepsource:lb.ssh.hostKeyFile", "not both"),
     ("host-key-file-home", _set("keepsource:lb.ssh.hostKeyFile", "~/lb.pub"), "keepsource:lb.ssh.hostKeyFile", "relative"),
     ("host-key-file-absolute", _set("keepsource:lb.ssh.hostKeyFile", "/etc/ssh/lb.pub"), "keepsource:lb.ssh.hostKeyFile", "relative"),
+    ("host-key-file-outside", _set("keepsource:lb.ssh.hostKeyFile", "../../etc/ssh/ssh_host_ed25519_key.pub"), "keepsource:lb.ssh.hostKeyFile", "no '..'"),
     ("jump-host-unpinned", _set("keepsource:lb.ssh.jumpHost", "ops@bastion:22"), "keepsource:lb.ssh.jumpHostKey", "jump host"),
     ("insecure-and-pinned", _set("keepsource:lb.ssh.insecureAcceptAnyHostKey", True), "keepsource:lb.ssh.insecureAcceptAnyHostKey", "pinned"),
     ("insecure-not-bool", _set("keepsource:lb.ssh.insecureAcceptAnyHostKey", "yes"), "keepsource:lb.ssh.insecureAcceptAnyHostKey", "true or false"),

@@ -67,10 +67,9 @@ def user_host_port(value: str) -> str:
 
 def _project_path(value: str) -> str:
     path = PurePosixPath(value)
-    if value.startswith("~") or path.is_absolute():
+    if value.startswith("~") or path.is_absolute() or ".." in path.parts:
         raise ValueError(
-            "must be a path relative to the project root (no '~', not absolute: "
-            "no path of this machine)"
+            "must be a path inside the project (relative, no '~', no '..': no path of this machine)"
         )
     return value
 

@@ -133,6 +133,7 @@ class Service:
     running: dict[str, tuple[Resource, str]] = field(default_factory=dict)
     enabled: dict[str, tuple[Resource, str]] = field(default_factory=dict)
     maskers: set[str] = field(default_factory=set)
+    maybe_stopped: list[str] = field(default_factory=list)  # stops that may not run
 
     def last(self) -> tuple[Resource, str] | None:
         claims = list(self.running.values()) or list(self.enabled.values())
@@ -204,6 +205,18 @@ def ordered(resources: Sequence[Resource]) -> list[Resource]:
     return out
 
 
+def _undoes(ev: shell.Event) -> bool:
+    """Whether an event stops, disables, masks or removes something."""
+    base = ev.action.removesuffix("+now")
+    if ev.kind == "service":
+        return base in ("stop", "kill", "disable", "mask", "remove")
+    if ev.kind in ("package", "compose", "container"):
+        return ev.action in ("remove", "down", "rm", "stop", "kill")
+    if ev.kind == "process":
+        return ev.action == "kill"
+    return ev.kind == "remove"
+
+
 def _apply(
     host: Host,
     res: Resource,
@@ -217,6 +230,16 @@ def _apply(
         return urn == res.urn or urn in mine
 
     for ev in events:
+        if ev.uncertain and _undoes(ev):
+            # A stop that may never run (in a branch, after `exit`) undoes nothing:
+            # the proxy may still run, as when two Commands race.
+            if ev.kind == "service" or ev.kind == "package":
+                name = ev.name if ev.kind == "service" else _pkg_service(ev.name)
+                svc = host.services.setdefault(name, Service())
+                svc.maybe_stopped.append(
+                    f"its `{ev.action.replace('+now', ' --now')}` by {res.name} may not run: {ev.uncertain}"
+                )
+            continue
         if ev.kind in ("write", "append"):
             content = ev.content
             if content == shell.STDIN:
@@ -297,7 +320,12 @@ _ONE_SHOT = {
 
 def _daemon(prog: str, argv: Sequence[str]) -> bool:
     if prog == "caddy":
-        return bool(argv) and argv[0] in ("run", "start", "reverse-proxy")
+        return bool(argv) and argv[0] in (
+            "run",
+            "start",
+            "reload",
+            "reverse-proxy",
+        )  # reload: a running Caddy takes --config
     return not (_ONE_SHOT.get(prog, set()) & set(argv))
 
 
@@ -318,6 +346,8 @@ def _service(
             del claims[urn]
 
     masked = any(before(m) for m in svc.maskers)
+    if not masked and base not in ("mask", "unmask", "disable", "stop", "kill", "remove"):
+        svc.maybe_stopped.clear()  # a start after a stop that may not run: that stop is moot
     if base == "mask":
         svc.maskers.add(res.urn)
         drop(svc.enabled)
@@ -327,8 +357,10 @@ def _service(
         svc.maskers = {m for m in svc.maskers if not before(m)}
     elif base in ("enable", "reenable"):
         if not masked:
+            drop(svc.enabled)  # superseded: it is enabled by this one now
             svc.enabled[res.urn] = (res, how)
             if now:
+                drop(svc.running)
                 svc.running[res.urn] = (res, how)
     elif base == "disable":
         drop(svc.enabled)
@@ -336,8 +368,10 @@ def _service(
             drop(svc.running)
     elif base in ("start", "restart", "reload-or-restart", "force-reload", "reload", "install"):
         if not masked:
+            drop(svc.running)  # superseded: it runs because of this one now
             svc.running[res.urn] = (res, how)
             if base == "install":
+                drop(svc.enabled)
                 svc.enabled[res.urn] = (res, how)
     elif base in ("stop", "kill"):
         drop(svc.running)
@@ -510,6 +544,8 @@ def _proxies(host: Host, lb_parents: Mapping[str, str]) -> list[Proxy]:
             state = "masked but still running (`systemctl mask` does not stop it; use `systemctl mask --now`)"
         elif len(svc.running) > 1 or (svc.running and any(True for _ in svc.maskers)):
             state += " (started by Commands not ordered before the one that stops it)"
+        if svc.maybe_stopped:
+            state += f" ({'; '.join(dict.fromkeys(svc.maybe_stopped))})"
         unit = host.files.get(f"/etc/systemd/system/{name}.service")
         argv: list[str] = []
         if unit is not None and unit.text:

@@ -375,7 +375,7 @@ def _pods(res: Resource, path: tuple[str, ...]) -> Pods:
     return Pods(res, namespace_of(res), labels, ports, images, configmaps, args)
 
 
-def _service(res: Resource) -> Svc:
+def _service(res: Resource, note: Note) -> Svc:
     spec = as_map(dig(res.props, "spec"), "spec")
     unknowns: list[tuple[str, Unknown]] = []
     if isinstance(spec, Unknown):
@@ -410,9 +410,17 @@ def _service(res: Resource) -> Svc:
     for i, p in enumerate(plist):
         if not isinstance(p, Mapping):
             raise Malformed(f"spec.ports[{i}]", p, "is not an object")
-        port = as_port(p.get("port"), f"spec.ports[{i}].port")
-        target = as_port(p.get("targetPort"), f"spec.ports[{i}].targetPort")
-        node = as_port(p.get("nodePort"), f"spec.ports[{i}].nodePort")
+        read: dict[str, int | str | Unknown | None] = {}
+        bad = False
+        for fld in ("port", "targetPort", "nodePort"):
+            try:  # every bad field is named, not only the first
+                read[fld] = as_port(p.get(fld), f"spec.ports[{i}].{fld}")
+            except Malformed as err:
+                note(res, err.field, err.value, err.reason)
+                bad = True
+        if bad:
+            continue
+        port, target, node = read["port"], read["targetPort"], read["nodePort"]
         for fld, val in (("port", port), ("targetPort", target), ("nodePort", node)):
             if isinstance(val, Unknown):
                 unknowns.append((f"spec.ports[{i}].{fld}", val))
@@ -646,7 +654,7 @@ def build(resources: Sequence[Resource], note: Note, unknown: Unk) -> Cluster:
                 for k, v in p.labels.items():
                     c.pods_by_label[(p.ns, k, v)].append(p)
             elif t == SERVICE:
-                s = _service(res)
+                s = _service(res, note)
                 c.services.append(s)
                 c.svc_by_name[(s.ns, s.name)] = s
                 for sp in s.ports:
@@ -673,6 +681,12 @@ def build(resources: Sequence[Resource], note: Note, unknown: Unk) -> Cluster:
             elif is_router(res):
                 label, fix = _route_label(res)
                 for svc, ns, port in _backend_refs(res):
+                    if not isinstance(port, Unknown):
+                        try:
+                            port = as_port(port, f"the port of its backend Service {svc}")
+                        except Malformed as err:
+                            note(res, err.field, err.value, err.reason)
+                            continue
                     c.routes.append(
                         Route(
                             res,

@@ -18,7 +18,7 @@ from typing import Any
 
 import guard_hosts as hosts
 import proxy_socat
-from guard_base import Malformed, Resource, Unknown, as_address, dig
+from guard_base import Malformed, Resource, Unknown, as_address, as_port, dig
 from guard_kube import Cluster, Pods, Svc, SvcPort, View, service_port
 from proxy_base import Backend, ConfigError, Hop, Mode
 
@@ -146,12 +146,21 @@ def _lb_entries(
                     port if isinstance(port, Unknown) else addr,
                 )
                 continue
-            if isinstance(port, int | float) and isinstance(addr, str):
-                backends.append(Backend(addr, int(port)))
-        vport = dig(vs, "port")
-        if not backends and isinstance(vport, int | float):
-            backends.append(Backend("", int(vport)))
-        label = f"LoadBalancerHost {res.name} virtual service {dig(vs, 'name') or i} ({dig(vs, 'vip') or dig(p, 'vip')}:{vport if not isinstance(vport, float) else int(vport)})"
+            try:
+                rport = as_port(port, f"virtualServices[{i}].realServers[{j}].port")
+            except Malformed as err:
+                note(res, err.field, err.value, err.reason)
+                continue
+            if isinstance(rport, int) and isinstance(addr, str):
+                backends.append(Backend(addr, rport))
+        try:
+            vport = as_port(dig(vs, "port"), f"virtualServices[{i}].port")
+        except Malformed as err:
+            note(res, err.field, err.value, err.reason)
+            vport = None
+        if not backends and isinstance(vport, int):
+            backends.append(Backend("", vport))
+        label = f"LoadBalancerHost {res.name} virtual service {dig(vs, 'name') or i} ({dig(vs, 'vip') or dig(p, 'vip')}:{vport})"
         detail = (
             f"LVS {method} keeps the client address"
             if preserving

@@ -91,6 +91,21 @@ listen d from tproxy
         proxy_haproxy.parse("frontend a\nbackend b from nowhere\n")
 
 
+@pytest.mark.parametrize("port", [".nan", ".inf", "99999", "80.5", "'http'"])
+def test_envoy_bad_port_value_is_a_config_error(port: str) -> None:
+    cfg = f"""static_resources:
+  listeners: []
+  clusters:
+  - name: c
+    load_assignment:
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{address: {{socket_address: {{address: 10.0.0.1, port_value: {port}}}}}}}
+"""
+    with pytest.raises(ConfigError, match="cluster c port_value"):
+        proxy_envoy.parse(cfg)
+
+
 def test_haproxy_comments_quotes_and_escapes() -> None:
     assert proxy_haproxy.tokens('  server s "10.0.0.1:80" # source 0.0.0.0 usesrc clientip') == [
         "server",

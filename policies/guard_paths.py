@@ -310,7 +310,11 @@ def _release(
     return entries, opaque
 
 
-def _targets(c: Cluster, entry: Entry) -> Iterable[tuple[Svc, SvcPort, str]]:
+def _targets(
+    c: Cluster, entry: Entry, unresolved: Callable[[Backend], None]
+) -> Iterable[tuple[Svc, SvcPort, str]]:
+    """The Service ports an entry's backends reach; ``unresolved``: a backend named
+    by a host name (or a variable) that is no Service of the stack."""
     for ns, name, port in entry.direct:
         svc = c.svc_by_name.get((ns, name))
         if svc is not None:
@@ -322,10 +326,11 @@ def _targets(c: Cluster, entry: Entry) -> Iterable[tuple[Svc, SvcPort, str]]:
         if host and not _is_ip(host):
             key = _service_dns(host, entry.ns)
             svc = c.svc_by_name.get(key) if key else None
-            if svc is not None:
-                sp = service_port(svc, b.port)
-                if sp is not None:
-                    yield svc, sp, f"DNS {host}:{sp.port}"
+            sp = service_port(svc, b.port) if svc is not None else None
+            if svc is not None and sp is not None:
+                yield svc, sp, f"DNS {host}:{sp.port}"
+            elif host not in ("localhost", "ip6-localhost") and not host.startswith("127."):
+                unresolved(b)
             continue
         if b.port is None:
             continue
@@ -410,11 +415,36 @@ def build(
     paths = []
     for e in entries:
         seen: set[tuple[int, int, int]] = set()
-        for svc, sp, via in _targets(cluster, e):
+        names: list[str] = []
+
+        def unresolved(b: Backend, names: list[str] = names) -> None:
+            names.append(f"{b.host}:{b.port}" if b.port is not None else b.host)
+
+        for svc, sp, via in _targets(cluster, e, unresolved):
             for pods in cluster.pods_of(svc):
                 key = (id(svc), sp.port, id(pods))
                 if key in seen:
                     continue
                 seen.add(key)
                 paths.append(Path(e, svc, sp, via, pods, cluster.view(pods, sp.target)))
+        if names and (e.mode == "terminating" or e.checks):
+            opaque.append(_unresolved(e, list(dict.fromkeys(names))))
     return Model(cluster, entries, paths, opaque)
+
+
+def _unresolved(e: Entry, names: list[str]) -> Opaque:
+    """A hop whose backends are host names the pack cannot map to an address or a
+    Service of the stack: it cannot tell which pods they reach."""
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    plural = len(names) > 1
+    return Opaque(
+        e.res,
+        f"{e.label}: its backend{'s' if plural else ''} {shown} "
+        f"{'are host names' if plural else 'is a host name'} the pack cannot resolve to an "
+        "address (the host resolves names at run time), so it cannot tell whether this hop "
+        "reaches ipBlock-restricted pods (a worker's nodePort, say). The hop: "
+        f"{e.detail}; pods behind it would see the proxy's address, not the client's. Name "
+        "the backends by address (or by their Service's DNS name) so the pack can judge the "
+        f"path. If they do reach such pods: {e.fix}.",
+        e.ns,
+    )

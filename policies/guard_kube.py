@@ -228,6 +228,7 @@ class Route:
     service: str
     port: int | str | None
     fix: str
+    detail: str = "its controller serves it with a proxy"
 
 
 @dataclass
@@ -609,7 +610,8 @@ def _ingress_backend(b: Mapping[str, Any]) -> Iterable[tuple[str, str | None, An
 ROUTER_KINDS = ("IngressRoute", "IngressRouteTCP", "HTTPProxy", "VirtualServer", "TransportServer")
 
 
-def _route_label(res: Resource) -> tuple[str, str]:
+def _route_label(res: Resource) -> tuple[str, str, str]:
+    """(label, why it ends the connection, fix)."""
     kind = res.type.rsplit(":", 1)[-1]
     ns, name = namespace_of(res), name_of(res)
     if res.type in INGRESS_TYPES:
@@ -618,16 +620,19 @@ def _route_label(res: Resource) -> tuple[str, str]:
         )
         return (
             f"Ingress {ns}/{name}" + (f" (class {cls})" if isinstance(cls, str) else ""),
-            "an ingress controller is a proxy that ends the client's connection; expose the Service through an L4 LB that keeps the client address (keepalived/LVS NAT or DR, or a Service with externalTrafficPolicy: Local)",
+            "its ingress controller is a proxy",
+            "expose the Service through an L4 LB that keeps the client address (keepalived/LVS NAT or DR, or a Service with externalTrafficPolicy: Local)",
         )
     if ":gateway.networking.k8s.io/" in res.type:
         return (
             f"{kind} {ns}/{name} (through its Gateway)",
-            "a Gateway's data plane ends the client's connection (TLS passthrough and TCPRoute too); use an L4 LB that keeps the client address",
+            "its Gateway's data plane is a proxy (for TLS passthrough and TCPRoute too)",
+            "use an L4 LB that keeps the client address",
         )
     return (
         f"{kind} {ns}/{name}",
-        f"{kind} is served by a proxy (Traefik, Contour, NGINX) that ends the client's connection; use an L4 LB that keeps the client address",
+        f"{kind} is served by a proxy (Traefik, Contour, NGINX)",
+        "use an L4 LB that keeps the client address",
     )
 
 
@@ -679,7 +684,7 @@ def build(resources: Sequence[Resource], note: Note, unknown: Unk) -> Cluster:
             elif t == HELM_V3:
                 c.releases.append(res)
             elif is_router(res):
-                label, fix = _route_label(res)
+                label, detail, fix = _route_label(res)
                 for svc, ns, port in _backend_refs(res):
                     if not isinstance(port, Unknown):
                         try:
@@ -695,6 +700,7 @@ def build(resources: Sequence[Resource], note: Note, unknown: Unk) -> Cluster:
                             svc,
                             port,
                             fix,
+                            detail,
                         )
                     )
         except Malformed as err:

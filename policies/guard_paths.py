@@ -286,7 +286,7 @@ def _release(
                 res,
                 f"{label}: TCP passthrough values.{path} = {v}",
                 "terminating",
-                "ingress-nginx relays TCP services through nginx's stream proxy, which ends the connection",
+                "ingress-nginx relays TCP services through nginx's stream proxy",
                 FIX_L4 + " for that port instead of the ingress controller",
             )
             e.direct.append((target_ns, svc, int(port) if port.isdigit() else port or None))
@@ -405,7 +405,7 @@ def build(
             entries += _host_entries(proxy, lb_sources)
     entries += _incluster_entries(cluster, note)
     for r in cluster.routes:
-        e = Entry(r.res, r.label, "terminating", "it ends the client's connection", r.fix)
+        e = Entry(r.res, r.label, "terminating", r.detail, r.fix)
         e.direct.append((r.service_ns, r.service, r.port))
         entries.append(e)
     for rel in cluster.releases:

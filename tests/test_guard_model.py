@@ -307,6 +307,23 @@ def test_valid_ports_and_port_names() -> None:
     ]
 
 
+def test_router_messages_say_once_that_the_connection_ends() -> None:
+    for case in ("48-ingress-fail.yaml", "51-gateway-httproute-fail.yaml"):
+        spec = yaml.safe_load((CORPUS / case).read_text())
+        raw = []
+        for inc in spec.get("include") or []:
+            raw += yaml.safe_load((CORPUS / "_base" / inc).read_text())
+        raw += spec["resources"]
+        found = verdicts.judge(
+            [
+                Resource(r["type"], r["name"], f"urn:x::{r['name']}", normalize(r["props"]))
+                for r in raw
+            ]
+        )
+        assert [f.policy for f in found] == ["no-terminating-proxy-before-ipblock"]
+        assert found[0].message.count("ends the client") == 1, found[0].message
+
+
 def test_a_fault_of_the_guard_is_reported_not_raised(monkeypatch: pytest.MonkeyPatch) -> None:
     def boom(_: Any) -> list[Finding]:
         raise RuntimeError("model bug")

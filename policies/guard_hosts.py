@@ -169,7 +169,8 @@ class Host:
     files: dict[str, File] = field(default_factory=dict)
     services: dict[str, Service] = field(default_factory=dict)
     containers: dict[str, Container] = field(default_factory=dict)
-    processes: list[tuple[str, tuple[str, ...], Resource]] = field(default_factory=list)
+    # (program, argv, by, the systemd unit or screen/tmux session it runs in, or "")
+    processes: list[tuple[str, tuple[str, ...], Resource, str]] = field(default_factory=list)
     compose: list[tuple[str, Resource]] = field(default_factory=list)
     resources: list[Resource] = field(default_factory=list)
 
@@ -215,6 +216,18 @@ def _undoes(ev: shell.Event) -> bool:
     if ev.kind == "process":
         return ev.action == "kill"
     return ev.kind == "remove"
+
+
+def _kill(host: Host, name: str, before: Callable[[str], bool]) -> None:
+    """End the processes that surely started before this point and that ``name``
+    names: by program, or by the unit or session they run in (``tmux:*``: all)."""
+
+    def named(p: tuple[str, tuple[str, ...], Resource, str]) -> bool:
+        if name == "tmux:*":
+            return p[3].startswith("tmux:")
+        return posixpath.basename(p[0]) == name or (bool(p[3]) and p[3] == name)
+
+    host.processes = [p for p in host.processes if not (named(p) and before(p[2].urn))]
 
 
 def _apply(
@@ -270,6 +283,8 @@ def _apply(
                 _service(svc, "remove", res, before)
         elif ev.kind == "service":
             _service(host.services.setdefault(ev.name, Service()), ev.action, res, before)
+            if ev.action in ("stop", "kill", "disable+now", "mask+now"):
+                _kill(host, f"unit:{ev.name}", before)  # a `systemd-run --unit` process
         elif ev.kind == "container":
             if ev.action in ("run", "create"):
                 host.containers[ev.name] = Container(ev.argv, ev.action == "run", res)
@@ -290,11 +305,7 @@ def _apply(
                 ]
         elif ev.kind == "process":
             if ev.action == "kill":
-                host.processes = [
-                    p
-                    for p in host.processes
-                    if posixpath.basename(p[0]) != ev.name or not before(p[2].urn)
-                ]
+                _kill(host, ev.name, before)
             elif ev.name in (
                 "haproxy",
                 "nginx",
@@ -304,7 +315,7 @@ def _apply(
                 "socat",
                 "keepalived",
             ) and _daemon(ev.name, ev.argv):
-                host.processes.append((ev.name, ev.argv, res))
+                host.processes.append((ev.name, ev.argv, res, ev.source or ""))
 
 
 # Invocations that only check, print or signal: no proxy is left running.
@@ -588,7 +599,7 @@ def _proxies(host: Host, lb_parents: Mapping[str, str]) -> list[Proxy]:
                 managed,
             )
         )
-    for prog, pargv, res in host.processes:
+    for prog, pargv, res, _session in host.processes:
         if prog == "socat":
             hops = proxy_socat.parse_argv(list(pargv))
             found.append(

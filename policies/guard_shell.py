@@ -566,6 +566,41 @@ def _launched(prog: str, args: list[str]) -> list[str] | str | None:
     return None
 
 
+def _session(prog: str, args: list[str]) -> tuple[str, str] | None:
+    """The unit or session a launcher names, and whether it starts ("run") or
+    ends ("kill") it: ``systemd-run --unit=N`` (stopped by ``systemctl stop N``),
+    ``screen -S N`` (``screen -S N -X quit``), ``tmux new -s N``
+    (``tmux kill-session -t N``; ``kill-server`` ends every session)."""
+    if prog == "systemd-run":
+        opts = _options(args, _SYSTEMD_RUN_VALUES)[0]
+        unit = opts.get("--unit") or opts.get("-u")
+        return (f"unit:{_unit(unit)}", "run") if unit else None
+    if prog == "screen":
+        name = ""
+        for i, a in enumerate(args[:-1]):
+            if a == "-S" or (a.startswith("-") and not a.startswith("--") and a.endswith("S")):
+                name = args[i + 1]
+        if not name:
+            return None
+        if "-X" in args:
+            cmd = args[args.index("-X") + 1 : args.index("-X") + 2]
+            return (f"screen:{name}", "kill") if cmd in (["quit"], ["kill"]) else None
+        return (f"screen:{name}", "run")
+    if prog == "tmux":
+        while args and args[0].startswith("-"):
+            args = args[2:] if args[0] in ("-L", "-S", "-f", "-T") else args[1:]
+        if not args:
+            return None
+        if args[0] == "kill-server":
+            return ("tmux:*", "kill")
+        opts = _options(args[1:], _TMUX_VALUES)[0]
+        if args[0] in ("new-session", "new") and opts.get("-s"):
+            return (f"tmux:{opts['-s']}", "run")
+        if args[0] == "kill-session" and opts.get("-t"):
+            return (f"tmux:{opts['-t']}", "kill")
+    return None
+
+
 def _nested(script: str, ctx: _Ctx, stdin: str | None) -> None:
     """A script run by ``bash -c`` or a launcher: its own shell (an ``exit`` there
     leaves only it), this one's variables and functions are not inherited
@@ -699,10 +734,20 @@ def _run(cmd: _Simple, ctx: _Ctx, stdin: str | None, piped: str | None) -> str |
         return None
     launched = _launched(prog, args)
     if launched is not None:
+        session = _session(prog, args)
+        if session is not None and session[1] == "kill":
+            ctx.events.append(Event("process", session[0], "kill"))
+            return None
+        mark = len(ctx.events)
         if isinstance(launched, str):
             _nested(launched, ctx, stdin)
         elif launched:
-            return _run(_Simple(launched, []), ctx, stdin, None)
+            _run(_Simple(launched, []), ctx, stdin, None)
+        if session is not None:  # what it started stops with its unit or session
+            ctx.events[mark:] = [
+                replace(e, source=session[0]) if e.kind == "process" and e.action == "run" else e
+                for e in ctx.events[mark:]
+            ]
         return None
     if prog == "cat":
         files = [a for a in args if not a.startswith("-")]

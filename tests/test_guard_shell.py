@@ -204,7 +204,7 @@ def test_launchers_start_their_command(script: str) -> None:
 
 def test_launchers_that_start_nothing() -> None:
     for script in ["screen -S fwd -X quit", "tmux kill-session -t fwd", "tmux ls"]:
-        assert [e for e in shell.parse(script) if e.kind == "process"] == []
+        assert [e for e in shell.parse(script) if e.action == "run"] == []
     stop = shell.parse("start-stop-daemon --stop --exec /usr/bin/socat")
     assert [(e.kind, e.name, e.action) for e in stop] == [("process", "socat", "kill")]
 
@@ -276,6 +276,28 @@ def test_a_stop_that_may_not_run_leaves_the_proxy_possibly_running() -> None:
     assert running([start, maybe, sure]) == []
     again = command("again", "systemctl start haproxy", ("urn:x::maybe",))
     assert running([start, maybe, again]) == [("haproxy", "running")]
+
+
+RELAY = "socat TCP-LISTEN:80,fork TCP:10.0.0.9:30080"
+
+
+@pytest.mark.parametrize(
+    ("start", "stop"),
+    [
+        (f"systemd-run --unit=fwd.service {RELAY}", "systemctl stop fwd"),
+        (f"systemd-run -u fwd {RELAY}", "systemctl disable --now fwd.service"),
+        (f"screen -dmS fwd {RELAY}", "screen -S fwd -X quit"),
+        (f"tmux new-session -d -s fwd '{RELAY}'", "tmux kill-session -t fwd"),
+        (f"tmux new -d -s fwd '{RELAY}'", "tmux kill-server"),
+    ],
+)
+def test_a_launched_relay_stops_with_its_unit_or_session(start: str, stop: str) -> None:
+    assert running([command("s", start)]) == [("socat", "running")]
+    assert running([command("s", f"{start}\n{stop}\n")]) == []
+    other = stop.replace("fwd", "other").replace("kill-server", "kill-session -t other")
+    assert running([command("s", f"{start}\n{other}\n")]) == [("socat", "running")]
+    maybe = f"{start}\n[ -e /x ] && {stop}\n"
+    assert running([command("s", maybe)]) == [("socat", "running")]
 
 
 def test_caddy_reload_reads_its_config_flag() -> None:

@@ -437,10 +437,13 @@ def _unresolved(e: Entry, names: list[str]) -> Opaque:
     Service of the stack: it cannot tell which pods they reach."""
     shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
     plural = len(names) > 1
+    what = "host names" if plural else "a host name"
+    if any("$" in n for n in names):
+        what += " or variables" if plural else " or a variable"
     return Opaque(
         e.res,
         f"{e.label}: its backend{'s' if plural else ''} {shown} "
-        f"{'are host names' if plural else 'is a host name'} the pack cannot resolve to an "
+        f"{'are' if plural else 'is'} {what} the pack cannot resolve to an "
         "address (the host resolves names at run time), so it cannot tell whether this hop "
         "reaches ipBlock-restricted pods (a worker's nodePort, say). The hop: "
         f"{e.detail}; pods behind it would see the proxy's address, not the client's. Name "

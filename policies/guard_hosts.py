@@ -118,6 +118,8 @@ def image_kind(image: str) -> str | None:
 class File:
     text: str | None  # None: content not in the stack
     by: Resource
+    # contents that may still be in place: the writes that replaced them may not run
+    earlier: tuple[str | None, ...] = ()
 
 
 @dataclass
@@ -218,6 +220,15 @@ def _undoes(ev: shell.Event) -> bool:
     return ev.kind == "remove"
 
 
+def _put(host: Host, path: str, new: File, uncertain: str) -> None:
+    """Write a file; a write that may not run keeps what was there as a content
+    that may still be in place (the proxy is judged on both)."""
+    old = host.files.get(path)
+    if uncertain and old is not None:
+        new.earlier = (*old.earlier, old.text)
+    host.files[path] = new
+
+
 def _kill(host: Host, name: str, before: Callable[[str], bool]) -> None:
     """End the processes that surely started before this point and that ``name``
     names: by program, or by the unit or session they run in (``tmux:*``: all)."""
@@ -260,11 +271,11 @@ def _apply(
             if ev.kind == "append" and ev.name in host.files:
                 old = host.files[ev.name].text
                 content = None if old is None or content is None else old + content
-            host.files[ev.name] = File(content, res)
+            _put(host, ev.name, File(content, res), ev.uncertain)
         elif ev.kind in ("copy", "move") and ev.source is not None:
             src = host.files.get(ev.source)
-            host.files[ev.name] = File(src.text if src else None, res)
-            if ev.kind == "move":
+            _put(host, ev.name, File(src.text if src else None, res), ev.uncertain)
+            if ev.kind == "move" and not ev.uncertain:
                 host.files.pop(ev.source, None)
         elif ev.kind == "remove":
             host.files.pop(ev.name, None)
@@ -474,7 +485,14 @@ def _files_under(host: Host, paths: Iterable[str]) -> list[tuple[str, File]]:
             found += [(k, f) for k, f in sorted(host.files.items()) if k.startswith(p)]
         elif p in host.files:
             found.append((p, host.files[p]))
-    return found
+    return [
+        version
+        for path, f in found
+        for version in [
+            (path, f),
+            *((path, File(text, f.by)) for text in f.earlier if text is not None),
+        ]
+    ]
 
 
 def _flag_values(argv: Sequence[str], flags: Sequence[str]) -> list[str]:

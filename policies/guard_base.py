@@ -8,6 +8,7 @@ part of the guard can be tested without an engine. The pulumi-policy adapter
 from __future__ import annotations
 
 import ipaddress
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -160,8 +161,14 @@ def as_port(value: Any, field_: str) -> int | str | Unknown | None:
     if isinstance(value, bool):
         raise Malformed(field_, value, "is not a port")
     if isinstance(value, float):
+        if math.isnan(value):
+            raise Malformed(field_, value, "is not a number (NaN), so not a port")
+        if math.isinf(value):
+            raise Malformed(field_, value, "is infinite, so not a port (1-65535)")
         if not value.is_integer():
             raise Malformed(field_, value, "is not a whole port number")
+        if abs(value) >= 1e15:  # shown as the number sent, not its 300 digits
+            raise Malformed(field_, value, "is out of the port range 1-65535")
         value = int(value)
     if isinstance(value, int):
         if not 0 < value < 65536:
@@ -170,9 +177,27 @@ def as_port(value: Any, field_: str) -> int | str | Unknown | None:
     if isinstance(value, str):
         if value.isdigit():
             return as_port(int(value), field_)
-        if value:
+        if is_port_name(value):
             return value
+        raise Malformed(
+            field_,
+            value,
+            "is neither a port number (1-65535) nor a port name (1-15 lowercase letters, "
+            "digits and inner single '-', at least one letter)",
+        )
     raise Malformed(field_, value, "is not a port")
+
+
+def is_port_name(text: str) -> bool:
+    """A Kubernetes port name (IANA_SVC_NAME, as its validation IsValidPortName checks)."""
+    return (
+        0 < len(text) <= 15
+        and all(c in "abcdefghijklmnopqrstuvwxyz0123456789-" for c in text)
+        and any(c.isalpha() for c in text)
+        and not text.startswith("-")
+        and not text.endswith("-")
+        and "--" not in text
+    )
 
 
 def as_cidr(value: Any, field_: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | Unknown:

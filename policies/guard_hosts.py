@@ -118,6 +118,8 @@ def image_kind(image: str) -> str | None:
 class File:
     text: str | None  # None: content not in the stack
     by: Resource
+    # contents that may still be in place: the writes that replaced them may not run
+    earlier: tuple[str | None, ...] = ()
 
 
 @dataclass
@@ -133,6 +135,7 @@ class Service:
     running: dict[str, tuple[Resource, str]] = field(default_factory=dict)
     enabled: dict[str, tuple[Resource, str]] = field(default_factory=dict)
     maskers: set[str] = field(default_factory=set)
+    maybe_stopped: list[str] = field(default_factory=list)  # stops that may not run
 
     def last(self) -> tuple[Resource, str] | None:
         claims = list(self.running.values()) or list(self.enabled.values())
@@ -168,7 +171,8 @@ class Host:
     files: dict[str, File] = field(default_factory=dict)
     services: dict[str, Service] = field(default_factory=dict)
     containers: dict[str, Container] = field(default_factory=dict)
-    processes: list[tuple[str, tuple[str, ...], Resource]] = field(default_factory=list)
+    # (program, argv, by, the systemd unit or screen/tmux session it runs in, or "")
+    processes: list[tuple[str, tuple[str, ...], Resource, str]] = field(default_factory=list)
     compose: list[tuple[str, Resource]] = field(default_factory=list)
     resources: list[Resource] = field(default_factory=list)
 
@@ -204,6 +208,39 @@ def ordered(resources: Sequence[Resource]) -> list[Resource]:
     return out
 
 
+def _undoes(ev: shell.Event) -> bool:
+    """Whether an event stops, disables, masks or removes something."""
+    base = ev.action.removesuffix("+now")
+    if ev.kind == "service":
+        return base in ("stop", "kill", "disable", "mask", "remove")
+    if ev.kind in ("package", "compose", "container"):
+        return ev.action in ("remove", "down", "rm", "stop", "kill")
+    if ev.kind == "process":
+        return ev.action == "kill"
+    return ev.kind == "remove"
+
+
+def _put(host: Host, path: str, new: File, uncertain: str) -> None:
+    """Write a file; a write that may not run keeps what was there as a content
+    that may still be in place (the proxy is judged on both)."""
+    old = host.files.get(path)
+    if uncertain and old is not None:
+        new.earlier = (*old.earlier, old.text)
+    host.files[path] = new
+
+
+def _kill(host: Host, name: str, before: Callable[[str], bool]) -> None:
+    """End the processes that surely started before this point and that ``name``
+    names: by program, or by the unit or session they run in (``tmux:*``: all)."""
+
+    def named(p: tuple[str, tuple[str, ...], Resource, str]) -> bool:
+        if name == "tmux:*":
+            return p[3].startswith("tmux:")
+        return posixpath.basename(p[0]) == name or (bool(p[3]) and p[3] == name)
+
+    host.processes = [p for p in host.processes if not (named(p) and before(p[2].urn))]
+
+
 def _apply(
     host: Host,
     res: Resource,
@@ -217,6 +254,16 @@ def _apply(
         return urn == res.urn or urn in mine
 
     for ev in events:
+        if ev.uncertain and _undoes(ev):
+            # A stop that may never run (in a branch, after `exit`) undoes nothing:
+            # the proxy may still run, as when two Commands race.
+            if ev.kind == "service" or ev.kind == "package":
+                name = ev.name if ev.kind == "service" else _pkg_service(ev.name)
+                svc = host.services.setdefault(name, Service())
+                svc.maybe_stopped.append(
+                    f"its `{ev.action.replace('+now', ' --now')}` by {res.name} may not run: {ev.uncertain}"
+                )
+            continue
         if ev.kind in ("write", "append"):
             content = ev.content
             if content == shell.STDIN:
@@ -224,11 +271,11 @@ def _apply(
             if ev.kind == "append" and ev.name in host.files:
                 old = host.files[ev.name].text
                 content = None if old is None or content is None else old + content
-            host.files[ev.name] = File(content, res)
+            _put(host, ev.name, File(content, res), ev.uncertain)
         elif ev.kind in ("copy", "move") and ev.source is not None:
             src = host.files.get(ev.source)
-            host.files[ev.name] = File(src.text if src else None, res)
-            if ev.kind == "move":
+            _put(host, ev.name, File(src.text if src else None, res), ev.uncertain)
+            if ev.kind == "move" and not ev.uncertain:
                 host.files.pop(ev.source, None)
         elif ev.kind == "remove":
             host.files.pop(ev.name, None)
@@ -247,6 +294,8 @@ def _apply(
                 _service(svc, "remove", res, before)
         elif ev.kind == "service":
             _service(host.services.setdefault(ev.name, Service()), ev.action, res, before)
+            if ev.action in ("stop", "kill", "disable+now", "mask+now"):
+                _kill(host, f"unit:{ev.name}", before)  # a `systemd-run --unit` process
         elif ev.kind == "container":
             if ev.action in ("run", "create"):
                 host.containers[ev.name] = Container(ev.argv, ev.action == "run", res)
@@ -267,11 +316,7 @@ def _apply(
                 ]
         elif ev.kind == "process":
             if ev.action == "kill":
-                host.processes = [
-                    p
-                    for p in host.processes
-                    if posixpath.basename(p[0]) != ev.name or not before(p[2].urn)
-                ]
+                _kill(host, ev.name, before)
             elif ev.name in (
                 "haproxy",
                 "nginx",
@@ -281,7 +326,7 @@ def _apply(
                 "socat",
                 "keepalived",
             ) and _daemon(ev.name, ev.argv):
-                host.processes.append((ev.name, ev.argv, res))
+                host.processes.append((ev.name, ev.argv, res, ev.source or ""))
 
 
 # Invocations that only check, print or signal: no proxy is left running.
@@ -297,7 +342,12 @@ _ONE_SHOT = {
 
 def _daemon(prog: str, argv: Sequence[str]) -> bool:
     if prog == "caddy":
-        return bool(argv) and argv[0] in ("run", "start", "reverse-proxy")
+        return bool(argv) and argv[0] in (
+            "run",
+            "start",
+            "reload",
+            "reverse-proxy",
+        )  # reload: a running Caddy takes --config
     return not (_ONE_SHOT.get(prog, set()) & set(argv))
 
 
@@ -318,6 +368,8 @@ def _service(
             del claims[urn]
 
     masked = any(before(m) for m in svc.maskers)
+    if not masked and base not in ("mask", "unmask", "disable", "stop", "kill", "remove"):
+        svc.maybe_stopped.clear()  # a start after a stop that may not run: that stop is moot
     if base == "mask":
         svc.maskers.add(res.urn)
         drop(svc.enabled)
@@ -327,8 +379,10 @@ def _service(
         svc.maskers = {m for m in svc.maskers if not before(m)}
     elif base in ("enable", "reenable"):
         if not masked:
+            drop(svc.enabled)  # superseded: it is enabled by this one now
             svc.enabled[res.urn] = (res, how)
             if now:
+                drop(svc.running)
                 svc.running[res.urn] = (res, how)
     elif base == "disable":
         drop(svc.enabled)
@@ -336,8 +390,10 @@ def _service(
             drop(svc.running)
     elif base in ("start", "restart", "reload-or-restart", "force-reload", "reload", "install"):
         if not masked:
+            drop(svc.running)  # superseded: it runs because of this one now
             svc.running[res.urn] = (res, how)
             if base == "install":
+                drop(svc.enabled)
                 svc.enabled[res.urn] = (res, how)
     elif base in ("stop", "kill"):
         drop(svc.running)
@@ -429,7 +485,14 @@ def _files_under(host: Host, paths: Iterable[str]) -> list[tuple[str, File]]:
             found += [(k, f) for k, f in sorted(host.files.items()) if k.startswith(p)]
         elif p in host.files:
             found.append((p, host.files[p]))
-    return found
+    return [
+        version
+        for path, f in found
+        for version in [
+            (path, f),
+            *((path, File(text, f.by)) for text in f.earlier if text is not None),
+        ]
+    ]
 
 
 def _flag_values(argv: Sequence[str], flags: Sequence[str]) -> list[str]:
@@ -510,6 +573,8 @@ def _proxies(host: Host, lb_parents: Mapping[str, str]) -> list[Proxy]:
             state = "masked but still running (`systemctl mask` does not stop it; use `systemctl mask --now`)"
         elif len(svc.running) > 1 or (svc.running and any(True for _ in svc.maskers)):
             state += " (started by Commands not ordered before the one that stops it)"
+        if svc.maybe_stopped:
+            state += f" ({'; '.join(dict.fromkeys(svc.maybe_stopped))})"
         unit = host.files.get(f"/etc/systemd/system/{name}.service")
         argv: list[str] = []
         if unit is not None and unit.text:
@@ -552,7 +617,7 @@ def _proxies(host: Host, lb_parents: Mapping[str, str]) -> list[Proxy]:
                 managed,
             )
         )
-    for prog, pargv, res in host.processes:
+    for prog, pargv, res, _session in host.processes:
         if prog == "socat":
             hops = proxy_socat.parse_argv(list(pargv))
             found.append(

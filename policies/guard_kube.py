@@ -228,6 +228,7 @@ class Route:
     service: str
     port: int | str | None
     fix: str
+    detail: str = "its controller serves it with a proxy"
 
 
 @dataclass
@@ -375,7 +376,7 @@ def _pods(res: Resource, path: tuple[str, ...]) -> Pods:
     return Pods(res, namespace_of(res), labels, ports, images, configmaps, args)
 
 
-def _service(res: Resource) -> Svc:
+def _service(res: Resource, note: Note) -> Svc:
     spec = as_map(dig(res.props, "spec"), "spec")
     unknowns: list[tuple[str, Unknown]] = []
     if isinstance(spec, Unknown):
@@ -410,9 +411,17 @@ def _service(res: Resource) -> Svc:
     for i, p in enumerate(plist):
         if not isinstance(p, Mapping):
             raise Malformed(f"spec.ports[{i}]", p, "is not an object")
-        port = as_port(p.get("port"), f"spec.ports[{i}].port")
-        target = as_port(p.get("targetPort"), f"spec.ports[{i}].targetPort")
-        node = as_port(p.get("nodePort"), f"spec.ports[{i}].nodePort")
+        read: dict[str, int | str | Unknown | None] = {}
+        bad = False
+        for fld in ("port", "targetPort", "nodePort"):
+            try:  # every bad field is named, not only the first
+                read[fld] = as_port(p.get(fld), f"spec.ports[{i}].{fld}")
+            except Malformed as err:
+                note(res, err.field, err.value, err.reason)
+                bad = True
+        if bad:
+            continue
+        port, target, node = read["port"], read["targetPort"], read["nodePort"]
         for fld, val in (("port", port), ("targetPort", target), ("nodePort", node)):
             if isinstance(val, Unknown):
                 unknowns.append((f"spec.ports[{i}].{fld}", val))
@@ -601,7 +610,8 @@ def _ingress_backend(b: Mapping[str, Any]) -> Iterable[tuple[str, str | None, An
 ROUTER_KINDS = ("IngressRoute", "IngressRouteTCP", "HTTPProxy", "VirtualServer", "TransportServer")
 
 
-def _route_label(res: Resource) -> tuple[str, str]:
+def _route_label(res: Resource) -> tuple[str, str, str]:
+    """(label, why it ends the connection, fix)."""
     kind = res.type.rsplit(":", 1)[-1]
     ns, name = namespace_of(res), name_of(res)
     if res.type in INGRESS_TYPES:
@@ -610,16 +620,19 @@ def _route_label(res: Resource) -> tuple[str, str]:
         )
         return (
             f"Ingress {ns}/{name}" + (f" (class {cls})" if isinstance(cls, str) else ""),
-            "an ingress controller is a proxy that ends the client's connection; expose the Service through an L4 LB that keeps the client address (keepalived/LVS NAT or DR, or a Service with externalTrafficPolicy: Local)",
+            "its ingress controller is a proxy",
+            "expose the Service through an L4 LB that keeps the client address (keepalived/LVS NAT or DR, or a Service with externalTrafficPolicy: Local)",
         )
     if ":gateway.networking.k8s.io/" in res.type:
         return (
             f"{kind} {ns}/{name} (through its Gateway)",
-            "a Gateway's data plane ends the client's connection (TLS passthrough and TCPRoute too); use an L4 LB that keeps the client address",
+            "its Gateway's data plane is a proxy (for TLS passthrough and TCPRoute too)",
+            "use an L4 LB that keeps the client address",
         )
     return (
         f"{kind} {ns}/{name}",
-        f"{kind} is served by a proxy (Traefik, Contour, NGINX) that ends the client's connection; use an L4 LB that keeps the client address",
+        f"{kind} is served by a proxy (Traefik, Contour, NGINX)",
+        "use an L4 LB that keeps the client address",
     )
 
 
@@ -646,7 +659,7 @@ def build(resources: Sequence[Resource], note: Note, unknown: Unk) -> Cluster:
                 for k, v in p.labels.items():
                     c.pods_by_label[(p.ns, k, v)].append(p)
             elif t == SERVICE:
-                s = _service(res)
+                s = _service(res, note)
                 c.services.append(s)
                 c.svc_by_name[(s.ns, s.name)] = s
                 for sp in s.ports:
@@ -671,8 +684,14 @@ def build(resources: Sequence[Resource], note: Note, unknown: Unk) -> Cluster:
             elif t == HELM_V3:
                 c.releases.append(res)
             elif is_router(res):
-                label, fix = _route_label(res)
+                label, detail, fix = _route_label(res)
                 for svc, ns, port in _backend_refs(res):
+                    if not isinstance(port, Unknown):
+                        try:
+                            port = as_port(port, f"the port of its backend Service {svc}")
+                        except Malformed as err:
+                            note(res, err.field, err.value, err.reason)
+                            continue
                     c.routes.append(
                         Route(
                             res,
@@ -681,6 +700,7 @@ def build(resources: Sequence[Resource], note: Note, unknown: Unk) -> Cluster:
                             svc,
                             port,
                             fix,
+                            detail,
                         )
                     )
         except Malformed as err:

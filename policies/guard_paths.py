@@ -18,7 +18,7 @@ from typing import Any
 
 import guard_hosts as hosts
 import proxy_socat
-from guard_base import Malformed, Resource, Unknown, as_address, dig
+from guard_base import Malformed, Resource, Unknown, as_address, as_port, dig
 from guard_kube import Cluster, Pods, Svc, SvcPort, View, service_port
 from proxy_base import Backend, ConfigError, Hop, Mode
 
@@ -146,12 +146,21 @@ def _lb_entries(
                     port if isinstance(port, Unknown) else addr,
                 )
                 continue
-            if isinstance(port, int | float) and isinstance(addr, str):
-                backends.append(Backend(addr, int(port)))
-        vport = dig(vs, "port")
-        if not backends and isinstance(vport, int | float):
-            backends.append(Backend("", int(vport)))
-        label = f"LoadBalancerHost {res.name} virtual service {dig(vs, 'name') or i} ({dig(vs, 'vip') or dig(p, 'vip')}:{vport if not isinstance(vport, float) else int(vport)})"
+            try:
+                rport = as_port(port, f"virtualServices[{i}].realServers[{j}].port")
+            except Malformed as err:
+                note(res, err.field, err.value, err.reason)
+                continue
+            if isinstance(rport, int) and isinstance(addr, str):
+                backends.append(Backend(addr, rport))
+        try:
+            vport = as_port(dig(vs, "port"), f"virtualServices[{i}].port")
+        except Malformed as err:
+            note(res, err.field, err.value, err.reason)
+            vport = None
+        if not backends and isinstance(vport, int):
+            backends.append(Backend("", vport))
+        label = f"LoadBalancerHost {res.name} virtual service {dig(vs, 'name') or i} ({dig(vs, 'vip') or dig(p, 'vip')}:{vport})"
         detail = (
             f"LVS {method} keeps the client address"
             if preserving
@@ -277,7 +286,7 @@ def _release(
                 res,
                 f"{label}: TCP passthrough values.{path} = {v}",
                 "terminating",
-                "ingress-nginx relays TCP services through nginx's stream proxy, which ends the connection",
+                "ingress-nginx relays TCP services through nginx's stream proxy",
                 FIX_L4 + " for that port instead of the ingress controller",
             )
             e.direct.append((target_ns, svc, int(port) if port.isdigit() else port or None))
@@ -301,7 +310,11 @@ def _release(
     return entries, opaque
 
 
-def _targets(c: Cluster, entry: Entry) -> Iterable[tuple[Svc, SvcPort, str]]:
+def _targets(
+    c: Cluster, entry: Entry, unresolved: Callable[[Backend], None]
+) -> Iterable[tuple[Svc, SvcPort, str]]:
+    """The Service ports an entry's backends reach; ``unresolved``: a backend named
+    by a host name (or a variable) that is no Service of the stack."""
     for ns, name, port in entry.direct:
         svc = c.svc_by_name.get((ns, name))
         if svc is not None:
@@ -313,10 +326,11 @@ def _targets(c: Cluster, entry: Entry) -> Iterable[tuple[Svc, SvcPort, str]]:
         if host and not _is_ip(host):
             key = _service_dns(host, entry.ns)
             svc = c.svc_by_name.get(key) if key else None
-            if svc is not None:
-                sp = service_port(svc, b.port)
-                if sp is not None:
-                    yield svc, sp, f"DNS {host}:{sp.port}"
+            sp = service_port(svc, b.port) if svc is not None else None
+            if svc is not None and sp is not None:
+                yield svc, sp, f"DNS {host}:{sp.port}"
+            elif host not in ("localhost", "ip6-localhost") and not host.startswith("127."):
+                unresolved(b)
             continue
         if b.port is None:
             continue
@@ -391,7 +405,7 @@ def build(
             entries += _host_entries(proxy, lb_sources)
     entries += _incluster_entries(cluster, note)
     for r in cluster.routes:
-        e = Entry(r.res, r.label, "terminating", "it ends the client's connection", r.fix)
+        e = Entry(r.res, r.label, "terminating", r.detail, r.fix)
         e.direct.append((r.service_ns, r.service, r.port))
         entries.append(e)
     for rel in cluster.releases:
@@ -401,11 +415,39 @@ def build(
     paths = []
     for e in entries:
         seen: set[tuple[int, int, int]] = set()
-        for svc, sp, via in _targets(cluster, e):
+        names: list[str] = []
+
+        def unresolved(b: Backend, names: list[str] = names) -> None:
+            names.append(f"{b.host}:{b.port}" if b.port is not None else b.host)
+
+        for svc, sp, via in _targets(cluster, e, unresolved):
             for pods in cluster.pods_of(svc):
                 key = (id(svc), sp.port, id(pods))
                 if key in seen:
                     continue
                 seen.add(key)
                 paths.append(Path(e, svc, sp, via, pods, cluster.view(pods, sp.target)))
+        if names and (e.mode == "terminating" or e.checks):
+            opaque.append(_unresolved(e, list(dict.fromkeys(names))))
     return Model(cluster, entries, paths, opaque)
+
+
+def _unresolved(e: Entry, names: list[str]) -> Opaque:
+    """A hop whose backends are host names the pack cannot map to an address or a
+    Service of the stack: it cannot tell which pods they reach."""
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    plural = len(names) > 1
+    what = "host names" if plural else "a host name"
+    if any("$" in n for n in names):
+        what += " or variables" if plural else " or a variable"
+    return Opaque(
+        e.res,
+        f"{e.label}: its backend{'s' if plural else ''} {shown} "
+        f"{'are' if plural else 'is'} {what} the pack cannot resolve to an "
+        "address (the host resolves names at run time), so it cannot tell whether this hop "
+        "reaches ipBlock-restricted pods (a worker's nodePort, say). The hop: "
+        f"{e.detail}; pods behind it would see the proxy's address, not the client's. Name "
+        "the backends by address (or by their Service's DNS name) so the pack can judge the "
+        f"path. If they do reach such pods: {e.fix}.",
+        e.ns,
+    )

@@ -4,9 +4,20 @@ The script is parsed with tree-sitter-bash (a maintained bash grammar with
 binary wheels on PyPI; it never raises on odd input, it marks the bad part), so
 heredocs, quoting, line continuations, ``&&``/``||`` lists, pipelines,
 ``if``/``case``/functions and ``bash -c '...'`` are read as bash reads them.
-The result is a list of :class:`Event`s in script order. Commands inside a
-condition's branches count as run: a guard cannot know the host's state, and
-keepsource's own scripts stop HAProxy inside ``if systemctl is-active``.
+The result is a list of :class:`Event`s in script order, each marked with why
+it may never run (``uncertain``): inside an ``if``/``elif``/``else`` or ``case``
+branch, on the right of ``&&``/``||``, in a ``while``/``until`` loop or a ``for``
+over values not known here, or after an ``exit`` (a ``return`` in a function).
+The host replay counts such a start as run and such a stop as not run: the
+proxy may be running. One exception keeps keepsource's own scripts exact: a
+stop whose condition tests that same service's state (``if systemctl
+is-active X; then systemctl stop X``; ``is-enabled``; ``pgrep``/``pidof``) ends
+stopped either way, so it is certain. A function defined in the script runs its
+body where it is called (with ``$1``...); ``for`` over literal values runs once
+per value. Launchers run their command: ``systemd-run``, ``screen -dm``,
+``tmux new-session`` (one string argument is parsed as shell),
+``start-stop-daemon --start --exec``, ``daemonize``, besides the prefixes
+(``sudo``, ``nohup``, ``setsid``...).
 
 Variables assigned a literal (``conf=/etc/x.cfg``) are substituted; any other
 expansion stays symbolic (``${new}``), so ``cat > "$new"`` then ``mv "$new"
@@ -17,7 +28,7 @@ from __future__ import annotations
 
 import posixpath
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import tree_sitter_bash
 from tree_sitter import Language, Node, Parser
@@ -39,12 +50,22 @@ class Event:
     content: str | None = None
     source: str | None = None
     argv: tuple[str, ...] = ()
+    uncertain: str = ""  # why it may never run ("inside an `if` branch"); "" = it runs
 
 
 @dataclass
 class _Ctx:
     vars: dict[str, str] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
+    uncertain: str = ""  # why the commands walked now may not run
+    exited: str = ""  # an `exit` may have run before this point
+    returned: str = ""  # a `return` may have run in the function being run
+    functions: dict[str, Node] = field(default_factory=dict)
+    calls: tuple[str, ...] = ()  # functions being run (no recursion)
+    # (unit, "running"/"enabled"/"process") -> the uncertainty outside the branch that
+    # tests it: `if systemctl is-active X; then systemctl stop X; fi` leaves X stopped
+    # either way.
+    guards: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
 def _word(node: Node, ctx: _Ctx) -> str:
@@ -203,16 +224,20 @@ def _walk(node: Node, ctx: _Ctx, stdin: str | None) -> None:
         if body.type == "command":
             cmd = _simple(body, ctx, reds)
             out = _command(cmd, ctx, stdin, piped=None) if cmd else None
-            for cont in _continuations(node):
+            for op, cont in _continuations(node):
+                saved = _enter(ctx, _RHS.get(op, ""))
                 if cont.type == "pipeline":
                     _pipeline(cont, ctx, stdin, [], piped=out, first=1)
                 else:
                     _walk(cont, ctx, stdin)
+                _leave(ctx, saved)
         elif body.type == "pipeline":
             _pipeline(body, ctx, stdin, reds)
         else:
             # `a && cat > f <<EOF`: bash binds the redirects to the last command.
-            for c in body.named_children:
+            op = _list_op(body) if body.type == "list" else ""
+            for i, c in enumerate(body.named_children):
+                saved = _enter(ctx, _RHS.get(op, "") if i > 0 else "")
                 if c is not None and last is not None and _contains(c, last):
                     if c.type == "command":
                         cmd = _simple(c, ctx, reds)
@@ -224,13 +249,143 @@ def _walk(node: Node, ctx: _Ctx, stdin: str | None) -> None:
                         _walk(c, ctx, stdin)
                 else:
                     _walk(c, ctx, stdin)
+                _leave(ctx, saved)
     elif t == "pipeline":
         _pipeline(node, ctx, stdin, [])
     elif t == "function_definition":
-        return  # a function body runs only when called; keepsource-style helpers are generic
+        # A function's body runs where it is called (see _command), not here.
+        name = node.child_by_field_name("name")
+        body = node.child_by_field_name("body")
+        if name is not None and body is not None:
+            ctx.functions[(name.text or b"").decode()] = body
+    elif t == "if_statement":
+        _if(node, ctx, stdin)
+    elif t == "case_statement":
+        for c in node.named_children:
+            saved = _enter(ctx, "inside a `case` branch" if c.type == "case_item" else "")
+            _walk(c, ctx, stdin)
+            _leave(ctx, saved)
+    elif t == "list":
+        kids = node.named_children
+        op = _list_op(node)
+        for i, c in enumerate(kids):
+            guards = _guards(kids[0], ctx) if i > 0 and op == "&&" else {}
+            saved = _enter(ctx, _RHS.get(op, "") if i > 0 else "", guards)
+            _walk(c, ctx, stdin)
+            _leave(ctx, saved)
+    elif t in ("while_statement", "until_statement", "c_style_for_statement"):
+        for c in node.named_children:
+            in_body = c.type == "do_group"
+            saved = _enter(ctx, f"inside a `{t.split('_')[0]}` loop" if in_body else "")
+            _walk(c, ctx, stdin)
+            _leave(ctx, saved)
+    elif t == "for_statement":
+        _for(node, ctx, stdin)
+    elif t == "subshell":
+        exited, returned = ctx.exited, ctx.returned  # `( ... exit )` leaves only the subshell
+        for c in node.named_children:
+            _walk(c, ctx, stdin)
+        ctx.exited, ctx.returned = exited, returned
     else:
         for c in node.named_children:
             _walk(c, ctx, stdin)
+
+
+_RHS = {"&&": "on the right of `&&`", "||": "on the right of `||`"}
+_Saved = tuple[str, dict[tuple[str, str], str]]
+
+
+def _list_op(node: Node) -> str:
+    for c in node.children:
+        if not c.is_named and c.type in ("&&", "||"):
+            return c.type
+    return ""
+
+
+def _enter(ctx: _Ctx, reason: str, guards: dict[tuple[str, str], str] | None = None) -> _Saved:
+    """Walk what follows as a branch that may not run (``reason``; "" = it runs
+    whenever its surroundings do). A new branch sees only its own condition's guards."""
+    saved = (ctx.uncertain, ctx.guards)
+    if reason:
+        ctx.guards = dict(guards or {})
+        ctx.uncertain = ctx.uncertain or reason
+    return saved
+
+
+def _leave(ctx: _Ctx, saved: _Saved) -> None:
+    ctx.uncertain, ctx.guards = saved
+
+
+def _guards(cond: Node, ctx: _Ctx) -> dict[tuple[str, str], str]:
+    """What a condition asserts about a service's own state when it succeeds:
+    ``systemctl [--quiet] is-active X`` (running), ``is-enabled X`` (enabled),
+    ``pgrep [opts] X`` / ``pidof X`` (a process). Only one command, one unit."""
+    if cond.type == "redirected_statement" and cond.named_children:
+        cond = cond.named_children[0]  # `pgrep x >/dev/null`
+    if cond.type != "command":
+        return {}
+    cmd = _simple(cond, ctx, [])
+    if cmd is None:
+        return {}
+    argv = _strip_prefixes(cmd.argv)
+    if not argv:
+        return {}
+    prog = posixpath.basename(argv[0])
+    pos = [a for a in argv[1:] if not a.startswith("-")]
+    outside = ctx.uncertain or ""
+    if prog == "systemctl" and len(pos) == 2 and pos[0] in ("is-active", "is-enabled"):
+        aspect = "running" if pos[0] == "is-active" else "enabled"
+        return {(_unit(pos[1]), aspect): outside}
+    if prog in ("pgrep", "pidof") and len(pos) == 1:
+        return {(posixpath.basename(pos[0]), "process"): outside}
+    return {}
+
+
+def _if(node: Node, ctx: _Ctx, stdin: str | None) -> None:
+    """The condition runs; the ``then`` branch may not (guarded by what the condition
+    tests); ``elif``/``else`` may not either."""
+    conds = [
+        node.children[i]
+        for i in range(node.child_count)
+        if node.field_name_for_child(i) == "condition" and node.children[i].is_named
+    ]
+    for c in conds:
+        _walk(c, ctx, stdin)
+    guards = _guards(conds[0], ctx) if len(conds) == 1 else {}
+    for c in node.named_children:
+        if any(c.id == k.id for k in conds):
+            continue
+        saved = _enter(
+            ctx,
+            "inside an `if` branch",
+            guards if c.type not in ("elif_clause", "else_clause") else {},
+        )
+        _walk(c, ctx, stdin)
+        _leave(ctx, saved)
+
+
+def _for(node: Node, ctx: _Ctx, stdin: str | None) -> None:
+    """``for x in a b c``: the body once per literal value (with ``$x`` set); over
+    values not known here, once, as a branch that may not run."""
+    var = node.child_by_field_name("variable")
+    body = node.child_by_field_name("body")
+    if body is None:
+        return
+    name = (var.text or b"").decode() if var is not None else ""
+    values = [
+        _word(node.children[i], ctx)
+        for i in range(node.child_count)
+        if node.field_name_for_child(i) == "value"
+    ]
+    if values and len(values) <= 32 and not any("${" in v or "$(" in v for v in values):
+        for v in values:
+            ctx.vars[name] = v
+            _walk(body, ctx, stdin)
+        return
+    ctx.vars.pop(name, None)
+    saved = _enter(ctx, "inside a `for` loop over values not known here")
+    _walk(body, ctx, stdin)
+    _leave(ctx, saved)
 
 
 def _contains(outer: Node, inner: Node) -> bool:
@@ -263,22 +418,194 @@ def _pipeline(
         piped = _command(cmd, ctx, stdin if i == 0 else None, piped=piped if i > 0 else None)
 
 
-def _continuations(node: Node) -> list[Node]:
+def _continuations(node: Node) -> list[tuple[str, Node]]:
     """tree-sitter-bash puts what follows a heredoc's start on its line (``| tee f``,
-    ``&& next``) inside the heredoc_redirect node."""
+    ``&& next``) inside the heredoc_redirect node: (the operator before it, node)."""
     found = []
     for c in node.children:
         if c.type == "heredoc_redirect":
-            found += [
-                cc
-                for cc in c.named_children
-                if cc.type
-                not in ("heredoc_start", "heredoc_body", "heredoc_end", "heredoc_content")
-            ]
+            op = ""
+            for cc in c.children:
+                if not cc.is_named:
+                    op = cc.type if cc.type in ("&&", "||", "|") else op
+                elif cc.type not in (
+                    "heredoc_start",
+                    "heredoc_body",
+                    "heredoc_end",
+                    "heredoc_content",
+                ):
+                    found.append((op, cc))
     return found
 
 
 PREFIXES = {"sudo", "nohup", "exec", "env", "time", "nice", "ionice", "stdbuf", "setsid", "doas"}
+
+# Launchers that start a command in the background: their options that take a value.
+_SYSTEMD_RUN_VALUES = {
+    "-u",
+    "--unit",
+    "-p",
+    "--property",
+    "--description",
+    "--slice",
+    "--uid",
+    "--gid",
+    "--nice",
+    "--working-directory",
+    "-E",
+    "--setenv",
+    "-M",
+    "--machine",
+    "-H",
+    "--host",
+    "--service-type",
+    "--on-active",
+    "--on-boot",
+    "--on-startup",
+    "--on-unit-active",
+    "--on-unit-inactive",
+    "--on-calendar",
+    "--timer-property",
+    "--path-property",
+    "--socket-property",
+}
+_SCREEN_VALUES = {"-S", "-c", "-e", "-h", "-p", "-t", "-T", "-Logfile", "-s"}
+_TMUX_VALUES = {"-s", "-n", "-c", "-x", "-y", "-e", "-t", "-F", "-f"}
+_SSD_VALUES = {
+    "-p",
+    "--pidfile",
+    "-x",
+    "--exec",
+    "-n",
+    "--name",
+    "-u",
+    "--user",
+    "-g",
+    "--group",
+    "-c",
+    "--chuid",
+    "-a",
+    "--startas",
+    "-d",
+    "--chdir",
+    "-r",
+    "--chroot",
+    "-N",
+    "--nicelevel",
+    "-P",
+    "--procsched",
+    "-I",
+    "--iosched",
+    "-k",
+    "--umask",
+    "-s",
+    "--signal",
+    "-R",
+    "--retry",
+    "-O",
+    "--output",
+    "--ppid",
+    "--notify-timeout",
+}
+_DAEMONIZE_VALUES = {"-c", "-e", "-E", "-o", "-p", "-l", "-u"}
+
+
+def _options(args: list[str], values: set[str]) -> tuple[dict[str, str], list[str]]:
+    """Leading options (``--k=v``, ``-k v``, flags) and what follows them (after ``--``)."""
+    opts: dict[str, str] = {}
+    i = 0
+    while i < len(args) and args[i].startswith("-"):
+        a = args[i]
+        if a == "--":
+            i += 1
+            break
+        key, eq, val = a.partition("=")
+        if not eq and a in values and i + 1 < len(args):
+            val = args[i + 1]
+            i += 1
+        opts[key] = val
+        i += 1
+    return opts, args[i:]
+
+
+def _launched(prog: str, args: list[str]) -> list[str] | str | None:
+    """What a launcher starts: an argv, a shell string (tmux), [] (it starts nothing
+    the guard reads), or None (``prog`` is no launcher)."""
+    if prog == "systemd-run":
+        return _options(args, _SYSTEMD_RUN_VALUES)[1]
+    if prog == "screen":
+        i = 0
+        while i < len(args) and args[i].startswith("-"):
+            a = args[i]
+            if a in ("-X", "-Q", "-r", "-R", "-x", "-ls", "-list", "-wipe"):
+                return []  # talks to a session; starts nothing
+            # `-dmS NAME`: a bundle of flags whose last one takes a value
+            if a in _SCREEN_VALUES or (len(a) > 2 and a[-1] in "Sc" and a[1] != "-"):
+                i += 1
+            i += 1
+        return args[i:]
+    if prog == "tmux":
+        while args and args[0].startswith("-"):  # tmux -L sock -f conf new -d ...
+            args = args[2:] if args[0] in ("-L", "-S", "-f", "-T") else args[1:]
+        if not args or args[0] not in ("new-session", "new", "new-window", "neww"):
+            return []
+        rest = _options(args[1:], _TMUX_VALUES)[1]
+        return rest[0] if len(rest) == 1 else rest
+    if prog == "start-stop-daemon":
+        opts, rest = _options(args, _SSD_VALUES)
+        path = opts.get("--startas") or opts.get("-a") or opts.get("--exec") or opts.get("-x")
+        if not ({"--start", "-S"} & opts.keys()) or not path:
+            if {"--stop", "-K"} & opts.keys() and (path or opts.get("--name") or opts.get("-n")):
+                return ["pkill", posixpath.basename(path or opts.get("--name") or opts["-n"])]
+            return []
+        if rest and posixpath.basename(rest[0]) == posixpath.basename(path):
+            rest = rest[1:]  # argv[0] repeated after `--`
+        return [path, *rest]
+    if prog == "daemonize":
+        return _options(args, _DAEMONIZE_VALUES)[1]
+    return None
+
+
+def _session(prog: str, args: list[str]) -> tuple[str, str] | None:
+    """The unit or session a launcher names, and whether it starts ("run") or
+    ends ("kill") it: ``systemd-run --unit=N`` (stopped by ``systemctl stop N``),
+    ``screen -S N`` (``screen -S N -X quit``), ``tmux new -s N``
+    (``tmux kill-session -t N``; ``kill-server`` ends every session)."""
+    if prog == "systemd-run":
+        opts = _options(args, _SYSTEMD_RUN_VALUES)[0]
+        unit = opts.get("--unit") or opts.get("-u")
+        return (f"unit:{_unit(unit)}", "run") if unit else None
+    if prog == "screen":
+        name = ""
+        for i, a in enumerate(args[:-1]):
+            if a == "-S" or (a.startswith("-") and not a.startswith("--") and a.endswith("S")):
+                name = args[i + 1]
+        if not name:
+            return None
+        if "-X" in args:
+            cmd = args[args.index("-X") + 1 : args.index("-X") + 2]
+            return (f"screen:{name}", "kill") if cmd in (["quit"], ["kill"]) else None
+        return (f"screen:{name}", "run")
+    if prog == "tmux":
+        while args and args[0].startswith("-"):
+            args = args[2:] if args[0] in ("-L", "-S", "-f", "-T") else args[1:]
+        if not args:
+            return None
+        if args[0] == "kill-server":
+            return ("tmux:*", "kill")
+        opts = _options(args[1:], _TMUX_VALUES)[0]
+        if args[0] in ("new-session", "new") and opts.get("-s"):
+            return (f"tmux:{opts['-s']}", "run")
+        if args[0] == "kill-session" and opts.get("-t"):
+            return (f"tmux:{opts['-t']}", "kill")
+    return None
+
+
+def _nested(script: str, ctx: _Ctx, stdin: str | None) -> None:
+    """A script run by ``bash -c`` or a launcher: its own shell (an ``exit`` there
+    leaves only it), this one's variables and functions are not inherited
+    except exported ones; the guard passes the variables it knows."""
+    ctx.events += parse(script, stdin=stdin, variables=dict(ctx.vars))
 
 
 def _strip_prefixes(argv: list[str]) -> list[str]:
@@ -318,7 +645,82 @@ def _outputs(cmd: _Simple) -> list[tuple[str, bool]]:
 
 
 def _command(cmd: _Simple, ctx: _Ctx, stdin: str | None, piped: str | None) -> str | None:
-    """Record one simple command's effects; return what it writes to stdout (if known)."""
+    """Record one simple command's effects, each marked with why it may not run;
+    return what it writes to stdout (if known)."""
+    name = cmd.argv[0] if cmd.argv else ""
+    if name in ctx.functions and name not in ctx.calls:
+        _call(name, cmd.argv[1:], ctx, stdin)
+        return None
+    mark = len(ctx.events)
+    out = _run(cmd, ctx, stdin, piped)
+    _stamp(ctx, mark)
+    argv = _strip_prefixes(cmd.argv)
+    if argv and argv[0] == "return" and ctx.calls:
+        ctx.returned = ctx.returned or "after `return`"  # leaves only the function
+    elif argv and argv[0] in ("exit", "return", "logout"):
+        ctx.exited = ctx.exited or f"after `{argv[0]}`"  # what follows may never run
+    return out
+
+
+def _call(name: str, args: list[str], ctx: _Ctx, stdin: str | None) -> None:
+    """A function defined in this script runs its body here, with ``$1``... set."""
+    saved_vars = {k: ctx.vars.get(k) for k in ("@", "*", "#", *map(str, range(1, 10)))}
+    for i in range(1, 10):
+        ctx.vars.pop(str(i), None)
+    for i, a in enumerate(args[:9], 1):
+        ctx.vars[str(i)] = a
+    ctx.vars["#"] = str(len(args))
+    returned, calls = ctx.returned, ctx.calls
+    ctx.calls, ctx.returned = (*calls, name), ""
+    _walk(ctx.functions[name], ctx, stdin)
+    ctx.returned, ctx.calls = returned, calls
+    for k, v in saved_vars.items():
+        if v is None:
+            ctx.vars.pop(k, None)
+        else:
+            ctx.vars[k] = v
+
+
+def _stamp(ctx: _Ctx, mark: int) -> None:
+    """Mark the events from ``mark`` on with why they may not run. A stop inside a
+    branch whose condition tests that service's own state (``if systemctl
+    is-active X; then systemctl stop X``) ends stopped either way: certain."""
+    reason = ctx.uncertain or ctx.exited or ctx.returned
+    if not reason or mark == len(ctx.events):
+        return
+    out: list[Event] = []
+    for ev in ctx.events[mark:]:
+        if ev.uncertain:
+            out.append(ev)
+            continue
+        base, now = ev.action.removesuffix("+now"), ev.action.endswith("+now")
+        if ev.kind == "service" and not (ctx.exited or ctx.returned):
+            running = (ev.name, "running") in ctx.guards
+            enabled = (ev.name, "enabled") in ctx.guards
+            outside = ctx.guards.get((ev.name, "running"), ctx.guards.get((ev.name, "enabled")))
+            if base in ("stop", "kill") and running:
+                out.append(replace(ev, uncertain=outside or ""))
+                continue
+            if base in ("disable", "mask") and enabled and (running or not now):
+                out.append(replace(ev, uncertain=outside or ""))
+                continue
+            if base in ("disable", "mask") and now and running:
+                out.append(Event("service", ev.name, "stop", uncertain=outside or ""))
+                out.append(replace(ev, action=base, uncertain=reason))
+                continue
+        if (
+            ev.kind == "process"
+            and ev.action == "kill"
+            and not (ctx.exited or ctx.returned)
+            and (ev.name, "process") in ctx.guards
+        ):
+            out.append(replace(ev, uncertain=ctx.guards[(ev.name, "process")]))
+            continue
+        out.append(replace(ev, uncertain=reason))
+    ctx.events[mark:] = out
+
+
+def _run(cmd: _Simple, ctx: _Ctx, stdin: str | None, piped: str | None) -> str | None:
     argv = _strip_prefixes(cmd.argv)
     if not argv:
         return None
@@ -328,8 +730,24 @@ def _command(cmd: _Simple, ctx: _Ctx, stdin: str | None, piped: str | None) -> s
     if prog in ("bash", "sh", "dash", "zsh") and "-c" in args:
         i = args.index("-c")
         if i + 1 < len(args):
-            for ev in parse(args[i + 1], stdin=stdin, variables=dict(ctx.vars)):
-                ctx.events.append(ev)
+            _nested(args[i + 1], ctx, stdin)
+        return None
+    launched = _launched(prog, args)
+    if launched is not None:
+        session = _session(prog, args)
+        if session is not None and session[1] == "kill":
+            ctx.events.append(Event("process", session[0], "kill"))
+            return None
+        mark = len(ctx.events)
+        if isinstance(launched, str):
+            _nested(launched, ctx, stdin)
+        elif launched:
+            _run(_Simple(launched, []), ctx, stdin, None)
+        if session is not None:  # what it started stops with its unit or session
+            ctx.events[mark:] = [
+                replace(e, source=session[0]) if e.kind == "process" and e.action == "run" else e
+                for e in ctx.events[mark:]
+            ]
         return None
     if prog == "cat":
         files = [a for a in args if not a.startswith("-")]

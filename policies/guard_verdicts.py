@@ -137,11 +137,12 @@ def judge(resources: Sequence[Resource]) -> list[Finding]:
         for sp in svc.ports:
             for pods in cluster.pods_of(svc):
                 v = cluster.view(pods, sp.target)
-                exposure = (
-                    f"{svc.type} nodePort {sp.node_port}"
-                    if svc.type in ("NodePort", "LoadBalancer")
-                    else f"externalIPs {', '.join(svc.external_ips)} port {sp.port}"
-                )
+                if svc.type not in ("NodePort", "LoadBalancer"):
+                    exposure = f"externalIPs {', '.join(svc.external_ips)} port {sp.port}"
+                elif sp.node_port is None:
+                    exposure = f"{svc.type} port {sp.port}, on a nodePort the cluster picks"
+                else:
+                    exposure = f"{svc.type} port {sp.port}, nodePort {sp.node_port}"
                 if v.ipblock_restricted:
                     if isinstance(svc.etp, Unknown):
                         advise(

@@ -206,7 +206,8 @@ POLICIES: dict[str, tuple[EnforcementLevel, str]] = {
     ),
     OPAQUE: (
         EnforcementLevel.ADVISORY,
-        "Hops the pack cannot see into (a proxy whose config is not in the stack, a Helm v3 Release, an "
+        "Hops the pack cannot see into (a proxy whose config is not in the stack, a Helm v3 Release, a backend named by "
+        "a host name it cannot resolve, an "
         "LB whose check source is not named), reported where ipBlock-restricted pods exist.",
     ),
     UNKNOWN_POLICY: (

@@ -11,6 +11,7 @@ NetworkPolicy can see: it counts as terminating.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -38,6 +39,22 @@ class Hop:
 
 class ConfigError(ValueError):
     """A config a parser cannot read (reported as a finding naming the file)."""
+
+
+def port_number(value: object, where: str) -> int | None:
+    """A config's numeric port (YAML/JSON numbers); None when absent. NaN, infinite,
+    fractional or out-of-range values are a ConfigError naming ``where``."""
+    if value is None:
+        return None
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{where} {value!r} is not a port number")
+    if isinstance(value, float) and (math.isnan(value) or not value.is_integer()):
+        raise ConfigError(f"{where} {value!r} is not a whole port number")
+    if not 0 < value < 65536:
+        raise ConfigError(f"{where} {value!r} is out of the port range 1-65535")
+    return int(value)
 
 
 _HOSTPORT = re.compile(r"^\[?(?P<host>[0-9A-Za-z._:%-]*?)\]?(?::(?P<port>\d+))?$")

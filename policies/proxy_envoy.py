@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import yaml
-from proxy_base import Backend, ConfigError, Hop
+from proxy_base import Backend, ConfigError, Hop, port_number
 
 PROXY = "Envoy"
 
@@ -48,7 +48,8 @@ def _clusters(static: Mapping[str, Any]) -> dict[str, list[Backend]]:
                     port = sa.get("port_value")
                     backends.append(
                         Backend(
-                            str(sa["address"]), int(port) if isinstance(port, int | float) else None
+                            str(sa["address"]),
+                            port_number(port, f"cluster {c.get('name')} port_value"),
                         )
                     )
         for h in _l(c.get("hosts")):  # v2-era clusters
@@ -57,7 +58,7 @@ def _clusters(static: Mapping[str, Any]) -> dict[str, list[Backend]]:
                 port = sa.get("port_value")
                 backends.append(
                     Backend(
-                        str(sa["address"]), int(port) if isinstance(port, int | float) else None
+                        str(sa["address"]), port_number(port, f"cluster {c.get('name')} port_value")
                     )
                 )
         if c.get("name"):

@@ -5,7 +5,8 @@ alike); it connects onward with the client's address only with ``source ADDR
 usesrc clientip`` (or ``client``/``hdr_ip(...)``: TPROXY), set in ``defaults``,
 in the backend, or per ``server``. ``send-proxy`` (PROXY protocol) does not
 count: the address travels in the payload, which a NetworkPolicy never reads.
-Sections inherit the last ``defaults`` before them (HAProxy's own rule).
+Sections inherit the last ``defaults`` before them (HAProxy's own rule), or the
+named one they pick with ``from NAME`` (``defaults NAME``, HAProxy 2.6+).
 """
 
 from __future__ import annotations
@@ -88,8 +89,12 @@ class _Section:
 
 
 def sections(text: str) -> list[_Section]:
+    """The sections; each proxy section inherits from the last ``defaults`` before it,
+    or, with ``from NAME`` (HAProxy 2.6+), from the ``defaults NAME`` section (a
+    named defaults section may itself say ``from OTHER``)."""
     result: list[_Section] = []
     current_defaults: _Section | None = None
+    named: dict[str, _Section] = {}
     cur: _Section | None = None
     for n, raw in enumerate(text.splitlines(), 1):
         try:
@@ -99,10 +104,22 @@ def sections(text: str) -> list[_Section]:
         if not toks:
             continue
         if toks[0] in SECTIONS:
-            cur = _Section(toks[0], toks[1] if len(toks) > 1 else "", [], current_defaults)
+            parent = current_defaults if toks[0] != "defaults" else None
+            if toks[0] in ("defaults", "frontend", "backend", "listen") and "from" in toks[1:]:
+                at = toks.index("from", 1)
+                ref = toks[at + 1] if at + 1 < len(toks) else ""
+                if ref not in named:
+                    raise ConfigError(
+                        f"line {n}: `from {ref}` names no `defaults {ref}` section before it"
+                    )
+                parent = named[ref]
+                toks = toks[:at] + toks[at + 2 :]
+            name = toks[1] if len(toks) > 1 else ""
+            cur = _Section(toks[0], name, [], parent)
             if toks[0] == "defaults":
-                cur.defaults = None
                 current_defaults = cur
+                if name:
+                    named[name] = cur
             if toks[0] == "listen" and len(toks) > 2:
                 cur.lines.append(["bind", *toks[2:]])
             result.append(cur)

@@ -15,7 +15,7 @@ import guard_verdicts as verdicts
 import keepsource_pack
 import pytest
 import yaml
-from guard_base import Asset, Finding, Resource, Unknown, normalize
+from guard_base import Asset, Finding, Malformed, Resource, Unknown, as_port, normalize
 from pulumi_policy.deserialize import deserialize_properties
 from pulumi_policy.proxy import unknown_checking_proxy
 
@@ -270,6 +270,58 @@ def test_the_benchmarks_stacks_are_judged_path_by_path() -> None:
     moved = judged("172.16.0.253")
     assert [f.policy for f in moved] == ["lb-health-checks-admitted"] * 20
     assert len({f.urn for f in moved}) == 20
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (float("nan"), "is not a number (NaN)"),
+        (float("inf"), "is infinite"),
+        (-float("inf"), "is infinite"),
+        (1e308, "is out of the port range"),
+        (65536.0, "is out of the port range"),
+        (0.0, "is out of the port range"),
+        (80.5, "is not a whole port number"),
+        ("NaN", "is neither a port number"),
+        ("Infinity", "is neither a port number"),
+        ("1.0e308", "is neither a port number"),
+        ("http--alt", "is neither a port number"),
+        ("a-very-long-port-name", "is neither a port number"),
+        ("", "is neither a port number"),
+        (True, "is not a port"),
+    ],
+)
+def test_ports_that_are_no_ports_are_named(value: Any, reason: str) -> None:
+    with pytest.raises(Malformed, match=re.escape(reason)) as err:
+        as_port(value, "spec.ports[0].port")
+    assert err.value.field == "spec.ports[0].port"
+
+
+def test_valid_ports_and_port_names() -> None:
+    assert [as_port(v, "f") for v in (80.0, 65535, "8080", "http", "h2c-1")] == [
+        80,
+        65535,
+        8080,
+        "http",
+        "h2c-1",
+    ]
+
+
+def test_router_messages_say_once_that_the_connection_ends() -> None:
+    for case in ("48-ingress-fail.yaml", "51-gateway-httproute-fail.yaml"):
+        spec = yaml.safe_load((CORPUS / case).read_text())
+        raw = []
+        for inc in spec.get("include") or []:
+            raw += yaml.safe_load((CORPUS / "_base" / inc).read_text())
+        raw += spec["resources"]
+        found = verdicts.judge(
+            [
+                Resource(r["type"], r["name"], f"urn:x::{r['name']}", normalize(r["props"]))
+                for r in raw
+            ]
+        )
+        assert [f.policy for f in found] == ["no-terminating-proxy-before-ipblock"]
+        assert found[0].message.count("ends the client") == 1, found[0].message
 
 
 def test_a_fault_of_the_guard_is_reported_not_raised(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -56,6 +56,56 @@ backend two
     ]
 
 
+def test_haproxy_named_defaults_are_picked_with_from() -> None:
+    cfg = """
+defaults tproxy
+    mode tcp
+    source 0.0.0.0 usesrc clientip
+defaults chained from tproxy
+    timeout client 5s
+defaults plain
+    mode http
+frontend a from tproxy
+    bind :80
+    default_backend one
+backend one from chained
+    server s 10.0.0.1:80
+frontend b
+    bind :81
+    default_backend two
+backend two
+    server s 10.0.0.2:80
+listen c :82 from plain
+    server s 10.0.0.3:80
+listen d from tproxy
+    bind :83
+    server s 10.0.0.4:80
+"""
+    assert modes(proxy_haproxy.parse(cfg)) == [
+        ("frontend a -> backend one", "transparent"),  # through `chained`'s own `from`
+        ("frontend b -> backend two", "terminating"),  # the last defaults: plain
+        ("listen c", "terminating"),
+        ("listen d", "transparent"),
+    ]
+    with pytest.raises(ConfigError, match="line 2: `from nowhere` names no `defaults nowhere`"):
+        proxy_haproxy.parse("frontend a\nbackend b from nowhere\n")
+
+
+@pytest.mark.parametrize("port", [".nan", ".inf", "99999", "80.5", "'http'"])
+def test_envoy_bad_port_value_is_a_config_error(port: str) -> None:
+    cfg = f"""static_resources:
+  listeners: []
+  clusters:
+  - name: c
+    load_assignment:
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{address: {{socket_address: {{address: 10.0.0.1, port_value: {port}}}}}}}
+"""
+    with pytest.raises(ConfigError, match="cluster c port_value"):
+        proxy_envoy.parse(cfg)
+
+
 def test_haproxy_comments_quotes_and_escapes() -> None:
     assert proxy_haproxy.tokens('  server s "10.0.0.1:80" # source 0.0.0.0 usesrc clientip') == [
         "server",

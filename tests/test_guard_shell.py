@@ -9,6 +9,7 @@ from typing import Any
 
 import guard_hosts as hosts
 import guard_shell as shell
+import pytest
 from guard_base import Resource
 
 
@@ -109,6 +110,105 @@ def test_containers_compose_packages_processes() -> None:
     assert run.argv[-4:] == ("nginx:1.27", "nginx", "-g", "daemon off;")
 
 
+def marks(script: str) -> list[tuple[str, str, str]]:
+    return [(e.name, e.action, e.uncertain) for e in shell.parse(script) if e.kind == "service"]
+
+
+def test_commands_that_may_not_run_are_marked_with_why() -> None:
+    script = """systemctl start a
+if [ -e /x ]; then systemctl stop a; elif true; then systemctl stop b; else systemctl stop c; fi
+case "$M" in lvs) systemctl stop d ;; esac
+test -e /y && systemctl stop e || systemctl stop f
+systemctl stop g || true
+while false; do systemctl stop h; done
+( exit 1 )
+systemctl stop i
+exit 0
+systemctl stop j
+"""
+    assert marks(script) == [
+        ("a", "start", ""),
+        ("a", "stop", "inside an `if` branch"),
+        ("b", "stop", "inside an `if` branch"),
+        ("c", "stop", "inside an `if` branch"),
+        ("d", "stop", "inside a `case` branch"),
+        ("e", "stop", "on the right of `&&`"),
+        ("f", "stop", "on the right of `||`"),
+        ("g", "stop", ""),
+        ("h", "stop", "inside a `while` loop"),
+        ("i", "stop", ""),  # an exit in a subshell leaves only the subshell
+        ("j", "stop", "after `exit`"),
+    ]
+
+
+def test_a_test_of_the_services_own_state_makes_its_stop_certain() -> None:
+    script = """if systemctl is-active --quiet a; then systemctl stop a; fi
+systemctl is-active b && systemctl disable --now b
+if systemctl is-active c; then if [ -e /x ]; then systemctl stop c; fi; fi
+if systemctl is-active d; then systemctl stop e; fi
+"""
+    assert marks(script) == [
+        ("a", "stop", ""),
+        ("b", "stop", ""),  # is-active covers running; enabled may remain
+        ("b", "disable", "on the right of `&&`"),
+        ("c", "stop", "inside an `if` branch"),  # the inner `if` is not the test
+        ("e", "stop", "inside an `if` branch"),
+    ]
+
+
+def test_functions_run_where_called_with_their_arguments() -> None:
+    script = """f() { systemctl restart "$1"; return 0; systemctl stop "$1"; }
+function g { systemctl stop never; }
+h() { exit 1; }
+f haproxy
+systemctl stop after-return
+h
+systemctl stop after-exit
+"""
+    assert marks(script) == [
+        ("haproxy", "restart", ""),
+        ("haproxy", "stop", "after `return`"),
+        ("after-return", "stop", ""),  # a return leaves only the function
+        ("after-exit", "stop", "after `exit`"),  # an exit in a function ends the script
+    ]
+    assert marks("r() { r; systemctl start x; }\nr\n") == [("x", "start", "")]  # no recursion
+
+
+def test_for_loops_over_literal_values_run_once_per_value() -> None:
+    assert marks("for s in haproxy nginx; do systemctl stop $s; done") == [
+        ("haproxy", "stop", ""),
+        ("nginx", "stop", ""),
+    ]
+    assert marks('for s in "$@"; do systemctl stop x; done') == [
+        ("x", "stop", "inside a `for` loop over values not known here")
+    ]
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        "systemd-run --unit=fwd -p Restart=always --uid=0 /usr/bin/socat A:1 B:2",
+        "screen -dmS fwd socat A:1 B:2",
+        "screen -d -m -S fwd socat A:1 B:2",
+        "tmux new-session -d -s fwd 'socat A:1 B:2'",
+        "tmux -L x new -d socat A:1 B:2",
+        "start-stop-daemon --start -b --pidfile /run/p --exec /usr/bin/socat -- A:1 B:2",
+        "start-stop-daemon -S -x /usr/bin/socat -- socat A:1 B:2",
+        "daemonize -p /run/p -u nobody /usr/bin/socat A:1 B:2",
+    ],
+)
+def test_launchers_start_their_command(script: str) -> None:
+    runs = [(e.name, e.argv) for e in shell.parse(script) if e.kind == "process"]
+    assert runs == [("socat", ("A:1", "B:2"))]
+
+
+def test_launchers_that_start_nothing() -> None:
+    for script in ["screen -S fwd -X quit", "tmux kill-session -t fwd", "tmux ls"]:
+        assert [e for e in shell.parse(script) if e.action == "run"] == []
+    stop = shell.parse("start-stop-daemon --stop --exec /usr/bin/socat")
+    assert [(e.kind, e.name, e.action) for e in stop] == [("process", "socat", "kill")]
+
+
 def test_odd_input_never_raises() -> None:
     for script in ["if then fi", "cat <<X", "'unterminated", "$(", "}", "\x00\xff", ""]:
         assert isinstance(shell.parse(script), list)
@@ -163,6 +263,50 @@ def test_enabled_only_counts_and_rpm_install_starts_nothing() -> None:
     assert running([command("i", "dnf install -y haproxy")]) == []
     enabled = running([command("e", "yum install -y haproxy; systemctl enable haproxy")])
     assert enabled == [("haproxy", "enabled (runs after a reboot)")]
+
+
+def test_a_stop_that_may_not_run_leaves_the_proxy_possibly_running() -> None:
+    start = command("start", WRITE_CFG, stdin=CFG)
+    maybe = command("maybe", "[ -e /x ] && systemctl disable --now haproxy", ("urn:x::start",))
+    got = running([start, maybe])
+    assert [k for k, _ in got] == ["haproxy"]
+    assert "its `disable --now` by maybe may not run: on the right of `&&`" in got[0][1]
+    # A start after it makes that note moot; a certain stop after it stops HAProxy.
+    sure = command("sure", "systemctl disable --now haproxy", ("urn:x::maybe",))
+    assert running([start, maybe, sure]) == []
+    again = command("again", "systemctl start haproxy", ("urn:x::maybe",))
+    assert running([start, maybe, again]) == [("haproxy", "running")]
+
+
+RELAY = "socat TCP-LISTEN:80,fork TCP:10.0.0.9:30080"
+
+
+@pytest.mark.parametrize(
+    ("start", "stop"),
+    [
+        (f"systemd-run --unit=fwd.service {RELAY}", "systemctl stop fwd"),
+        (f"systemd-run -u fwd {RELAY}", "systemctl disable --now fwd.service"),
+        (f"screen -dmS fwd {RELAY}", "screen -S fwd -X quit"),
+        (f"tmux new-session -d -s fwd '{RELAY}'", "tmux kill-session -t fwd"),
+        (f"tmux new -d -s fwd '{RELAY}'", "tmux kill-server"),
+    ],
+)
+def test_a_launched_relay_stops_with_its_unit_or_session(start: str, stop: str) -> None:
+    assert running([command("s", start)]) == [("socat", "running")]
+    assert running([command("s", f"{start}\n{stop}\n")]) == []
+    other = stop.replace("fwd", "other").replace("kill-server", "kill-session -t other")
+    assert running([command("s", f"{start}\n{other}\n")]) == [("socat", "running")]
+    maybe = f"{start}\n[ -e /x ] && {stop}\n"
+    assert running([command("s", maybe)]) == [("socat", "running")]
+
+
+def test_caddy_reload_reads_its_config_flag() -> None:
+    caddyfile = ":80 {\n  reverse_proxy 10.0.0.9:30080\n}\n"
+    reload = command(
+        "r", "cat > /srv/Caddyfile && caddy reload --config /srv/Caddyfile", stdin=caddyfile
+    )
+    assert running([reload]) == [("caddy", "running")]
+    assert running([command("v", "caddy version")]) == []
 
 
 def test_dependency_order_beats_declaration_order() -> None:

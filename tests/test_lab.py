@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from keepsource.render.keepalived import WORKLOAD_FWMARK
+from keepsource.render.keepalived import HEADER, WORKLOAD_FWMARK
 from keepsource.stackfile import PROJECT_ROOT, load_config
 from keepsource.verify import parse_ipvs
 
@@ -367,7 +367,8 @@ def test_a_foreign_keepalived_conf_is_refused_then_taken_over_with_a_backup(
     assert "took over" in taken[-1].output
     backups = guest.ssh(f"cat {STATE_DIR}/backup/keepalived.conf.*").stdout
     assert backups == foreign
-    assert lab.verify() == 0
+    rendered = guest.ssh(f"head -n 1 {CONF}").stdout.strip()
+    assert rendered == HEADER
 
 
 def _postrouting() -> list[str]:
@@ -405,7 +406,6 @@ def test_moving_the_pod_moves_the_traffic_without_apply(plan: lab.Plan) -> None:
         state.pod = worker
         lab.set_pod(plan, state)
         print(f"traffic on {worker} after {_served_by(plan, worker):.1f} s")
-    assert lab.verify() == 0
 
 
 def test_drift_is_named_and_repaired_by_just_the_printed_steps(plan: lab.Plan) -> None:

@@ -1,4 +1,7 @@
-"""The LB guest under QEMU (software emulation), reached over SSH on 127.0.0.1."""
+"""The LB guests under QEMU (software emulation), reached over SSH on 127.0.0.1.
+
+Every function takes the guest (lab/plan.py ``Guest``); without one it means
+the single layout's guest ``lb`` (127.0.0.1:2222), as before the pair."""
 
 from __future__ import annotations
 
@@ -7,12 +10,17 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
-from lab import image, net, paths
+from lab import image, net, paths, plan
+from lab.plan import Guest
 
-SSH_PORT = int(os.environ.get("KEEPSOURCE_LAB_SSH_PORT", "2222"))
+
+def single() -> Guest:
+    """The single layout's guest, from Pulumi.local.yaml."""
+    return plan.guests(plan.SINGLE)[0]
 
 
 def log(msg: str) -> None:
@@ -29,12 +37,18 @@ def port_free(port: int) -> bool:
 
 
 def ssh_argv(
-    *, batch: bool = True, port: int = SSH_PORT, user: str = "root", host: str = "127.0.0.1"
+    *, batch: bool = True, port: int | None = None, user: str = "root", host: str = "127.0.0.1"
 ) -> list[str]:
-    """ssh to the guest with the lab's key and its pinned host key."""
+    """ssh to a guest with the lab's key and its pinned host key (one image:
+    every guest has the same host key). One known_hosts file per endpoint, so
+    sessions to both guests at once never see each other's file half-written."""
+    port = single().ssh_port if port is None else port
     paths.RUN.mkdir(parents=True, exist_ok=True)
     key = paths.HOST_KEY.read_text().split()
-    paths.KNOWN_HOSTS.write_text(f"[{host}]:{port} {key[0]} {key[1]}\n")
+    known = paths.RUN / f"known_hosts.{host}.{port}"
+    tmp = known.with_suffix(f".{os.getpid()}.{threading.get_ident()}")
+    tmp.write_text(f"[{host}]:{port} {key[0]} {key[1]}\n")
+    tmp.replace(known)
     return [
         "ssh",
         "-p",
@@ -44,7 +58,7 @@ def ssh_argv(
         "-o",
         "IdentitiesOnly=yes",
         "-o",
-        f"UserKnownHostsFile={paths.KNOWN_HOSTS}",
+        f"UserKnownHostsFile={known}",
         "-o",
         "StrictHostKeyChecking=yes",
         "-o",
@@ -62,10 +76,15 @@ def ssh_argv(
 
 
 def ssh(
-    command: str, stdin: str | None = None, timeout: float = 120, check: bool = False
+    command: str,
+    stdin: str | None = None,
+    timeout: float = 120,
+    check: bool = False,
+    lb: Guest | None = None,
 ) -> subprocess.CompletedProcess[str]:
+    port = (lb or single()).ssh_port
     return subprocess.run(
-        [*ssh_argv(), command],
+        [*ssh_argv(port=port), command],
         input=stdin if stdin is not None else "",
         capture_output=True,
         text=True,
@@ -74,29 +93,31 @@ def ssh(
     )
 
 
-def wait_ssh(timeout: float = 180) -> float:
+def wait_ssh(timeout: float = 180, lb: Guest | None = None) -> float:
     """Seconds until the guest answered `true` over SSH."""
+    g = lb or single()
     start = time.monotonic()
     shown = 0
     while time.monotonic() - start < timeout:
         try:
-            if ssh("true", timeout=10).returncode == 0:
+            if ssh("true", timeout=10, lb=g).returncode == 0:
                 return time.monotonic() - start
         except subprocess.TimeoutExpired:
             pass
         elapsed = time.monotonic() - start
         if elapsed - shown >= 10:
             shown = int(elapsed)
-            lines = console_tail(400).strip().splitlines()
-            log(f"waiting for SSH: {elapsed:.0f} s; console: {lines[-1][:80] if lines else '-'}")
+            lines = console_tail(400, lb=g).strip().splitlines()
+            last = lines[-1][:80] if lines else "-"
+            log(f"waiting for SSH to {g.name}: {elapsed:.0f} s; console: {last}")
         time.sleep(1)
-    tail = paths.CONSOLE.read_text(errors="replace")[-2000:] if paths.CONSOLE.exists() else ""
-    raise SystemExit(f"lab: no SSH to the guest within {timeout} s; console tail:\n{tail}")
+    tail = console_tail(2000, lb=g)
+    raise SystemExit(f"lab: no SSH to the guest {g.name} within {timeout} s; console tail:\n{tail}")
 
 
-def qemu_pid() -> int | None:
+def qemu_pid(lb: Guest | None = None, pidfile: Path | None = None) -> int | None:
     try:
-        pid = int(paths.QEMU_PID.read_text().strip())
+        pid = int((pidfile or (lb or single()).pidfile).read_text().strip())
     except (OSError, ValueError):
         return None
     try:
@@ -106,30 +127,45 @@ def qemu_pid() -> int | None:
     return pid
 
 
-def start() -> None:
+def start(lb: Guest | None = None, fresh: bool = True) -> None:
+    """Boot a guest. ``fresh``: on a new overlay of the image (``up``); else on
+    the guest's own overlay as it was left (``start-lb`` after ``kill-lb``)."""
+    g = lb or single()
     if not image.up_to_date():
         raise SystemExit("lab: no guest image; run `lab/lab up` (it builds one)")
-    if not port_free(SSH_PORT):
-        raise SystemExit(f"lab: 127.0.0.1:{SSH_PORT} is taken (set KEEPSOURCE_LAB_SSH_PORT)")
+    if qemu_pid(g) is not None:
+        raise SystemExit(f"lab: the guest {g.name} runs already")
+    if not port_free(g.ssh_port):
+        raise SystemExit(f"lab: 127.0.0.1:{g.ssh_port} is taken (the guest {g.name}'s SSH)")
     paths.RUN.mkdir(parents=True, exist_ok=True)
-    paths.OVERLAY.unlink(missing_ok=True)
-    net.sh(
-        "qemu-img",
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-F",
-        "raw",
-        "-b",
-        str(paths.IMAGE),
-        str(paths.OVERLAY),
-    )
-    macs = image.MACS
-    argv = [
+    if fresh:
+        g.overlay.unlink(missing_ok=True)
+        net.sh(
+            "qemu-img",
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-F",
+            "raw",
+            "-b",
+            str(paths.IMAGE),
+            str(g.overlay),
+        )
+    elif not g.overlay.is_file():
+        raise SystemExit(f"lab: the guest {g.name} has no disk in this run (lab/lab up first)")
+    subprocess.run(qemu_argv(g), check=True, timeout=60)
+    net.attach_taps(g.taps)
+
+
+def qemu_argv(g: Guest) -> list[str]:
+    """qemu for one guest: its identity on the kernel command line, its own
+    MACs, overlay, console and pidfile; management SSH on 127.0.0.1 only."""
+    macs, taps = g.macs, g.taps
+    return [
         "qemu-system-x86_64",
         "-name",
-        "keepsource-lb",
+        "keepsource-lb" if g.name == "lb" else f"keepsource-{g.name}",
         "-accel",
         "tcg,thread=multi",
         "-cpu",
@@ -143,63 +179,69 @@ def start() -> None:
         "-initrd",
         str(paths.INITRD),
         "-append",
-        "root=/dev/vda rw console=ttyS0 quiet systemd.show_status=0 ipv6.disable=1"
-        " cryptomgr.notests",
+        plan.kernel_cmdline(g),
         "-drive",
-        f"file={paths.OVERLAY},if=virtio,format=qcow2",
+        f"file={g.overlay},if=virtio,format=qcow2",
         "-netdev",
-        f"user,id=mgmt,restrict=on,hostfwd=tcp:127.0.0.1:{SSH_PORT}-:22",
+        f"user,id=mgmt,restrict=on,hostfwd=tcp:127.0.0.1:{g.ssh_port}-:22",
         "-device",
         f"virtio-net-pci,netdev=mgmt,mac={macs['mgmt']}",
         "-netdev",
-        f"tap,id=ext,ifname={net.TAPS['ext']},script=no,downscript=no",
+        f"tap,id=ext,ifname={taps['ext']},script=no,downscript=no",
         "-device",
-        f"virtio-net-pci,netdev=ext,mac={macs['lbext']}",
+        f"virtio-net-pci,netdev=ext,mac={macs[plan.EXT_IF]}",
         "-netdev",
-        f"tap,id=int,ifname={net.TAPS['int']},script=no,downscript=no",
+        f"tap,id=int,ifname={taps['int']},script=no,downscript=no",
         "-device",
-        f"virtio-net-pci,netdev=int,mac={macs['lbint']}",
+        f"virtio-net-pci,netdev=int,mac={macs[plan.INT_IF]}",
         "-display",
         "none",
         "-monitor",
         "none",
         "-serial",
-        f"file:{paths.CONSOLE}",
+        f"file:{g.console}",
         "-daemonize",
         "-pidfile",
-        str(paths.QEMU_PID),
+        str(g.pidfile),
     ]
-    subprocess.run(argv, check=True, timeout=60)
-    net.attach_taps()
 
 
-def stop() -> bool:
-    pid = qemu_pid()
+def stop(lb: Guest | None = None, hard: bool = False, pidfile: Path | None = None) -> bool:
+    """Stop a guest's qemu (the guest gets no shutdown either way; ``hard``:
+    SIGKILL at once, a power cut). False when it was not running."""
+    pidfile = pidfile or (lb or single()).pidfile
+    pid = qemu_pid(pidfile=pidfile)
     if pid is None:
+        pidfile.unlink(missing_ok=True)
         return False
-    os.kill(pid, signal.SIGTERM)
+    os.kill(pid, signal.SIGKILL if hard else signal.SIGTERM)
     for _ in range(50):
-        if qemu_pid() is None:
+        if qemu_pid(pidfile=pidfile) is None:
             break
         time.sleep(0.1)
     else:
         os.kill(pid, signal.SIGKILL)
-    paths.QEMU_PID.unlink(missing_ok=True)
+        time.sleep(0.5)
+    pidfile.unlink(missing_ok=True)
     return True
 
 
-def reboot(timeout: float = 240) -> float:
+def boot_id(lb: Guest | None = None) -> str:
+    return ssh("cat /proc/sys/kernel/random/boot_id", timeout=20, lb=lb).stdout.strip()
+
+
+def reboot(timeout: float = 240, lb: Guest | None = None) -> float:
     """Reboot the guest; seconds until SSH answers again."""
-    boot_id = ssh("cat /proc/sys/kernel/random/boot_id", timeout=20).stdout.strip()
+    before = boot_id(lb)
     start = time.monotonic()
-    ssh("systemctl reboot", timeout=20)
+    ssh("systemctl reboot", timeout=20, lb=lb)
     while time.monotonic() - start < timeout:
         time.sleep(1)
         try:
-            done = ssh("cat /proc/sys/kernel/random/boot_id", timeout=10)
+            done = ssh("cat /proc/sys/kernel/random/boot_id", timeout=10, lb=lb)
         except subprocess.TimeoutExpired:
             continue
-        if done.returncode == 0 and done.stdout.strip() not in ("", boot_id):
+        if done.returncode == 0 and done.stdout.strip() not in ("", before):
             return time.monotonic() - start
     raise SystemExit(f"lab: the guest did not come back within {timeout} s")
 
@@ -209,6 +251,6 @@ def clean_run_dir() -> None:
         shutil.rmtree(paths.RUN)
 
 
-def console_tail(chars: int = 1500) -> str:
-    path: Path = paths.CONSOLE
+def console_tail(chars: int = 1500, lb: Guest | None = None) -> str:
+    path: Path = (lb or single()).console
     return path.read_text(errors="replace")[-chars:] if path.exists() else ""

@@ -16,11 +16,15 @@ NetworkPolicy without the LB's health-check source (host01 only).
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import os
+import re
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -49,8 +53,11 @@ class PodFilter:
     admitted: tuple[str, ...]
 
 
-def pod_filter(manifests: str, seed: bool, check_source: str) -> PodFilter:
-    """The CNI stand-in's view of the rendered manifests.yaml."""
+def pod_filter(manifests: str, seed: bool, check_source: str | tuple[str, ...]) -> PodFilter:
+    """The CNI stand-in's view of the rendered manifests.yaml. ``check_source``:
+    the LB's check source, or every LB host's (the pair): the seed's policy
+    admits none of them."""
+    sources = (check_source,) if isinstance(check_source, str) else check_source
     docs: list[dict[str, Any]] = [d for d in yaml.safe_load_all(manifests) if d]
     service = next(d for d in docs if d["kind"] == "Service")
     policy = next(d for d in docs if d["kind"] == "NetworkPolicy")
@@ -61,7 +68,9 @@ def pod_filter(manifests: str, seed: bool, check_source: str) -> PodFilter:
     admitted = [p["ipBlock"]["cidr"] for p in rule["from"] if "ipBlock" in p]
     if seed:  # the seed's policy admitted the clients only, not the LB's checks
         admitted = [
-            c for c in admitted if ipaddress.ip_address(check_source) not in ipaddress.ip_network(c)
+            c
+            for c in admitted
+            if not any(ipaddress.ip_address(a) in ipaddress.ip_network(c) for a in sources)
         ]
     pod_ports = [int(p["port"]) for p in rule.get("ports", [])]
     if pod_ports and pod_ports != [int(port["targetPort"])]:
@@ -139,12 +148,65 @@ def _serve(ns: str, bind: str, port: int, directory: str) -> int:
     return proc.pid
 
 
+#: A body for a transfer held open across a failover: /lab-big, generated per run.
+BIG_NAME = "lab-big"
+BIG_SIZE = 64 * 1024 * 1024
+
+
+def make_big(www: Path, size: int = BIG_SIZE) -> str:
+    """Write ``www/lab-big`` (random bytes) once, with its sha256 beside it;
+    returns the sha256. Not committed: it lives in the run dir."""
+    body, digest_file = www / BIG_NAME, www.parent / f"{BIG_NAME}.sha256"
+    if body.is_file() and digest_file.is_file() and body.stat().st_size == size:
+        return digest_file.read_text().strip()
+    digest = hashlib.sha256()
+    tmp = body.with_suffix(".tmp")
+    with open(tmp, "wb") as out:
+        left = size
+        while left > 0:
+            chunk = os.urandom(min(left, 1 << 20))
+            digest.update(chunk)
+            out.write(chunk)
+            left -= len(chunk)
+    tmp.replace(body)
+    digest_file.write_text(digest.hexdigest() + "\n")
+    return digest.hexdigest()
+
+
+def big_sha256() -> str:
+    """The sha256 of this run's /lab-big."""
+    return (paths.RUN / f"{BIG_NAME}.sha256").read_text().strip()
+
+
+#: An access log line of python's http.server: the peer address comes first.
+_ACCESS = re.compile(
+    r'^(?P<peer>[0-9a-fA-F.:]+) - - \[[^]]*\] "(?P<request>[^"]*)" (?P<status>\d{3})'
+)
+
+
+def access_peers(log_text: str) -> list[tuple[str, str, int]]:
+    """(peer address, request line, status) of each access log line, in order:
+    the address the pod stand-in saw (after the LB and the node's DNAT)."""
+    out = []
+    for line in log_text.splitlines():
+        m = _ACCESS.match(line)
+        if m:
+            out.append((m.group("peer"), m.group("request"), int(m.group("status"))))
+    return out
+
+
+def pod_log(worker: net.Host, pod_port: int) -> Path:
+    """The access log of a worker's pod stand-in."""
+    return paths.RUN / f"{worker.netns}-{pod_port}.log"
+
+
 def start_servers(
     repo: net.Host, master: net.Host, api_port: int, workers: list[net.Host], pod_port: int
 ) -> list[int]:
     www = paths.RUN / "www"
     www.mkdir(parents=True, exist_ok=True)
     (www / "index.html").write_text(NGINX_PAGE)
+    make_big(www)
     pids = [_serve(repo.netns, repo.address, 80, str(paths.REPO))]
     pids.append(_serve(master.netns, master.address, api_port, str(www)))
     for w in workers:

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from lab import paths
+from lab import paths, plan
 
 SUITE = "bookworm"
 IMAGE_PACKAGES = [
@@ -42,7 +42,6 @@ IMAGE_PACKAGES = [
 REPO_PACKAGES = ["keepalived", "ipvsadm", "iptables-persistent"]
 
 REPO_ADDRESS = "192.168.0.250"
-MACS = {"mgmt": "52:54:00:4b:53:01", "lbext": "52:54:00:4b:53:02", "lbint": "52:54:00:4b:53:03"}
 
 SEED_HAPROXY = """\
 # The seed's HAProxy: terminates every client connection (the fault).
@@ -116,23 +115,85 @@ def mirror() -> str:
     raise SystemExit("lab: no Debian bookworm mirror in this machine's apt configuration")
 
 
+#: The oneshot that gives a guest its identity (lab/plan.py kernel_cmdline):
+#: its addresses as networkd files in /run, written before networkd starts.
+#: Also runnable off the guest: ``sh SCRIPT CMDLINE_FILE NETWORK_DIR`` (the unit tests).
+IDENTITY_SCRIPT = """\
+#!/bin/sh
+# keepsource lab: this guest's addresses from the kernel command line
+# (ks.lbext=ADDR/PREFIX[,ADDR/PREFIX...] ks.lbint=...), written as networkd
+# files before systemd-networkd starts: one image for every lab guest.
+# Usage: keepsource-lab-identity [CMDLINE_FILE [NETWORK_DIR]]
+set -euf
+cmdline=${1:-/proc/cmdline}
+dir=${2:-/run/systemd/network}
+ext=
+int=
+read -r line <"$cmdline" || true
+for word in $line; do
+  case "$word" in
+    ks.lbext=*) ext=${word#ks.lbext=} ;;
+    ks.lbint=*) int=${word#ks.lbint=} ;;
+  esac
+done
+mkdir -p "$dir"
+for item in "lbext:$ext" "lbint:$int"; do
+  name=${item%%:*}
+  addrs=${item#*:}
+  case "$addrs" in
+    '' | *[!0-9./,]*)
+      echo "keepsource-lab-identity: no valid ks.$name= on the kernel command line" >&2
+      exit 1
+      ;;
+  esac
+  {
+    printf '[Match]\\nName=%s\\n\\n[Network]\\n' "$name"
+    old_ifs=$IFS
+    IFS=,
+    for address in $addrs; do
+      printf 'Address=%s\\n' "$address"
+    done
+    IFS=$old_ifs
+    printf 'LinkLocalAddressing=no\\nIPv6AcceptRA=no\\nConfigureWithoutCarrier=yes\\n'
+  } >"$dir/20-$name.network.tmp"
+  mv "$dir/20-$name.network.tmp" "$dir/20-$name.network"
+done
+echo "keepsource-lab-identity: $(cat /proc/sys/kernel/hostname) lbext=$ext lbint=$int"
+"""
+IDENTITY_UNIT = """\
+[Unit]
+Description=keepsource lab: this guest's addresses from the kernel command line
+DefaultDependencies=no
+After=local-fs.target
+Before=systemd-networkd.service network-pre.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/local/sbin/keepsource-lab-identity
+
+[Install]
+WantedBy=systemd-networkd.service
+"""
+#: A guest without the VIP (lb2 in the pair's fault state) runs no HAProxy:
+#: the seed's config binds the VIP, which that host does not have.
+HAPROXY_DROPIN = """\
+[Unit]
+# keepsource lab: a guest booted with ks.haproxy=off (no VIP) runs no HAProxy.
+ConditionKernelCommandLine=!ks.haproxy=off
+"""
+
+
 def _files() -> dict[str, str]:
     """Files written into the guest tree (path -> content)."""
     networkd = {}
-    for name, mac in MACS.items():
+    for name in plan.macs(0):
+        every = " ".join(plan.macs(i)[name] for i in range(plan.GUESTS_MAX))
         networkd[f"/etc/systemd/network/10-{name}.link"] = (
-            f"[Match]\nMACAddress={mac}\n\n[Link]\nName={name}\n"
+            f"[Match]\nMACAddress={every}\n\n[Link]\nName={name}\n"
         )
     networkd["/etc/systemd/network/20-mgmt.network"] = (
         "[Match]\nName=mgmt\n\n[Network]\nDHCP=ipv4\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n"
-    )
-    networkd["/etc/systemd/network/20-lbext.network"] = (
-        "[Match]\nName=lbext\n\n[Network]\nAddress=192.168.0.1/24\n"
-        "LinkLocalAddressing=no\nIPv6AcceptRA=no\nConfigureWithoutCarrier=yes\n"
-    )
-    networkd["/etc/systemd/network/20-lbint.network"] = (
-        "[Match]\nName=lbint\n\n[Network]\nAddress=172.16.0.254/24\n"
-        "LinkLocalAddressing=no\nIPv6AcceptRA=no\nConfigureWithoutCarrier=yes\n"
     )
     return {
         **networkd,
@@ -153,6 +214,9 @@ def _files() -> dict[str, str]:
             "--any --timeout=10\n"
         ),
         "/etc/default/haproxy": "",
+        "/usr/local/sbin/keepsource-lab-identity": IDENTITY_SCRIPT,
+        "/etc/systemd/system/keepsource-lab-identity.service": IDENTITY_UNIT,
+        "/etc/systemd/system/haproxy.service.d/keepsource-lab.conf": HAPROXY_DROPIN,
     }
 
 
@@ -301,6 +365,7 @@ def build(force: bool = False) -> None:
         target = tree / path.lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text)
+    (tree / "usr/local/sbin/keepsource-lab-identity").chmod(0o755)
     # Lab SSH key: root logs in with it.
     if not paths.KEY.exists():
         _run(
@@ -323,7 +388,8 @@ def build(force: bool = False) -> None:
     (ssh_dir / "authorized_keys").chmod(0o600)
     _chroot(
         tree,
-        "systemctl enable systemd-networkd ssh haproxy seed-gateway >/dev/null 2>&1;"
+        "systemctl enable systemd-networkd ssh haproxy seed-gateway keepsource-lab-identity"
+        " >/dev/null 2>&1;"
         " systemctl mask apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer"
         " fstrim.timer >/dev/null 2>&1; passwd -d root >/dev/null; true",
         network=False,

@@ -19,8 +19,8 @@ import time
 
 from keepsource.render.keepalived import WORKLOAD_FWMARK
 from keepsource.verify import parse_ipvs
-from lab import __main__ as lab
 from lab import guest, hosts
+from lab import run as lab
 
 
 def _poller(vip: str, port: int, rounds: int = 400) -> str:

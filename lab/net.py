@@ -4,6 +4,8 @@
     ks-host02 192.168.0.20 ─┼─ br-ext ─ LB ─ br-int ─┼─ ks-worker01 172.16.0.11
     ks-repo   192.168.0.250 ┘  (guest: 192.168.0.1 / 172.16.0.254) └─ ks-worker02 172.16.0.12
 
+In the pair layout two guests (lb1, lb2) sit on the same two bridges.
+
 The bridges live in the namespace ``ks-sw``. The root namespace gets no
 address and no route in the lab's subnets.
 """
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 
 SWITCH = "ks-sw"
 BRIDGES = {"ext": "br-ext", "int": "br-int"}
-TAPS = {"ext": "ks-lbext", "int": "ks-lbint"}
+TAPS = {"ext": "ks-lbext", "int": "ks-lbint"}  # the single guest's (lab/plan.py Guest.taps)
 
 
 @dataclass(frozen=True)
@@ -93,10 +95,10 @@ def create(hosts: list[Host]) -> None:
             in_ns(host.netns, "ip", "route", "add", "default", "via", host.gateway)
 
 
-def attach_taps(timeout: float = 30) -> None:
-    """Move qemu's taps (made in the root namespace) onto the bridges."""
+def attach_taps(taps: dict[str, str] | None = None, timeout: float = 30) -> None:
+    """Move a guest's qemu taps (made in the root namespace) onto the bridges."""
     deadline = time.monotonic() + timeout
-    for side, tap in TAPS.items():
+    for side, tap in (taps or TAPS).items():
         while sh("ip", "link", "show", tap, check=False).returncode != 0:
             if time.monotonic() > deadline:
                 raise SystemExit(f"lab: qemu did not open its tap {tap} within {timeout} s")
@@ -105,8 +107,9 @@ def attach_taps(timeout: float = 30) -> None:
         in_ns(SWITCH, "ip", "link", "set", tap, "master", BRIDGES[side], "up")
 
 
-def destroy() -> list[str]:
-    """Remove every ks-* namespace and any tap left in the root namespace."""
+def destroy(taps: list[str] | None = None) -> list[str]:
+    """Remove every ks-* namespace and any of the lab's taps left in the root
+    namespace (``taps``: every guest's; default the single guest's)."""
     removed = []
     for ns in namespaces():
         if ns.startswith("ks-"):
@@ -114,7 +117,7 @@ def destroy() -> list[str]:
                 sh("kill", "-9", pid, check=False)
             sh("ip", "netns", "delete", ns, check=False)
             removed.append(ns)
-    for tap in TAPS.values():
+    for tap in taps or list(TAPS.values()):
         if sh("ip", "link", "show", tap, check=False).returncode == 0:
             sh("ip", "link", "delete", tap, check=False)
             removed.append(tap)

@@ -1,11 +1,15 @@
 """A bounded availability probe: one HTTP request (a new TCP connection) every
 INTERVAL seconds until STOPFILE exists or SECONDS passed.
 
-    python -m lab.probe URL INTERVAL SECONDS STOPFILE
+    python -m lab.probe URL INTERVAL SECONDS STOPFILE [TIMEOUT]
 
 Run it inside a lab namespace (ip netns exec ks-host01 ...): it only targets
 the URL it is given. Prints one JSON line: requests, failures, the longest
-gap between two answered requests, and the first failures (time, reason).
+gap between two answered requests, the first failures (time, reason), and
+every gap longer than two intervals and the last answer (from, to, last_ok:
+seconds since ``start``, the probe's CLOCK_MONOTONIC start, which other
+processes on this machine share).
+TIMEOUT: how long one request may take (default 2 s).
 Any HTTP answer counts: the probe asks "is the service there", not "what did
 it say".
 """
@@ -37,19 +41,23 @@ def once(host: str, port: int, path: str, timeout: float) -> str | None:
 def main() -> None:
     url = urlsplit(sys.argv[1])
     interval, limit, stop = float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+    timeout = float(sys.argv[5]) if len(sys.argv) > 5 else 2.0
     host, port, path = url.hostname or "", url.port or 80, url.path or "/"
     start = time.monotonic()
     last_ok = start
     longest_gap = 0.0
     requests = 0
     failures: list[tuple[float, str]] = []
+    gaps: list[tuple[float, float]] = []
     while time.monotonic() - start < limit and not os.path.exists(stop):
         sent = time.monotonic()
-        why = once(host, port, path, timeout=2.0)
+        why = once(host, port, path, timeout=timeout)
         requests += 1
         now = time.monotonic()
         if why is None:
             longest_gap = max(longest_gap, now - last_ok)
+            if now - last_ok > 2 * interval and len(gaps) < 20:
+                gaps.append((round(last_ok - start, 3), round(now - start, 3)))
             last_ok = now
         else:
             failures.append((round(sent - start, 2), why))
@@ -62,6 +70,9 @@ def main() -> None:
                 "longest_gap_s": round(longest_gap, 2),
                 "seconds": round(time.monotonic() - start, 1),
                 "first_failures": failures[:5],
+                "gaps": gaps,
+                "start": start,
+                "last_ok": round(last_ok - start, 3),
             }
         ),
         flush=True,

@@ -35,8 +35,8 @@ if os.geteuid() != 0 or _MISSING:
         allow_module_level=True,
     )
 
-from lab import __main__ as lab  # noqa: E402
 from lab import driver, guest, hosts, image, net, paths  # noqa: E402
+from lab import run as lab  # noqa: E402
 
 EXPECTED_STEPS = 4
 STATE_DIR = "/var/lib/keepsource"

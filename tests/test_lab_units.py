@@ -1,16 +1,24 @@
 """The lab's pure parts, without root or QEMU: the CNI stand-in's filter is
-derived from the rendered manifests, and iptables accepts what it writes."""
+derived from the rendered manifests, and iptables accepts what it writes; the
+one address plan (single and pair), each guest's kernel command line and what
+the image's identity script makes of it; the run-state library."""
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import json
 import subprocess
+import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from keepsource.artifacts import artifacts
-from keepsource.stackfile import load
-from lab import hosts, image
+from keepsource.stackfile import PROJECT_ROOT, load
+from lab import driver, ha, hosts, image, paths, plan, run
 from tests.conftest import require_tool
 
 
@@ -77,3 +85,388 @@ def test_image_recipe_tracks_its_contents() -> None:
         image.IMAGE_PACKAGES.remove("hello")
     assert image._recipe() == before
     assert "keepalived" not in image.IMAGE_PACKAGES and "ipvsadm" not in image.IMAGE_PACKAGES
+
+
+# -- one address plan ----------------------------------------------------------------
+
+#: The guest's network files before the pair (then baked into the image): the
+#: single layout must still produce exactly these, now from the command line.
+BEFORE_THE_PAIR = {
+    "20-lbext.network": "[Match]\nName=lbext\n\n[Network]\nAddress=192.168.0.1/24\n"
+    "LinkLocalAddressing=no\nIPv6AcceptRA=no\nConfigureWithoutCarrier=yes\n",
+    "20-lbint.network": "[Match]\nName=lbint\n\n[Network]\nAddress=172.16.0.254/24\n"
+    "LinkLocalAddressing=no\nIPv6AcceptRA=no\nConfigureWithoutCarrier=yes\n",
+}
+
+
+def _identity(tmp_path: Path, cmdline: str) -> tuple[int, str, dict[str, str]]:
+    """Run the image's identity script on a command line; the files it wrote."""
+    tmp_path.mkdir(exist_ok=True)
+    script, line, out = tmp_path / "identity", tmp_path / "cmdline", tmp_path / "network"
+    script.write_text(image.IDENTITY_SCRIPT)
+    line.write_text(cmdline + "\n")
+    done = subprocess.run(
+        ["sh", str(script), str(line), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    files = {p.name: p.read_text() for p in sorted(out.glob("*"))} if out.is_dir() else {}
+    return done.returncode, done.stderr, files
+
+
+def test_single_layout_is_the_seed_lb_from_the_local_stack() -> None:
+    (g,) = plan.guests(plan.SINGLE)
+    assert (g.name, g.ssh_port, g.external, g.internal, g.haproxy) == (
+        "lb",
+        2222,
+        ("192.168.0.1/24",),
+        ("172.16.0.254/24",),
+        True,
+    )
+    # as before the pair: the same taps, files and MACs
+    assert g.taps == {"ext": "ks-lbext", "int": "ks-lbint"}
+    assert (g.overlay, g.console, g.pidfile) == (paths.OVERLAY, paths.CONSOLE, paths.QEMU_PID)
+    assert g.macs == {
+        "mgmt": "52:54:00:4b:53:01",
+        "lbext": "52:54:00:4b:53:02",
+        "lbint": "52:54:00:4b:53:03",
+    }
+    # ... read from the stack file, not typed here
+    config = plan.stack_config(plan.SINGLE)
+    config["keepsource:lb"]["ssh"]["port"] = 2300
+    assert plan.guests(plan.SINGLE, config)[0].ssh_port == 2300
+
+
+def test_single_layout_network_files_are_todays(tmp_path: Path) -> None:
+    (g,) = plan.guests(plan.SINGLE)
+    rc, err, files = _identity(tmp_path, plan.kernel_cmdline(g))
+    assert rc == 0, err
+    assert files == BEFORE_THE_PAIR
+    # the image no longer carries fixed addresses: networkd files in /etc win over /run
+    assert not [k for k in image._files() if k.endswith((".network",)) and "lb" in k]
+
+
+def test_pair_from_the_draft_stack_file() -> None:
+    lb1, lb2 = plan.guests(plan.PAIR)
+    assert (lb1.name, lb1.ssh_port, lb2.name, lb2.ssh_port) == ("lb1", 2222, "lb2", 2223)
+    # lb1: its own addresses first, then the VIP and the gateway (the seed's fault state)
+    assert lb1.external == ("192.168.0.2/24", "192.168.0.1/24")
+    assert lb1.internal == ("172.16.0.252/24", "172.16.0.254/24")
+    assert lb1.haproxy and not lb2.haproxy
+    assert (lb2.external, lb2.internal) == (("192.168.0.3/24",), ("172.16.0.253/24",))
+    # one bridge pair, so every NIC differs; every file and tap is the guest's own
+    assert not set(lb1.macs.values()) & set(lb2.macs.values())
+    for attr in ("overlay", "console", "pidfile", "known_hosts"):
+        assert getattr(lb1, attr) != getattr(lb2, attr), attr
+    taps = [*lb1.taps.values(), *lb2.taps.values(), "ks-lbext", "ks-lbint"]
+    assert len(set(taps)) == 6 and all(len(t) <= 15 for t in taps)
+    assert plan.stack_config(plan.PAIR)["keepsource:lb"]["hosts"][1]["name"] == "lb2"
+
+
+def _pair_config() -> dict[str, Any]:
+    return copy.deepcopy(plan.stack_config(plan.PAIR))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda c: c["keepsource:lb"]["hosts"].append({}), r"lb.hosts must list exactly 2"),
+        (
+            lambda c: c["keepsource:lb"]["hosts"][1].update(externalAddress="10.0.0.3"),
+            r"lb.hosts\[1\].externalAddress 10.0.0.3 is not a host address of 192.168.0.0/24",
+        ),
+        (
+            lambda c: c["keepsource:lb"]["hosts"][1].update(internalInterface="eth1"),
+            r"lb.hosts\[1\].internalInterface must be lbint",
+        ),
+        (
+            lambda c: c["keepsource:lb"]["hosts"][1]["ssh"].update(port=2222),
+            r"the hosts' ssh ports must differ",
+        ),
+        (
+            lambda c: c["keepsource:lb"]["hosts"][0].update(externalAddress="192.168.0.1"),
+            r"lb.hosts\[0\]: its own addresses must not be the VIPs",
+        ),
+        (
+            lambda c: c["keepsource:lb"]["hosts"][0].pop("internalAddress"),
+            r"hosts\[0\].internalAddress is missing",
+        ),
+        (lambda c: c["keepsource:network"].update(vip="192.168.0.5"), r"seed HAProxy is built for"),
+    ],
+)
+def test_pair_plan_refuses_what_the_lab_cannot_boot(change: Any, message: str) -> None:
+    config = _pair_config()
+    change(config)
+    with pytest.raises(SystemExit, match=message):
+        plan.guests(plan.PAIR, config)
+
+
+def test_pair_identity_on_the_kernel_command_line(tmp_path: Path) -> None:
+    lb1, lb2 = plan.guests(plan.PAIR)
+    line1, line2 = plan.kernel_cmdline(lb1), plan.kernel_cmdline(lb2)
+    assert line1.startswith(plan.BASE_CMDLINE) and line2.startswith(plan.BASE_CMDLINE)
+    assert "systemd.hostname=lb1" in line1 and "ks.haproxy=off" not in line1
+    assert "systemd.hostname=lb2" in line2 and line2.endswith(" ks.haproxy=off")
+    rc, err, files = _identity(tmp_path / "lb1", line1)
+    assert rc == 0, err
+    assert "Address=192.168.0.2/24\nAddress=192.168.0.1/24\n" in files["20-lbext.network"]
+    assert "Address=172.16.0.252/24\nAddress=172.16.0.254/24\n" in files["20-lbint.network"]
+    rc, err, files = _identity(tmp_path / "lb2", line2)
+    assert rc == 0, err
+    assert [ln for ln in files["20-lbext.network"].splitlines() if ln.startswith("Address=")] == [
+        "Address=192.168.0.3/24"
+    ]
+    assert [ln for ln in files["20-lbint.network"].splitlines() if ln.startswith("Address=")] == [
+        "Address=172.16.0.253/24"
+    ]
+    # HAProxy's unit skips itself on the guest booted with ks.haproxy=off
+    dropin = image._files()["/etc/systemd/system/haproxy.service.d/keepsource-lab.conf"]
+    assert "ConditionKernelCommandLine=!ks.haproxy=off" in dropin
+
+
+@pytest.mark.parametrize(
+    "cmdline",
+    [
+        plan.BASE_CMDLINE,  # no identity: no addresses, a failed unit, not a guess
+        plan.BASE_CMDLINE + " ks.lbext=192.168.0.1/24 ks.lbint=",
+        plan.BASE_CMDLINE + " ks.lbext=192.168.0.1/24;reboot ks.lbint=172.16.0.254/24",
+    ],
+)
+def test_identity_script_refuses_a_missing_or_odd_identity(tmp_path: Path, cmdline: str) -> None:
+    rc, err, files = _identity(tmp_path, cmdline)
+    assert rc == 1 and "no valid ks.lb" in err
+    assert not [name for name, text in files.items() if "192.168.0.1/24;reboot" in text]
+
+
+def test_kernel_cmdline_refuses_bad_addresses() -> None:
+    (g,) = plan.guests(plan.SINGLE)
+    bad = plan.Guest(g.name, 0, 2222, ("192.168.0.1/24 init=/bin/sh",), g.internal, True)
+    with pytest.raises(SystemExit, match="bad external addresses"):
+        plan.kernel_cmdline(bad)
+
+
+def test_image_names_every_guests_nics_and_runs_the_identity_first() -> None:
+    files = image._files()
+    for name in ("mgmt", "lbext", "lbint"):
+        link = files[f"/etc/systemd/network/10-{name}.link"]
+        for i in range(plan.GUESTS_MAX):
+            assert plan.macs(i)[name] in link, (name, i)
+    unit = files["/etc/systemd/system/keepsource-lab-identity.service"]
+    assert "Before=systemd-networkd.service" in unit and "WantedBy=systemd-networkd.service" in unit
+    before = image._recipe()
+    image.IDENTITY_SCRIPT += "# changed\n"
+    try:
+        assert image._recipe() != before  # the recipe (the cache key) follows the script
+    finally:
+        image.IDENTITY_SCRIPT = image.IDENTITY_SCRIPT.removesuffix("# changed\n")
+    assert image._recipe() == before
+
+
+def test_identity_script_passes_shellcheck(tmp_path: Path) -> None:
+    tool = require_tool("shellcheck")
+    (tmp_path / "identity").write_text(image.IDENTITY_SCRIPT)
+    done = subprocess.run(
+        [tool, "-s", "sh", str(tmp_path / "identity")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout
+
+
+# -- the run-state library -------------------------------------------------------------
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setattr(paths, "STATE_FILE", tmp_path / "state.json")
+    monkeypatch.setattr(paths, "RUN", tmp_path)
+    return tmp_path
+
+
+def test_state_records_the_layout(run_dir: Path) -> None:
+    with pytest.raises(SystemExit, match="not up"):
+        run.State.load()
+    run.State(pod="worker02", phase="seed", pids=[1, 2], layout=plan.PAIR).save()
+    assert run.State.load() == run.State("worker02", "seed", [1, 2], plan.PAIR)
+    assert run.current_plan().layout == plan.PAIR
+    # a state file written before the pair is the single layout
+    (run_dir / "state.json").write_text(
+        json.dumps({"pod": "worker01", "phase": "fixed", "pids": []})
+    )
+    assert run.State.load().layout == plan.SINGLE
+    assert [g.name for g in run.current_plan().guests] == ["lb"]
+
+
+def test_plans_of_both_layouts_share_the_namespaces() -> None:
+    single, pair = run.make_plan(plan.SINGLE), run.make_plan(plan.PAIR)
+    assert [h.netns for h in single.all] == [h.netns for h in pair.all]
+    assert pair.stack == "local-ha" and single.stack == "local"
+    assert pair.guest("lb2").ssh_port == 2223
+    assert single.guest(None).name == "lb"
+    with pytest.raises(SystemExit, match="several guests: --lb"):
+        pair.guest(None)
+    with pytest.raises(SystemExit, match="no guest 'lb3'"):
+        pair.guest("lb3")
+    # the seed's policy (the fault) admits no LB's check source, in either layout
+    assert run._filter(single, "seed").admitted == ("192.168.0.10/32",)
+    assert run._filter(pair, "seed").admitted == ("192.168.0.10/32",)
+    assert set(pair.check_sources) == {"172.16.0.254", "172.16.0.252", "172.16.0.253"}
+
+
+def _step(port: int) -> driver.Planned:
+    return driver.Planned("x", "true", None, "127.0.0.1", port, "root", ())
+
+
+def test_pair_apply_needs_a_command_for_every_guest(run_dir: Path) -> None:
+    pair = run.make_plan(plan.PAIR)
+    lb1, lb2 = pair.guests
+    assert run.unserved([_step(2222)], pair.guests) == [lb2]
+    assert run.unserved([_step(2222), _step(2223)], pair.guests) == []
+    assert run.unserved([], pair.guests) == [lb1, lb2]
+    # Whatever the program declares today, the refusal names the guest and
+    # nothing is run (plan_steps only plans).
+    try:
+        steps = run.plan_steps(pair)
+    except SystemExit as error:
+        assert "declares no command for" in str(error) and "nothing was run" in str(error)
+    else:
+        assert run.unserved(steps, pair.guests) == []
+
+
+# -- the long transfer and what the pod saw ----------------------------------------------
+
+
+def test_big_body_is_made_once_with_its_digest(tmp_path: Path) -> None:
+    www = tmp_path / "www"
+    www.mkdir()
+    digest = hosts.make_big(www, size=3 * (1 << 20) + 5)
+    body = www / hosts.BIG_NAME
+    assert body.stat().st_size == 3 * (1 << 20) + 5
+    assert digest == hashlib.sha256(body.read_bytes()).hexdigest()
+    assert (tmp_path / "lab-big.sha256").read_text().strip() == digest
+    mtime = body.stat().st_mtime_ns
+    assert hosts.make_big(www, size=3 * (1 << 20) + 5) == digest
+    assert body.stat().st_mtime_ns == mtime  # once per run
+    assert hosts.BIG_SIZE == 64 * 1024 * 1024
+
+
+def test_access_log_names_the_peer_the_server_saw(tmp_path: Path) -> None:
+    """python's http.server (the pod stand-in), on loopback: its log names the peer."""
+    (tmp_path / "index.html").write_text("hi\n")
+    log = tmp_path / "access.log"
+    with open(log, "w") as out:
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "http.server",
+                "0",
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+                str(tmp_path),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=out,
+            text=True,
+        )
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline()  # "Serving HTTP on 127.0.0.1 port N ..."
+        port = int(line.split(" port ")[1].split()[0])
+        for path in ("/", "/missing"):
+            subprocess.run(
+                ["curl", "-s", "-o", "/dev/null", f"http://127.0.0.1:{port}{path}"],
+                timeout=10,
+                check=False,
+            )
+        deadline = time.monotonic() + 5
+        while len(hosts.access_peers(log.read_text())) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        server.kill()
+        server.wait(timeout=10)
+    assert hosts.access_peers(log.read_text()) == [
+        ("127.0.0.1", "GET / HTTP/1.1", 200),
+        ("127.0.0.1", "GET /missing HTTP/1.1", 404),
+    ]
+
+
+def test_resume_after_a_kill_from_the_probes_gaps() -> None:
+    probe = {"start": 100.0, "gaps": [[5.0, 5.7]], "last_ok": 20.0, "requests": 200, "failures": 3}
+    assert ha.resume_after(probe, 105.2) == pytest.approx(0.5)
+    assert ha.resume_after(probe, 110.0) == pytest.approx(2 * ha.INTERVAL)
+    assert ha.resume_after({**probe, "last_ok": 4.0}, 105.2) is None  # never answered again
+
+
+def test_probe_reports_gaps_on_loopback(tmp_path: Path) -> None:
+    """lab.probe against a port where nothing listens, then a server: one gap."""
+    (tmp_path / "index.html").write_text("hi\n")
+    stop = tmp_path / "stop"
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "http.server",
+            "0",
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        port = int(server.stdout.readline().split(" port ")[1].split()[0])
+        probe = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "lab.probe",
+                f"http://127.0.0.1:{port}/",
+                "0.05",
+                "20",
+                str(stop),
+                "0.5",
+            ],
+            cwd=PROJECT_ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(0.6)
+        server.kill()
+        server.wait(timeout=10)
+        time.sleep(0.6)
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "http.server",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+                str(tmp_path),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        time.sleep(1.0)
+        stop.touch()
+        out, _ = probe.communicate(timeout=30)
+    finally:
+        server.kill()
+        server.wait(timeout=10)
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["failures"] >= 3, result
+    assert len(result["gaps"]) == 1, result
+    begin, end = result["gaps"][0]
+    assert 0.4 < end - begin < 3.0 and result["last_ok"] > end - 0.01, result

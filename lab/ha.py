@@ -1,0 +1,224 @@
+"""``lab/lab demo --ha``: the pair's failover scenario, as a table like ``demo``.
+
+up --ha (fault state on lb1), the fault, apply, verify; then the VIP holder
+is killed (its qemu, a power cut) while host01 asks VIP:nodePort every 0.1 s
+and downloads /lab-big at a limited rate; then the killed guest boots again.
+Every row is measured; a row whose part of keepsource is not there yet (the
+pair's commands, VRRP) fails, it is never skipped or faked. Exit 0 only when
+every row ran and held.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from lab import guest, hosts, plan, run
+from lab.plan import PAIR
+
+#: The probe's pace and the time one request may take during the failover.
+INTERVAL = 0.1
+REQUEST_TIMEOUT = 0.5
+#: The long transfer: 64 MiB at 6 MiB/s lasts about 11 s.
+BIG_RATE = "6M"
+RESUME_WITHIN = 1.0
+SETTLE_AFTER_START = 5.0  # seconds the restarted guest gets to (not) take a VIP back
+
+Row = tuple[str, bool, str]
+
+
+def answers(ns: str, url: str) -> tuple[bool, str]:
+    """Any HTTP answer from a lab namespace (curl -m 2, as verify runs it)."""
+    rc, out = run.curl(ns, url)
+    status = out.strip().splitlines()[-1] if out.strip() else ""
+    return rc == 0 and status.startswith(
+        "HTTP "
+    ) and status != "HTTP 000", f"curl exit {rc} {status}"
+
+
+def gets_page(ns: str, url: str) -> tuple[bool, str]:
+    """The nginx page itself (a 503 from the seed's HAProxy is no page)."""
+    rc, out = run.curl(ns, url)
+    status = out.strip().splitlines()[-1] if out.strip() else ""
+    return rc == 0 and "Welcome to nginx" in out, f"curl exit {rc} {status}"
+
+
+def resume_after(probe: dict[str, Any], killed_at: float) -> float | None:
+    """Seconds from the kill to the first answered request after it; None when
+    no request was answered after the kill. ``killed_at``: time.monotonic()
+    (CLOCK_MONOTONIC, the probe's clock too). Without a gap longer than two
+    intervals around the kill this is that bound, 2 x INTERVAL."""
+    start = float(probe["start"])
+    if start + float(probe["last_ok"]) < killed_at:
+        return None
+    for begin, end in probe.get("gaps", []):
+        if start + begin <= killed_at <= start + end:
+            return float(start + end - killed_at)
+    return 2 * INTERVAL
+
+
+def lb2_rows(p: run.Plan) -> list[Row]:
+    """The other guests of the fault state: only their own addresses, no HAProxy."""
+    rows = []
+    for g in p.guests[1:]:
+        got = run.addresses(g)
+        own = {plan.EXT_IF: list(g.external), plan.INT_IF: list(g.internal)}
+        state = guest.ssh("systemctl is-active haproxy", lb=g).stdout.strip()
+        ok = got == own and state != "active"
+        rows.append(
+            (f"fault: {g.name} has only its own addresses, no HAProxy", ok, f"{got}, {state}")
+        )
+    return rows
+
+
+def demo() -> int:
+    run.require_root()
+    t0 = time.monotonic()
+    p = run.make_plan(PAIR)
+    s = p.settings
+    vip, gateway = str(s.network.vip), str(s.network.lb_internal_address)
+    page = f"http://{vip}:{s.node_port}/"
+    api = f"http://{vip}:{s.apiserver.port}/"
+    outside = f"http://{p.repo.address}/Packages"
+    host01, host02 = p.clients[0], p.clients[1]
+    worker = p.workers[0].netns
+    rows: list[Row] = []
+
+    def phase(name: str, fn: Callable[[], tuple[bool, str]]) -> bool:
+        try:
+            ok, detail = fn()
+        except SystemExit as error:  # a bounded wait ran out, or a step refused
+            ok, detail = False, str(error)
+        rows.append((name, ok, detail))
+        return ok
+
+    def do_up() -> tuple[bool, str]:
+        times = run.up(p)
+        boot = {k: v for k, v in times.items() if k.startswith("boot_to_ssh_")}
+        return True, ", ".join(
+            f"{k.removeprefix('boot_to_ssh_')} {v:.1f} s" for k, v in boot.items()
+        )
+
+    def do_apply() -> tuple[bool, str]:
+        start = time.monotonic()
+        applied = run.apply(p)
+        return applied.complete, f"{time.monotonic() - start:.1f} s"
+
+    def do_verify() -> tuple[bool, str]:
+        return run.verify() == 0, ""
+
+    def side(when: str) -> None:
+        phase(f"{when}: worker01 -> {p.repo.address} (outside)", lambda: answers(worker, outside))
+        phase(f"{when}: worker01 -> VIP:{s.apiserver.port}", lambda: answers(worker, api))
+
+    failover: dict[str, Any] = {}
+
+    def do_failover() -> tuple[bool, str]:
+        holders = run.vip_holders(p)
+        if not holders:
+            return False, "no guest holds the VIP"
+        victim = holders[0]
+        failover["victim"] = victim
+        failover["log_lines"] = len(run.pod_peers(p))
+        probe = run.Probe(host01.netns, page, interval=INTERVAL, limit=120, timeout=REQUEST_TIMEOUT)
+        with ThreadPoolExecutor(1) as pool:
+            time.sleep(1.0)
+            big = pool.submit(run.download, host01.netns, page + hosts.BIG_NAME, BIG_RATE)
+            time.sleep(2.0)  # the transfer is under way
+            killed_at = time.monotonic()
+            run.kill_lb(victim)
+            try:
+                failover["download"] = big.result(timeout=150)
+            finally:
+                time.sleep(1.0)
+                seen = probe.stop()
+        failover["probe"] = seen
+        resumed = resume_after(seen, killed_at)
+        ok = resumed is not None and resumed <= RESUME_WITHIN
+        shown = "never" if resumed is None else f"{resumed:.2f} s"
+        return ok, (
+            f"killed {victim}; resumed after {shown}; longest gap {seen['longest_gap_s']} s; "
+            f"{seen['failures']} of {seen['requests']} failed"
+        )
+
+    def transfer() -> tuple[bool, str]:
+        d: run.Download | None = failover.get("download")
+        if d is None:
+            return False, "no transfer ran"
+        want = hosts.big_sha256()
+        ok = d.rc == 0 and d.size == hosts.BIG_SIZE and d.sha256 == want
+        return ok, f"curl exit {d.rc}, {d.size} bytes in {d.seconds:.1f} s, sha256 match {ok}"
+
+    def pod_saw() -> tuple[bool, str]:
+        served = run.pod_peers(p)[failover.get("log_lines", 0) :]
+        peers = sorted({peer for peer, _, _ in served})
+        return bool(served) and peers == [host01.address], f"{len(served)} requests from {peers}"
+
+    def host02_times_out() -> tuple[bool, str]:
+        # Only meaningful while the VIP serves: host01 gets the page at the same time.
+        served, detail = gets_page(host01.netns, page)
+        rc, _ = run.curl(host02.netns, page)
+        return rc == 28 and served, f"host02: curl exit {rc}; host01: {detail}"
+
+    def vips_moved() -> tuple[bool, str]:
+        survivors = [g for g in p.guests if g.name != failover.get("victim")]
+        held = {g.name: run.addresses(g) for g in survivors}
+        on = [
+            n
+            for n, a in held.items()
+            if any(x.split("/")[0] == vip for x in a[plan.EXT_IF])
+            and any(x.split("/")[0] == gateway for x in a[plan.INT_IF])
+        ]
+        return len(on) == 1, f"VIP {vip} and gateway {gateway} on {on or 'no guest'}"
+
+    def restart() -> tuple[bool, str]:
+        victim = failover.get("victim")
+        if victim is None:
+            return False, "no guest was killed"
+        before = run.vip_holders(p)
+        probe = run.Probe(host01.netns, page, interval=INTERVAL, limit=400, timeout=REQUEST_TIMEOUT)
+        try:
+            seconds = run.start_lb(victim)
+            time.sleep(SETTLE_AFTER_START)
+        finally:
+            seen = probe.stop()
+        after = run.vip_holders(p)
+        ok = after == before and victim not in after and seen["failures"] == 0
+        return ok, (
+            f"{victim} back after {seconds:.1f} s; VIP on {before} before, {after} after; "
+            f"{seen['failures']} of {seen['requests']} requests failed"
+        )
+
+    try:
+        if phase("up --ha: lb1 and lb2 answer SSH", do_up):
+            rows.extend(run.fault(p))
+            rows.extend(lb2_rows(p))
+            phase("apply: every command succeeded (both LBs)", do_apply)
+            phase("verify after apply (both LBs)", do_verify)
+            phase("before: host01 gets the page", lambda: gets_page(host01.netns, page))
+            side("before")
+            phase("failover: requests every 0.1 s resume within 1 s", do_failover)
+            phase("failover: the open transfer completes intact", transfer)
+            phase(f"failover: the pod saw {host01.address} only", pod_saw)
+            phase("failover: host02 still times out", host02_times_out)
+            phase("failover: VIP and gateway on the other LB", vips_moved)
+            side("after")
+            phase("start the killed LB: nothing breaks, no VIP moves back", restart)
+            phase("verify after failover (both LBs)", do_verify)
+    finally:
+        run.down()
+    print()
+    print(f"{'check':<56} {'result':<6} detail")
+    for name, ok, detail in rows:
+        print(f"{name:<56} {'PASS' if ok else 'FAIL':<6} {detail}")
+    failed = sum(not ok for _, ok, _ in rows)
+    print(
+        f"demo --ha: {len(rows) - failed} passed, {failed} failed in {time.monotonic() - t0:.0f} s"
+    )
+    return 0 if failed == 0 and len(rows) == DEMO_HA_ROWS else 1
+
+
+# up, 3 fault rows, lb2, apply, verify, page, 2 before, 5 failover, 2 after, restart, verify
+DEMO_HA_ROWS = 19

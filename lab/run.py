@@ -1,0 +1,522 @@
+"""A lab run as a library: its plan, its recorded state, and what can be done
+to it (up, apply, verify, pod, reboot, kill/start a guest, down).
+
+The CLI (``lab/lab``, lab/__main__.py), ``lab.measure`` and the tests import
+this module. Two layouts (lab/plan.py): ``single`` (one guest ``lb``, stack
+``local``) and ``pair`` (guests ``lb1`` and ``lb2``, stack ``local-ha``). ``up``
+records the layout in the run state; every later command reads it from there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from keepsource.artifacts import artifacts
+from keepsource.settings import ConfigError, Settings
+from keepsource.stackfile import PROJECT_ROOT, load
+from keepsource.verify import curl_command, runner_for
+from lab import driver, guest, hosts, image, net, paths, plan
+from lab.plan import PAIR, SINGLE, Guest
+
+STACK = plan.LAYOUT_STACKS[SINGLE]
+
+
+def log(msg: str) -> None:
+    print(f"[lab] {msg}", flush=True)
+
+
+# -- the lab's plan, from the layout's stack file ---------------------------------
+
+
+@dataclass
+class Plan:
+    settings: Settings
+    clients: list[net.Host]
+    repo: net.Host
+    master: net.Host
+    workers: list[net.Host]
+    layout: str = SINGLE
+    guests: list[Guest] = field(default_factory=list)
+    #: False while the settings model cannot read the pair's stack file
+    #: (``lb.hosts``): ``settings`` is then the pair's one-host view, good for
+    #: the namespaces and the seed's fault, never for apply or verify.
+    settings_complete: bool = True
+
+    @property
+    def all(self) -> list[net.Host]:
+        return [*self.clients, self.repo, self.master, *self.workers]
+
+    @property
+    def stack(self) -> str:
+        return plan.LAYOUT_STACKS[self.layout]
+
+    def guest(self, name: str | None) -> Guest:
+        """A guest by name; without a name, the single layout's only guest."""
+        if name is None:
+            if len(self.guests) == 1:
+                return self.guests[0]
+            names = ", ".join(g.name for g in self.guests)
+            raise SystemExit(f"lab: the {self.layout} layout has several guests: --lb ({names})")
+        for g in self.guests:
+            if g.name == name:
+                return g
+        names = ", ".join(g.name for g in self.guests)
+        raise SystemExit(f"lab: no guest {name!r} in the {self.layout} layout ({names})")
+
+    @property
+    def check_sources(self) -> tuple[str, ...]:
+        """Every address an LB's health checks may come from (the seed's policy admits none)."""
+        own = tuple(g.own_internal for g in self.guests if len(self.guests) > 1)
+        return (str(self.settings.network.lb_internal_address), *own)
+
+
+def _settings(layout: str) -> tuple[Settings, bool]:
+    return load(plan.LAYOUT_STACKS[layout], plan.STACK_ROOTS[layout]), True
+
+
+def make_plan(layout: str = SINGLE) -> Plan:
+    s, complete = _settings(layout)
+    guests_ = plan.guests(layout)
+    n = s.network
+    if s.verify is None or s.verify.via != "netns":
+        raise SystemExit(f"lab: stack {plan.LAYOUT_STACKS[layout]} must verify via netns")
+    ext, inner = n.external_subnet.prefixlen, n.internal_subnet.prefixlen
+    gw = str(n.lb_internal_address)
+    clients = [
+        net.Host(c.target.removeprefix("ks-"), "ext", str(c.address), ext)
+        for c in (s.verify.allowed_client, s.verify.denied_client)
+    ]
+    return Plan(
+        settings=s,
+        clients=clients,
+        repo=net.Host("repo", "ext", image.REPO_ADDRESS, ext),
+        master=net.Host("master", "int", str(s.apiserver.address), inner, gw),
+        workers=[net.Host(w.name, "int", str(w.address), inner, gw) for w in s.workers],
+        layout=layout,
+        guests=guests_,
+        settings_complete=complete,
+    )
+
+
+# -- state of a running lab ----------------------------------------------------
+
+
+@dataclass
+class State:
+    pod: str
+    phase: str  # "seed" (HAProxy, the seed's policy) or "fixed" (the rendered policy)
+    pids: list[int] = field(default_factory=list)
+    layout: str = SINGLE  # recorded by up; older state files are the single layout
+
+    def save(self) -> None:
+        paths.STATE_FILE.write_text(json.dumps(self.__dict__))
+
+    @staticmethod
+    def load() -> State:
+        if not paths.STATE_FILE.exists():
+            raise SystemExit("lab: the lab is not up (run lab/lab up)")
+        return State(**json.loads(paths.STATE_FILE.read_text()))
+
+
+def current_plan() -> Plan:
+    """The plan of the running lab's layout (as ``up`` recorded it)."""
+    return make_plan(State.load().layout)
+
+
+def _filter(plan_: Plan, phase: str) -> hosts.PodFilter:
+    manifests = artifacts(plan_.settings)["manifests.yaml"]
+    sources: str | tuple[str, ...] = (
+        str(plan_.settings.network.lb_internal_address)
+        if plan_.layout == SINGLE
+        else plan_.check_sources
+    )
+    return hosts.pod_filter(manifests, phase == "seed", sources)
+
+
+def set_pod(plan_: Plan, state: State) -> None:
+    hosts.set_workers(plan_.workers, {state.pod: "pod"}, _filter(plan_, state.phase))
+    state.save()
+
+
+# -- commands ----------------------------------------------------------------------
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        raise SystemExit("lab: run as root (network namespaces, taps, QEMU)")
+
+
+def _all_pidfiles() -> list[Path]:
+    return sorted(paths.RUN.glob("*qemu.pid")) if paths.RUN.exists() else []
+
+
+def _running() -> bool:
+    return any(guest.qemu_pid(pidfile=p) is not None for p in _all_pidfiles())
+
+
+def up(plan_: Plan) -> dict[str, float]:
+    require_root()
+    times: dict[str, float] = {}
+    if paths.STATE_FILE.exists() or _running():
+        raise SystemExit("lab: the lab is up already (lab/lab down first)")
+    leftovers = [ns for ns in net.namespaces() if ns.startswith("ks-")]
+    if leftovers:
+        raise SystemExit(f"lab: namespaces from an earlier lab remain: {leftovers} (lab/lab down)")
+    s = plan_.settings.network
+    clash = net.conflicts([s.external_subnet, s.internal_subnet])
+    if clash:
+        raise SystemExit(
+            "lab: refusing to start, the lab's subnets overlap this machine:\n  "
+            + "\n  ".join(clash)
+        )
+    start = time.monotonic()
+    image.build()
+    times["image"] = time.monotonic() - start
+    guest.clean_run_dir()
+    paths.RUN.mkdir(parents=True)
+    net.create(plan_.all)
+    log(f"namespaces: {', '.join(h.netns for h in plan_.all)} (bridges in {net.SWITCH})")
+    f = _filter(plan_, "seed")
+    pids = hosts.start_servers(
+        plan_.repo, plan_.master, plan_.settings.apiserver.port, plan_.workers, f.pod_port
+    )
+    state = State(pod=plan_.workers[0].name, phase="seed", pids=pids, layout=plan_.layout)
+    set_pod(plan_, state)
+    hosts.wait_listening(
+        [(plan_.repo, 80), (plan_.master, plan_.settings.apiserver.port)]
+        + [(w, f.pod_port) for w in plan_.workers]
+    )
+    log(f"workers: the pod is on {state.pod}; filter = the seed's policy {list(f.admitted)}")
+    boot = time.monotonic()
+    if plan_.layout == SINGLE:
+        guest.start(plan_.guests[0])
+        log(f"guest booting (console: {plan_.guests[0].console}) ...")
+        guest.wait_ssh(lb=plan_.guests[0])
+        times["boot_to_ssh"] = time.monotonic() - boot
+        log(f"guest answers SSH after {times['boot_to_ssh']:.1f} s")
+        return times
+    for g in plan_.guests:
+        guest.start(g)
+        log(f"guest {g.name} booting (console: {g.console}; ssh 127.0.0.1:{g.ssh_port}) ...")
+    # Both boot at once (two TCG guests share the machine's cores).
+    with ThreadPoolExecutor(len(plan_.guests)) as pool:
+        waits = {g.name: pool.submit(guest.wait_ssh, lb=g) for g in plan_.guests}
+        for name, done in waits.items():
+            times[f"boot_to_ssh_{name}"] = done.result()
+    times["boot_to_ssh"] = time.monotonic() - boot
+    log("guests answer SSH: " + ", ".join(f"{k} {v:.1f} s" for k, v in times.items()))
+    return times
+
+
+def _driver_ssh(step: driver.Planned, _: float | None) -> subprocess.Popen[str]:
+    argv = [*guest.ssh_argv(port=step.port, user=step.user, host=step.host), step.create]
+    return subprocess.Popen(
+        argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+@dataclass
+class Applied:
+    results: list[driver.Result]
+    planned: int
+
+    @property
+    def complete(self) -> bool:
+        """Every planned command ran and succeeded."""
+        return len(self.results) == self.planned and all(r.rc == 0 for r in self.results)
+
+
+def unserved(steps: list[driver.Planned], guests_: list[Guest]) -> list[Guest]:
+    """The guests no declared command connects to (127.0.0.1:their SSH port)."""
+    return [g for g in guests_ if not any(s.port == g.ssh_port for s in steps)]
+
+
+def plan_steps(plan_: Plan, config: dict[str, Any] | None = None) -> list[driver.Planned]:
+    """The program's remote commands for the layout's stack. In the pair, a
+    clear refusal while the program declares no command for one of the guests
+    (the lab never pretends the pair was configured)."""
+    if plan_.layout == SINGLE:
+        return driver.plan(STACK, config)
+    stack = plan_.stack
+    try:
+        steps = driver.plan(stack, config if config is not None else plan.stack_config(PAIR))
+    except (SystemExit, Exception) as error:  # any reason: named in the refusal below
+        reason = str(error).strip().replace("\n", " ")
+        steps, why = [], f"the program cannot plan stack {stack} ({reason})"
+    else:
+        why = ""
+    missing = unserved(steps, plan_.guests)
+    if missing:
+        names = ", ".join(f"{g.name} (127.0.0.1:{g.ssh_port})" for g in missing)
+        raise SystemExit(
+            f"lab: the program declares no command for {names} in stack {stack}"
+            + (f": {why}" if why else "")
+            + "; the pair's commands are not in the program yet, nothing was run"
+        )
+    return steps
+
+
+def apply(
+    plan_: Plan,
+    cut: tuple[str, float] | None = None,
+    workload_first: bool = True,
+    config: dict[str, Any] | None = None,
+    replace: list[str] | None = None,
+) -> Applied:
+    """keepsource's remote commands over SSH. The local stack manages no
+    Kubernetes objects (they are "managed elsewhere"), so the Workload's side
+    of the fix comes first, as a GitOps sync would: the CNI stand-in enforces
+    the rendered NetworkPolicy (which admits the LB's check source) before the
+    cut-over runs. ``workload_first=False`` keeps the seed's policy: the pool
+    of the workload can then never become healthy. In the pair the replay
+    driver runs each command on its own connection's host:port (lb1, lb2)."""
+    require_root()
+    state = State.load()
+    steps = plan_steps(plan_, config)
+    if replace:
+        # Like `pulumi up --replace URN...` on an unchanged stack: only those
+        # commands run (pulumi-command runs a replaced command's create again).
+        names = {urn.rsplit("::", 1)[-1] for urn in replace}
+        unknown = names - {s.name for s in steps}
+        if unknown:
+            raise SystemExit(f"lab: the program declares no command {sorted(unknown)}")
+        steps = [s for s in steps if s.name in names]
+    if not plan_.settings_complete:
+        raise SystemExit(f"lab: the settings model cannot read stack {plan_.stack} yet")
+    if workload_first and state.phase != "fixed":
+        state.phase = "fixed"
+        set_pod(plan_, state)
+        log(
+            f"workers: filter = the rendered NetworkPolicy {list(_filter(plan_, 'fixed').admitted)}"
+        )
+    log(
+        f"apply: {len(steps)} remote commands declared by the program (stack {plan_.stack}),"
+        " over SSH"
+    )
+    return Applied(driver.apply(steps, _driver_ssh, cut=cut), len(steps))
+
+
+class Probe:
+    """``python -m lab.probe`` in a lab namespace, in the background: a
+    request to ``url`` every ``interval`` seconds until :meth:`stop`
+    (``timeout``: how long one request may take)."""
+
+    def __init__(
+        self,
+        ns: str,
+        url: str,
+        interval: float = 0.2,
+        limit: float = 900,
+        timeout: float | None = None,
+    ) -> None:
+        self.stopfile = paths.RUN / f"probe-{ns}-{time.monotonic_ns()}.stop"
+        argv = ["ip", "netns", "exec", ns, sys.executable, "-m", "lab.probe"]
+        extra = [] if timeout is None else [str(timeout)]
+        self.proc = subprocess.Popen(
+            [*argv, url, str(interval), str(limit), str(self.stopfile), *extra],
+            cwd=PROJECT_ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def stop(self) -> dict[str, Any]:
+        self.stopfile.touch()
+        out, _ = self.proc.communicate(timeout=30)
+        self.stopfile.unlink(missing_ok=True)
+        result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+        return result
+
+
+def wait_keepalived(timeout: float = 60, lb: Guest | None = None) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if (
+            guest.ssh("systemctl is-active keepalived", timeout=10, lb=lb).stdout.strip()
+            == "active"
+        ):
+            return time.monotonic() - start
+        time.sleep(0.5)
+    raise SystemExit(f"lab: keepalived not active {timeout} s after boot")
+
+
+def reboot(lb: str | None = None) -> dict[str, float]:
+    """Reboot a guest (``lb``: its name; the single layout has one)."""
+    require_root()
+    g = current_plan().guest(lb)
+    t = {"reboot_to_ssh": guest.reboot(lb=g)}
+    units = guest.ssh("systemctl list-unit-files keepalived.service --no-legend", lb=g).stdout
+    if "keepalived" in units:
+        t["ssh_to_keepalived_active"] = wait_keepalived(lb=g)
+    return t
+
+
+def kill_lb(name: str) -> bool:
+    """Power a guest off hard (SIGKILL its qemu): no shutdown, as a power cut."""
+    require_root()
+    g = current_plan().guest(name)
+    killed = guest.stop(g, hard=True)
+    log(f"kill-lb {g.name}: {'qemu killed' if killed else 'was not running'}")
+    return killed
+
+
+def start_lb(name: str, timeout: float = 240) -> float:
+    """Boot a killed guest again on its own disk; seconds until SSH answers."""
+    require_root()
+    g = current_plan().guest(name)
+    start = time.monotonic()
+    guest.start(g, fresh=False)
+    guest.wait_ssh(timeout, lb=g)
+    seconds = time.monotonic() - start
+    log(f"start-lb {g.name}: SSH answers after {seconds:.1f} s")
+    return seconds
+
+
+def verify() -> int:
+    """``python -m keepsource verify STACK`` for the running lab's layout."""
+    layout = State.load().layout if paths.STATE_FILE.exists() else SINGLE
+    stack = plan.LAYOUT_STACKS[layout]
+    if layout == PAIR:
+        plan_steps(make_plan(PAIR))  # refuses while the program has no command for a guest
+    return subprocess.run(
+        [sys.executable, "-m", "keepsource", "--project", str(PROJECT_ROOT), "verify", stack],
+        check=False,
+        timeout=300,
+    ).returncode
+
+
+def _every_tap() -> list[str]:
+    taps = list(net.TAPS.values())
+    for layout in (SINGLE, PAIR):
+        with contextlib.suppress(SystemExit, ConfigError, OSError):
+            for g in plan.guests(layout):
+                taps += [t for t in g.taps.values() if t not in taps]
+    return taps
+
+
+def down() -> None:
+    """Remove everything the lab made, for either layout: every qemu by the
+    PID in its pidfile, the servers by their process group, namespaces and
+    taps by name."""
+    require_root()
+    if paths.STATE_FILE.exists():
+        for pid in State.load().pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGTERM)
+    stopped = []
+    for pidfile in _all_pidfiles():
+        if guest.stop(pidfile=pidfile):
+            stopped.append(pidfile.name.removesuffix("qemu.pid").rstrip("-") or "lb")
+    removed = net.destroy(_every_tap())
+    guest.clean_run_dir()
+    what = ", ".join(removed) or "nothing"
+    if not stopped:
+        log(f"down: qemu not running; removed {what}")
+    elif stopped == ["lb"]:
+        log(f"down: qemu stopped; removed {what}")
+    else:
+        log(f"down: qemu stopped ({', '.join(stopped)}); removed {what}")
+
+
+def curl(ns: str, url: str) -> tuple[int, str]:
+    """curl -m 2 from a lab namespace, exactly as verify runs it."""
+    return runner_for("netns", ns)(curl_command(url))
+
+
+def fault(plan_: Plan) -> list[tuple[str, bool, str]]:
+    """The seed's fault: through HAProxy (on the guest holding the VIP: ``lb``,
+    or ``lb1`` in the pair) neither client gets the page."""
+    url = f"http://{plan_.settings.network.vip}:{plan_.settings.node_port}/"
+    holder = plan_.guests[0]
+    rows = []
+    active = guest.ssh("systemctl is-active haproxy", lb=holder).stdout.strip()
+    where = "" if plan_.layout == SINGLE else f" on {holder.name}"
+    rows.append((f"fault: haproxy serves the VIP{where}", active == "active", active))
+    for client in plan_.clients:
+        rc, out = curl(client.netns, url)
+        got_page = rc == 0 and "Welcome to nginx" in out
+        code = out.strip().splitlines()[-1] if out.strip() else ""
+        rows.append(
+            (
+                f"fault: {client.name} refused through HAProxy",
+                not got_page,
+                f"curl exit {rc} {code}",
+            )
+        )
+    return rows
+
+
+# -- the pair: addresses, the long transfer, what the pod saw ----------------------
+
+
+def addresses(g: Guest, timeout: float = 20) -> dict[str, list[str]]:
+    """IPv4 addresses (address/prefix) on the guest's lbext and lbint."""
+    out = guest.ssh("ip -4 -o addr show", timeout=timeout, lb=g).stdout
+    found: dict[str, list[str]] = {plan.EXT_IF: [], plan.INT_IF: []}
+    for line in out.splitlines():
+        words = line.split()
+        if len(words) >= 4 and words[1] in found and words[2] == "inet":
+            found[words[1]].append(words[3])
+    return found
+
+
+def vip_holders(plan_: Plan) -> list[str]:
+    """The running guests that hold the VIP on lbext."""
+    vip = str(plan_.settings.network.vip)
+    held = []
+    for g in plan_.guests:
+        if guest.qemu_pid(g) is None:
+            continue
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            if any(a.split("/")[0] == vip for a in addresses(g, timeout=10)[plan.EXT_IF]):
+                held.append(g.name)
+    return held
+
+
+@dataclass
+class Download:
+    rc: int
+    size: int
+    sha256: str
+    seconds: float
+
+
+def download(ns: str, url: str, rate: str = "8M", limit: float = 90) -> Download:
+    """GET ``url`` from a lab namespace with curl, at most ``rate`` bytes/s
+    (``--limit-rate``: 64 MiB at 8M lasts 8 s), hashing the body as it comes."""
+    argv = ["ip", "netns", "exec", ns, "curl", "-sS", "--fail", "--limit-rate", rate]
+    argv += ["-m", str(int(limit)), "-o", "-", url]
+    digest, size = hashlib.sha256(), 0
+    start = time.monotonic()
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as proc:
+        assert proc.stdout is not None
+        killer = threading.Timer(limit + 10, proc.kill)
+        killer.start()
+        try:
+            while chunk := proc.stdout.read(1 << 20):
+                digest.update(chunk)
+                size += len(chunk)
+            rc = proc.wait(timeout=limit + 15)
+        finally:
+            killer.cancel()
+    return Download(rc, size, digest.hexdigest(), time.monotonic() - start)
+
+
+def pod_peers(plan_: Plan, worker: str | None = None) -> list[tuple[str, str, int]]:
+    """(peer, request, status) of every request the pod stand-in on ``worker``
+    (default: where the pod is) served in this run: the address the pod saw."""
+    name = worker or State.load().pod
+    w = next(w for w in plan_.workers if w.name == name)
+    path = hosts.pod_log(w, _filter(plan_, "seed").pod_port)
+    return hosts.access_peers(path.read_text(errors="replace")) if path.exists() else []

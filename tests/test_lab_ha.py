@@ -1,0 +1,164 @@
+"""The local lab's pair, for real: two LB guests (lb1, lb2) under QEMU on the
+same bridges, booted once for this module (in parallel).
+
+What the lab itself must do, before any keepsource command runs on the pair:
+both guests answer SSH with their own identity; lb1 holds the VIP and the
+gateway and serves the seed's fault through HAProxy; lb2 has only its own
+addresses and no HAProxy; a guest can be killed hard and booted again on its
+own disk; /lab-big downloads intact; the root namespace never gets a lab
+address or route. Needs root and qemu (run-tests installs them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+
+pytestmark = pytest.mark.lab
+
+_MISSING = [t for t in ("qemu-system-x86_64", "debootstrap", "ip") if shutil.which(t) is None]
+if os.geteuid() != 0 or _MISSING:
+    pytest.skip(
+        f"lab tests need root and {_MISSING or 'the lab tools'} (run `sudo ./run-tests`)",
+        allow_module_level=True,
+    )
+
+from lab import guest, hosts, net, paths, plan, run  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def pair() -> Iterator[run.Plan]:
+    run.down()
+    p = run.make_plan(plan.PAIR)
+    times = run.up(p)
+    print(f"up --ha: {times}")
+    try:
+        yield p
+    finally:
+        run.down()
+
+
+def _lab_routes() -> list[str]:
+    """Routes and addresses of the root namespace inside the lab's subnets."""
+    out = subprocess.run(
+        ["ip", "-j", "-4", "route", "show", "table", "all"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=10,
+    ).stdout
+    dsts = [r.get("dst", "") for r in json.loads(out or "[]")]
+    return [d for d in dsts if d.startswith(("192.168.0.", "172.16.0."))]
+
+
+def test_both_guests_answer_ssh_with_their_own_identity(pair: run.Plan) -> None:
+    for g in pair.guests:
+        done = guest.ssh("cat /proc/sys/kernel/hostname; cat /proc/cmdline", lb=g, timeout=30)
+        name, cmdline = done.stdout.splitlines()[:2]
+        assert name == g.name and cmdline == plan.kernel_cmdline(g), done.stdout
+        links = guest.ssh("ip -o link show", lb=g).stdout
+        for ifname, mac in g.macs.items():  # the image's names, the guest's own MACs
+            assert any(f" {ifname}:" in ln and mac in ln for ln in links.splitlines()), ifname
+    assert run.State.load().layout == plan.PAIR
+
+
+def test_the_root_namespace_stays_out_of_the_lab(pair: run.Plan) -> None:
+    n = pair.settings.network
+    assert net.conflicts([n.external_subnet, n.internal_subnet]) == []
+    assert _lab_routes() == []
+
+
+def test_lb1_serves_the_fault_through_haproxy(pair: run.Plan) -> None:
+    lb1 = pair.guest("lb1")
+    got = run.addresses(lb1)
+    assert got == {plan.EXT_IF: list(lb1.external), plan.INT_IF: list(lb1.internal)}
+    assert str(pair.settings.network.vip) in " ".join(got[plan.EXT_IF])
+    rows = run.fault(pair)
+    assert all(ok for _, ok, _ in rows), rows
+    assert rows[0][0] == "fault: haproxy serves the VIP on lb1"
+    assert guest.ssh("command -v keepalived || echo absent", lb=lb1).stdout.strip() == "absent"
+
+
+def test_lb2_has_only_its_own_addresses_and_no_haproxy(pair: run.Plan) -> None:
+    lb2 = pair.guest("lb2")
+    assert run.addresses(lb2) == {plan.EXT_IF: list(lb2.external), plan.INT_IF: list(lb2.internal)}
+    state = guest.ssh("systemctl is-active haproxy; systemctl is-enabled haproxy", lb=lb2)
+    assert state.stdout.split() == ["inactive", "enabled"], state.stdout
+    assert run.vip_holders(pair) == ["lb1"]
+    # lb2 is on the same bridge: the lab's repository (ks-repo) serves it, and
+    # saw it come from its own address
+    repo = f"http://{pair.repo.address}/Packages"
+    got = guest.ssh(f"curl -s -m 5 -o /dev/null -w '%{{http_code}}' {repo}", lb=lb2)
+    assert got.stdout.strip() == "200", got.stdout + got.stderr
+    log = (paths.RUN / f"{pair.repo.netns}-80.log").read_text()
+    assert (lb2.own_external, "GET /Packages HTTP/1.1", 200) in hosts.access_peers(log)
+
+
+def test_lab_big_downloads_intact_and_the_pod_sees_the_proxy(pair: run.Plan) -> None:
+    """Through lb1's HAProxy, with a policy that admits lb1's checks: the body
+    arrives whole at the limited rate, and the pod saw the proxy, not host01
+    (the seed's fault)."""
+    lb1 = pair.guest("lb1")
+    f = run._filter(pair, "seed")
+    admit = hosts.PodFilter(f.node_port, f.pod_port, (*f.admitted, *pair.check_sources))
+    hosts.set_workers(pair.workers, {pair.workers[0].name: "pod"}, admit)
+    page = f"http://{pair.settings.network.vip}:{pair.settings.node_port}/"
+    try:
+        deadline = time.monotonic() + 20  # HAProxy's checks: rise 2, inter 2 s
+        while time.monotonic() < deadline:
+            rc, out = run.curl("ks-host01", page)
+            if rc == 0 and "Welcome to nginx" in out:
+                break
+            time.sleep(0.5)
+        assert rc == 0 and "Welcome to nginx" in out, out
+        seen = len(run.pod_peers(pair))
+        got = run.download("ks-host01", page + hosts.BIG_NAME, rate="24M")
+        print(f"/lab-big: {got.size} bytes in {got.seconds:.1f} s")
+        assert got.rc == 0 and got.size == hosts.BIG_SIZE and got.sha256 == hosts.big_sha256()
+        assert got.seconds > 2.0  # the rate limit holds the transfer open
+        peers = run.pod_peers(pair)[seen:]
+        assert [r for _, r, _ in peers] == [f"GET /{hosts.BIG_NAME} HTTP/1.1"]
+        assert peers[0][0] in {lb1.own_internal, str(pair.settings.network.lb_internal_address)}
+    finally:
+        run.set_pod(pair, run.State.load())
+
+
+def test_kill_lb_and_start_lb(pair: run.Plan) -> None:
+    """lb2 powered off hard and booted again on its own disk: same host, new boot."""
+    lb2 = pair.guest("lb2")
+    before = guest.boot_id(lb2)
+    guest.ssh("echo kept > /root/ks-lab-mark && sync", lb=lb2, check=True)
+    assert run.kill_lb("lb2")
+    assert guest.qemu_pid(lb2) is None
+    assert guest.port_free(lb2.ssh_port)  # its qemu (and its SSH forward) is gone
+    assert run.fault(pair)[0][1]  # lb1 serves on
+    seconds = run.start_lb("lb2")
+    print(f"start-lb lb2: SSH after {seconds:.1f} s")
+    assert guest.boot_id(lb2) not in ("", before)
+    assert guest.ssh("cat /root/ks-lab-mark", lb=lb2).stdout.strip() == "kept"
+    assert run.addresses(lb2) == {plan.EXT_IF: list(lb2.external), plan.INT_IF: list(lb2.internal)}
+    assert run.vip_holders(pair) == ["lb1"]
+    assert _lab_routes() == []
+
+
+def test_apply_and_verify_refuse_until_the_program_declares_the_pair(pair: run.Plan) -> None:
+    """Until keepsource declares commands for both hosts, the lab says so and
+    runs nothing (it never fakes the pair's configuration)."""
+    try:
+        steps = run.plan_steps(pair)
+    except SystemExit as error:
+        assert "declares no command for" in str(error)
+        with pytest.raises(SystemExit, match="declares no command for"):
+            run.apply(pair)
+        with pytest.raises(SystemExit, match="declares no command for"):
+            run.verify()
+        assert run.State.load().phase == "seed"  # nothing changed
+    else:
+        assert run.unserved(steps, pair.guests) == []
+        pytest.skip("the program declares the pair's commands: demo --ha covers apply")

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 
 import pytest
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.lab_ha]
 
 _MISSING = [t for t in ("qemu-system-x86_64", "debootstrap", "ip") if shutil.which(t) is None]
 if os.geteuid() != 0 or _MISSING:
@@ -147,18 +147,9 @@ def test_kill_lb_and_start_lb(pair: run.Plan) -> None:
     assert _lab_routes() == []
 
 
-def test_apply_and_verify_refuse_until_the_program_declares_the_pair(pair: run.Plan) -> None:
-    """Until keepsource declares commands for both hosts, the lab says so and
-    runs nothing (it never fakes the pair's configuration)."""
-    try:
-        steps = run.plan_steps(pair)
-    except SystemExit as error:
-        assert "declares no command for" in str(error)
-        with pytest.raises(SystemExit, match="declares no command for"):
-            run.apply(pair)
-        with pytest.raises(SystemExit, match="declares no command for"):
-            run.verify()
-        assert run.State.load().phase == "seed"  # nothing changed
-    else:
-        assert run.unserved(steps, pair.guests) == []
-        pytest.skip("the program declares the pair's commands: demo --ha covers apply")
+def test_the_program_declares_commands_for_both_guests(pair: run.Plan) -> None:
+    """The pair's stack declares each guest's own commands, on its own SSH port
+    (apply and verify of the pair run end to end in `lab/lab demo --ha`)."""
+    steps = run.plan_steps(pair)
+    assert run.unserved(steps, pair.guests) == []
+    assert len(steps) == 4 * len(pair.guests)

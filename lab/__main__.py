@@ -8,9 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Callable
 
-from lab import guest, image, paths, plan
+from lab import guest, image, paths, plan, run
 from lab.run import (
     STACK,
     Plan,
@@ -48,17 +47,9 @@ DEMO_ROWS = 14
 def demo() -> int:
     """up, the fault, apply, apply again, verify, reboot, verify, down: a table."""
     require_root()
-    t0 = time.monotonic()
     plan = make_plan()
-    rows: list[tuple[str, bool, str]] = []
-
-    def phase(name: str, fn: Callable[[], tuple[bool, str]]) -> bool:
-        try:
-            ok, detail = fn()
-        except SystemExit as error:  # a bounded wait ran out, or a step refused
-            ok, detail = False, str(error)
-        rows.append((name, ok, detail))
-        return ok
+    table = run.Table()
+    rows, phase = table.rows, table.phase
 
     def first_apply() -> tuple[bool, str]:
         api = f"http://{plan.settings.network.vip}:{plan.settings.apiserver.port}/"
@@ -98,9 +89,7 @@ def demo() -> int:
 
     def worker_reaches_api() -> tuple[bool, str]:
         api = f"http://{plan.settings.network.vip}:{plan.settings.apiserver.port}/"
-        rc, out = curl(plan.workers[0].netns, api)
-        code = out.strip().splitlines()[-1] if out.strip() else ""
-        return rc == 0 and code.startswith("HTTP ") and code != "HTTP 000", f"curl exit {rc} {code}"
+        return run.answers(plan.workers[0].netns, api)
 
     def host_rule_first() -> tuple[bool, str]:
         rules = guest.ssh("iptables -t nat -S POSTROUTING").stdout.splitlines()
@@ -122,15 +111,9 @@ def demo() -> int:
                     phase("after reboot: the host's NAT rule decides first", host_rule_first)
     finally:
         down()
-    print()
-    print(f"{'check':<48} {'result':<6} detail")
-    for name, ok, detail in rows:
-        print(f"{name:<48} {'PASS' if ok else 'FAIL':<6} {detail}")
-    failed = sum(not ok for _, ok, _ in rows)
-    print(f"demo: {len(rows) - failed} passed, {failed} failed in {time.monotonic() - t0:.0f} s")
     # up, 3 fault rows, 3 rows during the first apply, apply, apply again,
     # verify, reboot, verify, 2 rows after the reboot: all must have run
-    return 0 if failed == 0 and len(rows) == DEMO_ROWS else 1
+    return table.report("demo", DEMO_ROWS)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,6 @@ every row ran and held.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -29,13 +28,7 @@ SETTLE_AFTER_START = 5.0  # seconds the restarted guest gets to (not) take a VIP
 Row = tuple[str, bool, str]
 
 
-def answers(ns: str, url: str) -> tuple[bool, str]:
-    """Any HTTP answer from a lab namespace (curl -m 2, as verify runs it)."""
-    rc, out = run.curl(ns, url)
-    status = out.strip().splitlines()[-1] if out.strip() else ""
-    return rc == 0 and status.startswith(
-        "HTTP "
-    ) and status != "HTTP 000", f"curl exit {rc} {status}"
+answers = run.answers
 
 
 def gets_page(ns: str, url: str) -> tuple[bool, str]:
@@ -75,7 +68,6 @@ def lb2_rows(p: run.Plan) -> list[Row]:
 
 def demo() -> int:
     run.require_root()
-    t0 = time.monotonic()
     p = run.make_plan(PAIR)
     s = p.settings
     vip, gateway = str(s.network.vip), str(s.network.lb_internal_address)
@@ -84,15 +76,8 @@ def demo() -> int:
     outside = f"http://{p.repo.address}/Packages"
     host01, host02 = p.clients[0], p.clients[1]
     worker = p.workers[0].netns
-    rows: list[Row] = []
-
-    def phase(name: str, fn: Callable[[], tuple[bool, str]]) -> bool:
-        try:
-            ok, detail = fn()
-        except SystemExit as error:  # a bounded wait ran out, or a step refused
-            ok, detail = False, str(error)
-        rows.append((name, ok, detail))
-        return ok
+    table = run.Table()
+    rows, phase = table.rows, table.phase
 
     def do_up() -> tuple[bool, str]:
         times = run.up(p)
@@ -209,15 +194,7 @@ def demo() -> int:
             phase("verify after failover (both LBs)", do_verify)
     finally:
         run.down()
-    print()
-    print(f"{'check':<56} {'result':<6} detail")
-    for name, ok, detail in rows:
-        print(f"{name:<56} {'PASS' if ok else 'FAIL':<6} {detail}")
-    failed = sum(not ok for _, ok, _ in rows)
-    print(
-        f"demo --ha: {len(rows) - failed} passed, {failed} failed in {time.monotonic() - t0:.0f} s"
-    )
-    return 0 if failed == 0 and len(rows) == DEMO_HA_ROWS else 1
+    return table.report("demo --ha", DEMO_HA_ROWS)
 
 
 # up, 3 fault rows, lb2, apply, verify, page, 2 before, 5 failover, 2 after, restart, verify

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -520,3 +521,40 @@ def pod_peers(plan_: Plan, worker: str | None = None) -> list[tuple[str, str, in
     w = next(w for w in plan_.workers if w.name == name)
     path = hosts.pod_log(w, _filter(plan_, "seed").pod_port)
     return hosts.access_peers(path.read_text(errors="replace")) if path.exists() else []
+
+
+class Table:
+    """A demo's rows: each phase runs, and a bounded wait that ran out or a
+    refused step is a failed row (never a traceback); :meth:`report` prints
+    the table and says whether every expected row ran and held."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, bool, str]] = []
+        self.t0 = time.monotonic()
+
+    def phase(self, name: str, fn: Callable[[], tuple[bool, str]]) -> bool:
+        try:
+            ok, detail = fn()
+        except SystemExit as error:
+            ok, detail = False, str(error)
+        self.rows.append((name, ok, detail))
+        return ok
+
+    def report(self, title: str, expected_rows: int) -> int:
+        width = max([len("check"), *(len(name) for name, _, _ in self.rows)]) + 2
+        print()
+        print(f"{'check':<{width}} {'result':<6} detail")
+        for name, ok, detail in self.rows:
+            print(f"{name:<{width}} {'PASS' if ok else 'FAIL':<6} {detail}")
+        failed = sum(not ok for _, ok, _ in self.rows)
+        seconds = time.monotonic() - self.t0
+        print(f"{title}: {len(self.rows) - failed} passed, {failed} failed in {seconds:.0f} s")
+        return 0 if failed == 0 and len(self.rows) == expected_rows else 1
+
+
+def answers(ns: str, url: str) -> tuple[bool, str]:
+    """Any HTTP answer from a lab namespace (curl -m 2, as verify runs it)."""
+    rc, out = curl(ns, url)
+    status = out.strip().splitlines()[-1] if out.strip() else ""
+    ok = rc == 0 and status.startswith("HTTP ") and status != "HTTP 000"
+    return ok, f"curl exit {rc} {status}"

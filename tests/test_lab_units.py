@@ -354,26 +354,26 @@ def test_big_body_is_made_once_with_its_digest(tmp_path: Path) -> None:
     assert hosts.BIG_SIZE == 64 * 1024 * 1024
 
 
+def _http_server(
+    directory: Path, port: int = 0, stderr: Any = subprocess.DEVNULL
+) -> subprocess.Popen[str]:
+    """python's http.server on loopback (the pod stand-in's server); port 0:
+    the kernel picks one, which its first stdout line names."""
+    argv = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"]
+    return subprocess.Popen(
+        [*argv, "--directory", str(directory)],
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+    )
+
+
 def test_access_log_names_the_peer_the_server_saw(tmp_path: Path) -> None:
     """python's http.server (the pod stand-in), on loopback: its log names the peer."""
     (tmp_path / "index.html").write_text("hi\n")
     log = tmp_path / "access.log"
     with open(log, "w") as out:
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "http.server",
-                "0",
-                "--bind",
-                "127.0.0.1",
-                "--directory",
-                str(tmp_path),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=out,
-            text=True,
-        )
+        server = _http_server(tmp_path, stderr=out)
     try:
         assert server.stdout is not None
         line = server.stdout.readline()  # "Serving HTTP on 127.0.0.1 port N ..."
@@ -407,21 +407,7 @@ def test_probe_reports_gaps_on_loopback(tmp_path: Path) -> None:
     """lab.probe against a port where nothing listens, then a server: one gap."""
     (tmp_path / "index.html").write_text("hi\n")
     stop = tmp_path / "stop"
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "http.server",
-            "0",
-            "--bind",
-            "127.0.0.1",
-            "--directory",
-            str(tmp_path),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    server = _http_server(tmp_path)
     try:
         assert server.stdout is not None
         port = int(server.stdout.readline().split(" port ")[1].split()[0])
@@ -444,21 +430,7 @@ def test_probe_reports_gaps_on_loopback(tmp_path: Path) -> None:
         server.kill()
         server.wait(timeout=10)
         time.sleep(0.6)
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "http.server",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--directory",
-                str(tmp_path),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
+        server = _http_server(tmp_path, port)
         time.sleep(1.0)
         stop.touch()
         out, _ = probe.communicate(timeout=30)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -253,28 +254,33 @@ def test_policy_admits_the_lbs_check_source() -> None:
     assert f"{lb.outputs['healthCheckSource']}/32" in cidrs
 
 
+def _appears_only_where(
+    run: mockrun.Run, marker: str, allowed: Callable[[mockrun.Registered, str], bool]
+) -> None:
+    """``marker`` is in no resource input (but the allowed ones), no output, no export."""
+    for r in run.resources:
+        for name, value in r.wire.items():
+            if not allowed(r, name):
+                assert marker not in json.dumps(value), (r.name, name)
+        assert marker not in json.dumps(r.outputs, default=str)
+    assert marker not in json.dumps(run.exports, default=str)
+
+
 def test_private_key_stays_secret() -> None:
     marker = "PRIVATEKEYMARKER-0123456789"
     key = f"-----BEGIN OPENSSH PRIVATE KEY-----\n{marker}\n-----END OPENSSH PRIVATE KEY-----\n"
     cfg = dev_config()
     cfg["keepsource:lbPrivateKey"] = key
     run = mockrun.run_program(cfg, secret_keys=["keepsource:lbPrivateKey"])
-    for r in run.resources:
-        for name, value in r.wire.items():
-            text = json.dumps(value)
-            if r.type == CMD and name == "connection":
-                # Wrapped as a secret on the wire, and only there.
-                assert marker in text
-                assert "4dabf18193072939515e22adb298388d" in value
-                continue
-            assert marker not in text, (r.name, name)
-        assert marker not in json.dumps(r.outputs, default=str)
+    _appears_only_where(run, marker, lambda r, name: r.type == CMD and name == "connection")
     for r in run.of_type(CMD):
+        # Wrapped as a secret on the wire, and only there.
+        assert marker in json.dumps(r.wire["connection"])
+        assert "4dabf18193072939515e22adb298388d" in r.wire["connection"]
         assert r.inputs["logging"] == "none"
         assert marker not in r.inputs["create"]
         assert "environment" not in r.inputs
         assert r.inputs["connection"]["value"]["privateKey"] == key
-    assert marker not in json.dumps(run.exports, default=str)
 
 
 def test_config_errors_reach_the_cli_as_plain_messages() -> None:
@@ -468,13 +474,7 @@ def test_kubeconfig_contents_stay_secret(monkeypatch: pytest.MonkeyPatch) -> Non
     run = mockrun.run_program(cfg, secret_keys=["keepsource:kubernetes"])
     provider = run.one("pulumi:providers:kubernetes")
     assert _secret_value(provider.wire["kubeconfig"]) == contents
-    for r in run.resources:
-        for name, value in r.wire.items():
-            if r is provider and name == "kubeconfig":
-                continue
-            assert marker not in json.dumps(value), (r.name, name)
-        assert marker not in json.dumps(r.outputs, default=str)
-    assert marker not in json.dumps(run.exports, default=str)
+    _appears_only_where(run, marker, lambda r, name: r is provider and name == "kubeconfig")
 
 
 def test_a_secret_kubernetes_block_keeps_its_context_secret() -> None:
@@ -488,12 +488,7 @@ def test_a_secret_kubernetes_block_keeps_its_context_secret() -> None:
     run = mockrun.run_program(cfg, secret_keys=["keepsource:kubernetes"])
     provider = run.one("pulumi:providers:kubernetes")
     assert _secret_value(provider.wire["context"]) == marker
-    for r in run.resources:
-        for name, value in r.wire.items():
-            if r is provider and name == "context":
-                continue
-            assert marker not in json.dumps(value), (r.name, name)
-    assert marker not in json.dumps(run.exports, default=str)
+    _appears_only_where(run, marker, lambda r, name: r is provider and name == "context")
     # Not set secret: the context stays a plain value (diffs stay readable).
     plain = mockrun.run_program(dev_config()).one("pulumi:providers:kubernetes")
     assert plain.wire["context"] == "kubernetes-admin@kubernetes"

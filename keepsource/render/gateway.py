@@ -65,11 +65,6 @@ def render_ipvs_sysctl(settings: Settings) -> str:
     )
 
 
-def jump_rule() -> str:
-    """The rule (in iptables-save syntax, minus -A/-I) that enters our chain."""
-    return f"-j {CHAIN}"
-
-
 def render_rules_v4(settings: Settings) -> str:
     """The nat fragment: hairpin SNAT and the gateway's MASQUERADE."""
     net = settings.network

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -65,16 +65,53 @@ def _run(argv: list[str], timeout: float) -> tuple[int, str]:
     return done.returncode, (done.stdout + done.stderr).strip()
 
 
+def shared_connection(control_dir: Path) -> list[str]:
+    """OpenSSH options that share one connection per LB among verify's
+    commands (ControlMaster): about a dozen commands per LB would otherwise
+    each pay a connection setup and key exchange. The sockets live in
+    ``control_dir`` (private to this run; ssh makes each socket 0600)."""
+    return [
+        "-o",
+        "ControlMaster=auto",
+        "-o",
+        f"ControlPath={control_dir}/%C",
+        "-o",
+        "ControlPersist=30",
+    ]
+
+
+@dataclass(frozen=True)
+class LbRunner:
+    """Runs a shell command on one LB over ssh: (status, output)."""
+
+    argv: tuple[str, ...]
+    """ssh and its options, ending ``-- user@host``."""
+    wrap: Callable[[str], str]
+    """The connection's command form (``sudo -n`` for a non-root user)."""
+    timeout: float
+
+    def __call__(self, command: str) -> tuple[int, str]:
+        return _run([*self.argv, self.wrap(command)], self.timeout)
+
+    def close(self) -> None:
+        """End a shared connection, if this runner has one."""
+        if "ControlMaster=auto" in self.argv and self.argv[-2] == "--":
+            _run([*self.argv[:-2], "-O", "exit", *self.argv[-2:]], 10)
+
+
 def lb_runner(
     settings: Settings,
     root: Path,
     identity: str | None = None,
     timeout: float = 30,
     node: LbNode | None = None,
-) -> Runner:
+    control_dir: Path | None = None,
+) -> LbRunner:
     """Run commands on the LB exactly as the program reaches it (keepsource's
     connection model: jump host, pinned host keys, ``sudo -n`` for a non-root
-    user). The pinned keys go to a known_hosts file of this run only."""
+    user). The pinned keys go to a known_hosts file of this run only.
+    ``control_dir``: share one connection among the commands (the caller ends
+    it with :meth:`LbRunner.close`)."""
     settings = read_host_key_file(settings, root)
     target = settings.lb_nodes[0] if node is None else _read_node(settings, node)
     conn = lb_connection(settings, target)
@@ -90,11 +127,10 @@ def lb_runner(
         known = Path(handle.name)
         atexit.register(known.unlink, missing_ok=True)
     prefix = ssh_argv(conn, known, identity)
+    if control_dir is not None:
+        prefix = [prefix[0], *shared_connection(control_dir), *prefix[1:]]
 
-    def run(command: str) -> tuple[int, str]:
-        return _run([*prefix, conn.command(command)], timeout)
-
-    return run
+    return LbRunner(tuple(prefix), conn.command, timeout)
 
 
 def runner_for(
@@ -271,7 +307,7 @@ def repair_line(stack: str, checks: list[Check]) -> str | None:
     return f"pulumi up -s {shlex.quote(stack)} {targets}"
 
 
-def vip_holder(settings: Settings, runners: dict[str, Runner]) -> Check:
+def vip_holder(settings: Settings, runners: Mapping[str, Runner]) -> Check:
     """A pair: exactly one host holds both floating addresses (the VIP and the
     nodes' gateway), and says which."""
     want = {str(settings.network.vip), str(settings.network.lb_internal_address)}
@@ -329,10 +365,20 @@ def run_verify(settings: Settings, stack: str, root: Path) -> int:
     identity = _path(v.ssh_identity, root)
     known = _path(v.known_hosts_file, root)
     # The LB first: its pool check waits (bounded) for keepalived to settle.
-    runners = {n.name: lb_runner(settings, root, identity, node=n) for n in settings.lb_nodes}
-    checks = [c for n in settings.lb_nodes for c in lb_checks(settings, runners[n.name], node=n)]
-    if settings.is_pair:
-        checks.append(vip_holder(settings, runners))
+    with tempfile.TemporaryDirectory(prefix="keepsource-ssh-") as control:
+        runners = {
+            n.name: lb_runner(settings, root, identity, node=n, control_dir=Path(control))
+            for n in settings.lb_nodes
+        }
+        try:
+            checks = [
+                c for n in settings.lb_nodes for c in lb_checks(settings, runners[n.name], node=n)
+            ]
+            if settings.is_pair:
+                checks.append(vip_holder(settings, runners))
+        finally:
+            for runner in runners.values():
+                runner.close()
     checks += client_checks(
         settings,
         runner_for(v.via, v.allowed_client.target, identity, known),

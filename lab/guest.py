@@ -36,12 +36,33 @@ def port_free(port: int) -> bool:
     return True
 
 
+#: sun_path holds 108 bytes; ssh's %C expands to 40 hex digits.
+_MUX_PATH_MAX = 100
+
+
+def _mux_options() -> list[str]:
+    """One SSH connection per guest shared by the lab's own commands (ssh's
+    ControlMaster): a new connection costs ~0.8 s under TCG, a session on a
+    shared one ~0.1 s. Never used for keepsource's steps (the replay driver
+    opens one connection per command, as pulumi-command does)."""
+    path = str(paths.RUN / "mux-%C")
+    if len(path) - 2 + 40 > _MUX_PATH_MAX:
+        return []  # a deep checkout: one connection per command
+    return ["-o", "ControlMaster=auto", "-o", f"ControlPath={path}", "-o", "ControlPersist=60"]
+
+
 def ssh_argv(
-    *, batch: bool = True, port: int | None = None, user: str = "root", host: str = "127.0.0.1"
+    *,
+    batch: bool = True,
+    port: int | None = None,
+    user: str = "root",
+    host: str = "127.0.0.1",
+    mux: bool = False,
 ) -> list[str]:
     """ssh to a guest with the lab's key and its pinned host key (one image:
     every guest has the same host key). One known_hosts file per endpoint, so
-    sessions to both guests at once never see each other's file half-written."""
+    sessions to both guests at once never see each other's file half-written.
+    ``mux``: share one connection per guest (see :func:`_mux_options`)."""
     port = single().ssh_port if port is None else port
     paths.RUN.mkdir(parents=True, exist_ok=True)
     key = paths.HOST_KEY.read_text().split()
@@ -51,6 +72,7 @@ def ssh_argv(
     tmp.replace(known)
     return [
         "ssh",
+        *(_mux_options() if mux else []),
         "-p",
         str(port),
         "-i",
@@ -84,13 +106,23 @@ def ssh(
 ) -> subprocess.CompletedProcess[str]:
     port = (lb or single()).ssh_port
     return subprocess.run(
-        [*ssh_argv(port=port), command],
+        [*ssh_argv(port=port, mux=True), command],
         input=stdin if stdin is not None else "",
         capture_output=True,
         text=True,
         timeout=timeout,
         check=check,
     )
+
+
+def close_shared_connection(lb: Guest | None = None) -> None:
+    """End the guest's shared connection (before its qemu stops or it reboots:
+    a later command then opens a new one at once instead of finding a dead one)."""
+    argv = ssh_argv(port=(lb or single()).ssh_port, mux=True)
+    if "ControlMaster=auto" in argv:
+        subprocess.run(
+            [*argv[:-1], "-O", "exit", argv[-1]], capture_output=True, timeout=10, check=False
+        )
 
 
 def wait_ssh(timeout: float = 180, lb: Guest | None = None) -> float:
@@ -209,12 +241,15 @@ def qemu_argv(g: Guest) -> list[str]:
 def stop(lb: Guest | None = None, hard: bool = False, pidfile: Path | None = None) -> bool:
     """Stop a guest's qemu (the guest gets no shutdown either way; ``hard``:
     SIGKILL at once, a power cut). False when it was not running."""
+    named = pidfile is None  # the guest's own pidfile: its shared connection is known
     pidfile = pidfile or (lb or single()).pidfile
     pid = qemu_pid(pidfile=pidfile)
     if pid is None:
         pidfile.unlink(missing_ok=True)
         return False
     os.kill(pid, signal.SIGKILL if hard else signal.SIGTERM)
+    if named:
+        close_shared_connection(lb)
     for _ in range(50):
         if qemu_pid(pidfile=pidfile) is None:
             break
@@ -235,6 +270,7 @@ def reboot(timeout: float = 240, lb: Guest | None = None) -> float:
     before = boot_id(lb)
     start = time.monotonic()
     ssh("systemctl reboot", timeout=20, lb=lb)
+    close_shared_connection(lb)
     while time.monotonic() - start < timeout:
         time.sleep(1)
         try:

@@ -132,3 +132,26 @@ def test_openssh_reads_the_argv_as_meant() -> None:
     conf = dict(line.split(" ", 1) for line in done.stdout.splitlines() if " " in line)
     assert (conf["user"], conf["hostname"], conf["port"]) == ("ops", "10.20.0.5", "2222")
     assert "-W %h:%p -- ops@bastion.example.internal" in conf["proxycommand"]
+
+
+def test_verify_shares_one_connection_per_lb_and_ends_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """verify's commands on one LB share a connection (ControlMaster) in a
+    private directory; close() ends it with ``-O exit`` before the ``--``."""
+    seen: list[list[str]] = []
+
+    def fake_run(argv: list[str], timeout: float) -> tuple[int, str]:
+        seen.append(argv)
+        return 0, ""
+
+    monkeypatch.setattr("keepsource.verify._run", fake_run)
+    run = lb_runner(load("lab3"), tmp_path, identity="id_test", control_dir=tmp_path / "ctl")
+    run("true")
+    run.close()
+    assert f"ControlPath={tmp_path / 'ctl'}/%C" in seen[0] and "ControlMaster=auto" in seen[0]
+    assert seen[1][-4:] == ["-O", "exit", "--", "ops@10.20.0.5"]
+    assert seen[1][:-4] == seen[0][:-3]  # the same options reach the same master
+    plain = lb_runner(load("lab3"), tmp_path, identity="id_test")
+    plain.close()  # nothing shared: nothing to end
+    assert len(seen) == 2 and not any("ControlMaster" in a for a in plain.argv)

@@ -85,6 +85,14 @@ def _apply(
     return lab.apply(plan, cut, workload_first=workload_first, config=config).results
 
 
+def _failed(results: list[driver.Result], name: str) -> str:
+    """The output of the one step that failed, which must be ``name`` (steps
+    run as the engine runs them: the failed one need not finish last)."""
+    bad = driver.failures(results)
+    assert [r.name for r in bad] == [name], [(r.name, r.rc, r.output) for r in results]
+    return bad[0].output
+
+
 def _ok(results: list[driver.Result]) -> None:
     assert [r.rc for r in results] == [0] * EXPECTED_STEPS, [(r.name, r.output) for r in results]
 
@@ -164,8 +172,8 @@ def test_a_package_removal_is_refused_and_nothing_removed(plan: lab.Plan, tmp_pa
         )
         assert got.returncode == 0, got.stdout
         results = _apply(plan, workload_first=False)
-        assert results[-1].name == "lb-packages" and results[-1].rc != 0
-        assert "would remove: ks-lab-conflict" in results[-1].output
+        assert "would remove: ks-lab-conflict" in _failed(results, "lb-packages")
+        assert [r.name for r in results] == ["lb-packages"]  # nothing after it ran
         state = guest.ssh("dpkg-query -W -f='${Status}' ks-lab-conflict; command -v keepalived")
         assert state.stdout.strip() == "install ok installed", state.stdout
     finally:
@@ -181,9 +189,9 @@ def test_keepalived_cannot_start_haproxy_keeps_serving(plan: lab.Plan) -> None:
         results = _apply(plan, workload_first=False)
     finally:
         _lab_fault_off()
-    assert results[-1].name == "lb-cutover" and results[-1].rc != 0, results[-1].output
-    assert "keepalived did not start" in results[-1].output
-    assert "Rolled back" in results[-1].output
+    out = _failed(results, "lb-cutover")
+    assert "keepalived did not start" in out
+    assert "Rolled back" in out
     _haproxy_serves_as_before(plan)
 
 
@@ -191,8 +199,7 @@ def test_a_pool_that_never_gets_healthy_keeps_haproxy_serving(plan: lab.Plan) ->
     """The seed's policy does not admit the check source: the workload's pool
     stays empty, the cut-over gives up after lb.cutoverTimeout and says why."""
     results = _apply(plan, config=_config(cutoverTimeout=8), workload_first=False)
-    out = results[-1].output
-    assert results[-1].name == "lb-cutover" and results[-1].rc != 0, out
+    out = _failed(results, "lb-cutover")
     assert "pool nginx (192.168.0.1:30080) has no healthy real server after 8 s" in out
     assert "worker01 172.16.0.11:30080 does not answer" in out
     assert "pool apiserver" not in out
@@ -336,8 +343,7 @@ def test_a_failed_reload_converges_on_the_next_apply(plan: lab.Plan) -> None:
             failed = _apply(plan, config=_without_worker02())
         finally:
             _lab_fault_off()
-        assert failed[-1].name == "lb-cutover" and failed[-1].rc != 0
-        assert "keepalived could not reload the new config" in failed[-1].output
+        assert "keepalived could not reload the new config" in _failed(failed, "lb-cutover")
         assert _pool(plan) == addrs  # the daemon still runs the old config
         results = _apply(plan, config=_without_worker02())
         _ok(results)
@@ -358,9 +364,10 @@ def test_a_foreign_keepalived_conf_is_refused_then_taken_over_with_a_backup(
     assert guest.ssh(f"cat > {CONF}", stdin=foreign).returncode == 0
     sha = guest.ssh(f"sha256sum < {CONF}").stdout
     refused = _apply(plan)
-    assert refused[-1].name == "lb-keepalived-config" and refused[-1].rc != 0
-    assert "keepsource did not write it" in refused[-1].output
-    assert "keepsource:lb.takeOver" in refused[-1].output
+    out = _failed(refused, "lb-keepalived-config")
+    assert "keepsource did not write it" in out
+    assert "keepsource:lb.takeOver" in out
+    assert "lb-cutover" not in [r.name for r in refused]  # no step after a failed one
     assert guest.ssh(f"sha256sum < {CONF}").stdout == sha  # untouched
     taken = _apply(plan, config=_config(takeOver=["keepalived.conf"]))
     _ok(taken)

@@ -1,12 +1,14 @@
 """The local lab's pair, for real: two LB guests (lb1, lb2) under QEMU on the
 same bridges, booted once for this module (in parallel).
 
-What the lab itself must do, before any keepsource command runs on the pair:
-both guests answer SSH with their own identity; lb1 holds the VIP and the
-gateway and serves the seed's fault through HAProxy; lb2 has only its own
-addresses and no HAProxy; a guest can be killed hard and booted again on its
-own disk; /lab-big downloads intact; the root namespace never gets a lab
-address or route. Needs root and qemu (run-tests installs them).
+First what the lab itself must do, before any keepsource command runs on the
+pair: both guests answer SSH with their own identity; lb1 holds the VIP and
+the gateway and serves the seed's fault through HAProxy; lb2 has only its own
+addresses and no HAProxy; /lab-big downloads intact; the root namespace never
+gets a lab address or route. Then, on the same boot, the scenario of
+``lab/lab demo --ha`` (apply, verify, failover under load, restart), and last
+``lab/lab kill-lb`` / ``start-lb`` as a user types them. Needs root and qemu
+(run-tests installs them).
 """
 
 from __future__ import annotations
@@ -29,7 +31,11 @@ if os.geteuid() != 0 or _MISSING:
         allow_module_level=True,
     )
 
-from lab import guest, hosts, net, paths, plan, run  # noqa: E402
+from keepsource.render.keepalived import HEADER  # noqa: E402
+from keepsource.stackfile import PROJECT_ROOT  # noqa: E402
+from lab import guest, ha, hosts, net, paths, plan, run  # noqa: E402
+
+BOOTS: dict[str, str] = {}  # each guest's boot id when the module booted it
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +44,7 @@ def pair() -> Iterator[run.Plan]:
     p = run.make_plan(plan.PAIR)
     times = run.up(p)
     print(f"up --ha: {times}")
+    BOOTS.update({g.name: guest.boot_id(g) for g in p.guests})
     try:
         yield p
     finally:
@@ -129,27 +136,63 @@ def test_lab_big_downloads_intact_and_the_pod_sees_the_proxy(pair: run.Plan) -> 
         run.set_pod(pair, run.State.load())
 
 
-def test_kill_lb_and_start_lb(pair: run.Plan) -> None:
-    """lb2 powered off hard and booted again on its own disk: same host, new boot."""
-    lb2 = pair.guest("lb2")
-    before = guest.boot_id(lb2)
-    guest.ssh("echo kept > /root/ks-lab-mark && sync", lb=lb2, check=True)
-    assert run.kill_lb("lb2")
-    assert guest.qemu_pid(lb2) is None
-    assert guest.port_free(lb2.ssh_port)  # its qemu (and its SSH forward) is gone
-    assert run.fault(pair)[0][1]  # lb1 serves on
-    seconds = run.start_lb("lb2")
-    print(f"start-lb lb2: SSH after {seconds:.1f} s")
-    assert guest.boot_id(lb2) not in ("", before)
-    assert guest.ssh("cat /root/ks-lab-mark", lb=lb2).stdout.strip() == "kept"
-    assert run.addresses(lb2) == {plan.EXT_IF: list(lb2.external), plan.INT_IF: list(lb2.internal)}
-    assert run.vip_holders(pair) == ["lb1"]
-    assert _lab_routes() == []
-
-
 def test_the_program_declares_commands_for_both_guests(pair: run.Plan) -> None:
     """The pair's stack declares each guest's own commands, on its own SSH port
     (apply and verify of the pair run end to end in `lab/lab demo --ha`)."""
     steps = run.plan_steps(pair)
     assert run.unserved(steps, pair.guests) == []
     assert len(steps) == 4 * len(pair.guests)
+
+
+def test_the_demo_scenario_on_this_boot(pair: run.Plan) -> None:
+    """Every row of ``lab/lab demo --ha`` after its `up` (this module's boot):
+    apply to both LBs, verify, the VIP holder killed under load (requests
+    resume within 1 s, the transfer completes, the pod sees host01 only,
+    host02 times out, the nodes' gateway and VIP:6443 hold), restarted
+    without taking a VIP back, verify again."""
+    table = run.Table()
+    ha.scenario(pair, table)
+    code = table.report("demo --ha scenario", ha.SCENARIO_ROWS)
+    failed = [(name, detail) for name, ok, detail in table.rows if not ok]
+    assert failed == [] and len(table.rows) == ha.SCENARIO_ROWS, table.rows
+    assert code == 0
+    # The killed guest booted again on its own disk; the other never rebooted.
+    victim = next(d for n, ok, d in table.rows if n.startswith("failover: requests")).split()[1]
+    victim = victim.rstrip(";")
+    other = next(g for g in pair.guests if g.name != victim)
+    assert guest.boot_id(pair.guest(victim)) not in ("", BOOTS[victim])
+    assert guest.boot_id(other) == BOOTS[other.name]
+    conf = guest.ssh("head -n 1 /etc/keepalived/keepalived.conf", lb=pair.guest(victim))
+    assert conf.stdout.strip() == HEADER
+
+
+def _lab(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(PROJECT_ROOT / "lab" / "lab"), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_kill_lb_and_start_lb_as_typed(pair: run.Plan) -> None:
+    """`lab/lab kill-lb NAME` powers the backup off hard (its qemu and SSH
+    forward gone), the holder keeps serving; `lab/lab start-lb NAME` boots it
+    on its own disk, as backup: no VIP moves, the root namespace stays out."""
+    holders = run.vip_holders(pair)
+    assert len(holders) == 1, holders
+    backup = next(g for g in pair.guests if g.name != holders[0])
+    before = guest.boot_id(backup)
+    killed = _lab("kill-lb", backup.name)
+    assert killed.returncode == 0, killed.stdout + killed.stderr
+    assert guest.qemu_pid(backup) is None and guest.port_free(backup.ssh_port)
+    page = f"http://{pair.settings.network.vip}:{pair.settings.node_port}/"
+    rc, out = run.curl("ks-host01", page)
+    assert rc == 0 and "Welcome to nginx" in out, out
+    started = _lab("start-lb", backup.name)
+    assert started.returncode == 0, started.stdout + started.stderr
+    assert guest.boot_id(backup) not in ("", before)
+    assert run.vip_holders(pair) == holders
+    assert run.addresses(backup)[plan.EXT_IF] == list(backup.external)
+    assert _lab_routes() == []

@@ -337,6 +337,78 @@ def test_pair_apply_needs_a_command_for_every_guest(run_dir: Path) -> None:
         assert run.unserved(steps, pair.guests) == []
 
 
+# -- the replay driver runs independent commands at the same time, like the engine ----
+
+
+def _local(step: driver.Planned, _: float | None) -> subprocess.Popen[str]:
+    """Runs a step's command on this machine (the lab runs it over SSH)."""
+    return subprocess.Popen(
+        ["sh", "-c", step.create],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _cmd(name: str, create: str, after: tuple[str, ...] = ()) -> driver.Planned:
+    return driver.Planned(name, create, None, "127.0.0.1", 22, "root", after, urn=f"urn:{name}")
+
+
+def _wait_for(path: Path) -> str:
+    """Succeeds only once ``path`` exists, within 10 s."""
+    loop = f"while [ ! -e {path} ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done"
+    return f"i=0; {loop}; test -e {path}"
+
+
+def test_independent_commands_run_at_the_same_time(tmp_path: Path) -> None:
+    """a1 can only succeed while b1 runs, and b1 only while a1 runs (each
+    waits for the other's file): possible only when both are started before
+    either finishes. a2 and b2 wait for their own host's first command."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    steps = [
+        _cmd("a1", f"touch {a}; {_wait_for(b)}"),
+        _cmd("b1", f"touch {b}; {_wait_for(a)}"),
+        _cmd("a2", f"test -e {a} && echo a2", after=("urn:a1",)),
+        _cmd("b2", f"test -e {b} && echo b2", after=("urn:b1", "urn:a2")),
+    ]
+    results = driver.apply(steps, _local, echo=lambda _: None)
+    assert [(r.name, r.rc) for r in results][2:] == [("a2", 0), ("b2", 0)]
+    assert sorted(r.name for r in results[:2]) == ["a1", "b1"] and driver.failures(results) == []
+
+
+def test_after_a_failure_no_new_command_starts_and_running_ones_finish(tmp_path: Path) -> None:
+    slow_done = tmp_path / "slow"
+    steps = [
+        _cmd("fails", "echo no; exit 3"),
+        _cmd("slow", f"sleep 0.5; touch {slow_done}"),
+        _cmd("after-fails", f"touch {tmp_path / 'never'}", after=("urn:fails",)),
+        _cmd("after-slow", f"touch {tmp_path / 'never2'}", after=("urn:slow",)),
+    ]
+    results = driver.apply(steps, _local, echo=lambda _: None)
+    assert [(r.name, r.rc) for r in results] == [("fails", 3), ("slow", 0)]
+    assert [r.name for r in driver.failures(results)] == ["fails"]
+    assert slow_done.exists()
+    assert not (tmp_path / "never").exists() and not (tmp_path / "never2").exists()
+
+
+def test_a_dependency_not_replayed_counts_as_done() -> None:
+    """``--replace`` of one command: its dependencies are not in the list."""
+    results = driver.apply([_cmd("only", "echo ok", after=("urn:elsewhere",))], _local, echo=print)
+    assert [(r.name, r.rc, r.output.strip()) for r in results] == [("only", 0, "ok")]
+
+
+def test_a_cut_connection_fails_that_step() -> None:
+    results = driver.apply(
+        [_cmd("cut-me", "exec sleep 5"), _cmd("next", "true", after=("urn:cut-me",))],
+        _local,
+        cut=("cut-me", 0.3),
+        echo=lambda _: None,
+    )
+    assert [r.name for r in results] == ["cut-me"]
+    assert results[0].rc != 0 and "connection cut after 0.3 s" in results[0].output
+
+
 # -- the long transfer and what the pod saw ----------------------------------------------
 
 

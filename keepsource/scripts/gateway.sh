@@ -35,8 +35,8 @@ if ! __KS_LOADER_PATH__ --check; then
   # The loader is the unit's ExecStart: restart runs exactly what boot runs.
   systemctl restart __KS_UNIT__ || ks_fail "__KS_UNIT__ failed: $(systemctl status __KS_UNIT__ --no-pager -n 5 2>&1 || true)"
   ks_changed=1
+  __KS_LOADER_PATH__ --check || ks_fail "the live rules differ from __KS_RULES_PATH__ after loading it"
 fi
-__KS_LOADER_PATH__ --check || ks_fail "the live rules differ from __KS_RULES_PATH__ after loading it"
 if [ -f __KS_LEGACY_RULES_PATH__ ]; then
   # keepsource's own fragment from its first release: superseded by __KS_RULES_PATH__.
   rm -f __KS_LEGACY_RULES_PATH__

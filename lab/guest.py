@@ -116,8 +116,9 @@ def ssh(
 
 
 def close_shared_connection(lb: Guest | None = None) -> None:
-    """End the guest's shared connection (before its qemu stops or it reboots:
-    a later command then opens a new one at once instead of finding a dead one)."""
+    """End the guest's shared connection once its qemu is stopped or it was
+    told to reboot: the next command opens a new connection at once instead
+    of reaching a master whose peer is going away."""
     argv = ssh_argv(port=(lb or single()).ssh_port, mux=True)
     if "ControlMaster=auto" in argv:
         subprocess.run(

@@ -87,10 +87,11 @@ def demo() -> int:
     return table.report("demo --ha", DEMO_HA_ROWS)
 
 
-def scenario(p: run.Plan, table: run.Table) -> None:
+def scenario(p: run.Plan, table: run.Table) -> str | None:
     """The pair's rows after ``up --ha`` (the fault state on lb1, booted by
     the caller: the demo, or the lab tests' shared boot): fault, apply,
-    verify, failover, restart, verify."""
+    verify, failover, restart, verify. Returns the guest it killed (None when
+    it got no VIP holder to kill)."""
     s = p.settings
     vip, gateway = str(s.network.vip), str(s.network.lb_internal_address)
     page = f"http://{vip}:{s.node_port}/"
@@ -204,6 +205,8 @@ def scenario(p: run.Plan, table: run.Table) -> None:
     side("after")
     phase("start the killed LB: nothing breaks, no VIP moves back", restart)
     phase("verify after failover (both LBs)", do_verify)
+    victim: str | None = failover.get("victim")
+    return victim
 
 
 # up, then the scenario's: 3 fault rows, lb2, apply, verify, page, 2 before,

@@ -175,34 +175,22 @@ def _lab(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_kill_lb_and_start_lb_as_typed(pair: run.Plan) -> None:
-    """`lab/lab kill-lb NAME` powers the backup off hard (its qemu and SSH
-    forward gone), the holder keeps serving; `lab/lab start-lb NAME` boots it
-    on its own disk, as backup: no VIP moves, the root namespace stays out."""
+def test_kill_lb_and_ssh_lb_as_typed(pair: run.Plan) -> None:
+    """`lab/lab kill-lb NAME` powers the backup off hard (its qemu and its SSH
+    forward gone) while the holder keeps serving, and `lab/lab ssh --lb NAME`
+    reaches the holder. (`start-lb` runs in the scenario above, through the
+    same `run.start_lb` the CLI calls; a boot costs ~25 s of CI.)"""
     holders = run.vip_holders(pair)
     assert len(holders) == 1, holders
     backup = next(g for g in pair.guests if g.name != holders[0])
-    before = guest.boot_id(backup)
     killed = _lab("kill-lb", backup.name)
     assert killed.returncode == 0, killed.stdout + killed.stderr
     assert guest.qemu_pid(backup) is None and guest.port_free(backup.ssh_port)
     page = f"http://{pair.settings.network.vip}:{pair.settings.node_port}/"
     rc, out = run.curl("ks-host01", page)
     assert rc == 0 and "Welcome to nginx" in out, out
-    started = _lab("start-lb", backup.name)
-    assert started.returncode == 0, started.stdout + started.stderr
-    assert guest.boot_id(backup) not in ("", before)
-    # lb1 boots with the fault state's static VIP (its network files are not
-    # keepsource's) until keepalived starts and removes its virtual addresses
-    # (see README, "The pair"): the holder keeps them throughout, and within
-    # a few seconds of keepalived's start the restarted guest holds none.
-    run.wait_keepalived(lb=backup)
-    seen = [run.vip_holders(pair)]
-    for _ in range(20):
-        if seen[-1] == holders:
-            break
-        time.sleep(0.5)
-        seen.append(run.vip_holders(pair))
-    assert seen[-1] == holders and all(holders[0] in s for s in seen), seen
-    assert run.addresses(backup)[plan.EXT_IF] == list(backup.external)
+    on_holder = _lab("ssh", "--lb", holders[0], "cat", "/proc/sys/kernel/hostname")
+    assert on_holder.returncode == 0 and on_holder.stdout.strip() == holders[0], on_holder
+    again = _lab("kill-lb", backup.name)
+    assert again.returncode == 1  # it was not running
     assert _lab_routes() == []

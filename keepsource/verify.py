@@ -127,7 +127,9 @@ def lb_runner(
         known = Path(handle.name)
         atexit.register(known.unlink, missing_ok=True)
     prefix = ssh_argv(conn, known, identity)
-    if control_dir is not None:
+    # A socket path holds at most 108 bytes (ssh stops with a fatal error
+    # beyond): with a long TMPDIR each command opens its own connection.
+    if control_dir is not None and len(str(control_dir)) + len("/%C") - 2 + 40 <= 100:
         prefix = [prefix[0], *shared_connection(control_dir), *prefix[1:]]
 
     return LbRunner(tuple(prefix), conn.command, timeout)

@@ -146,12 +146,16 @@ def test_verify_shares_one_connection_per_lb_and_ends_it(
         return 0, ""
 
     monkeypatch.setattr("keepsource.verify._run", fake_run)
-    run = lb_runner(load("lab3"), tmp_path, identity="id_test", control_dir=tmp_path / "ctl")
+    ctl = Path("/tmp/ks-ctl")  # nothing is created: _run is a fake
+    run = lb_runner(load("lab3"), tmp_path, identity="id_test", control_dir=ctl)
     run("true")
     run.close()
-    assert f"ControlPath={tmp_path / 'ctl'}/%C" in seen[0] and "ControlMaster=auto" in seen[0]
+    assert f"ControlPath={ctl}/%C" in seen[0] and "ControlMaster=auto" in seen[0]
     assert seen[1][-4:] == ["-O", "exit", "--", "ops@10.20.0.5"]
     assert seen[1][:-4] == seen[0][:-3]  # the same options reach the same master
     plain = lb_runner(load("lab3"), tmp_path, identity="id_test")
     plain.close()  # nothing shared: nothing to end
     assert len(seen) == 2 and not any("ControlMaster" in a for a in plain.argv)
+    deep = tmp_path / ("d" * 90)
+    long_dir = lb_runner(load("lab3"), tmp_path, identity="id_test", control_dir=deep)
+    assert not any("ControlMaster" in a for a in long_dir.argv)  # too long for a socket

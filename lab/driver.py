@@ -9,11 +9,12 @@ no copy of any script: what runs is what the program declared.
 Like the engine, it starts each command as soon as every command it depends on
 has succeeded, so independent commands (the two hosts of a pair) run at the
 same time, and after a failure it starts no new command while the ones under
-way finish: pulumi/pulumi pkg/resource/deploy/step_executor.go (ExecuteParallel,
-and cancelDueToError, which cancels the deployment unless --continue-on-error);
-the CLI's default parallelism is 4 x GOMAXPROCS
-(pkg/cmd/pulumi/operations/up.go defaultParallel), more than keepsource's
-widest wave (4 commands), so the driver sets no limit.
+way finish: pulumi/pulumi pkg/resource/deploy/step_executor.go:184
+(ExecuteParallel) and :435-461 (cancelDueToError: cancels the deployment
+unless --continue-on-error); the CLI's default parallelism is 4 x GOMAXPROCS
+(pkg/cmd/pulumi/operations/up.go:71-88, defaultParallel), more than
+keepsource's widest wave (4 commands), so the driver sets no limit. (pulumi
+mirror at commit 1b5949891b.)
 
 What it does not do, unlike the engine: keep state between runs (every command
 runs on every apply, so the scripts' own idempotence is what is exercised),

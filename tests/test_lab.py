@@ -437,3 +437,21 @@ def test_drift_is_named_and_repaired_by_just_the_printed_steps(plan: lab.Plan) -
     assert [r.name for r in results] == ["lb-cutover"] and results[0].rc == 0
     assert "haproxy: disabled and masked (was enabled) stopped (was active)" in results[0].output
     assert lab.verify() == 0
+
+
+def test_after_a_reboot_the_fix_holds(plan: lab.Plan) -> None:
+    """The reboot rows of `lab/lab demo`, on this module's boot: SSH back and
+    keepalived active, verify passes, host01 gets the page and host02 times
+    out, worker01 reaches VIP:6443, the host's own NAT rule still first."""
+    times = lab.reboot()
+    print(f"reboot: {times}")
+    assert "ssh_to_keepalived_active" in times, times
+    assert lab.verify() == 0
+    api, page = _urls(plan)
+    rc, out = lab.curl("ks-host01", page)
+    assert rc == 0 and "Welcome to nginx" in out, out
+    assert lab.curl("ks-host02", page)[0] == 28
+    assert _answers(plan.workers[0].netns, api)
+    rules = _postrouting()
+    seed = "-A POSTROUTING -s 172.16.0.0/24 -o lbext -j MASQUERADE"
+    assert rules.index(seed) < rules.index("-A POSTROUTING -j KEEPSOURCE-POSTROUTING"), rules

@@ -18,7 +18,7 @@ import pytest
 
 from keepsource.artifacts import artifacts
 from keepsource.stackfile import PROJECT_ROOT, load
-from lab import driver, ha, hosts, image, paths, plan, run
+from lab import driver, guest, ha, hosts, image, paths, plan, run
 from tests.conftest import require_tool
 
 
@@ -373,8 +373,9 @@ def test_independent_commands_run_at_the_same_time(tmp_path: Path) -> None:
         _cmd("b2", f"test -e {b} && echo b2", after=("urn:b1", "urn:a2")),
     ]
     results = driver.apply(steps, _local, echo=lambda _: None)
-    assert [(r.name, r.rc) for r in results][2:] == [("a2", 0), ("b2", 0)]
-    assert sorted(r.name for r in results[:2]) == ["a1", "b1"] and driver.failures(results) == []
+    names = [r.name for r in results]
+    assert sorted(names) == ["a1", "a2", "b1", "b2"] and driver.failures(results) == []
+    assert names.index("a1") < names.index("a2") and names[-1] == "b2"  # their dependencies
 
 
 def test_after_a_failure_no_new_command_starts_and_running_ones_finish(tmp_path: Path) -> None:
@@ -514,3 +515,87 @@ def test_probe_reports_gaps_on_loopback(tmp_path: Path) -> None:
     assert len(result["gaps"]) == 1, result
     begin, end = result["gaps"][0]
     assert 0.4 < end - begin < 3.0 and result["last_ok"] > end - 0.01, result
+
+
+# -- `lab/lab demo`'s table: every row runs, a failed one fails the demo ---------------
+
+
+class _FakeLab:
+    """The lab calls `lab/lab demo` makes, answered without a guest (the lab
+    tests assert each row's claim for real on their shared boot)."""
+
+    def __init__(self, verify_rc: int = 0) -> None:
+        self.calls: list[str] = []
+        self.verify_rc = verify_rc
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import lab.__main__ as cli
+
+        page = "HTTP 200\nWelcome to nginx"
+
+        class Probe:
+            def __init__(self, ns: str, url: str) -> None:
+                pass
+
+            def stop(self) -> dict[str, Any]:
+                return {"requests": 10, "failures": 0, "longest_gap_s": 0.2}
+
+        def call(name: str, value: Any) -> Any:
+            def fn(*_: Any, **__: Any) -> Any:
+                self.calls.append(name)
+                return value
+
+            return fn
+
+        applied = run.Applied([driver.Result("lb-x", 0, 1.0, "keepsource: x: unchanged")], 1)
+        monkeypatch.setattr(cli, "require_root", call("require_root", None))
+        monkeypatch.setattr(cli, "up", call("up", {"boot_to_ssh": 20.0}))
+        monkeypatch.setattr(
+            cli, "fault", call("fault", [("fault: a", True, ""), ("b", True, ""), ("c", True, "")])
+        )
+        monkeypatch.setattr(cli, "Probe", Probe)
+        monkeypatch.setattr(cli, "apply", call("apply", applied))
+        monkeypatch.setattr(cli, "curl", call("curl", (0, page)))
+
+        def verify() -> int:
+            self.calls.append("verify")
+            return self.verify_rc
+
+        monkeypatch.setattr(cli, "verify", verify)
+        monkeypatch.setattr(
+            cli, "reboot", call("reboot", {"reboot_to_ssh": 30.0, "ssh_to_keepalived_active": 1.0})
+        )
+        monkeypatch.setattr(run, "answers", call("answers", (True, "curl exit 0 HTTP 200")))
+        ours = "-A POSTROUTING -j KEEPSOURCE-POSTROUTING"
+        rules = f"-P POSTROUTING ACCEPT\n-A {image.SEED_RULE}\n{ours}\n"
+        done = subprocess.CompletedProcess(["ssh"], 0, rules, "")
+        monkeypatch.setattr(guest, "ssh", call("ssh", done))
+        monkeypatch.setattr(cli, "down", call("down", None))
+
+
+def test_demo_runs_every_row_and_takes_the_lab_down(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import lab.__main__ as cli
+
+    fake = _FakeLab()
+    fake.install(monkeypatch)
+    assert cli.demo() == 0
+    out = capsys.readouterr().out
+    assert f"demo: {cli.DEMO_ROWS} passed, 0 failed" in out
+    assert fake.calls.count("apply") == 2 and fake.calls.count("verify") == 2
+    assert fake.calls[-1] == "down" and "reboot" in fake.calls
+
+
+def test_demo_fails_on_a_failed_row_and_still_takes_the_lab_down(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import lab.__main__ as cli
+
+    fake = _FakeLab(verify_rc=1)
+    fake.install(monkeypatch)
+    assert cli.demo() == 1
+    out = capsys.readouterr().out
+    assert "verify after apply" in out and "FAIL" in out
+    assert f"demo: {cli.DEMO_ROWS - 2} passed, 2 failed" in out
+    assert fake.calls[-1] == "down"

@@ -65,18 +65,25 @@ def _run(argv: list[str], timeout: float) -> tuple[int, str]:
     return done.returncode, (done.stdout + done.stderr).strip()
 
 
-def shared_connection(control_dir: Path) -> list[str]:
-    """OpenSSH options that share one connection per LB among verify's
-    commands (ControlMaster): about a dozen commands per LB would otherwise
-    each pay a connection setup and key exchange. The sockets live in
-    ``control_dir`` (private to this run; ssh makes each socket 0600)."""
+#: A socket path holds at most 108 bytes; ssh stops with a fatal error beyond.
+SOCKET_PATH_MAX = 100
+
+
+def shared_connection(control_dir: Path, persist_s: int = 30) -> list[str]:
+    """OpenSSH options that share one connection per host among a run's
+    commands (ControlMaster): each command would otherwise pay a connection
+    setup and key exchange. The sockets live in ``control_dir`` (private to
+    the caller; ssh makes each socket 0600). No options (one connection per
+    command) when the socket path would be too long: %C is 40 hex digits."""
+    if len(str(control_dir)) + len("/") + 40 > SOCKET_PATH_MAX:
+        return []
     return [
         "-o",
         "ControlMaster=auto",
         "-o",
         f"ControlPath={control_dir}/%C",
         "-o",
-        "ControlPersist=30",
+        f"ControlPersist={persist_s}",
     ]
 
 
@@ -127,9 +134,7 @@ def lb_runner(
         known = Path(handle.name)
         atexit.register(known.unlink, missing_ok=True)
     prefix = ssh_argv(conn, known, identity)
-    # A socket path holds at most 108 bytes (ssh stops with a fatal error
-    # beyond): with a long TMPDIR each command opens its own connection.
-    if control_dir is not None and len(str(control_dir)) + len("/%C") - 2 + 40 <= 100:
+    if control_dir is not None:  # with a long TMPDIR: one connection per command
         prefix = [prefix[0], *shared_connection(control_dir), *prefix[1:]]
 
     return LbRunner(tuple(prefix), conn.command, timeout)

@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+from keepsource.verify import shared_connection
 from lab import image, net, paths, plan
 from lab.plan import Guest
 
@@ -36,19 +37,15 @@ def port_free(port: int) -> bool:
     return True
 
 
-#: sun_path holds 108 bytes; ssh's %C expands to 40 hex digits.
-_MUX_PATH_MAX = 100
-
-
 def _mux_options() -> list[str]:
     """One SSH connection per guest shared by the lab's own commands (ssh's
     ControlMaster): a new connection costs ~0.8 s under TCG, a session on a
     shared one ~0.1 s. Never used for keepsource's steps (the replay driver
-    opens one connection per command, as pulumi-command does)."""
-    path = str(paths.RUN / "mux-%C")
-    if len(path) - 2 + 40 > _MUX_PATH_MAX:
-        return []  # a deep checkout: one connection per command
-    return ["-o", "ControlMaster=auto", "-o", f"ControlPath={path}", "-o", "ControlPersist=60"]
+    opens one connection per command, as pulumi-command does). A deep
+    checkout gets none (the socket path would be too long)."""
+    control = paths.RUN / "mux"
+    control.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return shared_connection(control, persist_s=60)
 
 
 def ssh_argv(

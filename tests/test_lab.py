@@ -382,12 +382,19 @@ def _postrouting() -> list[str]:
     return guest.ssh("iptables -t nat -S POSTROUTING").stdout.splitlines()
 
 
-def test_the_hosts_own_nat_rule_still_decides_first(plan: lab.Plan) -> None:
-    """The seed's own MASQUERADE (persisted by the host's own unit) stays ahead
-    of keepsource's chain; only the narrow hairpin goes first."""
+def _assert_host_rule_first() -> list[str]:
+    """The seed's own MASQUERADE decides before keepsource's chain; returns
+    the live POSTROUTING rules."""
     rules = _postrouting()
     seed = "-A POSTROUTING -s 172.16.0.0/24 -o lbext -j MASQUERADE"
     assert rules.index(seed) < rules.index("-A POSTROUTING -j KEEPSOURCE-POSTROUTING"), rules
+    return rules
+
+
+def test_the_hosts_own_nat_rule_still_decides_first(plan: lab.Plan) -> None:
+    """The seed's own MASQUERADE (persisted by the host's own unit) stays ahead
+    of keepsource's chain; only the narrow hairpin goes first."""
+    rules = _assert_host_rule_first()
     assert rules[1] == "-A POSTROUTING -j KEEPSOURCE-HAIRPIN", rules
     # Nothing saved the host's live rule set.
     assert guest.ssh("test -e /etc/iptables/rules.v4 || echo none").stdout.strip() == "none"
@@ -452,6 +459,4 @@ def test_after_a_reboot_the_fix_holds(plan: lab.Plan) -> None:
     assert rc == 0 and "Welcome to nginx" in out, out
     assert lab.curl("ks-host02", page)[0] == 28
     assert _answers(plan.workers[0].netns, api)
-    rules = _postrouting()
-    seed = "-A POSTROUTING -s 172.16.0.0/24 -o lbext -j MASQUERADE"
-    assert rules.index(seed) < rules.index("-A POSTROUTING -j KEEPSOURCE-POSTROUTING"), rules
+    _assert_host_rule_first()

@@ -100,10 +100,12 @@ def ssh(
     timeout: float = 120,
     check: bool = False,
     lb: Guest | None = None,
+    shared: bool = True,
 ) -> subprocess.CompletedProcess[str]:
+    """A command on a guest; ``shared``: over its shared connection."""
     port = (lb or single()).ssh_port
     return subprocess.run(
-        [*ssh_argv(port=port, mux=True), command],
+        [*ssh_argv(port=port, mux=shared), command],
         input=stdin if stdin is not None else "",
         capture_output=True,
         text=True,
@@ -113,9 +115,8 @@ def ssh(
 
 
 def close_shared_connection(lb: Guest | None = None) -> None:
-    """End the guest's shared connection once its qemu is stopped or it was
-    told to reboot: the next command opens a new connection at once instead
-    of reaching a master whose peer is going away."""
+    """End the guest's shared connection: once its qemu is stopped, and before
+    it is told to reboot (see :func:`reboot`)."""
     argv = ssh_argv(port=(lb or single()).ssh_port, mux=True)
     if "ControlMaster=auto" in argv:
         subprocess.run(
@@ -267,12 +268,15 @@ def reboot(timeout: float = 240, lb: Guest | None = None) -> float:
     """Reboot the guest; seconds until SSH answers again."""
     before = boot_id(lb)
     start = time.monotonic()
-    ssh("systemctl reboot", timeout=20, lb=lb)
     close_shared_connection(lb)
+    # No shared connection until the guest is back: one opened to the old
+    # boot while it shuts down would hold every poll until its keepalives
+    # give up; each poll opens its own connection, as before sharing.
+    ssh("systemctl reboot", timeout=20, lb=lb, shared=False)
     while time.monotonic() - start < timeout:
         time.sleep(1)
         try:
-            done = ssh("cat /proc/sys/kernel/random/boot_id", timeout=10, lb=lb)
+            done = ssh("cat /proc/sys/kernel/random/boot_id", timeout=10, lb=lb, shared=False)
         except subprocess.TimeoutExpired:
             continue
         if done.returncode == 0 and done.stdout.strip() not in ("", before):

@@ -372,13 +372,25 @@ def kill_lb(name: str) -> bool:
     return killed
 
 
-def start_lb(name: str, timeout: float = 240) -> float:
-    """Boot a killed guest again on its own disk; seconds until SSH answers."""
+def start_lb(name: str, timeout: float = 150, tries: int = 2) -> float:
+    """Boot a killed guest again on its own disk; seconds until SSH answers.
+    A TCG guest's kernel can stall while booting on a busy 2-core host (seen
+    once in CI: RCU stall warnings on its console, no SSH after 240 s, where a
+    boot takes 20-50 s): after ``timeout`` s the guest's qemu is killed and
+    started again, at most ``tries`` times, each said in the log."""
     require_root()
     g = current_plan().guest(name)
     start = time.monotonic()
-    guest.start(g, fresh=False)
-    guest.wait_ssh(timeout, lb=g)
+    for attempt in range(1, tries + 1):
+        guest.start(g, fresh=False)
+        try:
+            guest.wait_ssh(timeout, lb=g)
+            break
+        except SystemExit as error:
+            if attempt == tries:
+                raise
+            log(f"start-lb {g.name}: no SSH after {timeout} s, starting it again: {error}"[:400])
+            guest.stop(g, hard=True)
     seconds = time.monotonic() - start
     log(f"start-lb {g.name}: SSH answers after {seconds:.1f} s")
     return seconds

@@ -1,11 +1,11 @@
 """keepsource: keepalived/LVS NAT in front of an ipBlock-guarded NodePort workload.
 
 Plain, acyclic wiring: the Workload's NetworkPolicy admits the LB's check
-source, a plain value from the settings; the LB reads the Service's nodePort
-Output and its cut-over waits for the Deployment and the NetworkPolicy, while
-its package installation waits for nothing. With ``workload.managedBy:
-external`` (GitOps, the local lab) no Kubernetes provider is declared: the LB
-takes the nodePort from the config.
+source, a plain value from the settings; the Service declares the config's
+nodePort, which the LB reads from the config too, so only the LB's cut-over
+waits for Kubernetes (the Deployment Ready, the Service and the NetworkPolicy
+applied); packages, gateway and keepalived-config start at once. With
+``workload.managedBy: external`` (GitOps) no Kubernetes provider is declared.
 """
 
 import pulumi
@@ -17,7 +17,6 @@ from keepsource.render import kube
 settings, credentials = load_settings()
 check_sources = kube.check_sources(settings)
 
-node_port: pulumi.Input[int] = settings.node_port
 cutover_after: list[pulumi.Resource] = []
 if settings.manages_workload:
     assert credentials.kubeconfig is not None
@@ -30,8 +29,7 @@ if settings.manages_workload:
             context=credentials.context,
         ),
     )
-    node_port = workload.node_port
-    cutover_after = [workload.deployment, workload.network_policy]
+    cutover_after = [workload.deployment, workload.service, workload.network_policy]
 
 # One LoadBalancerHost per LB host: the only one ("lb"), or each of a pair. In
 # a pair the second host's cut-over waits for the first's: the first holds the
@@ -45,7 +43,6 @@ for node in settings.lb_nodes:
             node.name,
             LoadBalancerHostArgs(
                 settings=settings,
-                node_port=node_port,
                 private_key=credentials.private_key,
                 cutover_after=after,
                 node=node,

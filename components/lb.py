@@ -5,7 +5,6 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import pulumi
@@ -17,14 +16,7 @@ from keepsource.render.keepalived import (
     render_keepalived,
     virtual_services,
 )
-from keepsource.render.scripts import (
-    CUTOVER_STEPS,
-    KEEPALIVED_CONF,
-    LB_TYPE,
-    Step,
-    host_steps,
-    service_steps,
-)
+from keepsource.render.scripts import CUTOVER_STEPS, KEEPALIVED_CONF, LB_TYPE, steps
 from keepsource.settings import Settings
 from keepsource.settings.model import LbNode
 
@@ -41,10 +33,9 @@ TYPE = LB_TYPE
 @dataclass
 class LoadBalancerHostArgs:
     settings: Settings
-    """The validated stack settings: addresses, workers, SSH and check timing."""
-
-    node_port: pulumi.Input[int]
-    """The Service's nodePort: the port of VIP:nodePort and of every worker."""
+    """The validated stack settings: addresses, workers, SSH, check timing and
+    the nodePort (the Workload declares its Service with exactly that port, so
+    the LB never waits for the Service to learn it)."""
 
     private_key: pulumi.Input[str] | None = None
     """SSH private key of the LB host (and of the jump host): a secret Output.
@@ -52,8 +43,8 @@ class LoadBalancerHostArgs:
 
     cutover_after: Sequence[pulumi.Resource] = ()
     """Resources the cut-over (switching traffic from HAProxy to IPVS) waits
-    for: the Workload's Deployment and NetworkPolicy. Package installation
-    does not wait for them."""
+    for: the Workload's Deployment, Service and NetworkPolicy. No other step
+    waits for them."""
 
     node: LbNode | None = None
     """Which LB host (``settings.lb_nodes``): one component per host of a pair.
@@ -91,16 +82,6 @@ def _connection(args: LoadBalancerHostArgs) -> remote.ConnectionArgs:
     )
 
 
-def _pick(name: str, by_name: dict[str, Step]) -> Step:
-    return by_name[name]
-
-
-def _digest(step_and_conf: list[Any]) -> str:
-    step, conf = step_and_conf
-    assert isinstance(step, Step)
-    return step.digest(conf if step.stdin_artifact == KEEPALIVED_CONF else None)
-
-
 class LoadBalancerHost(pulumi.ComponentResource):
     """keepalived/LVS NAT on the LB host, HAProxy off, the gateway role kept."""
 
@@ -123,10 +104,15 @@ class LoadBalancerHost(pulumi.ComponentResource):
         settings = args.settings
         node = args.host()
         source = str(node.check_source)
-        node_port = pulumi.Output.from_input(args.node_port).apply(int)
-        services = node_port.apply(lambda p: virtual_services(settings, p, node))
-        # Facts a policy needs. All but virtualServices are plain values, known at
-        # preview; virtualServices follows the Service's nodePort.
+        # Everything here is a plain value, known at preview. The component's
+        # props must not hold an Output of another resource: the SDK registers
+        # a component only once its props resolve, and its children need its
+        # URN, so a prop that followed the Service would hold every LB step
+        # back until the Service is ready (pulumi 3.272.0 runtime/resource.py,
+        # register_resource -> prepare_resource awaits all props).
+        services = virtual_services(settings, settings.node_port, node)
+        conf = render_keepalived(settings, settings.node_port, node)
+        # Facts a policy needs, as the component's own props.
         facts: dict[str, Any] = {
             "forwardingMethod": FORWARDING_METHOD,
             "preservesClientAddress": CLIENT_ADDRESS_PRESERVED,
@@ -139,55 +125,32 @@ class LoadBalancerHost(pulumi.ComponentResource):
         }
         super().__init__(TYPE, name, facts, opts)
 
-        conf = node_port.apply(lambda p: render_keepalived(settings, p, node))
         connection = _connection(args)
         user = node.ssh.user
         self.commands = {}
-
-        def declare(
-            step_name: str,
-            script: pulumi.Input[str],
-            stdin: pulumi.Input[str] | None,
-            digest: pulumi.Input[str],
-            after: list[pulumi.Resource],
-        ) -> None:
-            command = pulumi.Output.from_input(script).apply(
-                lambda text: Step.command_line(text, step_name, user)
-            )
-            self.commands[step_name] = remote.Command(
-                f"{name}-{step_name}",
+        # packages and gateway wait for nothing in Kubernetes; the cut-over
+        # also waits for the Workload (args.cutover_after).
+        for step in steps(settings, settings.node_port, node):
+            after: list[pulumi.Resource] = [self.commands[d] for d in step.depends_on]
+            if step.name in CUTOVER_STEPS:
+                after += list(args.cutover_after)
+            stdin = conf if step.stdin_artifact == KEEPALIVED_CONF else None
+            command = step.command(user)
+            self.commands[step.name] = remote.Command(
+                f"{name}-{step.name}",
                 connection=connection,
                 create=command,
                 update=command,
                 stdin=stdin,
-                triggers=[digest],
+                triggers=[step.digest(stdin)],
                 # Command output is not kept in logs; failures still carry it.
                 logging=remote.Logging.NONE,
                 add_previous_output_in_env=False,
                 opts=pulumi.ResourceOptions(parent=self, depends_on=after),
             )
 
-        # Host steps are plain text, known at preview: they do not wait for
-        # Kubernetes. The service steps follow the Service's nodePort; the
-        # cut-over also waits for the Workload (args.cutover_after).
-        for step in host_steps(settings):
-            after = [self.commands[d] for d in step.depends_on]
-            declare(step.name, step.script, None, step.digest(), after)
-        # The steps' names and order do not depend on the port: declare them
-        # from the config's, fill in each script from the Service's.
-        rendered = node_port.apply(lambda p: {s.name: s for s in service_steps(settings, p, node)})
-        for shape in service_steps(settings, settings.node_port, node):
-            after = [self.commands[d] for d in shape.depends_on]
-            if shape.name in CUTOVER_STEPS:
-                after += list(args.cutover_after)
-            picked = rendered.apply(partial(_pick, shape.name))
-            stdin = conf if shape.stdin_artifact == KEEPALIVED_CONF else None
-            script = picked.apply(lambda s: s.script)
-            digest = pulumi.Output.all(picked, conf).apply(_digest)
-            declare(shape.name, script, stdin, digest, after)
-
-        self.keepalived_conf = conf
-        self.virtual_services = services
+        self.keepalived_conf = pulumi.Output.from_input(conf)
+        self.virtual_services = pulumi.Output.from_input(services)
         self.health_check_source = pulumi.Output.from_input(source)
         self.forwarding_method = pulumi.Output.from_input(FORWARDING_METHOD)
         self.preserves_client_address = pulumi.Output.from_input(CLIENT_ADDRESS_PRESERVED)

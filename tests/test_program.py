@@ -136,15 +136,12 @@ def _one_lbs_order(stack: str, run: mockrun.Run, cmds: dict[str, mockrun.Registe
     assert deps("keepalived-config") == {urn["packages"]}
     assert deps("cutover") - set(run_cutovers(run)) == {urn["keepalived-config"], urn["gateway"]}
     k8s = {r.urn for r in run.resources if r.type in K8S}
-    # Package installation and the gateway wait for nothing in Kubernetes.
-    for name in ("packages", "gateway"):
+    # Only the cut-over waits for Kubernetes: the Deployment, the Service and
+    # the NetworkPolicy.
+    for name in ("packages", "gateway", "keepalived-config"):
         assert not k8s & set(cmds[name].dependencies)
     if load(stack).manages_workload:
-        # The config waits for the Service whose nodePort it uses; the
-        # cut-over for the Deployment and the NetworkPolicy too.
-        service = run.one("kubernetes:core/v1:Service")
-        assert service.urn in cmds["keepalived-config"].dependencies
-        for kind in ("apps/v1:Deployment", "networking.k8s.io/v1:NetworkPolicy"):
+        for kind in ("apps/v1:Deployment", "core/v1:Service", "networking.k8s.io/v1:NetworkPolicy"):
             assert run.one(f"kubernetes:{kind}").urn in cmds["cutover"].dependencies
 
 
@@ -225,16 +222,17 @@ def test_worker_change_reruns_only_the_config_step() -> None:
     assert {n for n in ORDER if before[n] != after[n]} == {"keepalived-config", "cutover"}
 
 
-def test_lb_follows_the_services_node_port_output() -> None:
-    """The cluster's nodePort (not the config's) reaches keepalived.conf."""
+def test_lb_reads_the_node_port_from_the_config_not_from_the_service() -> None:
+    """The Service declares the config's nodePort (an API server gives it that
+    port or refuses the Service), so the LB never waits for the Service: a
+    cluster answer that differed would not reach keepalived.conf."""
     base = mockrun.run_program(dev_config())
     moved = mockrun.run_program(dev_config(), allocated_node_port=31999)
-    assert "192.168.0.1:31999/tcp" in moved.exports["keepalivedConf"]
-    assert "real_server 172.16.0.11 31999 {" in moved.exports["keepalivedConf"]
-    cutover = _commands(moved)["cutover"].inputs["create"]
-    assert "--dport 31999 -j MARK" in cutover and "--dport 30080 " not in cutover
-    before, after = _trigger_map(base), _trigger_map(moved)
-    assert {n for n in ORDER if before[n] != after[n]} == {"keepalived-config", "cutover"}
+    assert moved.exports["keepalivedConf"] == base.exports["keepalivedConf"]
+    assert "192.168.0.1:30080/tcp" in base.exports["keepalivedConf"]
+    service = moved.one("kubernetes:core/v1:Service")
+    assert [p["nodePort"] for p in service.inputs["spec"]["ports"]] == [30080]
+    assert _trigger_map(base) == _trigger_map(moved)
 
 
 def test_internal_subnet_change_reruns_the_gateway_step() -> None:
@@ -348,28 +346,27 @@ def test_last_registered_sees_a_half_declared_program(tmp_path: Path) -> None:
     assert [r.type for r in mockrun.last_registered()] == ["keepsource:test:Half"]
 
 
-def test_preview_with_an_unknown_node_port_keeps_the_policy_facts_known() -> None:
-    """At preview the cluster's answer is unknown: the program still declares
-    every command, the policy facts stay plain values, and what follows the
-    nodePort (virtualServices, keepalived.conf, the config step) is unknown."""
+def test_preview_with_an_unknown_service_keeps_every_lb_step_known() -> None:
+    """At preview the cluster's answer is unknown: the LB's props, scripts and
+    triggers are all plain values anyway (the component registers at once, so
+    its commands need not wait for the Service), and the cut-over alone
+    depends on the Workload's objects."""
     run = mockrun.run_program(dev_config(), preview=True, unknown_service_spec=True)
+    assert isinstance(run.one(WORKLOAD).outputs["nodePort"], Unknown)  # the mocks made one
     lb = run.one(LB)
-    assert isinstance(lb.inputs["virtualServices"], Unknown)  # the mocks did produce one
+    assert not isinstance(lb.inputs["virtualServices"], Unknown)
     assert lb.inputs["forwardingMethod"] == "NAT"
     assert lb.inputs["preservesClientAddress"] is True
     assert lb.inputs["healthCheckSource"] == "172.16.0.254"
-    assert isinstance(run.exports["keepalivedConf"], Unknown)
-    assert isinstance(run.one(WORKLOAD).outputs["nodePort"], Unknown)
+    assert "192.168.0.1:30080/tcp" in run.exports["keepalivedConf"]
     cmds = _commands(run)
     assert set(cmds) == set(ORDER)
-    assert isinstance(cmds["keepalived-config"].inputs["stdin"], Unknown)
     known = _trigger_map(mockrun.run_program(dev_config()))
-    # The host steps do not follow the nodePort: known at preview. The
-    # service steps (config, cut-over) do: unknown until the Service exists.
-    for name in ("packages", "gateway"):
+    for name in ORDER:
         assert cmds[name].inputs["triggers"] == known[name], name
-    for name in ("keepalived-config", "cutover"):
-        assert isinstance(cmds[name].inputs["create"], Unknown), name
+    k8s = {r.urn for r in run.resources if r.type in K8S}
+    waits = {n: bool(k8s & set(c.dependencies)) for n, c in cmds.items()}
+    assert waits == {n: n == "cutover" for n in ORDER}
     # The NetworkPolicy does not wait for anything the cluster computes.
     policy = run.one("kubernetes:networking.k8s.io/v1:NetworkPolicy")
     cidrs = [p["ipBlock"]["cidr"] for p in policy.inputs["spec"]["ingress"][0]["from"]]
@@ -399,29 +396,6 @@ def test_no_deferred_output_and_no_cycle() -> None:
         if r.type in K8S or r.type == WORKLOAD:
             assert not lb_side & set(r.dependencies), r.name
             assert not any(lb_side & set(v) for v in r.property_dependencies.values()), r.name
-
-
-def test_lb_gets_the_workload_to_wait_for() -> None:
-    """cutover_after reaches the LB as the Deployment and the NetworkPolicy."""
-    seen: list[list[str]] = []
-    from components import lb as lb_module
-
-    real = lb_module.LoadBalancerHost.__init__
-
-    def spy(self: Any, name: str, args: Any, opts: Any = None) -> None:
-        seen.append([r._name for r in args.cutover_after])
-        real(self, name, args, opts)
-
-    lb_module.LoadBalancerHost.__init__ = spy  # type: ignore[method-assign]
-    try:
-        mockrun.run_program(dev_config())
-        cfg = dev_config()
-        cfg["keepsource:workload"]["managedBy"] = "external"
-        del cfg["keepsource:kubernetes"]
-        mockrun.run_program(cfg)
-    finally:
-        lb_module.LoadBalancerHost.__init__ = real  # type: ignore[method-assign]
-    assert seen == [["workload-deployment", "workload-networkpolicy"], []]
 
 
 def _lb_only() -> dict[str, Any]:

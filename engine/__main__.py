@@ -1,0 +1,5 @@
+import sys
+
+from engine.build import main
+
+sys.exit(main())

@@ -140,10 +140,12 @@ COMPONENTS: tuple[Component, ...] = (
     ),
     Component(
         name="pulumi-resource-command",
-        version=COMMAND_TAG,
+        version=COMMAND_TAG[1:],
         binaries={"pulumi-resource-command": "./cmd/pulumi-resource-command"},
         mirror=Mirror(repo="pulumi/pulumi-command", ref=COMMAND_TAG, module_dir="provider"),
-        ldflags=(_x("github.com/pulumi/pulumi-command/provider/pkg/version.Version", COMMAND_TAG),),
+        ldflags=(
+            _x("github.com/pulumi/pulumi-command/provider/pkg/version.Version", COMMAND_TAG[1:]),
+        ),
         check=(),
         used_by="the LB's remote commands",
     ),
@@ -192,6 +194,7 @@ COMPONENTS: tuple[Component, ...] = (
             "kube-apiserver": "k8s.io/kubernetes/cmd/kube-apiserver",
             "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
             "kube-scheduler": "k8s.io/kubernetes/cmd/kube-scheduler",
+            "kubectl": "k8s.io/kubernetes/cmd/kubectl",
         },
         requires={"k8s.io/kubernetes": KUBE},
         staging_of=f"k8s.io/kubernetes@{KUBE}",

@@ -125,8 +125,19 @@ def main(argv: list[str] | None = None) -> int:
     u.add_argument(
         "--ha", action="store_true", help="the pair: guests lb1 and lb2 (stack local-ha)"
     )
+    u.add_argument(
+        "--kube",
+        action="store_true",
+        help="a real Kubernetes API at the master's place, the seed's objects made with"
+        " kubectl (needs ./build-engine)",
+    )
     a = sub.add_parser("apply", help="run keepsource's remote commands (driver) on the guest(s)")
     a.add_argument("--cut", help="STEP:SECONDS: drop the SSH connection of STEP after SECONDS")
+    a.add_argument(
+        "--engine",
+        action="store_true",
+        help="pulumi up with the real CLI (./build-engine) instead of the replay driver",
+    )
     a.add_argument(
         "--replace",
         action="append",
@@ -173,9 +184,25 @@ def main(argv: list[str] | None = None) -> int:
         start_lb(args.name)
         return 0
     if args.cmd == "up":
-        up(make_plan(plan.PAIR if args.ha else plan.SINGLE))
+        plan_ = make_plan(plan.PAIR if args.ha else plan.SINGLE)
+        up(plan_, kube=args.kube)
+        if args.kube:
+            from lab import full
+
+            full.start(plan_)
         return 0
     plan_ = _run_plan()
+    if args.cmd == "apply" and args.engine:
+        from lab import engine, full
+
+        p = full.pulumi(plan_)
+        extra = [f"--replace={u}" for u in args.replace or []]
+        done = engine.up(p, plan_.stack, *extra)
+        if not done.ok:
+            print(done.output[-4000:], file=sys.stderr)
+            return 1
+        full.sync_workers(plan_)
+        return 0
     if args.cmd == "apply":
         cut = None
         if args.cut:

@@ -63,15 +63,38 @@ def pod_filter(manifests: str, seed: bool, check_source: str | tuple[str, ...]) 
     policy = next(d for d in docs if d["kind"] == "NetworkPolicy")
     if service["spec"].get("externalTrafficPolicy") != "Local":
         raise SystemExit("lab: the rendered Service is not externalTrafficPolicy: Local")
+    f = _from_objects(service, policy)
+    if seed:  # the seed's policy admitted the clients only, not the LB's checks
+        kept = tuple(
+            c
+            for c in f.admitted
+            if not any(ipaddress.ip_address(a) in ipaddress.ip_network(c) for a in sources)
+        )
+        f = PodFilter(f.node_port, f.pod_port, kept)
+    return f
+
+
+def api_filter(
+    service: dict[str, Any], policy: dict[str, Any], node_addresses: tuple[str, ...]
+) -> PodFilter:
+    """The stand-ins' view of the Service and NetworkPolicy *as the API holds
+    them*. With ``externalTrafficPolicy: Cluster`` kube-proxy masquerades every
+    NodePort packet, so the pod sees a node's address: no client is admitted
+    through the NodePort (refused when the policy admits a node address, which
+    the stand-ins do not model)."""
+    f = _from_objects(service, policy)
+    if service["spec"].get("externalTrafficPolicy", "Cluster") == "Local":
+        return f
+    for cidr in f.admitted:
+        if any(ipaddress.ip_address(a) in ipaddress.ip_network(cidr) for a in node_addresses):
+            raise SystemExit(f"lab: the policy admits a node address ({cidr}): not modelled")
+    return PodFilter(f.node_port, f.pod_port, ())
+
+
+def _from_objects(service: dict[str, Any], policy: dict[str, Any]) -> PodFilter:
     port = service["spec"]["ports"][0]
     rule = policy["spec"]["ingress"][0]
     admitted = [p["ipBlock"]["cidr"] for p in rule["from"] if "ipBlock" in p]
-    if seed:  # the seed's policy admitted the clients only, not the LB's checks
-        admitted = [
-            c
-            for c in admitted
-            if not any(ipaddress.ip_address(a) in ipaddress.ip_network(c) for a in sources)
-        ]
     pod_ports = [int(p["port"]) for p in rule.get("ports", [])]
     if pod_ports and pod_ports != [int(port["targetPort"])]:
         raise SystemExit("lab: the policy's port is not the pod's port")
@@ -201,14 +224,17 @@ def pod_log(worker: net.Host, pod_port: int) -> Path:
 
 
 def start_servers(
-    repo: net.Host, master: net.Host, api_port: int, workers: list[net.Host], pod_port: int
+    repo: net.Host, master: net.Host | None, api_port: int, workers: list[net.Host], pod_port: int
 ) -> list[int]:
+    """The repository, the pods' stand-ins, and the master's (none: the lab's
+    real control plane serves there, lab/kube.py)."""
     www = paths.RUN / "www"
     www.mkdir(parents=True, exist_ok=True)
     (www / "index.html").write_text(NGINX_PAGE)
     make_big(www)
     pids = [_serve(repo.netns, repo.address, 80, str(paths.REPO))]
-    pids.append(_serve(master.netns, master.address, api_port, str(www)))
+    if master is not None:
+        pids.append(_serve(master.netns, master.address, api_port, str(www)))
     for w in workers:
         pids.append(_serve(w.netns, "0.0.0.0", pod_port, str(www)))
     return pids

@@ -19,18 +19,40 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import ssl
 import sys
 import time
 from urllib.parse import urlsplit
 
 
-def once(host: str, port: int, path: str, timeout: float) -> str | None:
-    """None when an HTTP answer came back, else why not."""
+def tls_context() -> ssl.SSLContext | None:
+    """For an https URL: the CA and client certificate named by KS_PROBE_CA,
+    KS_PROBE_CERT and KS_PROBE_KEY (the lab's Kubernetes API: a real query, as
+    an authenticated client, not just a TCP answer)."""
+    ca = os.environ.get("KS_PROBE_CA")
+    if not ca:
+        return None
+    ctx = ssl.create_default_context(cafile=ca)
+    ctx.load_cert_chain(os.environ["KS_PROBE_CERT"], os.environ["KS_PROBE_KEY"])
+    return ctx
+
+
+def once(
+    host: str, port: int, path: str, timeout: float, tls: ssl.SSLContext | None = None
+) -> str | None:
+    """None when an HTTP answer came back (over TLS: a 200), else why not."""
     try:
-        conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        conn: http.client.HTTPConnection
+        if tls is not None:
+            conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=tls)
+        else:
+            conn = http.client.HTTPConnection(host, port, timeout=timeout)
         conn.request("GET", path)
-        conn.getresponse().read()
+        response = conn.getresponse()
+        response.read()
         conn.close()
+        if tls is not None and response.status != 200:
+            return f"HTTP {response.status}"
     except OSError as error:
         return type(error).__name__
     except http.client.HTTPException as error:
@@ -42,6 +64,7 @@ def main() -> None:
     url = urlsplit(sys.argv[1])
     interval, limit, stop = float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
     timeout = float(sys.argv[5]) if len(sys.argv) > 5 else 2.0
+    tls = tls_context() if url.scheme == "https" else None
     host, port, path = url.hostname or "", url.port or 80, url.path or "/"
     start = time.monotonic()
     last_ok = start
@@ -51,7 +74,7 @@ def main() -> None:
     gaps: list[tuple[float, float]] = []
     while time.monotonic() - start < limit and not os.path.exists(stop):
         sent = time.monotonic()
-        why = once(host, port, path, timeout=timeout)
+        why = once(host, port, path, timeout=timeout, tls=tls)
         requests += 1
         now = time.monotonic()
         if why is None:

@@ -28,7 +28,7 @@ from keepsource.artifacts import artifacts
 from keepsource.settings import ConfigError, Settings
 from keepsource.stackfile import PROJECT_ROOT, load
 from keepsource.verify import curl_command, runner_for
-from lab import driver, guest, hosts, image, net, paths, plan
+from lab import driver, guest, hosts, image, kube, net, paths, plan
 from lab.plan import PAIR, SINGLE, Guest
 
 STACK = plan.LAYOUT_STACKS[SINGLE]
@@ -117,7 +117,9 @@ def make_plan(layout: str = SINGLE) -> Plan:
 @dataclass
 class State:
     pod: str
-    phase: str  # "seed" (HAProxy, the seed's policy) or "fixed" (the rendered policy)
+    # "seed" (HAProxy, the seed's policy), "fixed" (the rendered policy) or
+    # "api" (the workers follow the lab's Kubernetes API, lab/full.py)
+    phase: str
     pids: list[int] = field(default_factory=list)
     layout: str = SINGLE  # recorded by up; older state files are the single layout
 
@@ -167,7 +169,9 @@ def _running() -> bool:
     return any(guest.qemu_pid(pidfile=p) is not None for p in _all_pidfiles())
 
 
-def up(plan_: Plan) -> dict[str, float]:
+def up(plan_: Plan, kube: bool = False) -> dict[str, float]:
+    """Namespaces, stand-ins and guest(s). ``kube``: no stand-in at the
+    master's place (lab/full.py starts a real control plane there)."""
     require_root()
     times: dict[str, float] = {}
     if paths.STATE_FILE.exists() or _running():
@@ -190,13 +194,15 @@ def up(plan_: Plan) -> dict[str, float]:
     net.create(plan_.all)
     log(f"namespaces: {', '.join(h.netns for h in plan_.all)} (bridges in {net.SWITCH})")
     f = _filter(plan_, "seed")
+    master = None if kube else plan_.master
     pids = hosts.start_servers(
-        plan_.repo, plan_.master, plan_.settings.apiserver.port, plan_.workers, f.pod_port
+        plan_.repo, master, plan_.settings.apiserver.port, plan_.workers, f.pod_port
     )
     state = State(pod=plan_.workers[0].name, phase="seed", pids=pids, layout=plan_.layout)
     set_pod(plan_, state)
     hosts.wait_listening(
-        [(plan_.repo, 80), (plan_.master, plan_.settings.apiserver.port)]
+        [(plan_.repo, 80)]
+        + ([(master, plan_.settings.apiserver.port)] if master else [])
         + [(w, f.pod_port) for w in plan_.workers]
     )
     log(f"workers: the pod is on {state.pod}; filter = the seed's policy {list(f.admitted)}")
@@ -321,6 +327,7 @@ class Probe:
         interval: float = 0.2,
         limit: float = 900,
         timeout: float | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.stopfile = paths.RUN / f"probe-{ns}-{time.monotonic_ns()}.stop"
         argv = ["ip", "netns", "exec", ns, sys.executable, "-m", "lab.probe"]
@@ -330,6 +337,7 @@ class Probe:
             cwd=PROJECT_ROOT,
             stdout=subprocess.PIPE,
             text=True,
+            env={**os.environ, **(env or {})},
         )
 
     def stop(self) -> dict[str, Any]:
@@ -427,6 +435,9 @@ def down() -> None:
         for pid in State.load().pids:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGTERM)
+    control_plane = kube.stop()
+    if control_plane:
+        log(f"down: stopped {', '.join(control_plane)}")
     stopped = []
     for pidfile in _all_pidfiles():
         if guest.stop(pidfile=pidfile):

@@ -1,0 +1,154 @@
+"""The lab's applies go through the real Pulumi CLI (engine.build made it).
+
+The CLI runs on a *shadow* of the project in the lab's run folder: links to the
+program's own files and a copy of the stack file, so ``pulumi config set``
+(the lab's SSH key, as a secret) never touches the checkout. The working
+directory the engine gives the program and the providers is that folder
+(pulumi/pulumi pkg/engine/project.go getPwdMain); ``.lab`` is linked there too,
+so the stack file's relative paths (the pinned host key, the kubeconfig) mean
+the same as in the checkout.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.cli import Pulumi, PulumiError, events, resources
+from keepsource.stackfile import PROJECT_ROOT
+from lab import paths
+
+SHADOW = paths.RUN / "project"
+STATE = paths.RUN / "pulumi"
+PASSPHRASE = paths.RUN / "pulumi-passphrase"
+#: What of the checkout the program needs (the rest is not linked).
+PROGRAM = ("__main__.py", "components", "keepsource", "Pulumi.yaml", "requirements.txt")
+COMMAND = "command:remote:Command"
+
+
+def log(msg: str) -> None:
+    print(f"[lab] {msg}", flush=True)
+
+
+def shadow(stack: str, venv: Path) -> Path:
+    """(Re)make the shadow project for ``stack``; its stack file is copied once
+    (later runs keep what ``pulumi config set`` wrote into it)."""
+    SHADOW.mkdir(parents=True, exist_ok=True)
+    for name in (*PROGRAM, ".lab"):
+        link = SHADOW / name
+        if not link.is_symlink():
+            link.unlink(missing_ok=True) if not link.is_dir() else shutil.rmtree(link)
+            link.symlink_to(PROJECT_ROOT / name)
+    venv_link = SHADOW / "venv"  # Pulumi.yaml: runtime.options.virtualenv
+    if not venv_link.is_symlink():
+        venv_link.symlink_to(venv.resolve())
+    stack_file = SHADOW / f"Pulumi.{stack}.yaml"
+    if not stack_file.exists():
+        shutil.copyfile(PROJECT_ROOT / f"Pulumi.{stack}.yaml", stack_file)
+    return SHADOW
+
+
+def cli(venv: Path) -> Pulumi:
+    if not PASSPHRASE.exists():
+        PASSPHRASE.parent.mkdir(parents=True, exist_ok=True)
+        PASSPHRASE.write_text(secrets.token_hex(16))
+        PASSPHRASE.chmod(0o600)
+    return Pulumi(project=SHADOW, state=STATE, passphrase=PASSPHRASE.read_text())
+
+
+def prepare(stack: str, venv: Path, private_key: Path) -> Pulumi:
+    """The stack in the lab's own backend, with the lab's SSH key as a secret."""
+    shadow(stack, venv)
+    p = cli(venv)
+    p.select(stack)
+    p.run(
+        "config", "set", "--secret", "keepsource:lbPrivateKey", stack=stack,
+        stdin=private_key.read_text(),
+    )  # fmt: skip
+    return p
+
+
+@dataclass
+class Step:
+    """One remote command after an up, as the engine's state has it."""
+
+    name: str
+    urn: str
+    stdout: str
+    report: str
+    """The script's last line: ``keepsource: STEP: changed`` or ``unchanged``."""
+
+
+@dataclass
+class Up:
+    ok: bool
+    seconds: float
+    output: str
+    events: list[dict[str, Any]] = field(default_factory=list)
+    steps: dict[str, Step] = field(default_factory=dict)
+
+    def changed(self) -> list[str]:
+        return [n for n, s in self.steps.items() if s.report.endswith(": changed")]
+
+    def started(self) -> dict[str, float]:
+        """URN -> when the engine started the step (resourcePreEvent), relative seconds."""
+        return _times(self.events, "resourcePreEvent")
+
+    def finished(self) -> dict[str, float]:
+        return _times(self.events, "resOutputsEvent")
+
+
+def _times(evs: list[dict[str, Any]], kind: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    t0 = min((e.get("timestamp", 0) for e in evs), default=0)
+    for e in evs:
+        body = e.get(kind)
+        if body:
+            urn = body.get("metadata", {}).get("urn")
+            if urn and urn not in out:
+                out[urn] = float(e.get("timestamp", 0) - t0)
+    return out
+
+
+def steps_of(state: dict[str, Any]) -> dict[str, Step]:
+    found = {}
+    for r in resources(state):
+        if r.get("type") != COMMAND:
+            continue
+        name = r["urn"].rsplit("::", 1)[-1]
+        stdout = r.get("outputs", {}).get("stdout") or ""
+        if isinstance(stdout, dict):  # a secret: never the case for keepsource's steps
+            stdout = ""
+        last = (stdout.strip().splitlines() or [""])[-1]
+        found[name] = Step(name, r["urn"], stdout, last)
+    return found
+
+
+def up(p: Pulumi, stack: str, *extra: str, timeout: float = 1200) -> Up:
+    """``pulumi up --yes`` with the engine's event log; the steps' reports from the state."""
+    ev = STATE / f"events-{time.time_ns()}.jsonl"
+    start = time.monotonic()
+    proc = p.run(
+        "up", "--yes", "--skip-preview", "--diff", f"--event-log={ev}", *extra,
+        stack=stack, check=False, timeout=timeout,
+    )  # fmt: skip
+    seconds = time.monotonic() - start
+    evs = list(events(ev)) if ev.exists() else []
+    try:
+        state = p.export(stack)
+    except PulumiError:
+        state = {}
+    result = Up(proc.returncode == 0, seconds, proc.stdout + proc.stderr, evs, steps_of(state))
+    log(f"pulumi up -s {stack} {' '.join(extra)}: exit {proc.returncode} in {seconds:.1f} s")
+    for s in result.steps.values():
+        log(f"  {s.name:<24} {s.report}")
+    return result
+
+
+def dump(result: Up, path: Path) -> None:
+    path.write_text(json.dumps({"ok": result.ok, "seconds": result.seconds}, indent=2))

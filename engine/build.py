@@ -23,10 +23,11 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import TextIO
 
-from engine.components import BY_NAME, COMPONENTS, Component
+from engine.components import BY_NAME, COMPONENTS, SCHEMA, Component
 
 PROJECT = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("KEEPSOURCE_ENGINE_CACHE", "/var/cache/keepsource-engine"))
@@ -111,6 +112,7 @@ class Builder:
         self.log_path = CACHE / f"{self.dir.name}.log"
         self.env = {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-buildvcs=false", "GOWORK": "off"}
         self._log: TextIO | None = None
+        self.started = self.seconds = 0.0
 
     # -- running commands, all output to the component's log
     def run(self, argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
@@ -248,18 +250,22 @@ class Builder:
 
     def check(self) -> str:
         first = self.dir / "bin" / next(iter(self.c.binaries))
-        if self.c.check:
+        if self.c.check == SCHEMA:
+            # A provider serves gRPC and has no --version: the CLI asks it for
+            # its schema (GetSchema), whose version the build stamped.
+            cli = folder(BY_NAME["pulumi"], self.go) / "bin" / "pulumi"
+            env = {**self.env, "PULUMI_HOME": str(self.work / "pulumi-home")}
+            env["PULUMI_SKIP_UPDATE_CHECK"] = "true"
+            out = self.run([str(cli), "package", "get-schema", str(first)], self.work, env=env)
+            schema = json.loads(out[out.index("{") :])
+            reported = f"schema of {schema.get('name')} version {schema.get('version')}"
+            ok = schema.get("version") == self.c.version
+        else:
             p = subprocess.run(
                 [str(first), *self.c.check], capture_output=True, text=True, timeout=60
             )
             reported = (p.stdout + p.stderr).strip()
             ok = self.c.version in reported
-        else:
-            # A plugin serves gRPC and has no --version: its stamped version,
-            # as the binary carries it (the -X of its version variable).
-            info = self.run(["go", "version", "-m", str(first)], self.work)
-            reported = next((ln for ln in info.splitlines() if "-ldflags=" in ln), "")
-            ok = any(x.endswith(f"={self.c.version}") for x in re.split(r"[\s\"']+", reported))
         if not ok:
             raise BuildError(
                 f"{self.c.name}: built, but it reports no {self.c.version}: {reported[:300]!r}"
@@ -267,9 +273,9 @@ class Builder:
         line = next((ln for ln in reported.splitlines() if self.c.version in ln), reported)
         return line.strip()[:200]
 
-    def __call__(self, progress: Callable[[str], None]) -> dict[str, object]:
+    def compile(self, progress: Callable[[str], None]) -> None:
         CACHE.mkdir(parents=True, exist_ok=True)
-        started = time.monotonic()
+        self.started = time.monotonic()
         with open(self.log_path, "w") as self._log:
             origin = (
                 f"git mirror {self.c.mirror.repo} {self.c.mirror.ref}"
@@ -281,19 +287,25 @@ class Builder:
             self.generate(mod)
             progress(f"{self.c.name}: compiling {', '.join(self.c.binaries)}")
             self.build(mod)
+        self.seconds = round(time.monotonic() - self.started, 1)
+
+    def finish(self, progress: Callable[[str], None]) -> dict[str, object]:
+        """Check the reported version, then stamp the folder as built."""
+        self.work.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "a") as self._log:
             reported = self.check()
-        seconds = round(time.monotonic() - started, 1)
         stamp = {
             "component": self.c.name,
             "version": self.c.version,
             "reported": reported,
-            "seconds": seconds,
+            "seconds": self.seconds,
             "go": self.go,
             "binaries": sorted(p.name for p in (self.dir / "bin").iterdir()),
+            "bytes": sum(p.stat().st_size for p in (self.dir / "bin").iterdir()),
         }
         (self.dir / "built.json").write_text(json.dumps(stamp, indent=2) + "\n")
         shutil.rmtree(self.work, ignore_errors=True)
-        progress(f"{self.c.name}: built in {seconds:.0f} s, reports {reported!r}")
+        progress(f"{self.c.name}: built in {self.seconds:.0f} s, reports {reported!r}")
         return stamp
 
 
@@ -337,18 +349,35 @@ def build(
     started = time.monotonic()
     errors: list[str] = []
 
-    def one(c: Component) -> None:
+    builders = {c.name: Builder(c, go) for c in todo}
+    # Providers are checked by the CLI (``pulumi package get-schema``): after it is built.
+    deferred = [b for b in builders.values() if b.c.check == SCHEMA]
+
+    def guarded(fn: Callable[[], object], name: str) -> bool:
         try:
-            Builder(c, go)(log)
+            fn()
+            return True
         except BuildError as e:
             errors.append(str(e))
-            log(f"FAILED {e}")
-        except (OSError, subprocess.SubprocessError) as e:
-            errors.append(f"{c.name}: {e}")
-            log(f"FAILED {c.name}: {e}")
+        except (OSError, ValueError, subprocess.SubprocessError) as e:
+            errors.append(f"{name}: {e}")
+        log(f"FAILED {errors[-1]}")
+        return False
+
+    def one(b: Builder) -> None:
+        if guarded(lambda: b.compile(log), b.c.name) and b not in deferred:
+            guarded(lambda: b.finish(log), b.c.name)
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        list(pool.map(one, todo))
+        list(pool.map(one, builders.values()))
+    failed = {e.split(":", 1)[0] for e in errors}
+    for b in deferred:
+        if b.c.name in failed:
+            continue
+        if not is_built(BY_NAME["pulumi"], go):
+            errors.append(f"{b.c.name}: its check needs the pulumi CLI (./build-engine pulumi)")
+            continue
+        guarded(partial(b.finish, log), b.c.name)
     if errors:
         raise BuildError(
             f"{len(errors)} of {len(todo)} failed: " + "; ".join(e.splitlines()[0] for e in errors)

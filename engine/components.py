@@ -87,13 +87,17 @@ class Component:
     ``staging_version`` (k8s.io/kubernetes)."""
     staging_version: str = ""
     check: tuple[str, ...] = ("--version",)
-    """Argv (after the binary) whose output must contain :attr:`version`;
-    empty: the stamped version is read with ``go version -m``."""
+    """Argv (after the binary) whose output must contain :attr:`version`, or
+    :data:`SCHEMA` (a provider: the version of the schema it serves)."""
     companions: tuple[tuple[str, str], ...] = ()
     """(module@version, file in it) copied next to the binaries, executable."""
     generate: str | None = None
     """A named build-time generation step (see ``engine.build.GENERATORS``)."""
     used_by: str = ""
+
+
+#: ``Component.check`` of a provider: the version in its schema, as the CLI reads it.
+SCHEMA = ("<schema>",)
 
 
 def _x(var: str, value: str) -> str:
@@ -132,7 +136,7 @@ COMPONENTS: tuple[Component, ...] = (
             "github.com/pulumi/pulumi/sdk/v3": PULUMI,
         },
         ldflags=(_x(PULUMI_VERSION_VAR, LANGUAGE_HOST_TAG),),
-        check=(),
+        check=("-version",),
         companions=(
             (f"github.com/pulumi/pulumi/sdk/v3@{PULUMI}", "python/cmd/pulumi-language-python-exec"),
         ),
@@ -146,7 +150,7 @@ COMPONENTS: tuple[Component, ...] = (
         ldflags=(
             _x("github.com/pulumi/pulumi-command/provider/pkg/version.Version", COMMAND_TAG[1:]),
         ),
-        check=(),
+        check=SCHEMA,
         used_by="the LB's remote commands",
     ),
     Component(
@@ -165,7 +169,7 @@ COMPONENTS: tuple[Component, ...] = (
                 KUBERNETES_PROVIDER,
             ),
         ),
-        check=(),
+        check=SCHEMA,
         generate="kubernetes-embeds",
         used_by="the Workload (Namespace, Deployment, Service, NetworkPolicy)",
     ),

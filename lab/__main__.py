@@ -116,6 +116,25 @@ def demo() -> int:
     return table.report("demo", DEMO_ROWS)
 
 
+def engine_demo() -> int:
+    """The real engine's scenario on a fresh lab with a Kubernetes API: a table."""
+    from engine.build import build
+    from lab import full
+
+    require_root()
+    build()
+    plan_ = make_plan()
+    table = run.Table()
+    down()
+    try:
+        up(plan_, kube=True)
+        full.start(plan_)
+        full.scenario(plan_, table)
+    finally:
+        down()
+    return table.report("engine-demo", full.SCENARIO_ROWS)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lab/lab", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -158,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("verify", help="python -m keepsource verify STACK (local or local-ha)")
     sub.add_parser("fault", help="show the seed's fault (before apply)")
     sub.add_parser("down", help="remove everything the lab made")
+    sub.add_parser(
+        "engine-demo",
+        help="up --kube, then the real engine from the fault to the fix (lab/full.py), down",
+    )
     d = sub.add_parser("demo", help="up, fault, apply, verify, reboot, verify, down")
     d.add_argument("--ha", action="store_true", help="the pair's failover scenario")
     args = parser.parse_args(argv)
@@ -170,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "down":
         down()
         return 0
+    if args.cmd == "engine-demo":
+        return engine_demo()
     if args.cmd == "ssh":
         g = _run_plan().guest(args.lb)
         done = guest.ssh(" ".join(args.command) or "true", timeout=600, lb=g)
@@ -195,11 +220,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "apply" and args.engine:
         from lab import engine, full
 
-        p = full.pulumi(plan_)
+        cli = full.pulumi(plan_)
         extra = [f"--replace={u}" for u in args.replace or []]
-        done = engine.up(p, plan_.stack, *extra)
-        if not done.ok:
-            print(done.output[-4000:], file=sys.stderr)
+        result = engine.up(cli, plan_.stack, *extra)
+        if not result.ok:
+            print(result.output[-4000:], file=sys.stderr)
             return 1
         full.sync_workers(plan_)
         return 0

@@ -16,12 +16,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from engine.cli import Pulumi, resources
 from keepsource.render import kube as render
 from keepsource.settings import Settings
 from lab import engine, hosts, kube, paths
 from lab.run import Plan, State
 
 VENV = paths.PROJECT / ".venv"
+CURL_TIMED_OUT = 28
 
 
 def log(msg: str) -> None:
@@ -127,9 +129,227 @@ def api_probe_env() -> dict[str, str]:
     }
 
 
-def pulumi(plan_: Plan) -> engine.Pulumi:
+def pulumi(plan_: Plan) -> Pulumi:
     return engine.prepare(plan_.stack, VENV, paths.KEY)
 
 
-def preview(p: engine.Pulumi, stack: str, *extra: str) -> subprocess.CompletedProcess[str]:
-    return p.run("preview", "--diff", *extra, stack=stack, check=False)
+def preview(p: Pulumi, stack: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    done: subprocess.CompletedProcess[str] = p.run(
+        "preview", "--diff", *extra, stack=stack, check=False
+    )
+    return done
+
+
+# -- the scenario: the seed's fault to the fix, by the real engine ------------------
+
+#: Rows of scenario() with the reboot: the fault (3), two previews, the first
+#: up, two probes, the event order, the clients, up again, replace, refresh,
+#: drift, export, the reboot, destroy.
+SCENARIO_ROWS = 17
+
+
+#: Paths of this machine that must never be in a stack's state.
+def _local_paths() -> list[str]:
+    return [str(paths.PROJECT), str(paths.STATE), "/var/cache/", "/root/"]
+
+
+def haproxy_project(stack: str) -> Path:
+    """A shadow project whose program is keepsource's with the seed's HAProxy
+    put back (tests/programs/with_haproxy.py), for the policy pack's preview."""
+    d = paths.RUN / "haproxy-project"
+    d.mkdir(parents=True, exist_ok=True)
+    for name in ("components", "keepsource", "lab", "Pulumi.yaml", ".lab"):
+        if not (d / name).is_symlink():
+            (d / name).symlink_to(paths.PROJECT / name)
+    if not (d / "venv").is_symlink():
+        (d / "venv").symlink_to(VENV.resolve())
+    (d / "__main__.py").write_text(
+        "import runpy\n\n"
+        f"runpy.run_path({str(paths.PROJECT / 'tests/programs/with_haproxy.py')!r},"
+        ' run_name="__main__")\n'
+    )
+    import shutil
+
+    shutil.copyfile(engine.SHADOW / f"Pulumi.{stack}.yaml", d / f"Pulumi.{stack}.yaml")
+    return d
+
+
+def policy_pack() -> Path:
+    """The pack's virtualenv (PulumiPolicy.yaml: ``venv``) is the project's: the
+    CLI installs nothing for a local pack."""
+    pack = paths.PROJECT / "policies"
+    link = pack / "venv"
+    if not link.exists():
+        link.symlink_to(VENV.resolve())
+    return pack
+
+
+def _seq(evs: list[dict[str, Any]], kind: str, urn_end: str) -> int | None:
+    for e in evs:
+        body = e.get(kind)
+        if body and body.get("metadata", {}).get("urn", "").endswith(urn_end):
+            return int(e.get("sequence", 0))
+    return None
+
+
+def scenario(plan_: Plan, table: Any, reboot: bool = True) -> dict[str, Any]:
+    """Everything of the real engine's must-show after ``up --kube``: rows in
+    ``table`` (lab.run.Table); returns what tests look at further."""
+    from lab import run
+
+    s = plan_.settings
+    stack = plan_.stack
+    vip = str(s.network.vip)
+    page = f"http://{vip}:{s.node_port}/"
+    seen: dict[str, Any] = {}
+    rows, phase = table.rows, table.phase
+    rows.extend(run.fault(plan_))
+    p = pulumi(plan_)
+    pack = str(policy_pack())
+
+    def bad_preview() -> tuple[bool, str]:
+        d = haproxy_project(stack)
+        bad = Pulumi(project=d, state=engine.STATE, passphrase=p.passphrase)
+        done = bad.run("preview", f"--policy-pack={pack}", stack=stack, check=False)
+        out = done.stdout + done.stderr
+        seen["bad_preview"] = out
+        ok = done.returncode != 0 and "mandatory" in out
+        return ok, f"exit {done.returncode}, mandatory violation: {'mandatory' in out}"
+
+    def good_preview() -> tuple[bool, str]:
+        done = preview(p, stack, f"--policy-pack={pack}")
+        out = done.stdout + done.stderr
+        seen["good_preview"] = out
+        return done.returncode == 0, f"exit {done.returncode}"
+
+    phase("preview --policy-pack: HAProxy kept in front fails", bad_preview)
+    phase("preview --policy-pack: keepsource's stack passes", good_preview)
+
+    def first_up() -> tuple[bool, str]:
+        api = f"https://{vip}:{s.apiserver.port}/readyz"
+        env = api_probe_env()
+        probes = {
+            "host01": run.Probe("ks-host01", api, env=env),
+            "worker01": run.Probe(plan_.workers[0].netns, api, env=env),
+        }
+        time.sleep(1)
+        try:
+            done = engine.up(p, stack)
+        finally:
+            seen["probes"] = {n: pr.stop() for n, pr in probes.items()}
+        seen["first_up"] = done
+        if not done.ok:
+            return False, done.output[-600:]
+        return True, f"{done.seconds:.1f} s, changed: {', '.join(done.changed())}"
+
+    if not phase("pulumi up from the fault state", first_up):
+        return seen
+    for name, pr in seen["probes"].items():
+        rows.append(
+            (
+                f"up: {name} -> the API through VIP:6443 answered throughout",
+                pr["failures"] == 0 and pr["requests"] > 0,
+                f"{pr['requests']} requests, {pr['failures']} failed, "
+                f"longest gap {pr['longest_gap_s']} s",
+            )
+        )
+    up1 = seen["first_up"]
+    dep = _seq(up1.events, "resOutputsEvent", "::workload-deployment")
+    early = {n: _seq(up1.events, "resourcePreEvent", f"::lb-{n}") for n in ("packages", "gateway")}
+    rows.append(
+        (
+            "up: packages and gateway start before the Deployment is Ready",
+            dep is not None and all(v is not None and v < dep for v in early.values()),
+            f"event sequence: packages {early['packages']}, gateway {early['gateway']},"
+            f" Deployment ready {dep}",
+        )
+    )
+    sync_workers(plan_)
+
+    def clients() -> tuple[bool, str]:
+        rc1, out1 = run.curl("ks-host01", page)
+        rc2, _ = run.curl("ks-host02", page)
+        ok = rc1 == 0 and "Welcome to nginx" in out1 and rc2 == CURL_TIMED_OUT
+        return ok, f"host01 curl exit {rc1}, host02 curl exit {rc2} (28: timed out)"
+
+    phase("host01 gets the page, host02 times out", clients)
+
+    def no_changes() -> tuple[bool, str]:
+        done = engine.up(p, stack, "--expect-no-changes")
+        return done.ok, f"exit {'0' if done.ok else 'non-zero'} in {done.seconds:.1f} s"
+
+    phase("second pulumi up --expect-no-changes", no_changes)
+
+    def replace_all() -> tuple[bool, str]:
+        urns = [st.urn for st in up1.steps.values()]
+        done = engine.up(p, stack, *(f"--replace={u}" for u in urns))
+        seen["replaced"] = done
+        reports = {n: st.report for n, st in done.steps.items()}
+        ok = done.ok and len(reports) == len(urns) and not done.changed()
+        return ok, "; ".join(f"{n}: {r.rsplit(':', 1)[-1].strip()}" for n, r in reports.items())
+
+    phase("every LB step replaced: each reports unchanged", replace_all)
+
+    def refresh_then_preview() -> tuple[bool, str]:
+        r = p.run("refresh", "--yes", stack=stack, check=False)
+        pv = p.run("preview", "--expect-no-changes", stack=stack, check=False)
+        return (
+            r.returncode == 0 and pv.returncode == 0,
+            f"refresh exit {r.returncode}, preview --expect-no-changes exit {pv.returncode}",
+        )
+
+    phase("pulumi refresh, then preview --expect-no-changes", refresh_then_preview)
+
+    def drift() -> tuple[bool, str]:
+        import shlex
+
+        from lab import guest
+
+        guest.ssh("systemctl unmask haproxy && systemctl enable --now haproxy", lb=plan_.guests[0])
+        v1 = run.verify_output(plan_)
+        line = next(
+            (ln.strip() for ln in v1[1].splitlines() if ln.strip().startswith("pulumi up ")), ""
+        )
+        if v1[0] == 0 or not line or "haproxy" not in v1[1].lower():
+            return False, f"verify exit {v1[0]}, repair line {line!r}"
+        argv = shlex.split(line)[1:]
+        fix = p.run(*argv, check=False)
+        v2 = run.verify_output(plan_)
+        return (
+            fix.returncode == 0 and v2[0] == 0,
+            f"verify named it ({line}); repair exit {fix.returncode}; verify exit {v2[0]}",
+        )
+
+    phase("drift: haproxy re-enabled by hand, named, repaired by the printed command", drift)
+
+    def export_clean() -> tuple[bool, str]:
+        text = json.dumps(p.export(stack))
+        key = paths.KEY.read_text().strip().splitlines()[1]
+        leaks = [x for x in (key, *_local_paths()) if x in text]
+        return not leaks, f"{len(text)} bytes, found in clear: {leaks or 'nothing'}"
+
+    phase("stack export: no secret in clear, no path of this machine", export_clean)
+
+    if reboot:
+
+        def after_reboot() -> tuple[bool, str]:
+            t = run.reboot()
+            sync_workers(plan_)
+            ok, detail = clients()
+            return ok, f"reboot {t.get('reboot_to_ssh', 0):.0f} s; {detail}"
+
+        phase("after the LB reboots: host01 gets the page, host02 times out", after_reboot)
+
+    def destroy() -> tuple[bool, str]:
+        d = p.run("destroy", "--yes", "--skip-preview", stack=stack, check=False)
+        left = api_objects(s)
+        state = [r for r in resources(p.export(stack)) if r.get("type") != "pulumi:pulumi:Stack"]
+        ok_lb, why = run.answers("ks-host01", page)
+        ok = d.returncode == 0 and len(left) == 3 and not state and ok_lb
+        return ok, (
+            f"destroy exit {d.returncode}; still in the API: {sorted(left)}; "
+            f"state holds {len(state)} resources; host01 after destroy: {why}"
+        )
+
+    phase("pulumi destroy: adopted objects stay, state empty, the LB keeps serving", destroy)
+    return seen

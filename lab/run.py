@@ -417,6 +417,18 @@ def verify() -> int:
     ).returncode
 
 
+def verify_output(plan_: Plan) -> tuple[int, str]:
+    """``python -m keepsource verify STACK`` for ``plan_``'s stack: exit status and output."""
+    done = subprocess.run(
+        [sys.executable, "-m", "keepsource", "--project", str(PROJECT_ROOT), "verify", plan_.stack],
+        check=False,
+        timeout=300,
+        capture_output=True,
+        text=True,
+    )
+    return done.returncode, done.stdout + done.stderr
+
+
 def _every_tap() -> list[str]:
     taps = list(net.TAPS.values())
     for layout in (SINGLE, PAIR):

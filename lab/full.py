@@ -11,6 +11,7 @@ and which node has a Ready pod (kwok runs the pods; nothing serves in them).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ from keepsource.settings import Settings
 from lab import engine, hosts, kube, paths
 from lab.run import Plan, State
 
-VENV = paths.PROJECT / ".venv"
+VENV = Path(os.environ.get("KEEPSOURCE_VENV", paths.PROJECT / ".venv"))
 CURL_TIMED_OUT = 28
 
 

@@ -10,9 +10,12 @@ and which node has a Ready pod (kwok runs the pods; nothing serves in them).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -91,28 +94,100 @@ def wait_ready(s: Settings, timeout: float) -> list[str]:
     raise SystemExit(f"lab: no Ready pod of {s.workload.name} within {timeout:.0f} s")
 
 
-def sync_workers(plan_: Plan) -> hosts.PodFilter:
-    """Set the workers' stand-ins from the API: the pod where a Ready pod is,
-    the Service's ports and traffic policy, the NetworkPolicy's ipBlocks."""
-    s = plan_.settings
+def view(s: Settings) -> tuple[hosts.PodFilter, tuple[str, ...]]:
+    """What the API says the workers must do: the filter and the nodes with a Ready pod."""
     objs = api_objects(s)
     nodes = tuple(str(w.address) for w in s.workers)
-    f = hosts.api_filter(objs["Service"], objs["NetworkPolicy"], nodes)
-    on = ready_pod_nodes(s)
+    return hosts.api_filter(objs["Service"], objs["NetworkPolicy"], nodes), tuple(
+        ready_pod_nodes(s)
+    )
+
+
+def sync_workers(plan_: Plan) -> tuple[hosts.PodFilter, tuple[str, ...]]:
+    """Set the workers' stand-ins from the API once (the follower does it
+    continuously): the pod where a Ready pod is, the Service's ports and traffic
+    policy, the NetworkPolicy's ipBlocks."""
+    f, on = view(plan_.settings)
     hosts.set_workers(plan_.workers, {n: "pod" for n in on}, f)
-    state = State.load()
-    state.pod = on[0] if on else ""
-    state.phase = "api"
-    state.save()
-    policy = objs["Service"]["spec"].get("externalTrafficPolicy")
-    log(f"workers from the API: pod on {on}, {policy}, admitted {list(f.admitted)}")
-    return f
+    return f, on
+
+
+FOLLOW_STOP = paths.RUN / "follow.stop"
+FOLLOW_PID = paths.RUN / "follow.pid"
+FOLLOW_LOG = paths.RUN / "follow.log"
+#: The follower's bounds: one look a second, for at most this long.
+FOLLOW_INTERVAL = 1.0
+FOLLOW_LIMIT = 6 * 3600
+
+
+def follow(plan_: Plan) -> int:
+    """Keep the stand-ins on what the API holds, as kube-proxy and a CNI do:
+    look once a second, re-apply when the view changed. Ends when
+    FOLLOW_STOP exists or after FOLLOW_LIMIT seconds."""
+    last: tuple[hosts.PodFilter, tuple[str, ...]] | None = None
+    start = time.monotonic()
+    changes = 0
+    for _ in range(int(FOLLOW_LIMIT / FOLLOW_INTERVAL)):
+        if FOLLOW_STOP.exists() or time.monotonic() - start > FOLLOW_LIMIT:
+            break
+        now: tuple[hosts.PodFilter, tuple[str, ...]] | None
+        try:
+            now = view(plan_.settings)
+        except (SystemExit, KeyError, ValueError, subprocess.SubprocessError) as e:
+            log(f"follow: the API did not answer ({str(e)[:200]})")
+            now = last
+        if now is not None and now != last:
+            f, on = now
+            hosts.set_workers(plan_.workers, {n: "pod" for n in on}, f)
+            changes += 1
+            log(f"follow: pod on {list(on)}, nodePort {f.node_port}, admitted {list(f.admitted)}")
+            last = now
+        time.sleep(FOLLOW_INTERVAL)
+    return changes
+
+
+def start_follower() -> int:
+    FOLLOW_STOP.unlink(missing_ok=True)
+    with open(FOLLOW_LOG, "a") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "lab.full", "follow"],
+            cwd=paths.PROJECT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    FOLLOW_PID.write_text(str(proc.pid))
+    return proc.pid
+
+
+def stop_follower() -> bool:
+    if not FOLLOW_PID.exists():
+        return False
+    FOLLOW_STOP.touch()
+    pid = int(FOLLOW_PID.read_text())
+    for _ in range(50):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
+    FOLLOW_PID.unlink(missing_ok=True)
+    return True
 
 
 def start(plan_: Plan) -> dict[str, float]:
+    """The control plane, the seed's objects, and the follower that keeps the
+    workers' stand-ins on what the API holds."""
     times = kube.start(master(plan_))
     make_fault(plan_.settings)
     sync_workers(plan_)
+    state = State.load()
+    state.phase = "api"
+    state.pids.append(start_follower())  # down stops it with the other servers
+    state.save()
     return times
 
 
@@ -354,3 +429,11 @@ def scenario(plan_: Plan, table: Any, reboot: bool = True) -> dict[str, Any]:
 
     phase("pulumi destroy: adopted objects stay, state empty, the LB keeps serving", destroy)
     return seen
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["follow"]:
+        from lab.run import current_plan
+
+        sys.exit(0 if follow(current_plan()) >= 0 else 1)
+    raise SystemExit("usage: python -m lab.full follow")

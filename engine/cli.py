@@ -25,6 +25,11 @@ PROGRAM_COMPONENTS = ("pulumi", "pulumi-language-python", "pulumi-resource-comma
 WITH_KUBERNETES = (*PROGRAM_COMPONENTS, "pulumi-resource-kubernetes")
 
 
+#: The PR workflow's preview and the lab's (relative to the project: the pack
+#: is linked into the lab's shadow project): one command, checked in tests.
+PREVIEW = ("preview", "--policy-pack", "policies", "--diff")
+
+
 class PulumiError(Exception):
     def __init__(self, argv: Sequence[str], proc: subprocess.CompletedProcess[str]) -> None:
         self.argv = list(argv)

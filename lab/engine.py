@@ -27,7 +27,14 @@ SHADOW = paths.RUN / "project"
 STATE = paths.RUN / "pulumi"
 PASSPHRASE = paths.RUN / "pulumi-passphrase"
 #: What of the checkout the program needs (the rest is not linked).
-PROGRAM = ("__main__.py", "components", "keepsource", "Pulumi.yaml", "requirements.txt")
+PROGRAM = (
+    "__main__.py",
+    "components",
+    "keepsource",
+    "policies",
+    "Pulumi.yaml",
+    "requirements.txt",
+)
 COMMAND = "command:remote:Command"
 
 

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine.cli import Pulumi, resources
+from engine.cli import PREVIEW, Pulumi, resources
 from keepsource.render import kube as render
 from keepsource.settings import Settings
 from lab import engine, hosts, kube, paths
@@ -209,10 +209,10 @@ def pulumi(plan_: Plan) -> Pulumi:
     return engine.prepare(plan_.stack, VENV, paths.KEY)
 
 
-def preview(p: Pulumi, stack: str, *extra: str) -> subprocess.CompletedProcess[str]:
-    done: subprocess.CompletedProcess[str] = p.run(
-        "preview", "--diff", *extra, stack=stack, check=False
-    )
+def preview(p: Pulumi, stack: str) -> subprocess.CompletedProcess[str]:
+    """The PR workflow's preview (engine.cli.PREVIEW), with the policy pack."""
+    policy_pack()
+    done: subprocess.CompletedProcess[str] = p.run(*PREVIEW, stack=stack, check=False)
     return done
 
 
@@ -234,7 +234,7 @@ def haproxy_project(stack: str) -> Path:
     put back (tests/programs/with_haproxy.py), for the policy pack's preview."""
     d = paths.RUN / "haproxy-project"
     d.mkdir(parents=True, exist_ok=True)
-    for name in ("components", "keepsource", "lab", "Pulumi.yaml", ".lab"):
+    for name in ("components", "keepsource", "lab", "policies", "Pulumi.yaml", ".lab"):
         if not (d / name).is_symlink():
             (d / name).symlink_to(paths.PROJECT / name)
     if not (d / "venv").is_symlink():
@@ -281,19 +281,18 @@ def scenario(plan_: Plan, table: Any, reboot: bool = True) -> dict[str, Any]:
     rows, phase = table.rows, table.phase
     rows.extend(run.fault(plan_))
     p = pulumi(plan_)
-    pack = str(policy_pack())
 
     def bad_preview() -> tuple[bool, str]:
         d = haproxy_project(stack)
         bad = Pulumi(project=d, state=engine.STATE, passphrase=p.passphrase)
-        done = bad.run("preview", f"--policy-pack={pack}", stack=stack, check=False)
+        done = preview(bad, stack)
         out = done.stdout + done.stderr
         seen["bad_preview"] = out
         ok = done.returncode != 0 and "mandatory" in out
         return ok, f"exit {done.returncode}, mandatory violation: {'mandatory' in out}"
 
     def good_preview() -> tuple[bool, str]:
-        done = preview(p, stack, f"--policy-pack={pack}")
+        done = preview(p, stack)
         out = done.stdout + done.stderr
         seen["good_preview"] = out
         return done.returncode == 0, f"exit {done.returncode}"

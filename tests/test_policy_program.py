@@ -218,10 +218,8 @@ def test_preview_workflow_is_a_valid_github_workflow() -> None:
     done = _check_workflow(workflow)
     assert done.returncode == 0, done.stdout + done.stderr
     text = workflow.read_text()
-    assert (
-        "pull_request" in text and "policyPacks: policies" in text and "comment-on-pr: true" in text
-    )
-    assert "command: preview" in text and "Pulumi.*.yaml" in text
+    assert "pull_request" in text and "gh pr comment" in text and "Pulumi.*.yaml" in text
+    assert "pulumi preview --policy-pack policies" in text
 
 
 def test_workflow_check_can_fail(tmp_path: Path) -> None:

@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
-import re
+import shlex
 from typing import Any
 
 import bashlex
 import yaml
 
+from engine.cli import PREVIEW
+from engine.components import PULUMI
 from keepsource.stackfile import PROJECT_ROOT
 
 WORKFLOW = PROJECT_ROOT / ".github" / "workflows" / "preview.yml"
@@ -24,32 +26,46 @@ def _steps() -> list[dict[str, Any]]:
     return steps
 
 
-def test_cli_is_pinned_to_the_sdk_release() -> None:
-    sdk = re.search(r"^pulumi==(\S+)$", (PROJECT_ROOT / "requirements.txt").read_text(), re.M)
-    assert sdk is not None
-    assert _doc()["env"]["PULUMI_VERSION"] == sdk.group(1)
+def test_cli_is_pinned_to_the_engine_the_tests_build() -> None:
+    assert _doc()["env"]["PULUMI_VERSION"] == PULUMI.lstrip("v")
     action = next(s for s in _steps() if s.get("uses", "").startswith("pulumi/actions@"))
-    assert action["with"]["pulumi-version"] == "${{ env.PULUMI_VERSION }}"
+    assert action["with"] == {"pulumi-version": "${{ env.PULUMI_VERSION }}"}  # install only
+
+
+def _step(name: str) -> dict[str, Any]:
+    return next(s for s in _steps() if s.get("id") == name or s.get("name") == name)
 
 
 def test_previews_against_the_real_backend_only() -> None:
     text = WORKFLOW.read_text()
     assert "file://" not in text
-    action = next(s for s in _steps() if s.get("uses", "").startswith("pulumi/actions@"))
-    assert action["with"]["cloud-url"] == "${{ secrets.PULUMI_BACKEND_URL }}"
-    assert "upsert" not in action["with"]  # a missing stack is an error, not a fresh one
-    guard = next(s for s in _steps() if s.get("name") == "the stack's backend is configured")
+    assert 'pulumi login "${PULUMI_BACKEND_URL}"' in _step("exists")["run"]
+    guard = _step("the stack's backend is configured")
     assert 'if [ -z "${PULUMI_BACKEND_URL}" ]' in guard["run"]
+    assert "stack init" not in text and "upsert" not in text  # never a fresh stack
+
+
+def test_only_stacks_the_backend_holds_are_previewed() -> None:
+    exists = _step("exists")["run"]
+    assert "pulumi stack ls --json" in exists and "exists=false" in exists
+    for name in ("preview", "comment the preview on the PR", "fail when the preview failed"):
+        assert _step(name)["if"].startswith("steps.exists.outputs.exists == 'true'"), name
+
+
+def test_the_preview_is_the_command_the_tests_run() -> None:
+    script = _step("preview")["run"].replace("\\\n", " ")
+    line = next(ln for ln in script.splitlines() if ln.strip().startswith("pulumi preview"))
+    words = shlex.split(line)[1:]
+    assert words[: len(PREVIEW)] == list(PREVIEW)
+    assert words[len(PREVIEW) : len(PREVIEW) + 2] == ["--stack", "${STACK}"]
 
 
 def test_comments_on_success_and_on_failure() -> None:
-    action = next(s for s in _steps() if s.get("uses", "").startswith("pulumi/actions@"))
-    assert action["with"]["comment-on-pr"] is True
-    assert action["continue-on-error"] is True and action["id"] == "preview"
-    failure = [s for s in _steps() if s.get("if") == "steps.preview.outcome == 'failure'"]
-    assert len(failure) == 2
-    assert "gh pr comment" in failure[0]["run"] and "--policy-pack policies" in failure[0]["run"]
-    assert "exit 1" in failure[1]["run"]
+    comment = _step("comment the preview on the PR")
+    assert "if" in comment and "failure" not in comment["if"]  # both outcomes
+    assert "gh pr comment" in comment["run"]
+    fail = _step("fail when the preview failed")
+    assert "steps.preview.outputs.rc != '0'" in fail["if"] and "exit 1" in fail["run"]
 
 
 def _stack_words(script: str) -> list[str]:
@@ -72,7 +88,7 @@ def test_matrix_values_reach_shell_only_quoted_through_env() -> None:
     assert doc["jobs"]["preview"]["env"]["STACK"] == "${{ matrix.stack }}"
     runs = [s["run"] for job in doc["jobs"].values() for s in job["steps"] if "run" in s]
     words = [w for run in runs for w in _stack_words(run)]
-    assert len(words) >= 4  # render (twice), the failure preview, the comment
+    assert len(words) >= 4  # render (twice), the stack check, the preview, the comment
     for run in runs:
         assert "${{" not in run, run  # no expression pasted into a script
     for word in words:

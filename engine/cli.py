@@ -70,6 +70,10 @@ class Pulumi:
                 "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
                 "PULUMI_AUTOMATION_API_SKIP_VERSION_CHECK": "true",
                 "PULUMI_SKIP_CONFIRMATIONS": "true",
+                # `up --event-log FILE` exists only with this set (pulumi/pulumi
+                # pkg/cmd/pulumi/operations/up.go:1023-1027, v3.274.1), as the
+                # Automation API sets it.
+                "PULUMI_DEBUG_COMMANDS": "true",
             }
         )
         env.update(self.env_extra)

@@ -218,6 +218,17 @@ COMPONENTS: tuple[Component, ...] = (
         binaries={"kwok": "sigs.k8s.io/kwok/cmd/kwok"},
         requires={"sigs.k8s.io/kwok": KWOK},
         ldflags=(_x("sigs.k8s.io/kwok/pkg/consts.Version", KWOK.lstrip("v")),),
+        # kwok does nothing without stages: upstream's own, from the module download.
+        companions=tuple(
+            (f"sigs.k8s.io/kwok@{KWOK}", f"kustomize/stage/{stage}.yaml")
+            for stage in (
+                "node/fast/node-initialize",
+                "node/heartbeat/node-heartbeat",
+                "pod/fast/pod-ready",
+                "pod/fast/pod-complete",
+                "pod/fast/pod-delete",
+            )
+        ),
         used_by="worker01 and worker02 as nodes whose pods become Ready",
     ),
 )

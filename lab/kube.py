@@ -223,8 +223,9 @@ def start(m: Master, f: Files = LAB, timeout: float = 120) -> dict[str, float]:
         kubectl("patch", "node", name, "--subresource=status", "--type=merge",
                 "-p", json.dumps(patch), files=f)  # fmt: skip
     stages = sorted(Path(binary("kwok")).parent.glob("*.yaml"))
-    _spawn(f, "kwok", [binary("kwok"), *(f"--config={y}" for y in stages), f"--kubeconfig={inside}", "--manage-all-nodes=true",
-                    "--cidr=10.244.0.0/16", f"--node-ip={m.address}"], ns)  # fmt: skip
+    kwok = [binary("kwok"), *(f"--config={y}" for y in stages), f"--kubeconfig={inside}"]
+    kwok += ["--manage-all-nodes=true", "--cidr=10.244.0.0/16", f"--node-ip={m.address}"]
+    _spawn(f, "kwok", kwok, ns)
     names = [n for n, _ in m.workers]
 
     def nodes_ready() -> bool:

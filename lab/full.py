@@ -50,12 +50,10 @@ def seed_objects(s: Settings) -> list[dict[str, Any]]:
     and a NetworkPolicy that admits the allowed clients only."""
     service = render.service(s)
     service["spec"]["externalTrafficPolicy"] = "Cluster"
-    return [
-        render.namespace(s),
-        render.deployment(s),
-        service,
-        render.network_policy(s, []),
-    ]
+    objs = [render.namespace(s), render.deployment(s), service, render.network_policy(s, [])]
+    for o in objs:  # the seed's operators knew nothing of Pulumi
+        o["metadata"].pop("annotations", None)
+    return objs
 
 
 def make_fault(s: Settings) -> None:

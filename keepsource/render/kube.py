@@ -15,6 +15,17 @@ from keepsource.settings import Settings
 
 Obj = dict[str, Any]
 
+#: On every object: keepsource's fields win over another field manager's
+#: (kubectl's, when the seed's objects are adopted) on ``pulumi up`` as on
+#: preview. The provider option ``enable_patch_force`` does this only from
+#: pulumi-kubernetes v4.29 on (provider/pkg/await/await.go:1031-1037 at v4.32.0);
+#: the provider built here (a commit after v4.25.0) reads only this annotation
+#: or an environment variable (await.go:905-911 there). Under the real engine,
+#: adopting the seed's Service failed ("conflict with kubectl-client-side-apply
+#: using v1: .spec.externalTrafficPolicy") until it was set. Inert for any other
+#: tool that applies manifests.yaml.
+PATCH_FORCE = {"pulumi.com/patchForce": "true"}
+
 
 def labels(settings: Settings) -> dict[str, str]:
     return {"app.kubernetes.io/name": settings.workload.name}
@@ -22,14 +33,19 @@ def labels(settings: Settings) -> dict[str, str]:
 
 def _meta(settings: Settings, name: str | None = None) -> Obj:
     wl = settings.workload
-    return {"name": name or wl.name, "namespace": wl.namespace, "labels": labels(settings)}
+    return {
+        "name": name or wl.name,
+        "namespace": wl.namespace,
+        "labels": labels(settings),
+        "annotations": dict(PATCH_FORCE),
+    }
 
 
 def namespace(settings: Settings) -> Obj:
     return {
         "apiVersion": "v1",
         "kind": "Namespace",
-        "metadata": {"name": settings.workload.namespace},
+        "metadata": {"name": settings.workload.namespace, "annotations": dict(PATCH_FORCE)},
     }
 
 

@@ -132,7 +132,7 @@ def _one_lbs_order(stack: str, run: mockrun.Run, cmds: dict[str, mockrun.Registe
         return {u for u in cmds[name].dependencies if u in urn.values()}
 
     assert deps("packages") == set()
-    assert deps("gateway") == {urn["packages"]}
+    assert deps("gateway") == set()
     assert deps("keepalived-config") == {urn["packages"]}
     assert deps("cutover") - set(run_cutovers(run)) == {urn["keepalived-config"], urn["gateway"]}
     k8s = {r.urn for r in run.resources if r.type in K8S}

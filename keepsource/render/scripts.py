@@ -194,11 +194,13 @@ def host_steps(settings: Settings) -> list[Step]:
             (),
             "install keepalived and ipvsadm; refuse if apt would remove a package",
         ),
+        # The gateway needs nothing of the packages step (iptables, the ip_vs
+        # and xt_ipvs modules are the host's own): it starts at once, beside it.
         Step(
             "gateway",
             gateway_script(settings),
             None,
-            ("packages",),
+            (),
             "ip_forward, MASQUERADE and the hairpin SNAT, loaded now and at boot by a unit",
         ),
     ]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -248,6 +249,11 @@ def haproxy_project(stack: str) -> Path:
     return d
 
 
+_ENGINE_OWN = re.compile(
+    r"^deployment\.(manifest\.plugins\[\d+\]\.path|resources\[\d+\]\.stackTrace\[\d+\]\.sourcePosition)$"
+)
+
+
 def leaks(value: Any, needles: list[str], where: str = "") -> list[str]:
     """JSON paths of the strings in ``value`` that contain one of ``needles``."""
     if isinstance(value, dict):
@@ -412,11 +418,17 @@ def scenario(plan_: Plan, table: Any, reboot: bool = True) -> dict[str, Any]:
         if v1[0] == 0 or not line or "haproxy" not in v1[1].lower():
             return False, f"verify exit {v1[0]}, repair line {line!r}"
         argv = shlex.split(line)[1:]
+        replaced = [argv[i + 1] for i, w in enumerate(argv) if w == "--replace"]
         fix = p.run(*argv, check=False)
         v2 = run.verify_output(plan_)
+        cutover = engine.steps_of(p.export(stack)).get("lb-cutover")
+        said = cutover.stdout if cutover else ""
+        masked = "haproxy: disabled and masked (was enabled) stopped (was active)" in said
+        only = [u.rsplit("::", 1)[-1] for u in replaced] == ["lb-cutover"]
         return (
-            fix.returncode == 0 and v2[0] == 0,
-            f"verify named it ({line}); repair exit {fix.returncode}; verify exit {v2[0]}",
+            fix.returncode == 0 and v2[0] == 0 and masked and only,
+            f"verify named it ({line}); repair exit {fix.returncode}, the cut-over said"
+            f" haproxy was re-masked: {masked}; verify exit {v2[0]}",
         )
 
     phase("drift: haproxy re-enabled by hand, named, repaired by the printed command", drift)
@@ -424,18 +436,28 @@ def scenario(plan_: Plan, table: Any, reboot: bool = True) -> dict[str, Any]:
     def export_clean() -> tuple[bool, str]:
         state = p.export(stack)
         key = paths.KEY.read_text().strip().splitlines()[1]
-        found = leaks(state, [key, *_local_paths()])
-        # The engine records each plugin's path in the checkpoint's manifest
-        # (deployment.manifest.plugins[].path): its own metadata, not the stack's.
-        engine_own = [w for w in found if w.startswith("deployment.manifest.plugins[")]
+        secret = leaks(state, [key])
+        found = leaks(state, _local_paths())
+        # Pulumi's own records: the SDK sends the Python stack of every resource
+        # registration (pulumi 3.272.0 runtime/resource.py:741-778, no opt-out),
+        # the engine stores it relative to the project root (pkg/resource/deploy/
+        # source_eval.go:2166-2206, v3.274.1), so frames outside the project
+        # (the interpreter's stdlib, the language host's exec script) climb out
+        # with "../" and name this machine's folders; and the checkpoint's
+        # manifest may list plugin paths.
+        engine_own = [w for w in found if _ENGINE_OWN.search(w)]
         ours = [w for w in found if w not in engine_own]
         seen["export_leaks"] = found
-        return not ours, (
-            f"{len(json.dumps(state))} bytes; in clear in the resources: {ours or 'nothing'};"
-            f" the engine's plugin manifest names {len(engine_own)} plugin paths"
+        return not secret and not ours, (
+            f"{len(json.dumps(state))} bytes; the SSH key in clear: {bool(secret)}; machine"
+            f" paths in resources' inputs or outputs: {ours or 'none'}; in Pulumi's own stack"
+            f" traces and plugin manifest: {len(engine_own)}"
         )
 
-    phase("stack export: no secret in clear, no path of this machine", export_clean)
+    phase(
+        "stack export: no secret in clear, no machine path in any resource's inputs or outputs",
+        export_clean,
+    )
 
     if reboot:
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from keepsource.artifacts import artifacts
 from keepsource.stackfile import PROJECT_ROOT, load
@@ -599,3 +600,39 @@ def test_demo_fails_on_a_failed_row_and_still_takes_the_lab_down(
     assert "verify after apply" in out and "FAIL" in out
     assert f"demo: {cli.DEMO_ROWS - 2} passed, 2 failed" in out
     assert fake.calls[-1] == "down"
+
+
+def test_the_export_check_finds_paths_and_tells_pulumis_own_records_apart() -> None:
+    from lab import full
+
+    state = {
+        "deployment": {
+            "manifest": {"plugins": [{"path": "/var/cache/x/pulumi-resource-command"}]},
+            "resources": [
+                {
+                    "inputs": {"kubeconfig": "/root/.kube/config", "ok": "project:///x.py#3"},
+                    "stackTrace": [{"sourcePosition": "project:///../../root/.pyenv/runpy.py#1"}],
+                }
+            ],
+        }
+    }
+    found = full.leaks(state, ["/root/", "/var/cache/"])
+    assert sorted(found) == [
+        "deployment.manifest.plugins[0].path",
+        "deployment.resources[0].inputs.kubeconfig",
+        "deployment.resources[0].stackTrace[0].sourcePosition",
+    ]
+    ours = [w for w in found if not full._ENGINE_OWN.search(w)]
+    assert ours == ["deployment.resources[0].inputs.kubeconfig"]
+
+
+def test_the_stand_ins_follow_the_apis_traffic_policy() -> None:
+    docs = [d for d in yaml.safe_load_all(_manifests()) if d]
+    service = next(d for d in docs if d["kind"] == "Service")
+    policy = next(d for d in docs if d["kind"] == "NetworkPolicy")
+    local = hosts.api_filter(service, policy, ("172.16.0.11", "172.16.0.12"))
+    assert local.admitted == ("192.168.0.10/32", "172.16.0.254/32")
+    cluster = {**service, "spec": {**service["spec"], "externalTrafficPolicy": "Cluster"}}
+    assert hosts.api_filter(cluster, policy, ("172.16.0.11",)).admitted == ()
+    with pytest.raises(SystemExit, match="admits a node address"):
+        hosts.api_filter(cluster, policy, ("172.16.0.254",))

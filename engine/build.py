@@ -64,6 +64,16 @@ def folder(component: Component, go: str) -> Path:
     return CACHE / f"{component.name}-{key(component, go)}"
 
 
+def stale(component: Component, go: str) -> list[Path]:
+    """This component's folders built from an older spec (another key): the
+    cache is keepsource's own, and a binary of an old spec is never used."""
+    current = folder(component, go)
+    pattern = re.compile(rf"{re.escape(component.name)}-[0-9a-f]{{12}}")
+    if not CACHE.is_dir():
+        return []
+    return [d for d in CACHE.iterdir() if d.is_dir() and pattern.fullmatch(d.name) and d != current]
+
+
 def is_built(component: Component, go: str) -> bool:
     d = folder(component, go)
     return (d / "built.json").is_file() and all(
@@ -305,6 +315,9 @@ class Builder:
         }
         (self.dir / "built.json").write_text(json.dumps(stamp, indent=2) + "\n")
         shutil.rmtree(self.work, ignore_errors=True)
+        for old in stale(self.c, self.go):
+            shutil.rmtree(old, ignore_errors=True)
+            old.with_suffix(".log").unlink(missing_ok=True)
         progress(f"{self.c.name}: built in {self.seconds:.0f} s, reports {reported!r}")
         return stamp
 

@@ -11,7 +11,6 @@ the same as in the checkout.
 
 from __future__ import annotations
 
-import json
 import secrets
 import shutil
 import time
@@ -49,7 +48,9 @@ def shadow(stack: str, venv: Path) -> Path:
     for name in (*PROGRAM, ".lab"):
         link = SHADOW / name
         if not link.is_symlink():
-            link.unlink(missing_ok=True) if not link.is_dir() else shutil.rmtree(link)
+            if link.is_dir():
+                shutil.rmtree(link)
+            link.unlink(missing_ok=True)
             link.symlink_to(PROJECT_ROOT / name)
     venv_link = SHADOW / "venv"  # Pulumi.yaml: runtime.options.virtualenv
     if not venv_link.is_symlink():
@@ -60,7 +61,7 @@ def shadow(stack: str, venv: Path) -> Path:
     return SHADOW
 
 
-def cli(venv: Path) -> Pulumi:
+def cli() -> Pulumi:
     if not PASSPHRASE.exists():
         PASSPHRASE.parent.mkdir(parents=True, exist_ok=True)
         PASSPHRASE.write_text(secrets.token_hex(16))
@@ -71,7 +72,7 @@ def cli(venv: Path) -> Pulumi:
 def prepare(stack: str, venv: Path, private_key: Path) -> Pulumi:
     """The stack in the lab's own backend, with the lab's SSH key as a secret."""
     shadow(stack, venv)
-    p = cli(venv)
+    p = cli()
     p.select(stack)
     p.run(
         "config", "set", "--secret", "keepsource:lbPrivateKey", stack=stack,
@@ -102,24 +103,16 @@ class Up:
     def changed(self) -> list[str]:
         return [n for n, s in self.steps.items() if s.report.endswith(": changed")]
 
-    def started(self) -> dict[str, float]:
-        """URN -> when the engine started the step (resourcePreEvent), relative seconds."""
-        return _times(self.events, "resourcePreEvent")
-
-    def finished(self) -> dict[str, float]:
-        return _times(self.events, "resOutputsEvent")
-
-
-def _times(evs: list[dict[str, Any]], kind: str) -> dict[str, float]:
-    out: dict[str, float] = {}
-    t0 = min((e.get("timestamp", 0) for e in evs), default=0)
-    for e in evs:
-        body = e.get(kind)
-        if body:
-            urn = body.get("metadata", {}).get("urn")
-            if urn and urn not in out:
-                out[urn] = float(e.get("timestamp", 0) - t0)
-    return out
+    def sequence(self, kind: str, urn_end: str) -> int | None:
+        """The engine's sequence number of the first ``kind`` event (e.g.
+        ``resourcePreEvent``: a step started; ``resOutputsEvent``: it finished)
+        of the resource whose URN ends with ``urn_end``. Event timestamps have
+        whole seconds only; the sequence orders them."""
+        for e in self.events:
+            body = e.get(kind)
+            if body and body.get("metadata", {}).get("urn", "").endswith(urn_end):
+                return int(e.get("sequence", 0))
+        return None
 
 
 def steps_of(state: dict[str, Any]) -> dict[str, Step]:
@@ -155,7 +148,3 @@ def up(p: Pulumi, stack: str, *extra: str, timeout: float = 1200) -> Up:
     for s in result.steps.values():
         log(f"  {s.name:<24} {s.report}")
     return result
-
-
-def dump(result: Up, path: Path) -> None:
-    path.write_text(json.dumps({"ok": result.ok, "seconds": result.seconds}, indent=2))

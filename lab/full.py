@@ -290,14 +290,6 @@ def policy_pack() -> Path:
     return pack
 
 
-def _seq(evs: list[dict[str, Any]], kind: str, urn_end: str) -> int | None:
-    for e in evs:
-        body = e.get(kind)
-        if body and body.get("metadata", {}).get("urn", "").endswith(urn_end):
-            return int(e.get("sequence", 0))
-    return None
-
-
 def scenario(plan_: Plan, table: Any, reboot: bool = True) -> dict[str, Any]:
     """Everything of the real engine's must-show after ``up --kube``: rows in
     ``table`` (lab.run.Table); returns what tests look at further."""
@@ -359,8 +351,8 @@ def scenario(plan_: Plan, table: Any, reboot: bool = True) -> dict[str, Any]:
             )
         )
     up1 = seen["first_up"]
-    dep = _seq(up1.events, "resOutputsEvent", "::workload-deployment")
-    early = {n: _seq(up1.events, "resourcePreEvent", f"::lb-{n}") for n in ("packages", "gateway")}
+    dep = up1.sequence("resOutputsEvent", "::workload-deployment")
+    early = {n: up1.sequence("resourcePreEvent", f"::lb-{n}") for n in ("packages", "gateway")}
     rows.append(
         (
             "up: packages and gateway start before the Deployment is Ready",

@@ -636,3 +636,31 @@ def test_the_stand_ins_follow_the_apis_traffic_policy() -> None:
     assert hosts.api_filter(cluster, policy, ("172.16.0.11",)).admitted == ()
     with pytest.raises(SystemExit, match="admits a node address"):
         hosts.api_filter(cluster, policy, ("172.16.0.254",))
+
+
+def test_the_engines_event_order_and_step_reports_are_read_from_its_own_records() -> None:
+    from lab import engine
+
+    urn = "urn:pulumi:local::keepsource::keepsource:lb:LoadBalancerHost$command:remote:Command"
+    events = [
+        {"sequence": 3, "timestamp": 9, "resourcePreEvent": {"metadata": {"urn": f"{urn}::lb-packages"}}},
+        {"sequence": 5, "timestamp": 9, "resOutputsEvent": {"metadata": {"urn": "x::workload-deployment"}}},
+        {"sequence": 7, "timestamp": 9, "resourcePreEvent": {"metadata": {"urn": f"{urn}::lb-packages"}}},
+    ]  # fmt: skip
+    up = engine.Up(True, 1.0, "", events)
+    assert up.sequence("resourcePreEvent", "::lb-packages") == 3  # the first one
+    assert up.sequence("resOutputsEvent", "::workload-deployment") == 5
+    assert up.sequence("resourcePreEvent", "::lb-gateway") is None
+    state = {
+        "deployment": {
+            "resources": [
+                {"type": "command:remote:Command", "urn": f"{urn}::lb-packages",
+                 "outputs": {"stdout": "installing\nkeepsource: packages: unchanged\n"}},
+                {"type": "pulumi:pulumi:Stack", "urn": "urn:pulumi:local::keepsource::s"},
+            ]
+        }
+    }  # fmt: skip
+    steps = engine.steps_of(state)
+    assert list(steps) == ["lb-packages"]
+    assert steps["lb-packages"].report == "keepsource: packages: unchanged"
+    assert engine.Up(True, 1.0, "", [], steps).changed() == []

@@ -642,11 +642,15 @@ def test_the_engines_event_order_and_step_reports_are_read_from_its_own_records(
     from lab import engine
 
     urn = "urn:pulumi:local::keepsource::keepsource:lb:LoadBalancerHost$command:remote:Command"
+
+    def event(seq: int, kind: str, of: str) -> dict[str, Any]:
+        return {"sequence": seq, "timestamp": 9, kind: {"metadata": {"urn": of}}}
+
     events = [
-        {"sequence": 3, "timestamp": 9, "resourcePreEvent": {"metadata": {"urn": f"{urn}::lb-packages"}}},
-        {"sequence": 5, "timestamp": 9, "resOutputsEvent": {"metadata": {"urn": "x::workload-deployment"}}},
-        {"sequence": 7, "timestamp": 9, "resourcePreEvent": {"metadata": {"urn": f"{urn}::lb-packages"}}},
-    ]  # fmt: skip
+        event(3, "resourcePreEvent", f"{urn}::lb-packages"),
+        event(5, "resOutputsEvent", "x::workload-deployment"),
+        event(7, "resourcePreEvent", f"{urn}::lb-packages"),
+    ]
     up = engine.Up(True, 1.0, "", events)
     assert up.sequence("resourcePreEvent", "::lb-packages") == 3  # the first one
     assert up.sequence("resOutputsEvent", "::workload-deployment") == 5

@@ -9,7 +9,7 @@ import argparse
 import sys
 import time
 
-from lab import guest, image, paths, plan, run
+from lab import guest, paths, plan, run
 from lab.run import (
     STACK,
     Plan,
@@ -91,13 +91,6 @@ def demo() -> int:
         api = f"http://{plan.settings.network.vip}:{plan.settings.apiserver.port}/"
         return run.answers(plan.workers[0].netns, api)
 
-    def host_rule_first() -> tuple[bool, str]:
-        rules = guest.ssh("iptables -t nat -S POSTROUTING").stdout.splitlines()
-        ours = "-A POSTROUTING -j KEEPSOURCE-POSTROUTING"
-        seed = f"-A {image.SEED_RULE}"
-        ok = seed in rules and ours in rules and rules.index(seed) < rules.index(ours)
-        return ok, f"{seed!r} before {ours!r}" if ok else " | ".join(rules)
-
     times: dict[str, float] = {}
     try:
         if phase("up: guest and namespaces", lambda: (True, f"{sum(up(plan).values()):.1f} s")):
@@ -108,7 +101,7 @@ def demo() -> int:
                 if phase("reboot: back, keepalived active", do_reboot):
                     phase("verify after reboot", lambda: (verify() == 0, ""))
                     phase("after reboot: worker01 -> VIP:6443 answers", worker_reaches_api)
-                    phase("after reboot: the host's NAT rule decides first", host_rule_first)
+                    phase("after reboot: the host's NAT rule decides first", run.host_rule_first)
     finally:
         down()
     # up, 3 fault rows, 3 rows during the first apply, apply, apply again,

@@ -460,13 +460,23 @@ def scenario(plan_: Plan, table: Any, reboot: bool = True) -> dict[str, Any]:
             # check passes: wait for host01's page, bounded.
             waited = wait_page("ks-host01", page, 30)
             ok, detail = clients()
+            # As test_lab's reboot test had it: verify passes, a worker reaches
+            # the API through VIP:6443 (hairpin), the host's NAT rule first.
+            v, _ = run.verify_output(plan_)
+            api_ok, api = run.answers(plan_.workers[0].netns, f"http://{vip}:{s.apiserver.port}/")
+            first, _ = run.host_rule_first()
+            ok = ok and v == 0 and api_ok and first
+            detail += f"; verify exit {v}; worker01 -> VIP:6443 {api}; host rule first: {first}"
             return ok, (
                 f"reboot to SSH {t.get('reboot_to_ssh', 0):.0f} s, keepalived active after"
                 f" {t.get('ssh_to_keepalived_active', 0):.1f} s, page after {waited:.1f} s;"
                 f" {detail}"
             )
 
-        phase("after the LB reboots: host01 gets the page, host02 times out", after_reboot)
+        phase(
+            "after the LB reboots: host01 gets the page, host02 times out, verify passes",
+            after_reboot,
+        )
 
     def destroy() -> tuple[bool, str]:
         d = p.run("destroy", "--yes", "--skip-preview", stack=stack, check=False)

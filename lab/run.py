@@ -587,6 +587,16 @@ class Table:
         return 0 if failed == 0 and len(self.rows) == expected_rows else 1
 
 
+def host_rule_first() -> tuple[bool, str]:
+    """The seed's own MASQUERADE decides before keepsource's chain (after an
+    apply, and after a reboot: the host's unit and keepsource's both load)."""
+    rules = guest.ssh("iptables -t nat -S POSTROUTING").stdout.splitlines()
+    ours = "-A POSTROUTING -j KEEPSOURCE-POSTROUTING"
+    seed = f"-A {image.SEED_RULE}"
+    ok = seed in rules and ours in rules and rules.index(seed) < rules.index(ours)
+    return ok, f"{seed!r} before {ours!r}" if ok else " | ".join(rules)
+
+
 def answers(ns: str, url: str) -> tuple[bool, str]:
     """Any HTTP answer from a lab namespace (curl -m 2, as verify runs it)."""
     rc, out = curl(ns, url)

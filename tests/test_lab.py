@@ -421,19 +421,3 @@ def test_moving_the_pod_moves_the_traffic_without_apply(plan: lab.Plan) -> None:
         state.pod = worker
         lab.set_pod(plan, state)
         print(f"traffic on {worker} after {_served_by(plan, worker):.1f} s")
-
-
-def test_after_a_reboot_the_fix_holds(plan: lab.Plan) -> None:
-    """The reboot rows of `lab/lab demo`, on this module's boot: SSH back and
-    keepalived active, verify passes, host01 gets the page and host02 times
-    out, worker01 reaches VIP:6443, the host's own NAT rule still first."""
-    times = lab.reboot()
-    print(f"reboot: {times}")
-    assert "ssh_to_keepalived_active" in times, times
-    assert lab.verify() == 0
-    api, page = _urls(plan)
-    rc, out = lab.curl("ks-host01", page)
-    assert rc == 0 and "Welcome to nginx" in out, out
-    assert lab.curl("ks-host02", page)[0] == 28
-    assert _answers(plan.workers[0].netns, api)
-    _assert_host_rule_first()

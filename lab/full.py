@@ -285,8 +285,11 @@ def policy_pack() -> Path:
     CLI installs nothing for a local pack."""
     pack = paths.PROJECT / "policies"
     link = pack / "venv"
+    want = VENV.resolve()
+    if link.is_symlink() and link.resolve() != want:
+        link.unlink()  # a link to another checkout's venv (or a dangling one)
     if not link.exists():
-        link.symlink_to(VENV.resolve())
+        link.symlink_to(want)
     return pack
 
 

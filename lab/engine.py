@@ -41,20 +41,27 @@ def log(msg: str) -> None:
     print(f"[lab] {msg}", flush=True)
 
 
-def shadow(stack: str, venv: Path) -> Path:
-    """(Re)make the shadow project for ``stack``; its stack file is copied once
-    (later runs keep what ``pulumi config set`` wrote into it)."""
-    SHADOW.mkdir(parents=True, exist_ok=True)
-    for name in (*PROGRAM, ".lab"):
-        link = SHADOW / name
+def link_project(dest: Path, names: tuple[str, ...], venv: Path) -> None:
+    """Links in ``dest`` to ``names`` of the checkout (and ``.lab``, where the
+    stack file's relative paths point), and ``venv`` (Pulumi.yaml's
+    runtime.options.virtualenv) to the project's virtualenv."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in (*names, ".lab"):
+        link = dest / name
         if not link.is_symlink():
             if link.is_dir():
                 shutil.rmtree(link)
             link.unlink(missing_ok=True)
             link.symlink_to(PROJECT_ROOT / name)
-    venv_link = SHADOW / "venv"  # Pulumi.yaml: runtime.options.virtualenv
+    venv_link = dest / "venv"
     if not venv_link.is_symlink():
         venv_link.symlink_to(venv.resolve())
+
+
+def shadow(stack: str, venv: Path) -> Path:
+    """(Re)make the shadow project for ``stack``; its stack file is copied once
+    (later runs keep what ``pulumi config set`` wrote into it)."""
+    link_project(SHADOW, PROGRAM, venv)
     stack_file = SHADOW / f"Pulumi.{stack}.yaml"
     if not stack_file.exists():
         shutil.copyfile(PROJECT_ROOT / f"Pulumi.{stack}.yaml", stack_file)

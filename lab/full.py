@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -232,19 +233,13 @@ def haproxy_project(stack: str) -> Path:
     """A shadow project whose program is keepsource's with the seed's HAProxy
     put back (tests/programs/with_haproxy.py), for the policy pack's preview."""
     d = paths.RUN / "haproxy-project"
-    d.mkdir(parents=True, exist_ok=True)
-    for name in ("components", "keepsource", "lab", "policies", "Pulumi.yaml", ".lab"):
-        if not (d / name).is_symlink():
-            (d / name).symlink_to(paths.PROJECT / name)
-    if not (d / "venv").is_symlink():
-        (d / "venv").symlink_to(VENV.resolve())
+    program = tuple(n for n in engine.PROGRAM if n != "__main__.py")
+    engine.link_project(d, (*program, "lab"), VENV)  # with_haproxy.py imports lab
     (d / "__main__.py").write_text(
         "import runpy\n\n"
         f"runpy.run_path({str(paths.PROJECT / 'tests/programs/with_haproxy.py')!r},"
         ' run_name="__main__")\n'
     )
-    import shutil
-
     shutil.copyfile(engine.SHADOW / f"Pulumi.{stack}.yaml", d / f"Pulumi.{stack}.yaml")
     return d
 

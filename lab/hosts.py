@@ -65,11 +65,7 @@ def pod_filter(manifests: str, seed: bool, check_source: str | tuple[str, ...]) 
         raise SystemExit("lab: the rendered Service is not externalTrafficPolicy: Local")
     f = _from_objects(service, policy)
     if seed:  # the seed's policy admitted the clients only, not the LB's checks
-        kept = tuple(
-            c
-            for c in f.admitted
-            if not any(ipaddress.ip_address(a) in ipaddress.ip_network(c) for a in sources)
-        )
+        kept = tuple(c for c in f.admitted if not _covers(c, sources))
         f = PodFilter(f.node_port, f.pod_port, kept)
     return f
 
@@ -86,9 +82,13 @@ def api_filter(
     if service["spec"].get("externalTrafficPolicy", "Cluster") == "Local":
         return f
     for cidr in f.admitted:
-        if any(ipaddress.ip_address(a) in ipaddress.ip_network(cidr) for a in node_addresses):
+        if _covers(cidr, node_addresses):
             raise SystemExit(f"lab: the policy admits a node address ({cidr}): not modelled")
     return PodFilter(f.node_port, f.pod_port, ())
+
+
+def _covers(cidr: str, addresses: tuple[str, ...]) -> bool:
+    return any(ipaddress.ip_address(a) in ipaddress.ip_network(cidr) for a in addresses)
 
 
 def _from_objects(service: dict[str, Any], policy: dict[str, Any]) -> PodFilter:

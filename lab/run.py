@@ -407,20 +407,21 @@ def start_lb(name: str, timeout: float = 150, tries: int = 2) -> float:
 def verify() -> int:
     """``python -m keepsource verify STACK`` for the running lab's layout."""
     layout = State.load().layout if paths.STATE_FILE.exists() else SINGLE
-    stack = plan.LAYOUT_STACKS[layout]
     if layout == PAIR:
         plan_steps(make_plan(PAIR))  # refuses while the program has no command for a guest
     return subprocess.run(
-        [sys.executable, "-m", "keepsource", "--project", str(PROJECT_ROOT), "verify", stack],
-        check=False,
-        timeout=300,
+        _verify_argv(plan.LAYOUT_STACKS[layout]), check=False, timeout=300
     ).returncode
+
+
+def _verify_argv(stack: str) -> list[str]:
+    return [sys.executable, "-m", "keepsource", "--project", str(PROJECT_ROOT), "verify", stack]
 
 
 def verify_output(plan_: Plan) -> tuple[int, str]:
     """``python -m keepsource verify STACK`` for ``plan_``'s stack: exit status and output."""
     done = subprocess.run(
-        [sys.executable, "-m", "keepsource", "--project", str(PROJECT_ROOT), "verify", plan_.stack],
+        _verify_argv(plan_.stack),
         check=False,
         timeout=300,
         capture_output=True,

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from keepsource.connection import INSECURE_WARNING
 from keepsource.settings import ConfigError, Fault
-from keepsource.stackfile import PROJECT_ROOT, load
+from keepsource.stackconfig import SOURCES, load_from
+from keepsource.stackfile import PROJECT_ROOT
 
 
 def _render(args: argparse.Namespace) -> int:
@@ -17,7 +18,8 @@ def _render(args: argparse.Namespace) -> int:
     if not args.out.strip():
         # Path("") is the working directory: an empty --out would write there.
         raise ConfigError([Fault("--out", "is empty: name the output folder")])
-    settings = load(args.stack, Path(args.project))
+    settings, source = load_from(args.stack, Path(args.project), args.config_from)
+    print(f"config: {source}", file=sys.stderr, flush=True)
     if any(n.ssh.insecure_accept_any_host_key for n in settings.lb_nodes):
         print(f"warning: {INSECURE_WARNING}", file=sys.stderr, flush=True)
     files = artifacts(settings)
@@ -48,7 +50,8 @@ def _check_out(out: Path) -> None:
 def _verify(args: argparse.Namespace) -> int:
     from keepsource.verify import run_verify
 
-    settings = load(args.stack, Path(args.project))
+    settings, source = load_from(args.stack, Path(args.project), args.config_from)
+    print(f"config: {source}", file=sys.stderr, flush=True)
     return run_verify(settings, args.stack, Path(args.project))
 
 
@@ -61,6 +64,17 @@ def _schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_from(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config-from",
+        choices=SOURCES,
+        default="auto",
+        help="the stack's config: `pulumi config` (its ESC environments and --path keys "
+        "count; secrets never revealed), the stack file, or auto: the CLI when it is on "
+        "PATH and has the stack, else the file (default)",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m keepsource", description=__doc__)
     parser.add_argument(
@@ -70,9 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     render = sub.add_parser("render", help="write the stack's artifacts to a folder")
     render.add_argument("stack")
     render.add_argument("--out", required=True, help="output folder")
+    _config_from(render)
     render.set_defaults(func=_render)
     verify = sub.add_parser("verify", help="check a lab's end state, one PASS/FAIL line each")
     verify.add_argument("stack")
+    _config_from(verify)
     verify.set_defaults(func=_verify)
     schema = sub.add_parser("schema", help="print the JSON schema of a stack file")
     schema.set_defaults(func=_schema)

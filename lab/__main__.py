@@ -6,6 +6,7 @@ The CLI only: a lab run's plan, state and commands are lab/run.py."""
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 
@@ -128,6 +129,32 @@ def engine_demo() -> int:
     return table.report("engine-demo", full.SCENARIO_ROWS)
 
 
+def bench_boot(g: plan.Guest, n: int) -> int:
+    """Cold boots (power off hard, boot on the same disk) and reboots
+    (``systemctl reboot``) of a running guest, ``n`` each: seconds to SSH, with
+    the guest's own ``systemd-analyze`` line for each, then median and max."""
+    require_root()
+    if not 1 <= n <= 50:
+        raise SystemExit("lab: bench-boot: -n must be 1..50")
+    seen: dict[str, list[float]] = {"boot": [], "reboot": []}
+    for kind in ("boot", "reboot"):
+        for i in range(1, n + 1):
+            if kind == "boot":
+                guest.stop(g, hard=True)
+                seconds = guest.boot(g, fresh=False)
+            else:
+                seconds = guest.reboot(lb=g)
+            seen[kind].append(seconds)
+            analyze = guest.ssh("systemd-analyze | head -1", lb=g).stdout.strip()
+            log(f"{kind} {i}/{n}: {seconds:.1f} s to SSH ({analyze})")
+    for kind, values in seen.items():
+        log(
+            f"{kind} to SSH, {len(values)} runs: median {statistics.median(values):.1f} s,"
+            f" max {max(values):.1f} s, min {min(values):.1f} s"
+        )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lab/lab", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -167,6 +194,11 @@ def main(argv: list[str] | None = None) -> int:
     k.add_argument("name")
     b = sub.add_parser("start-lb", help="boot a killed guest again, wait for SSH")
     b.add_argument("name")
+    bb = sub.add_parser(
+        "bench-boot", help="boot and reboot a running guest N times each: seconds to SSH"
+    )
+    bb.add_argument("-n", type=int, default=10, help="boots and reboots each (default 10)")
+    bb.add_argument("--lb", metavar="NAME", help="which guest (the pair: lb1 or lb2)")
     sub.add_parser("verify", help="python -m keepsource verify STACK (local or local-ha)")
     sub.add_parser("fault", help="show the seed's fault (before apply)")
     sub.add_parser("down", help="remove everything the lab made")
@@ -196,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         return done.returncode
     if args.cmd == "verify":
         return verify()
+    if args.cmd == "bench-boot":
+        return bench_boot(_run_plan().guest(args.lb), args.n)
     if args.cmd == "kill-lb":
         return 0 if kill_lb(args.name) else 1
     if args.cmd == "start-lb":

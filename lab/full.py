@@ -401,23 +401,25 @@ def scenario(plan_: Plan, table: Any, reboot: bool = True) -> dict[str, Any]:
         from lab import guest
 
         guest.ssh("systemctl unmask haproxy && systemctl enable --now haproxy", lb=plan_.guests[0])
-        v1 = run.verify_output(plan_)
+        v1 = run.verify_output(plan_, p.env(), engine.SHADOW)
         line = next(
             (ln.strip() for ln in v1[1].splitlines() if ln.strip().startswith("pulumi up ")), ""
         )
-        if v1[0] == 0 or not line or "haproxy" not in v1[1].lower():
-            return False, f"verify exit {v1[0]}, repair line {line!r}"
+        via_cli = f"config: `pulumi config --stack {stack}`" in v1[1]
+        if v1[0] == 0 or not line or "haproxy" not in v1[1].lower() or not via_cli:
+            return False, f"verify exit {v1[0]}, repair line {line!r}, config via the CLI {via_cli}"
         argv = shlex.split(line)[1:]
         replaced = [argv[i + 1] for i, w in enumerate(argv) if w == "--replace"]
         fix = p.run(*argv, check=False)
-        v2 = run.verify_output(plan_)
+        v2 = run.verify_output(plan_, p.env(), engine.SHADOW)
         cutover = engine.steps_of(p.export(stack)).get("lb-cutover")
         said = cutover.stdout if cutover else ""
         masked = "haproxy: disabled and masked (was enabled) stopped (was active)" in said
         only = [u.rsplit("::", 1)[-1] for u in replaced] == ["lb-cutover"]
         return (
             fix.returncode == 0 and v2[0] == 0 and masked and only,
-            f"verify named it ({line}); repair exit {fix.returncode}, the cut-over said"
+            f"verify (config via `pulumi config`) named it ({line}); repair exit"
+            f" {fix.returncode}, the cut-over said"
             f" haproxy was re-masked: {masked}; verify exit {v2[0]}",
         )
 
@@ -460,7 +462,7 @@ def scenario(plan_: Plan, table: Any, reboot: bool = True) -> dict[str, Any]:
             ok, detail = clients()
             # As test_lab's reboot test had it: verify passes, a worker reaches
             # the API through VIP:6443 (hairpin), the host's NAT rule first.
-            v, _ = run.verify_output(plan_)
+            v, _ = run.verify_output(plan_, p.env(), engine.SHADOW)
             api_ok, api = run.answers(plan_.workers[0].netns, f"http://{vip}:{s.apiserver.port}/")
             first, _ = run.host_rule_first()
             ok = ok and v == 0 and api_ok and first

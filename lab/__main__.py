@@ -1,5 +1,6 @@
 """lab/lab: the local lab. Run as root:
-lab/lab up [--ha]|apply|pod|reboot|ssh|kill-lb|start-lb|verify|fault|down|demo [--ha].
+lab/lab up [--ha] [--kube]|apply|pod|reboot|ssh|kill-lb|start-lb|verify|fault|down|bench-boot|
+demo [--ha|--replay].
 
 The CLI only: a lab run's plan, state and commands are lab/run.py."""
 
@@ -30,7 +31,7 @@ from lab.run import (
     verify,
 )
 
-__all__ = ["STACK", "demo", "main"]
+__all__ = ["STACK", "engine_demo", "main", "replay_demo"]
 
 
 def log(msg: str) -> None:
@@ -45,8 +46,10 @@ def _run_plan() -> Plan:
 DEMO_ROWS = 14
 
 
-def demo() -> int:
-    """up, the fault, apply, apply again, verify, reboot, verify, down: a table."""
+def replay_demo() -> int:
+    """``demo --replay``: up, the fault, apply, apply again, verify, reboot,
+    verify, down, with the replay driver (lab/driver.py) in place of the engine:
+    a table. Kept while the fault-injection tests still need that driver."""
     require_root()
     plan = make_plan()
     table = run.Table()
@@ -126,7 +129,7 @@ def engine_demo() -> int:
         full.scenario(plan_, table)
     finally:
         down()
-    return table.report("engine-demo", full.SCENARIO_ROWS)
+    return table.report("demo", full.SCENARIO_ROWS)
 
 
 def bench_boot(g: plan.Guest, n: int) -> int:
@@ -202,19 +205,25 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("verify", help="python -m keepsource verify STACK (local or local-ha)")
     sub.add_parser("fault", help="show the seed's fault (before apply)")
     sub.add_parser("down", help="remove everything the lab made")
-    sub.add_parser(
-        "engine-demo",
-        help="up --kube, then the real engine from the fault to the fix (lab/full.py), down",
+    sub.add_parser("engine-demo", help="the same as demo")
+    d = sub.add_parser(
+        "demo",
+        help="up --kube, then `pulumi up` with the real engine from the fault to the fix "
+        "(lab/full.py), down: a table",
     )
-    d = sub.add_parser("demo", help="up, fault, apply, verify, reboot, verify, down")
     d.add_argument("--ha", action="store_true", help="the pair's failover scenario")
+    d.add_argument(
+        "--replay",
+        action="store_true",
+        help="the older demo through the replay driver (no engine, no Kubernetes API)",
+    )
     args = parser.parse_args(argv)
     if args.cmd == "demo":
         if args.ha:
             from lab import ha
 
             return ha.demo()
-        return demo()
+        return replay_demo() if args.replay else engine_demo()
     if args.cmd == "down":
         down()
         return 0

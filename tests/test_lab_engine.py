@@ -2,7 +2,7 @@
 ./build-engine) against a real Kubernetes API at the master's place, from the
 seed's fault state (objects made with kubectl), on one boot of the LB guest.
 
-The scenario is ``lab.full.scenario`` (also ``lab/lab engine-demo``): the policy
+The scenario is ``lab.full.scenario`` (also ``lab/lab demo``): the policy
 pack's preview of a stack that keeps HAProxy (fails) and of keepsource's
 (passes), the first ``up`` while host01 and worker01 query the API through
 VIP:6443, the engine's event order, the clients, a second ``up`` with no

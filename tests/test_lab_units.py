@@ -518,11 +518,11 @@ def test_probe_reports_gaps_on_loopback(tmp_path: Path) -> None:
     assert 0.4 < end - begin < 3.0 and result["last_ok"] > end - 0.01, result
 
 
-# -- `lab/lab demo`'s table: every row runs, a failed one fails the demo ---------------
+# -- `lab/lab demo --replay`'s table: every row runs, a failed one fails the demo ---------------
 
 
 class _FakeLab:
-    """The lab calls `lab/lab demo` makes, answered without a guest (the lab
+    """The lab calls `lab/lab demo --replay` makes, answered without a guest (the lab
     tests assert each row's claim for real on their shared boot)."""
 
     def __init__(self, verify_rc: int = 0) -> None:
@@ -581,7 +581,7 @@ def test_demo_runs_every_row_and_takes_the_lab_down(
 
     fake = _FakeLab()
     fake.install(monkeypatch)
-    assert cli.demo() == 0
+    assert cli.replay_demo() == 0
     out = capsys.readouterr().out
     assert f"demo: {cli.DEMO_ROWS} passed, 0 failed" in out
     assert fake.calls.count("apply") == 2 and fake.calls.count("verify") == 2
@@ -595,7 +595,7 @@ def test_demo_fails_on_a_failed_row_and_still_takes_the_lab_down(
 
     fake = _FakeLab(verify_rc=1)
     fake.install(monkeypatch)
-    assert cli.demo() == 1
+    assert cli.replay_demo() == 1
     out = capsys.readouterr().out
     assert "verify after apply" in out and "FAIL" in out
     assert f"demo: {cli.DEMO_ROWS - 2} passed, 2 failed" in out

@@ -193,8 +193,17 @@ def test_render_reads_through_the_real_cli(tmp_path: Path) -> None:
            "--stack", "dev", stdin=KUBECONFIG_TEXT)  # fmt: skip
     out = tmp_path / "out"
     done = subprocess.run(
-        [sys.executable, "-m", "keepsource", "--project", str(project), "render", "dev",
-         "--out", str(out)],  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "keepsource",
+            "--project",
+            str(project),
+            "render",
+            "dev",
+            "--out",
+            str(out),
+        ],
         env=env,
         capture_output=True,
         text=True,
@@ -214,8 +223,19 @@ def test_render_reads_through_the_real_cli(tmp_path: Path) -> None:
         assert secret not in written + done.stdout + done.stderr
     # The same stack from its file alone: the model's default port, one replica.
     done = subprocess.run(
-        [sys.executable, "-m", "keepsource", "--project", str(project), "render", "dev",
-         "--out", str(tmp_path / "file"), "--config-from", "file"],  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "keepsource",
+            "--project",
+            str(project),
+            "render",
+            "dev",
+            "--out",
+            str(tmp_path / "file"),
+            "--config-from",
+            "file",
+        ],
         env=env,
         capture_output=True,
         text=True,

@@ -282,16 +282,20 @@ def boot(
     fresh: bool = True,
     stall_s: float = STALL_S,
     tries: int = BOOT_TRIES,
+    started: bool = False,
 ) -> float:
     """Start a guest and wait until it answers SSH; seconds it took. A boot with
     no SSH after ``stall_s`` is stalled: its console's last lines are shown, its
     qemu is killed and it boots again on the same disk, at most ``tries`` boots;
     the last failure carries the console's tail. Every boot of the lab (``up``,
-    ``reboot``, ``start-lb``, the pair's guests) goes through here."""
+    ``reboot``, ``start-lb``, the pair's guests) goes through here. ``started``:
+    its qemu was started already (the pair's guests are started one after the
+    other, then waited for at once)."""
     g = lb or single()
     begin = time.monotonic()
     for attempt in range(1, tries + 1):
-        start(g, fresh=fresh)
+        if attempt > 1 or not started:
+            start(g, fresh=fresh)
         try:
             wait_ssh(stall_s, lb=g)
             return time.monotonic() - begin

@@ -213,10 +213,12 @@ def up(plan_: Plan, kube: bool = False) -> dict[str, float]:
         log(f"guest answers SSH after {times['boot_to_ssh']:.1f} s")
         return times
     for g in plan_.guests:
+        guest.start(g)
         log(f"guest {g.name} booting (console: {g.console}; ssh 127.0.0.1:{g.ssh_port}) ...")
-    # Both boot at once (two TCG guests share the machine's cores).
+    # Both boot at once (two TCG guests share the machine's cores); a stalled
+    # one is booted once more (guest.boot).
     with ThreadPoolExecutor(len(plan_.guests)) as pool:
-        waits = {g.name: pool.submit(guest.boot, g) for g in plan_.guests}
+        waits = {g.name: pool.submit(guest.boot, g, started=True) for g in plan_.guests}
         for name, done in waits.items():
             times[f"boot_to_ssh_{name}"] = done.result()
     times["boot_to_ssh"] = time.monotonic() - boot

@@ -771,3 +771,11 @@ def test_a_shutdown_that_hangs_is_cut_like_a_power_cut(
     guest.reboot(_single_guest(), shutdown_s=0.5)
     assert qemu.calls[0] == "stop hard=True"
     assert "did not end within 0 s; cutting its power" in capsys.readouterr().out
+
+
+def test_a_started_guest_is_only_waited_for_until_it_stalls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    qemu = _Qemu(monkeypatch, stalls={0})  # the boot started outside counts as number 0
+    guest.boot(_single_guest(), stall_s=5, started=True)
+    assert qemu.calls == ["wait 5", "stop hard=True", "start fresh=True", "wait 5"]

@@ -1,6 +1,7 @@
 """``lab/lab demo --ha``: the pair's failover scenario, as a table like ``demo``.
 
-up --ha (fault state on lb1), the fault, apply, verify; then the VIP holder
+up --ha (fault state on lb1), the fault, `pulumi up` with the real engine
+(its event log: both hosts' steps at once), verify; then the VIP holder
 is killed (its qemu, a power cut) while host01 asks VIP:nodePort every 0.1 s
 and downloads /lab-big at a limited rate; then the killed guest boots again.
 Every row is measured; a row whose part of keepsource is not there yet (the
@@ -14,8 +15,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from keepsource.render.scripts import STEP_NAMES
 from lab import guest, hosts, plan, run
 from lab.plan import PAIR
+
+STEPS = STEP_NAMES
 
 #: The probe's pace and the time one request may take during the failover.
 INTERVAL = 0.1
@@ -68,7 +72,10 @@ def lb2_rows(p: run.Plan) -> list[Row]:
 
 def demo() -> int:
     """``lab/lab demo --ha``: boot the pair, run :func:`scenario`, take it down."""
+    from engine.build import build
+
     run.require_root()
+    build()  # the real engine: built once per machine, cached
     p = run.make_plan(PAIR)
     table = run.Table()
 
@@ -101,10 +108,24 @@ def scenario(p: run.Plan, table: run.Table) -> str | None:
     worker = p.workers[0].netns
     rows, phase = table.rows, table.phase
 
+    applied: dict[str, Any] = {}
+
     def do_apply() -> tuple[bool, str]:
-        start = time.monotonic()
-        applied = run.apply(p)
-        return applied.complete, f"{time.monotonic() - start:.1f} s"
+        up = run.apply_engine(p)
+        applied["up"] = up
+        changed = [n for n, st in up.steps.items() if st.report.endswith(": changed")]
+        detail = f"pulumi up exit {'0' if up.ok else 'non-zero'} in {up.seconds:.1f} s"
+        if not up.ok:
+            detail += ": " + " | ".join(up.output.strip().splitlines()[-6:])[-600:]
+        return up.ok and len(up.steps) == len(STEPS) * len(p.guests), (
+            f"{detail}; {len(up.steps)} steps, {len(changed)} changed"
+        )
+
+    def steps_overlap() -> tuple[bool, str]:
+        up = applied.get("up")
+        if up is None:
+            return False, "no pulumi up ran"
+        return run.overlap(up, [g.name for g in p.guests], STEPS)
 
     def do_verify() -> tuple[bool, str]:
         return run.verify() == 0, ""
@@ -193,7 +214,8 @@ def scenario(p: run.Plan, table: run.Table) -> str | None:
 
     rows.extend(run.fault(p))
     rows.extend(lb2_rows(p))
-    phase("apply: every command succeeded (both LBs)", do_apply)
+    phase("apply: `pulumi up` (the real engine): every command succeeded (both LBs)", do_apply)
+    phase("apply: the engine ran both LBs' steps at once (its event log)", steps_overlap)
     phase("verify after apply (both LBs)", do_verify)
     phase("before: host01 gets the page", lambda: gets_page(host01.netns, page))
     side("before")
@@ -209,7 +231,7 @@ def scenario(p: run.Plan, table: run.Table) -> str | None:
     return victim
 
 
-# up, then the scenario's: 3 fault rows, lb2, apply, verify, page, 2 before,
-# 5 failover, 2 after, restart, verify
-SCENARIO_ROWS = 18
+# up, then the scenario's: 3 fault rows, lb2, apply, overlap, verify, page,
+# 2 before, 5 failover, 2 after, restart, verify
+SCENARIO_ROWS = 19
 DEMO_HA_ROWS = 1 + SCENARIO_ROWS

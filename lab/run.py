@@ -314,6 +314,52 @@ def apply(
     return Applied(driver.apply(steps, _driver_ssh, cut=cut), len(steps))
 
 
+#: The project's virtualenv (the engine runs the program in it).
+VENV = Path(os.environ.get("KEEPSOURCE_VENV", PROJECT_ROOT / ".venv"))
+
+
+def apply_engine(plan_: Plan, *extra: str) -> Any:
+    """``pulumi up`` of the plan's stack with the real CLI (./build-engine) on
+    the lab's shadow project (lab/engine.py): an ``engine.Up``. An LB-only
+    stack's Workload side comes first, as :func:`apply` has it (a GitOps sync
+    of the rendered NetworkPolicy)."""
+    from lab import engine
+
+    require_root()
+    if not plan_.settings_complete:
+        raise SystemExit(f"lab: the settings model cannot read stack {plan_.stack} yet")
+    state = State.load()
+    if not plan_.settings.manages_workload and state.phase != "fixed":
+        state.phase = "fixed"
+        set_pod(plan_, state)
+        log(
+            f"workers: filter = the rendered NetworkPolicy {list(_filter(plan_, 'fixed').admitted)}"
+        )
+    cli = engine.prepare(plan_.stack, VENV, paths.KEY)
+    return engine.up(cli, plan_.stack, *extra)
+
+
+def overlap(up: Any, hosts_: list[str], steps: tuple[str, ...]) -> tuple[bool, str]:
+    """Did the engine run the hosts' steps at once? Each host's span runs
+    from its first step's start (``resourcePreEvent``) to its last step's end
+    (``resOutputsEvent``), in the engine's event sequence; every two spans
+    must overlap."""
+    spans: dict[str, tuple[int, int]] = {}
+    for name in hosts_:
+        starts = [up.sequence("resourcePreEvent", f"::{name}-{s}") for s in steps]
+        ends = [up.sequence("resOutputsEvent", f"::{name}-{s}") for s in steps]
+        if None in starts or None in ends:
+            return False, f"{name}: a step has no start or end in the event log"
+        spans[name] = (min(starts), max(ends))
+    ok = all(
+        a[0] < b[1] and b[0] < a[1]
+        for i, a in enumerate(spans.values())
+        for b in list(spans.values())[i + 1 :]
+    )
+    shown = ", ".join(f"{n} events {a}-{b}" for n, (a, b) in spans.items())
+    return ok, shown
+
+
 class Probe:
     """``python -m lab.probe`` in a lab namespace, in the background: a
     request to ``url`` every ``interval`` seconds until :meth:`stop`

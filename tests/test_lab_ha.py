@@ -6,7 +6,8 @@ pair: both guests answer SSH with their own identity; lb1 holds the VIP and
 the gateway and serves the seed's fault through HAProxy; lb2 has only its own
 addresses and no HAProxy; /lab-big downloads intact; the root namespace never
 gets a lab address or route. Then, on the same boot, the scenario of
-``lab/lab demo --ha`` (apply, verify, failover under load, restart), and last
+``lab/lab demo --ha`` (`pulumi up` with the real engine, its steps on both
+hosts at once, verify, failover under load, restart), and last
 ``lab/lab kill-lb`` / ``start-lb`` as a user types them. Needs root and qemu
 (run-tests installs them).
 """
@@ -40,6 +41,9 @@ BOOTS: dict[str, str] = {}  # each guest's boot id when the module booted it
 
 @pytest.fixture(scope="module")
 def pair() -> Iterator[run.Plan]:
+    from engine.build import build
+
+    build()  # cached: the real engine the scenario's apply runs
     run.down()
     p = run.make_plan(plan.PAIR)
     times = run.up(p)

@@ -779,3 +779,23 @@ def test_a_started_guest_is_only_waited_for_until_it_stalls(
     qemu = _Qemu(monkeypatch, stalls={0})  # the boot started outside counts as number 0
     guest.boot(_single_guest(), stall_s=5, started=True)
     assert qemu.calls == ["wait 5", "stop hard=True", "start fresh=True", "wait 5"]
+
+
+def test_overlap_reads_each_hosts_span_from_the_engines_event_sequence() -> None:
+    from lab.engine import Up
+
+    def events(order: list[tuple[str, str]]) -> list[dict[str, Any]]:
+        return [
+            {"sequence": i, kind: {"metadata": {"urn": f"urn:pulumi:s::p::t::{name}"}}}
+            for i, (kind, name) in enumerate(order, 1)
+        ]
+
+    pre, out = "resourcePreEvent", "resOutputsEvent"
+    at_once = [(pre, "lb1-a"), (pre, "lb2-a"), (out, "lb1-a"), (out, "lb2-a")]
+    ok, detail = run.overlap(Up(True, 1.0, "", events(at_once)), ["lb1", "lb2"], ("a",))
+    assert ok, detail
+    one_after = [(pre, "lb1-a"), (out, "lb1-a"), (pre, "lb2-a"), (out, "lb2-a")]
+    assert not run.overlap(Up(True, 1.0, "", events(one_after)), ["lb1", "lb2"], ("a",))[0]
+    missing = [(pre, "lb1-a"), (out, "lb1-a")]
+    ok, detail = run.overlap(Up(True, 1.0, "", events(missing)), ["lb1", "lb2"], ("a",))
+    assert not ok and "lb2" in detail

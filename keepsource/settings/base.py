@@ -11,7 +11,7 @@ import ipaddress
 import re
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 IPv4 = ipaddress.IPv4Address
@@ -35,9 +35,30 @@ def _dns_label(value: str) -> str:
     return value
 
 
+_DNS1035_LABEL = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def _dns1035_label(value: str) -> str:
+    if not _DNS1035_LABEL.fullmatch(value):
+        raise ValueError(
+            "must be a DNS-1035 label, as a Service name must: a lower-case letter first, "
+            "then lower-case letters, digits and '-', 1-63 characters"
+        )
+    return value
+
+
+def no_bool(value: object) -> object:
+    """YAML's ``true`` is no number: pydantic would read it as 1."""
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not true/false")
+    return value
+
+
 Text = Annotated[str, AfterValidator(_text)]
 DnsLabel = Annotated[str, AfterValidator(_dns_label)]
-Port = Annotated[int, Field(ge=1, le=65535)]
+ServiceName = Annotated[str, AfterValidator(_dns1035_label)]
+Count = Annotated[int, BeforeValidator(no_bool)]
+Port = Annotated[int, BeforeValidator(no_bool), Field(ge=1, le=65535)]
 
 
 class Model(BaseModel):

@@ -2,25 +2,40 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field, field_validator
 
-from keepsource.settings.base import DnsLabel, IPv4, Model, Text
+from keepsource.settings.base import Count, DnsLabel, IPv4, Model, Text, no_bool
 from keepsource.settings.lb import SshWord
+
+#: The shortest check timing keepsource renders: keepalived reads timers as
+#: decimals (a rendered ``1e-05`` is refused), and a check every 100 µs is no
+#: health check but a flood.
+MIN_SECONDS = 0.01
+Seconds = Annotated[float, BeforeValidator(no_bool)]
 
 
 class HealthCheck(Model):
     """keepalived TCP_CHECK timing for every real server (seconds)."""
 
-    delay_loop: float = Field(default=0.5, gt=0, le=60, description="Seconds between two checks.")
-    connect_timeout: float = Field(
-        default=1.0, gt=0, le=30, description="Seconds a connect may take."
+    delay_loop: Seconds = Field(
+        default=0.5, ge=MIN_SECONDS, le=60, description="Seconds between two checks."
     )
-    retry: int = Field(default=1, ge=0, le=10, description="Retries before a server is failed.")
-    delay_before_retry: float = Field(
-        default=0.5, ge=0, le=30, description="Seconds before a retry."
+    connect_timeout: Seconds = Field(
+        default=1.0, ge=MIN_SECONDS, le=30, description="Seconds a connect may take."
     )
+    retry: Count = Field(default=1, ge=0, le=10, description="Retries before a server is failed.")
+    delay_before_retry: Seconds = Field(
+        default=0.5, ge=0, le=30, description="Seconds before a retry (0, or at least 0.01)."
+    )
+
+    @field_validator("delay_before_retry")
+    @classmethod
+    def _zero_or_resolvable(cls, value: float) -> float:
+        if 0 < value < MIN_SECONDS:
+            raise ValueError(f"must be 0 or at least {MIN_SECONDS} s")
+        return value
 
 
 class Client(Model):

@@ -46,13 +46,23 @@ def host_key_line(value: str) -> str:
     return value
 
 
+#: What a user, host or namespace name may hold: letters, digits and
+#: ``._-:%@[]`` (IPv6 literals, zone ids, user@host:port). Nothing a shell
+#: reads specially (``;$()`|&<>*?'"\``, spaces): these words reach command
+#: lines (ssh's, ``ip netns exec``'s, the commands' descriptions).
+_SSH_WORD = re.compile(r"[A-Za-z0-9._:%@\[\]-]+")
+
+
 def ssh_word(value: str) -> str:
     """A user or host name as ssh takes it: one word that cannot be read as an
-    option (``-oProxyCommand=...`` as a user or host would run a command)."""
-    if value.startswith("-"):
+    option (``-oProxyCommand=...`` as a user or host would run a command) and
+    holds no shell metacharacter."""
+    if any(part.startswith("-") for part in value.split("@")):
         raise ValueError("must not start with '-' (ssh would read it as an option)")
     if any(ch.isspace() for ch in value):
         raise ValueError("must be one word (no space)")
+    if not _SSH_WORD.fullmatch(value):
+        raise ValueError("may hold only letters, digits and '._-:%@[]' (no shell metacharacter)")
     return value
 
 
@@ -62,6 +72,9 @@ def user_host_port(value: str) -> str:
     user, _, hostport = value.partition("@")
     for part in (user, hostport):
         ssh_word(part)
+    _, colon, port = hostport.partition(":")
+    if colon and not 1 <= int(port) <= 65535:
+        raise ValueError(f"has port {int(port)}: a port is 1-65535")
     return value
 
 

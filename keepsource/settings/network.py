@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from keepsource.settings.base import DnsLabel, IPv4, Model, Net4, Port
 
@@ -26,6 +26,24 @@ class Network(Model):
         "the LB (hairpin); default: the VIP. Not the check source, not inside "
         "allowedClients.",
     )
+
+    @field_validator("hairpin_source_config")
+    @classmethod
+    def _routable(cls, value: IPv4 | None) -> IPv4 | None:
+        """An SNAT source the workers can answer: 127.0.0.1 would cut the
+        kubelets off VIP:6443 without any check failing."""
+        if value is not None and (
+            value.is_loopback
+            or value.is_unspecified
+            or value.is_multicast
+            or value.is_link_local
+            or value == IPv4("255.255.255.255")
+        ):
+            raise ValueError(
+                "must be an address the workers can answer (not loopback, 0.0.0.0, "
+                "multicast, link-local or broadcast)"
+            )
+        return value
 
     @property
     def hairpin_source(self) -> IPv4:

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, SecretStr, field_validator
 
-from keepsource.settings.base import DnsLabel, Model, Port, Text
+from keepsource.settings.base import Count, DnsLabel, Model, Port, ServiceName, Text
 
 # name[:tag][@digest] with a registry/path; the tag must be explicit and not "latest".
 _IMAGE = re.compile(
@@ -46,13 +46,19 @@ class Workload(Model):
     namespace: Annotated[DnsLabel, AfterValidator(_own_namespace)] = Field(
         default="my-ns", description="Kubernetes namespace (not kube-* or default)."
     )
-    name: DnsLabel = Field(
-        default="nginx", description="Name of the Deployment, Service and policy."
+    name: ServiceName = Field(
+        default="nginx",
+        description="Name of the Deployment, Service and policy (DNS-1035: a letter first).",
     )
     image: Annotated[str, AfterValidator(_pinned_image)] = Field(
         description="Container image with a pinned tag (not 'latest')."
     )
-    replicas: int = Field(default=1, ge=0, le=100, description="Pod replicas.")
+    replicas: Count = Field(
+        default=1,
+        ge=1,
+        le=100,
+        description="Pod replicas (at least 1: with none, no pool ever gets healthy).",
+    )
     container_port: Port = Field(default=80, description="The pod's port.")
     managed_by: Literal["keepsource", "external"] = Field(
         default="keepsource",

@@ -29,6 +29,10 @@ Runner = Callable[[str], tuple[int, str]]
 KEEPALIVED_CONF_PATH = "/etc/keepalived/keepalived.conf"
 
 
+#: Control characters (C0, DEL, C1): ESC starts a terminal escape sequence.
+_PRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
 @dataclass(frozen=True)
 class Check:
     name: str
@@ -40,7 +44,10 @@ class Check:
     """Which LB host those steps belong to (a pair names its hosts)."""
 
     def line(self) -> str:
-        return f"{'PASS' if self.ok else 'FAIL'}  {self.name}: {self.detail}"
+        """One line for the operator's terminal: what the hosts sent (the
+        detail) never carries a control character or escape sequence there."""
+        detail = _PRINTABLE.sub("?", " ".join(self.detail.splitlines()))
+        return f"{'PASS' if self.ok else 'FAIL'}  {self.name}: {detail}"
 
 
 def _ssh_argv(target: str, identity: str | None, known_hosts: str | None = None) -> list[str]:

@@ -178,3 +178,13 @@ def test_a_pairs_checks_and_repairs_name_the_host() -> None:
     assert [c.name for c in failed] == ["lb2: haproxy stopped, disabled and masked"]
     line = repair_line("local-ha", checks)
     assert line is not None and line.endswith("::lb2-cutover'")
+
+
+def test_a_checks_line_never_passes_escape_sequences_to_the_terminal() -> None:
+    from keepsource.verify import Check
+
+    hostile = "active\x1b]0;owned\x07\x1b[2J\r\nsecond line\x9b31m"
+    line = Check("keepalived active", False, hostile).line()
+    assert line.startswith("FAIL  keepalived active: active")
+    assert not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in line)
+    assert "second line" in line and "\n" not in line

@@ -27,14 +27,57 @@ def _render(args: argparse.Namespace) -> int:
     # does not change it; the project is passed as --project).
     out = Path(args.out)
     _check_out(out)
+    _check_targets(out, files)
+    previous = _previous_render(out)
     for name, text in files.items():
         path = out / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-        if name.endswith(".sh"):
-            path.chmod(0o755)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text)
+        tmp.chmod(0o755 if name.endswith(".sh") else 0o644)
+        tmp.replace(path)
         print(f"wrote {path}")
+    for name in sorted(previous - set(files)):
+        stale = out / name
+        if stale.is_file() and not stale.is_symlink():
+            stale.unlink()
+            print(f"removed {stale} (an earlier render's, not in this one)")
+    (out / RENDER_MANIFEST).write_text("".join(f"{n}\n" for n in sorted(files)))
     return 0
+
+
+#: The files the last render wrote into a folder: the next render of the same
+#: folder removes those it does not write again (a pair's per-host folders
+#: after a move to one host), and nothing else.
+RENDER_MANIFEST = ".keepsource-render"
+
+
+def _previous_render(out: Path) -> set[str]:
+    manifest = out / RENDER_MANIFEST
+    if not manifest.is_file():
+        return set()
+    names = {line.strip() for line in manifest.read_text().splitlines() if line.strip()}
+    # Only plain relative names inside the folder: never a path outside it.
+    return {n for n in names if not n.startswith("/") and ".." not in Path(n).parts}
+
+
+def _check_targets(out: Path, files: dict[str, str]) -> None:
+    """Every file render writes can be written: checked before the first
+    write, so a bad folder leaves nothing half-rendered."""
+    faults = []
+    for name in files:
+        path = out / name
+        for parent in (path, *path.relative_to(out).parents):
+            at = out / parent
+            if at == out:
+                continue
+            is_dir_expected = at != path
+            if at.is_symlink() or (at.exists() and at.is_dir() != is_dir_expected):
+                what = "a directory" if is_dir_expected else "a regular file"
+                faults.append(Fault("--out", f"{at} is in the way: render writes {what} there"))
+                break
+    if faults:
+        raise ConfigError(faults)
 
 
 def _check_out(out: Path) -> None:

@@ -38,7 +38,8 @@ def test_render_writes_the_artifacts(tmp_path: Path, stack: str) -> None:
         assert (out / name).is_file()
     expected = artifacts(load(stack))
     written = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
-    assert written == set(expected)
+    assert written == {*expected, ".keepsource-render"}
+    assert (out / ".keepsource-render").read_text().split() == sorted(expected)
     for name, text in expected.items():
         assert (out / name).read_text() == text
 
@@ -277,3 +278,25 @@ def test_plain_pyyaml_echoes_names_or_crashes_on_these_inputs() -> None:
         yaml.safe_load(cases["bool-tag"])
     with pytest.raises(yaml.reader.ReaderError):
         yaml.SafeLoader(cases["nul-byte"].decode())
+
+
+def test_render_again_removes_only_its_own_stale_files(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert _cli("render", "local-ha", "--out", str(out)).returncode == 0
+    pair_only = [n for n in artifacts(load("local-ha")) if n not in artifacts(load("dev"))]
+    assert pair_only and all((out / n).is_file() for n in pair_only)
+    (out / "mine.txt").write_text("the operator's own file")
+    done = _cli("render", "dev", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert not any((out / n).exists() for n in pair_only)
+    assert (out / "mine.txt").read_text() == "the operator's own file"
+    assert "removed" in done.stdout
+
+
+def test_render_with_a_directory_in_the_way_writes_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    (out / "keepalived.conf").mkdir(parents=True)
+    done = _cli("render", "dev", "--out", str(out))
+    assert done.returncode == 2
+    assert "keepalived.conf is in the way" in done.stderr and "Traceback" not in done.stderr
+    assert [p.name for p in out.iterdir()] == ["keepalived.conf"]

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from keepsource.render.scripts import STEP_NAMES
-from lab import guest, hosts, plan, run
+from lab import guest, hosts, paths, plan, run
 from lab.plan import PAIR
 
 STEPS = STEP_NAMES
@@ -68,6 +68,62 @@ def lb2_rows(p: run.Plan) -> list[Row]:
             (f"fault: {g.name} has only its own addresses, no HAProxy", ok, f"{got}, {state}")
         )
     return rows
+
+
+#: How long the rogue advertises (many advert intervals of the pair's).
+ROGUE_S = 4.0
+
+
+def rogue_advert(p: run.Plan, client: Any) -> tuple[bool, str]:
+    """A client claims the VIP's VRRP router id: Debian's keepalived in the
+    client's namespace, MASTER at priority 254, adverts unicast to every LB's
+    own address for ROGUE_S seconds. The pair (``check_unicast_src``) must
+    keep the VIP where it was; the rogue must have advertised (its log says
+    it entered MASTER state)."""
+    import subprocess
+
+    s = p.settings
+    before = run.vip_holders(p)
+    d = paths.RUN / "rogue"
+    d.mkdir(parents=True, exist_ok=True)
+    peers = "\n".join(f"        {g.own_external}" for g in p.guests)
+    conf = d / "keepalived.conf"
+    conf.write_text(
+        "global_defs {\n    router_id rogue\n}\n"
+        "vrrp_instance ROGUE {\n    state MASTER\n    interface eth0\n"
+        f"    virtual_router_id {s.lb.vrrp.virtual_router_id}\n    priority 254\n"
+        f"    advert_int {s.lb.vrrp.advert_interval:g}\n"
+        f"    unicast_src_ip {client.address}\n    unicast_peer {{\n{peers}\n    }}\n"
+        f"    virtual_ipaddress {{\n        {s.network.vip}/32 dev eth0\n    }}\n}}\n"
+    )
+    pids = ["-p", str(d / "main.pid"), "-r", str(d / "vrrp.pid"), "-c", str(d / "check.pid")]
+    argv = ["ip", "netns", "exec", client.netns, "keepalived", "-n", "-l", "-P", "-f", str(conf)]
+    argv += pids
+    with open(d / "log", "w") as log_file:
+        proc = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT)
+        try:
+            time.sleep(ROGUE_S)
+            during = run.vip_holders(p)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+            # keepalived removes its VIP when it stops; never leave it behind.
+            subprocess.run(
+                ["ip", "-n", client.netns, "addr", "del", f"{s.network.vip}/32", "dev", "eth0"],
+                capture_output=True,
+                check=False,
+                timeout=10,
+            )
+    advertised = "Entering MASTER STATE" in (d / "log").read_text(errors="replace")
+    after = run.vip_holders(p)
+    ok = advertised and len(before) == 1 and during == before and after == before
+    return ok, (
+        f"rogue advertised: {advertised}; VIP on {before} before, {during} during, {after} after"
+    )
 
 
 def demo() -> int:
@@ -129,6 +185,9 @@ def scenario(p: run.Plan, table: run.Table) -> str | None:
 
     def do_verify() -> tuple[bool, str]:
         return run.verify() == 0, ""
+
+    def rogue() -> tuple[bool, str]:
+        return rogue_advert(p, host01)
 
     def side(when: str) -> None:
         phase(f"{when}: worker01 -> {p.repo.address} (outside)", lambda: answers(worker, outside))
@@ -217,6 +276,7 @@ def scenario(p: run.Plan, table: run.Table) -> str | None:
     phase("apply: `pulumi up` (the real engine): every command succeeded (both LBs)", do_apply)
     phase("apply: the engine ran both LBs' steps at once (its event log)", steps_overlap)
     phase("verify after apply (both LBs)", do_verify)
+    phase("a rogue VRRP advert from host01 (priority 254) moves no VIP", rogue)
     phase("before: host01 gets the page", lambda: gets_page(host01.netns, page))
     side("before")
     phase("failover: requests every 0.1 s resume within 1 s", do_failover)
@@ -231,7 +291,7 @@ def scenario(p: run.Plan, table: run.Table) -> str | None:
     return victim
 
 
-# up, then the scenario's: 3 fault rows, lb2, apply, overlap, verify, page,
-# 2 before, 5 failover, 2 after, restart, verify
-SCENARIO_ROWS = 19
+# up, then the scenario's: 3 fault rows, lb2, apply, overlap, verify, rogue,
+# page, 2 before, 5 failover, 2 after, restart, verify
+SCENARIO_ROWS = 20
 DEMO_HA_ROWS = 1 + SCENARIO_ROWS

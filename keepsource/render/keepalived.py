@@ -175,6 +175,10 @@ def _vrrp(settings: Settings, node: LbNode) -> list[str]:
             f"    virtual_router_id {vrid}",
             f"    priority {node.priority}",
             f"    advert_int {_num(vrrp.advert_interval)}",
+            # Adverts only from the declared peer: without it any host on the
+            # link that sends a higher-priority advert for the VRID takes the
+            # VIP and the nodes' gateway (keepalived's own source check).
+            "    check_unicast_src",
             f"    unicast_src_ip {own}",
             "    unicast_peer {",
             f"        {peer}",

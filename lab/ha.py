@@ -87,14 +87,17 @@ def rogue_advert(p: run.Plan, client: Any) -> tuple[bool, str]:
     d = paths.RUN / "rogue"
     d.mkdir(parents=True, exist_ok=True)
     peers = "\n".join(f"        {g.own_external}" for g in p.guests)
+    prefix = s.network.external_subnet.prefixlen
     conf = d / "keepalived.conf"
     conf.write_text(
-        "global_defs {\n    router_id rogue\n}\n"
+        # As the pair's own adverts: VRRP 3 (sub-second intervals), the
+        # same address with the same prefix; only the source is wrong.
+        "global_defs {\n    router_id rogue\n    vrrp_version 3\n}\n"
         "vrrp_instance ROGUE {\n    state MASTER\n    interface eth0\n"
         f"    virtual_router_id {s.lb.vrrp.virtual_router_id}\n    priority 254\n"
         f"    advert_int {s.lb.vrrp.advert_interval:g}\n"
         f"    unicast_src_ip {client.address}\n    unicast_peer {{\n{peers}\n    }}\n"
-        f"    virtual_ipaddress {{\n        {s.network.vip}/32 dev eth0\n    }}\n}}\n"
+        f"    virtual_ipaddress {{\n        {s.network.vip}/{prefix} dev eth0\n    }}\n}}\n"
     )
     pids = ["-p", str(d / "main.pid"), "-r", str(d / "vrrp.pid"), "-c", str(d / "check.pid")]
     argv = ["ip", "netns", "exec", client.netns, "keepalived", "-n", "-l", "-P", "-f", str(conf)]
@@ -113,7 +116,16 @@ def rogue_advert(p: run.Plan, client: Any) -> tuple[bool, str]:
                 proc.wait(timeout=10)
             # keepalived removes its VIP when it stops; never leave it behind.
             subprocess.run(
-                ["ip", "-n", client.netns, "addr", "del", f"{s.network.vip}/32", "dev", "eth0"],
+                [
+                    "ip",
+                    "-n",
+                    client.netns,
+                    "addr",
+                    "del",
+                    f"{s.network.vip}/{prefix}",
+                    "dev",
+                    "eth0",
+                ],
                 capture_output=True,
                 check=False,
                 timeout=10,

@@ -7,9 +7,16 @@ import sys
 from pathlib import Path
 
 from keepsource.connection import INSECURE_WARNING
-from keepsource.settings import ConfigError, Fault
+from keepsource.settings import ConfigError, Fault, Settings
 from keepsource.stackconfig import SOURCES, load_from
 from keepsource.stackfile import PROJECT_ROOT
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    """The stack's settings from ``--config-from``; says on stderr where from."""
+    settings, source = load_from(args.stack, Path(args.project), args.config_from)
+    print(f"config: {source}", file=sys.stderr, flush=True)
+    return settings
 
 
 def _render(args: argparse.Namespace) -> int:
@@ -18,8 +25,7 @@ def _render(args: argparse.Namespace) -> int:
     if not args.out.strip():
         # Path("") is the working directory: an empty --out would write there.
         raise ConfigError([Fault("--out", "is empty: name the output folder")])
-    settings, source = load_from(args.stack, Path(args.project), args.config_from)
-    print(f"config: {source}", file=sys.stderr, flush=True)
+    settings = _settings(args)
     if any(n.ssh.insecure_accept_any_host_key for n in settings.lb_nodes):
         print(f"warning: {INSECURE_WARNING}", file=sys.stderr, flush=True)
     files = artifacts(settings)
@@ -93,8 +99,7 @@ def _check_out(out: Path) -> None:
 def _verify(args: argparse.Namespace) -> int:
     from keepsource.verify import run_verify
 
-    settings, source = load_from(args.stack, Path(args.project), args.config_from)
-    print(f"config: {source}", file=sys.stderr, flush=True)
+    settings = _settings(args)
     return run_verify(settings, args.stack, Path(args.project))
 
 

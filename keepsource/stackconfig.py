@@ -41,11 +41,6 @@ class CliUnavailableError(ConfigError):
     not logged in, a timeout): ``auto`` reads the stack file instead."""
 
 
-def pulumi_cli() -> str | None:
-    """The ``pulumi`` on PATH, if any."""
-    return shutil.which("pulumi")
-
-
 def _cli_message(stderr: str) -> str:
     """The CLI's error, one line, printable, bounded."""
     lines = [ln.strip() for ln in _CONTROL.sub("", stderr).splitlines() if ln.strip()]
@@ -141,18 +136,14 @@ def _file_config(stack: str, root: Path) -> dict[str, Any]:
         return {}
 
 
-def load(stack: str, root: Path, source: str = "auto") -> Settings:
-    """Settings of ``stack`` from ``source``: ``cli``, ``file``, or ``auto`` (the
-    CLI when it is on PATH and its backend has the stack, else the file)."""
-    return load_from(stack, root, source)[0]
-
-
 def load_from(stack: str, root: Path, source: str = "auto") -> tuple[Settings, str]:
-    """:func:`load`, and where the config was read (for the operator)."""
+    """Settings of ``stack`` from ``source`` (``cli``, ``file``, or ``auto``: the
+    CLI when it is on PATH and its backend has the stack, else the file), and
+    where the config was read (for the operator)."""
     if source not in SOURCES:
         raise ConfigError([Fault("--config-from", f"is one of {', '.join(SOURCES)}")])
     if source != "file":
-        pulumi = pulumi_cli()
+        pulumi = shutil.which("pulumi")
         if pulumi is None and source == "cli":
             raise ConfigError([Fault("--config-from", "cli: no `pulumi` on PATH")])
         if pulumi is not None:

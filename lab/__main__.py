@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "apply" and args.engine:
         from lab import engine, full
 
-        cli = full.pulumi(plan_)
+        cli = run.engine_cli(plan_)
         extra = [f"--replace={u}" for u in args.replace or []]
         result = engine.up(cli, plan_.stack, *extra)
         if not result.ok:

@@ -26,9 +26,8 @@ from engine.cli import PREVIEW, Pulumi, resources
 from keepsource.render import kube as render
 from keepsource.settings import Settings
 from lab import engine, hosts, kube, paths
-from lab.run import Plan, State
+from lab.run import VENV, Plan, State, engine_cli
 
-VENV = Path(os.environ.get("KEEPSOURCE_VENV", paths.PROJECT / ".venv"))
 CURL_TIMED_OUT = 28
 
 
@@ -205,10 +204,6 @@ def api_probe_env() -> dict[str, str]:
     }
 
 
-def pulumi(plan_: Plan) -> Pulumi:
-    return engine.prepare(plan_.stack, VENV, paths.KEY)
-
-
 def preview(p: Pulumi, stack: str) -> subprocess.CompletedProcess[str]:
     """The PR workflow's preview (engine.cli.PREVIEW), with the policy pack."""
     policy_pack()
@@ -300,7 +295,7 @@ def scenario(plan_: Plan, table: Any, reboot: bool = True) -> dict[str, Any]:
     seen: dict[str, Any] = {}
     rows, phase = table.rows, table.phase
     rows.extend(run.fault(plan_))
-    p = pulumi(plan_)
+    p = engine_cli(plan_)
 
     def bad_preview() -> tuple[bool, str]:
         d = haproxy_project(stack)

@@ -340,9 +340,7 @@ def reboot(lb: Guest | None = None, shutdown_s: float = SHUTDOWN_S) -> float:
             f"{g.name}: its shutdown did not end within {shutdown_s:.0f} s; cutting its power;"
             f" console's last lines:\n{console_tail(600, lb=g).rstrip()}"
         )
-        stop(g, hard=True)
-    else:
-        stop(g)  # the pidfile and shared connection of the ended qemu
+    stop(g, hard=True)  # an ended qemu: just its pidfile
     boot(g, fresh=False)
     after = boot_id(g)
     if after in ("", before):

@@ -11,6 +11,7 @@ every row ran and held.
 
 from __future__ import annotations
 
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -18,8 +19,6 @@ from typing import Any
 from keepsource.render.scripts import STEP_NAMES
 from lab import guest, hosts, paths, plan, run
 from lab.plan import PAIR
-
-STEPS = STEP_NAMES
 
 #: The probe's pace and the time one request may take during the failover.
 INTERVAL = 0.1
@@ -80,8 +79,6 @@ def rogue_advert(p: run.Plan, client: Any) -> tuple[bool, str]:
     own address for ROGUE_S seconds. The pair (``check_unicast_src``) must
     keep the VIP where it was; the rogue must have advertised (its log says
     it entered MASTER state)."""
-    import subprocess
-
     s = p.settings
     before = run.vip_holders(p)
     d = paths.RUN / "rogue"
@@ -185,7 +182,7 @@ def scenario(p: run.Plan, table: run.Table) -> str | None:
         detail = f"pulumi up exit {'0' if up.ok else 'non-zero'} in {up.seconds:.1f} s"
         if not up.ok:
             detail += ": " + " | ".join(up.output.strip().splitlines()[-6:])[-600:]
-        return up.ok and len(up.steps) == len(STEPS) * len(p.guests), (
+        return up.ok and len(up.steps) == len(STEP_NAMES) * len(p.guests), (
             f"{detail}; {len(up.steps)} steps, {len(changed)} changed"
         )
 
@@ -193,7 +190,7 @@ def scenario(p: run.Plan, table: run.Table) -> str | None:
         up = applied.get("up")
         if up is None:
             return False, "no pulumi up ran"
-        return run.overlap(up, [g.name for g in p.guests], STEPS)
+        return run.overlap(up, [g.name for g in p.guests], STEP_NAMES)
 
     def do_verify() -> tuple[bool, str]:
         return run.verify() == 0, ""

@@ -24,11 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.cli import Pulumi
 from keepsource.artifacts import artifacts
 from keepsource.settings import ConfigError, Settings
 from keepsource.stackfile import PROJECT_ROOT, load
 from keepsource.verify import curl_command, runner_for
-from lab import driver, guest, hosts, image, kube, net, paths, plan
+from lab import driver, engine, guest, hosts, image, kube, net, paths, plan
 from lab.plan import PAIR, SINGLE, Guest
 
 STACK = plan.LAYOUT_STACKS[SINGLE]
@@ -274,6 +275,27 @@ def plan_steps(plan_: Plan, config: dict[str, Any] | None = None) -> list[driver
     return steps
 
 
+#: The project's virtualenv (the engine runs the program in it).
+VENV = Path(os.environ.get("KEEPSOURCE_VENV", PROJECT_ROOT / ".venv"))
+
+
+def _require_settings(plan_: Plan) -> None:
+    if not plan_.settings_complete:
+        raise SystemExit(f"lab: the settings model cannot read stack {plan_.stack} yet")
+
+
+def _policy_first(plan_: Plan, state: State) -> None:
+    """The Workload's side of an LB-only stack first, as a GitOps sync of its
+    manifests would: the CNI stand-in enforces the rendered NetworkPolicy
+    (which admits the LB's check source) before the cut-over runs."""
+    if state.phase != "fixed":
+        state.phase = "fixed"
+        set_pod(plan_, state)
+        log(
+            f"workers: filter = the rendered NetworkPolicy {list(_filter(plan_, 'fixed').admitted)}"
+        )
+
+
 def apply(
     plan_: Plan,
     cut: tuple[str, float] | None = None,
@@ -299,14 +321,9 @@ def apply(
         if unknown:
             raise SystemExit(f"lab: the program declares no command {sorted(unknown)}")
         steps = [s for s in steps if s.name in names]
-    if not plan_.settings_complete:
-        raise SystemExit(f"lab: the settings model cannot read stack {plan_.stack} yet")
-    if workload_first and state.phase != "fixed":
-        state.phase = "fixed"
-        set_pod(plan_, state)
-        log(
-            f"workers: filter = the rendered NetworkPolicy {list(_filter(plan_, 'fixed').admitted)}"
-        )
+    _require_settings(plan_)
+    if workload_first:
+        _policy_first(plan_, state)
     log(
         f"apply: {len(steps)} remote commands declared by the program (stack {plan_.stack}),"
         " over SSH"
@@ -314,32 +331,25 @@ def apply(
     return Applied(driver.apply(steps, _driver_ssh, cut=cut), len(steps))
 
 
-#: The project's virtualenv (the engine runs the program in it).
-VENV = Path(os.environ.get("KEEPSOURCE_VENV", PROJECT_ROOT / ".venv"))
-
-
-def apply_engine(plan_: Plan, *extra: str) -> Any:
+def apply_engine(plan_: Plan, *extra: str) -> engine.Up:
     """``pulumi up`` of the plan's stack with the real CLI (./build-engine) on
     the lab's shadow project (lab/engine.py): an ``engine.Up``. An LB-only
     stack's Workload side comes first, as :func:`apply` has it (a GitOps sync
     of the rendered NetworkPolicy)."""
-    from lab import engine
-
     require_root()
-    if not plan_.settings_complete:
-        raise SystemExit(f"lab: the settings model cannot read stack {plan_.stack} yet")
-    state = State.load()
-    if not plan_.settings.manages_workload and state.phase != "fixed":
-        state.phase = "fixed"
-        set_pod(plan_, state)
-        log(
-            f"workers: filter = the rendered NetworkPolicy {list(_filter(plan_, 'fixed').admitted)}"
-        )
-    cli = engine.prepare(plan_.stack, VENV, paths.KEY)
-    return engine.up(cli, plan_.stack, *extra)
+    _require_settings(plan_)
+    if not plan_.settings.manages_workload:
+        _policy_first(plan_, State.load())
+    return engine.up(engine_cli(plan_), plan_.stack, *extra)
 
 
-def overlap(up: Any, hosts_: list[str], steps: tuple[str, ...]) -> tuple[bool, str]:
+def engine_cli(plan_: Plan) -> Pulumi:
+    """The real CLI on the lab's shadow project for the plan's stack, with the
+    lab's SSH key as the stack's secret (lab/engine.py ``prepare``)."""
+    return engine.prepare(plan_.stack, VENV, paths.KEY)
+
+
+def overlap(up: engine.Up, hosts_: list[str], steps: tuple[str, ...]) -> tuple[bool, str]:
     """Did the engine run the hosts' steps at once? Each host's span runs
     from its first step's start (``resourcePreEvent``) to its last step's end
     (``resOutputsEvent``), in the engine's event sequence; every two spans
@@ -348,9 +358,11 @@ def overlap(up: Any, hosts_: list[str], steps: tuple[str, ...]) -> tuple[bool, s
     for name in hosts_:
         starts = [up.sequence("resourcePreEvent", f"::{name}-{s}") for s in steps]
         ends = [up.sequence("resOutputsEvent", f"::{name}-{s}") for s in steps]
-        if None in starts or None in ends:
+        found_starts = [n for n in starts if n is not None]
+        found_ends = [n for n in ends if n is not None]
+        if len(found_starts) < len(steps) or len(found_ends) < len(steps):
             return False, f"{name}: a step has no start or end in the event log"
-        spans[name] = (min(starts), max(ends))
+        spans[name] = (min(found_starts), max(found_ends))
     ok = all(
         a[0] < b[1] and b[0] < a[1]
         for i, a in enumerate(spans.values())

@@ -750,7 +750,7 @@ def test_a_reboot_is_the_guests_own_then_a_cold_boot_on_the_same_disk(
     qemu.running = True
     guest.reboot(_single_guest())
     assert sent == ["systemctl reboot"]
-    assert qemu.calls == ["stop hard=False", "start fresh=False", f"wait {guest.STALL_S:.0f}"]
+    assert qemu.calls == ["stop hard=True", "start fresh=False", f"wait {guest.STALL_S:.0f}"]
     assert "-no-reboot" in guest.qemu_argv(_single_guest())
 
 

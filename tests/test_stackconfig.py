@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -191,57 +192,35 @@ def test_render_reads_through_the_real_cli(tmp_path: Path) -> None:
            stdin=SECRET_KEY_TEXT)  # fmt: skip
     pulumi("config", "set", "--secret", "--path", "keepsource:kubernetes.kubeconfig",
            "--stack", "dev", stdin=KUBECONFIG_TEXT)  # fmt: skip
+
+    def render(out: Path, *extra: str) -> tuple[subprocess.CompletedProcess[str], list[Any]]:
+        argv = [sys.executable, "-m", "keepsource", "--project", str(project)]
+        done = subprocess.run(
+            [*argv, "render", "dev", "--out", str(out), *extra],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            cwd=PROJECT_ROOT,
+        )
+        assert done.returncode == 0, done.stderr
+        return done, list(yaml.safe_load_all((out / "manifests.yaml").read_text()))
+
+    def kind(manifests: list[Any], name: str) -> Any:
+        return next(d for d in manifests if d and d["kind"] == name)
+
     out = tmp_path / "out"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "keepsource",
-            "--project",
-            str(project),
-            "render",
-            "dev",
-            "--out",
-            str(out),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        cwd=PROJECT_ROOT,
-    )
-    assert done.returncode == 0, done.stderr
+    done, manifests = render(out)
     assert "config: `pulumi config --stack dev`" in done.stderr
-    manifests = list(yaml.safe_load_all((out / "manifests.yaml").read_text()))
-    service = next(d for d in manifests if d and d["kind"] == "Service")
-    deployment = next(d for d in manifests if d and d["kind"] == "Deployment")
-    assert service["spec"]["ports"][0]["nodePort"] == 30091  # the project's default
-    assert deployment["spec"]["replicas"] == 2  # the --path key
+    assert kind(manifests, "Service")["spec"]["ports"][0]["nodePort"] == 30091  # project default
+    assert kind(manifests, "Deployment")["spec"]["replicas"] == 2  # the --path key
     written = "".join(p.read_text() for p in out.rglob("*") if p.is_file())
     for secret in ("not-a-real-key", "s3cr3t-in-test"):
         assert secret not in written + done.stdout + done.stderr
-    # The same stack from its file alone: the model's default port, one replica.
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "keepsource",
-            "--project",
-            str(project),
-            "render",
-            "dev",
-            "--out",
-            str(tmp_path / "file"),
-            "--config-from",
-            "file",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        cwd=PROJECT_ROOT,
-    )
-    assert done.returncode == 0, done.stderr
+    # The same stack from its file alone (the CLI wrote the --path key there):
+    # no project default, so the model's own nodePort.
+    done, manifests = render(tmp_path / "file", "--config-from", "file")
     assert "config: Pulumi.dev.yaml" in done.stderr
+    assert kind(manifests, "Service")["spec"]["ports"][0]["nodePort"] == 30080
+    assert kind(manifests, "Deployment")["spec"]["replicas"] == 2

@@ -1,6 +1,5 @@
 """lab/lab: the local lab. Run as root:
-lab/lab up [--ha] [--kube]|apply|pod|reboot|ssh|kill-lb|start-lb|verify|fault|down|bench-boot|
-demo [--ha|--replay].
+lab/lab up [--ha]|apply|pod|reboot|ssh|kill-lb|start-lb|verify|fault|down|bench-boot|demo [--ha].
 
 The CLI only: a lab run's plan, state and commands are lab/run.py."""
 
@@ -9,16 +8,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 
 from lab import guest, paths, plan, run
 from lab.run import (
     STACK,
     Plan,
-    Probe,
     State,
     apply,
-    curl,
     down,
     fault,
     kill_lb,
@@ -31,7 +27,7 @@ from lab.run import (
     verify,
 )
 
-__all__ = ["STACK", "engine_demo", "main", "replay_demo"]
+__all__ = ["STACK", "engine_demo", "main"]
 
 
 def log(msg: str) -> None:
@@ -41,76 +37,6 @@ def log(msg: str) -> None:
 def _run_plan() -> Plan:
     """The running lab's plan (its layout as up recorded it); single when none runs."""
     return make_plan(State.load().layout if paths.STATE_FILE.exists() else plan.SINGLE)
-
-
-DEMO_ROWS = 14
-
-
-def replay_demo() -> int:
-    """``demo --replay``: up, the fault, apply, apply again, verify, reboot,
-    verify, down, with the replay driver (lab/driver.py) in place of the engine:
-    a table. Kept while the fault-injection tests still need that driver."""
-    require_root()
-    plan = make_plan()
-    table = run.Table()
-    rows, phase = table.rows, table.phase
-
-    def first_apply() -> tuple[bool, str]:
-        api = f"http://{plan.settings.network.vip}:{plan.settings.apiserver.port}/"
-        probes = {"host01": Probe("ks-host01", api), "worker01": Probe(plan.workers[0].netns, api)}
-        time.sleep(1)
-        start = time.monotonic()
-        try:
-            ok = apply(plan).complete
-            times["first_apply"] = time.monotonic() - start
-            page = f"http://{plan.settings.network.vip}:{plan.settings.node_port}/"
-            rc, out = curl("ks-host01", page)
-            first = rc == 0 and "Welcome to nginx" in out
-        finally:
-            seen = {name: p.stop() for name, p in probes.items()}
-        rows.append(("apply: host01's first request gets the page", first, f"curl exit {rc}"))
-        for name, probe in seen.items():
-            rows.append(
-                (
-                    f"apply: {name} -> VIP:6443 answered throughout",
-                    probe["failures"] == 0 and probe["requests"] > 0,
-                    f"{probe['requests']} requests, {probe['failures']} failed, "
-                    f"longest gap {probe['longest_gap_s']} s",
-                )
-            )
-        return ok, f"{times['first_apply']:.1f} s"
-
-    def second_apply() -> tuple[bool, str]:
-        start = time.monotonic()
-        applied = apply(plan)
-        second = time.monotonic() - start
-        ok = applied.complete and not any(r.changed for r in applied.results)
-        return ok, f"{second:.1f} s ({100 * second / times['first_apply']:.0f} % of the first)"
-
-    def do_reboot() -> tuple[bool, str]:
-        rb = reboot()
-        return "ssh_to_keepalived_active" in rb, ", ".join(f"{k} {v:.1f} s" for k, v in rb.items())
-
-    def worker_reaches_api() -> tuple[bool, str]:
-        api = f"http://{plan.settings.network.vip}:{plan.settings.apiserver.port}/"
-        return run.answers(plan.workers[0].netns, api)
-
-    times: dict[str, float] = {}
-    try:
-        if phase("up: guest and namespaces", lambda: (True, f"{sum(up(plan).values()):.1f} s")):
-            rows.extend(fault(plan))
-            if phase("apply: every command succeeded", first_apply):
-                phase("apply again: every script a no-op", second_apply)
-                phase("verify after apply", lambda: (verify() == 0, ""))
-                if phase("reboot: back, keepalived active", do_reboot):
-                    phase("verify after reboot", lambda: (verify() == 0, ""))
-                    phase("after reboot: worker01 -> VIP:6443 answers", worker_reaches_api)
-                    phase("after reboot: the host's NAT rule decides first", run.host_rule_first)
-    finally:
-        down()
-    # up, 3 fault rows, 3 rows during the first apply, apply, apply again,
-    # verify, reboot, verify, 2 rows after the reboot: all must have run
-    return table.report("demo", DEMO_ROWS)
 
 
 def engine_demo() -> int:
@@ -162,29 +88,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lab/lab", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
     u = sub.add_parser(
-        "up", help="build the guest if needed, boot it, start the namespaces (fault state)"
+        "up",
+        help="build the guest if needed, boot it, start the namespaces (fault state); the"
+        " single layout also starts a Kubernetes API at the master's place with the seed's"
+        " objects made by kubectl (needs ./build-engine)",
     )
     u.add_argument(
-        "--ha", action="store_true", help="the pair: guests lb1 and lb2 (stack local-ha)"
+        "--ha", action="store_true", help="the pair: guests lb1 and lb2 (stack local-ha, LB only)"
     )
-    u.add_argument(
-        "--kube",
-        action="store_true",
-        help="a real Kubernetes API at the master's place, the seed's objects made with"
-        " kubectl (needs ./build-engine)",
-    )
-    a = sub.add_parser("apply", help="run keepsource's remote commands (driver) on the guest(s)")
-    a.add_argument("--cut", help="STEP:SECONDS: drop the SSH connection of STEP after SECONDS")
+    a = sub.add_parser("apply", help="pulumi up of the lab's stack with the real CLI")
     a.add_argument(
-        "--engine",
-        action="store_true",
-        help="pulumi up with the real CLI (./build-engine) instead of the replay driver",
+        "--cut",
+        help="STEP:SECONDS: kill the SSH connection of STEP (e.g. lb-cutover) on the guest"
+        " SECONDS after its script started",
     )
     a.add_argument(
         "--replace",
         action="append",
         metavar="URN",
-        help="run only this command (URN or name, as verify prints them); repeatable",
+        help="pulumi up --replace URN (as verify prints them); repeatable",
     )
     p = sub.add_parser("pod", help="move the pod to WORKER")
     p.add_argument("worker")
@@ -212,18 +134,13 @@ def main(argv: list[str] | None = None) -> int:
         "(lab/full.py), down: a table",
     )
     d.add_argument("--ha", action="store_true", help="the pair's failover scenario")
-    d.add_argument(
-        "--replay",
-        action="store_true",
-        help="the older demo through the replay driver (no engine, no Kubernetes API)",
-    )
     args = parser.parse_args(argv)
     if args.cmd == "demo":
         if args.ha:
             from lab import ha
 
             return ha.demo()
-        return replay_demo() if args.replay else engine_demo()
+        return engine_demo()
     if args.cmd == "down":
         down()
         return 0
@@ -246,37 +163,46 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.cmd == "up":
         plan_ = make_plan(plan.PAIR if args.ha else plan.SINGLE)
-        up(plan_, kube=args.kube)
-        if args.kube:
-            from lab import full
+        if args.ha:
+            up(plan_)
+            return 0
+        from engine.build import build
+        from lab import full
 
-            full.start(plan_)
+        build()
+        up(plan_, kube=True)
+        full.start(plan_)
         return 0
     plan_ = _run_plan()
-    if args.cmd == "apply" and args.engine:
-        from lab import engine, full
-
-        cli = run.engine_cli(plan_)
-        extra = [f"--replace={u}" for u in args.replace or []]
-        result = engine.up(cli, plan_.stack, *extra)
-        if not result.ok:
-            print(result.output[-4000:], file=sys.stderr)
-            return 1
-        full.sync_workers(plan_)
-        return 0
     if args.cmd == "apply":
+        from lab import full
+
         cut = None
         if args.cut:
             name, _, secs = args.cut.rpartition(":")
             cut = (name, float(secs))
-        return 0 if apply(plan_, cut, replace=args.replace).complete else 1
+        result = apply(plan_, *[f"--replace={u}" for u in args.replace or []], cut=cut)
+        if not result.ok:
+            for name, why in result.failed().items():
+                print(f"{name}: {why.strip()[-2000:]}", file=sys.stderr)
+            print(result.output[-2000:], file=sys.stderr)
+            return 1
+        if plan_.settings.manages_workload:
+            full.sync_workers(plan_)
+        return 0
     elif args.cmd == "pod":
-        state = State.load()
         if args.worker not in [w.name for w in plan_.workers]:
             raise SystemExit(f"lab: no worker {args.worker!r}")
-        state.pod = args.worker
-        set_pod(plan_, state)
-        log(f"the pod is on {state.pod}")
+        state = State.load()
+        if state.phase == "api":
+            from lab import full
+
+            seconds = full.place_pod(plan_.settings, args.worker)
+            log(f"the pod is Ready on {args.worker} after {seconds:.1f} s (through the API)")
+        else:
+            state.pod = args.worker
+            set_pod(plan_, state)
+            log(f"the pod is on {state.pod}")
     elif args.cmd == "reboot":
         for k_, v in reboot(args.lb).items():
             log(f"{k_}: {v:.1f} s")

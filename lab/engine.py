@@ -110,6 +110,45 @@ class Up:
     def changed(self) -> list[str]:
         return [n for n, s in self.steps.items() if s.report.endswith(": changed")]
 
+    def ran(self) -> list[str]:
+        """The remote commands this up ran (created, updated or replaced), in
+        the order they finished: a step the engine found unchanged has a
+        ``same`` op and did not run."""
+        names = []
+        for e in self.events:
+            meta = (e.get("resOutputsEvent") or {}).get("metadata") or {}
+            if meta.get("type") == COMMAND and meta.get("op") not in (None, "same", "read"):
+                name = str(meta.get("urn", "")).rsplit("::", 1)[-1]
+                if name not in names:
+                    names.append(name)
+        return names
+
+    def ran_changed(self) -> list[str]:
+        """The steps this up ran whose script said ``changed``."""
+        return [
+            n for n in self.ran() if n in self.steps and self.steps[n].report.endswith(": changed")
+        ]
+
+    def failed(self) -> dict[str, str]:
+        """The remote commands that failed in this up, with the engine's error
+        for each (pulumi-command puts the script's output in it)."""
+        failed_urns = [
+            str(((e.get("resOpFailedEvent") or {}).get("metadata") or {}).get("urn", ""))
+            for e in self.events
+            if "resOpFailedEvent" in e
+        ]
+        out: dict[str, str] = {}
+        for urn in failed_urns:
+            said = [
+                str(d.get("message", ""))
+                for e in self.events
+                if (d := e.get("diagnosticEvent"))
+                and d.get("urn") == urn
+                and d.get("severity") == "error"
+            ]
+            out[urn.rsplit("::", 1)[-1]] = "\n".join(said)
+        return out
+
     def sequence(self, kind: str, urn_end: str) -> int | None:
         """The engine's sequence number of the first ``kind`` event (e.g.
         ``resourcePreEvent``: a step started; ``resOutputsEvent``: it finished)

@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,64 @@ def sync_workers(plan_: Plan) -> tuple[hosts.PodFilter, tuple[str, ...]]:
     return f, on
 
 
+def place_pod(s: Settings, worker: str, timeout: float = 90) -> float:
+    """Move the workload's pod to ``worker`` the way an operator does: cordon
+    the other workers, delete the pod (its ReplicaSet makes a new one, the
+    scheduler puts it on the one schedulable worker, kwok makes it Ready),
+    then uncordon them. Seconds until the one Ready pod is there."""
+    others = [w.name for w in s.workers if w.name != worker]
+    start = time.monotonic()
+    if ready_pod_nodes(s) == [worker]:
+        return 0.0
+    kube.kubectl("uncordon", worker)
+    for name in others:
+        kube.kubectl("cordon", name)
+    try:
+        sel = ",".join(f"{k}={v}" for k, v in render.labels(s).items())
+        kube.kubectl("delete", "pods", "-n", s.workload.namespace, "-l", sel, "--wait=false")
+        for _ in range(int(timeout / 0.5) + 1):
+            if ready_pod_nodes(s) == [worker] or time.monotonic() - start > timeout:
+                break
+            time.sleep(0.5)
+    finally:
+        for name in others:
+            kube.kubectl("uncordon", name)
+    on = ready_pod_nodes(s)
+    if on != [worker]:
+        raise SystemExit(f"lab: the pod did not move to {worker} within {timeout:.0f} s (on {on})")
+    return time.monotonic() - start
+
+
+def back_to_fault(plan_: Plan) -> dict[str, float]:
+    """The seed's fault once more on a running full lab, without a new control
+    plane: the LB guest powered off and booted on a fresh disk of the image
+    (HAProxy serves, no keepalived), the seed's objects deleted and made again
+    with kubectl (pulumi's field ownership gone), the pod on the first worker,
+    and the stack removed from the lab's backend (made again from the checkout's
+    stack file)."""
+    from lab import guest
+
+    s = plan_.settings
+    g = plan_.guests[0]
+    guest.close_shared_connection(g)
+    guest.stop(g, hard=True)
+    t = {"boot_to_ssh": guest.boot(g, fresh=True)}
+    ns, name = s.workload.namespace, s.workload.name
+    kube.kubectl(
+        "delete", "-n", ns, "deployment,service,networkpolicy", name,
+        "--ignore-not-found", "--wait=true", timeout=120,
+    )  # fmt: skip
+    make_fault(s)
+    t["pod_placed"] = place_pod(s, s.workers[0].name)
+    p = engine_cli(plan_)
+    # `stack rm` removes its stack file too: the shadow takes the checkout's again.
+    p.run("stack", "rm", "--yes", "--force", stack=plan_.stack)
+    engine_cli(plan_)  # the stack again, with the lab's key as its secret
+    sync_workers(plan_)
+    log("back to the fault: " + ", ".join(f"{k} {v:.1f} s" for k, v in t.items()))
+    return t
+
+
 FOLLOW_STOP = paths.RUN / "follow.stop"
 FOLLOW_PID = paths.RUN / "follow.pid"
 FOLLOW_LOG = paths.RUN / "follow.log"
@@ -175,6 +234,20 @@ def stop_follower() -> bool:
             os.killpg(pid, signal.SIGTERM)
     FOLLOW_PID.unlink(missing_ok=True)
     return True
+
+
+@contextlib.contextmanager
+def follower_paused(plan_: Plan) -> Iterator[None]:
+    """The follower stopped for the block (the workers' stand-ins may be set
+    by hand), started again after it; the workers back on the API's view."""
+    stop_follower()
+    try:
+        yield
+    finally:
+        state = State.load()
+        state.pids.append(start_follower())
+        state.save()
+        sync_workers(plan_)
 
 
 def start(plan_: Plan) -> dict[str, float]:

@@ -41,8 +41,8 @@ def port_free(port: int) -> bool:
 def _mux_options() -> list[str]:
     """One SSH connection per guest shared by the lab's own commands (ssh's
     ControlMaster): a new connection costs ~0.8 s under TCG, a session on a
-    shared one ~0.1 s. Never used for keepsource's steps (the replay driver
-    opens one connection per command, as pulumi-command does). A deep
+    shared one ~0.1 s. Never used for keepsource's steps (the engine's
+    command provider opens its own connection per command). A deep
     checkout gets none (the socket path would be too long)."""
     control = paths.RUN / "mux"
     control.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -176,7 +176,7 @@ def scenario(p: run.Plan, table: run.Table) -> str | None:
     applied: dict[str, Any] = {}
 
     def do_apply() -> tuple[bool, str]:
-        up = run.apply_engine(p)
+        up = run.apply(p)
         applied["up"] = up
         changed = [n for n, st in up.steps.items() if st.report.endswith(": changed")]
         detail = f"pulumi up exit {'0' if up.ok else 'non-zero'} in {up.seconds:.1f} s"

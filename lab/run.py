@@ -18,18 +18,19 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import mockrun
 from engine.cli import Pulumi
 from keepsource.artifacts import artifacts
 from keepsource.settings import ConfigError, Settings
 from keepsource.stackfile import PROJECT_ROOT, load
 from keepsource.verify import curl_command, runner_for
-from lab import driver, engine, guest, hosts, image, kube, net, paths, plan
+from lab import engine, guest, hosts, image, kube, net, paths, plan
 from lab.plan import PAIR, SINGLE, Guest
 
 STACK = plan.LAYOUT_STACKS[SINGLE]
@@ -227,38 +228,49 @@ def up(plan_: Plan, kube: bool = False) -> dict[str, float]:
     return times
 
 
-def _driver_ssh(step: driver.Planned, _: float | None) -> subprocess.Popen[str]:
-    argv = [*guest.ssh_argv(port=step.port, user=step.user, host=step.host), step.create]
-    return subprocess.Popen(
-        argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+@dataclass(frozen=True)
+class Declared:
+    """A remote command the program declares for a stack (under the SDK's
+    mocks: what it would ask the engine for, nothing is run)."""
+
+    name: str
+    host: str
+    port: int
+    user: str
+
+
+def declared(stack: str, config: dict[str, Any] | None = None) -> list[Declared]:
+    """The program's ``command:remote:Command`` resources for ``stack`` (or
+    for ``config`` under that stack's name), from a run under the SDK's mocks."""
+    done = (
+        mockrun.run_program(config, stack=stack) if config is not None else mockrun.run_stack(stack)
     )
+    out = []
+    for r in done.of_type(engine.COMMAND):
+        conn = r.inputs["connection"]
+        conn = dict(conn.get("value", conn))  # secret-wrapped on the wire
+        out.append(
+            Declared(
+                r.name, str(conn["host"]), int(conn.get("port", 22)), str(conn.get("user", "root"))
+            )
+        )
+    return out
 
 
-@dataclass
-class Applied:
-    results: list[driver.Result]
-    planned: int
-
-    @property
-    def complete(self) -> bool:
-        """Every planned command ran and succeeded."""
-        return len(self.results) == self.planned and all(r.rc == 0 for r in self.results)
-
-
-def unserved(steps: list[driver.Planned], guests_: list[Guest]) -> list[Guest]:
+def unserved(steps: list[Declared], guests_: list[Guest]) -> list[Guest]:
     """The guests no declared command connects to (127.0.0.1:their SSH port)."""
     return [g for g in guests_ if not any(s.port == g.ssh_port for s in steps)]
 
 
-def plan_steps(plan_: Plan, config: dict[str, Any] | None = None) -> list[driver.Planned]:
+def plan_steps(plan_: Plan, config: dict[str, Any] | None = None) -> list[Declared]:
     """The program's remote commands for the layout's stack. In the pair, a
     clear refusal while the program declares no command for one of the guests
     (the lab never pretends the pair was configured)."""
-    if plan_.layout == SINGLE:
-        return driver.plan(STACK, config)
     stack = plan_.stack
+    if plan_.layout == SINGLE:
+        return declared(stack, config)
     try:
-        steps = driver.plan(stack, config if config is not None else plan.stack_config(PAIR))
+        steps = declared(stack, config if config is not None else plan.stack_config(PAIR))
     except (SystemExit, Exception) as error:  # any reason: named in the refusal below
         reason = str(error).strip().replace("\n", " ")
         steps, why = [], f"the program cannot plan stack {stack} ({reason})"
@@ -297,50 +309,92 @@ def _policy_first(plan_: Plan, state: State) -> None:
 
 
 def apply(
-    plan_: Plan,
-    cut: tuple[str, float] | None = None,
-    workload_first: bool = True,
-    config: dict[str, Any] | None = None,
-    replace: list[str] | None = None,
-) -> Applied:
-    """keepsource's remote commands over SSH. The local stack manages no
-    Kubernetes objects (they are "managed elsewhere"), so the Workload's side
-    of the fix comes first, as a GitOps sync would: the CNI stand-in enforces
-    the rendered NetworkPolicy (which admits the LB's check source) before the
-    cut-over runs. ``workload_first=False`` keeps the seed's policy: the pool
-    of the workload can then never become healthy. In the pair the replay
-    driver runs each command on its own connection's host:port (lb1, lb2)."""
-    require_root()
-    state = State.load()
-    steps = plan_steps(plan_, config)
-    if replace:
-        # Like `pulumi up --replace URN...` on an unchanged stack: only those
-        # commands run (pulumi-command runs a replaced command's create again).
-        names = {urn.rsplit("::", 1)[-1] for urn in replace}
-        unknown = names - {s.name for s in steps}
-        if unknown:
-            raise SystemExit(f"lab: the program declares no command {sorted(unknown)}")
-        steps = [s for s in steps if s.name in names]
-    _require_settings(plan_)
-    if workload_first:
-        _policy_first(plan_, state)
-    log(
-        f"apply: {len(steps)} remote commands declared by the program (stack {plan_.stack}),"
-        " over SSH"
-    )
-    return Applied(driver.apply(steps, _driver_ssh, cut=cut), len(steps))
-
-
-def apply_engine(plan_: Plan, *extra: str) -> engine.Up:
+    plan_: Plan, *extra: str, cut: tuple[str, float] | None = None, timeout: float = 1200
+) -> engine.Up:
     """``pulumi up`` of the plan's stack with the real CLI (./build-engine) on
-    the lab's shadow project (lab/engine.py): an ``engine.Up``. An LB-only
-    stack's Workload side comes first, as :func:`apply` has it (a GitOps sync
-    of the rendered NetworkPolicy)."""
+    the lab's shadow project (lab/engine.py): an ``engine.Up``. ``extra``: more
+    arguments (``--replace=URN``, ``--expect-no-changes``). An LB-only stack's
+    Workload side comes first, as a GitOps sync of its manifests would (the
+    CNI stand-in enforces the rendered NetworkPolicy). ``cut=(STEP, SECONDS)``:
+    SECONDS after the guest starts that step's script, its SSH connection is
+    killed on the guest (:class:`Cut`), as a dropped link would end it."""
     require_root()
     _require_settings(plan_)
     if not plan_.settings.manages_workload:
         _policy_first(plan_, State.load())
-    return engine.up(engine_cli(plan_), plan_.stack, *extra)
+    cli = engine_cli(plan_)
+    if cut is None:
+        return engine.up(cli, plan_.stack, *extra, timeout=timeout)
+    with Cut(f"{plan_.guests[0].name}-{cut[0]}" if plan_.layout == PAIR else cut[0], cut[1]) as c:
+        done = engine.up(cli, plan_.stack, *extra, timeout=timeout)
+    done.output += f"\nlab: {c.said}"
+    log(c.said)
+    return done
+
+
+class Cut:
+    """Kills the SSH connection that runs step STEP on the (first) guest,
+    ``after`` seconds after its script started: the script's parent on the
+    guest is that connection's sshd, killed with SIGKILL, so the client (the
+    engine's command provider) sees the connection drop mid-step. Looks every
+    0.3 s, for at most ``limit`` seconds."""
+
+    def __init__(self, step: str, after: float, lb: Guest | None = None, limit: float = 600):
+        self.step, self.after, self.lb, self.limit = step.removeprefix("lb-"), after, lb, limit
+        self.said = f"cut of {step}: its script was never seen"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Cut:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        marker = f"keepsource-{self.step}$"
+        start = time.monotonic()
+        for _ in range(int(self.limit / 0.3) + 1):
+            if self._stop.is_set() or time.monotonic() - start > self.limit:
+                return
+            found = guest.ssh(f"pgrep -o -f -- {marker!r} || true", timeout=20, lb=self.lb)
+            pid = found.stdout.strip()
+            if pid.isdigit():
+                self._stop.wait(self.after)
+                killed = guest.ssh(
+                    f"p=$(ps -o ppid= -p {pid} | tr -d ' '); ps -o comm= -p \"$p\";"
+                    f' kill -KILL "$p" && echo killed',
+                    timeout=20,
+                    lb=self.lb,
+                )
+                self.said = (
+                    f"cut of {self.step}: {self.after} s after its script started, its"
+                    f" connection's {killed.stdout.split()[0] if killed.stdout.split() else '?'}"
+                    f" killed: {'killed' in killed.stdout}"
+                )
+                return
+            time.sleep(0.3)
+
+
+@contextlib.contextmanager
+def stack_config(plan_: Plan, change: Callable[[dict[str, Any]], None]) -> Iterator[None]:
+    """The lab's stack file (in the engine's shadow project) changed by
+    ``change`` (on its ``config`` mapping) for the block, as an operator edits
+    it; put back byte for byte afterwards (its secret stays as it was)."""
+    import yaml
+
+    engine_cli(plan_)  # the shadow's stack file exists, with the lab's key
+    path = engine.SHADOW / f"Pulumi.{plan_.stack}.yaml"
+    before = path.read_text()
+    doc = yaml.safe_load(before)
+    change(doc["config"])
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    try:
+        yield
+    finally:
+        path.write_text(before)
 
 
 def engine_cli(plan_: Plan) -> Pulumi:

@@ -1,12 +1,31 @@
-"""The local lab, for real: a Debian guest under QEMU, namespaces, SSH.
+"""The local lab, for real, under the real engine: a Debian guest under QEMU at
+the LB's place, a Kubernetes API (kube-apiserver, etcd, controller-manager,
+scheduler, kwok nodes) at the master's place, namespaces for the clients and
+the workers' stand-ins, and every apply a ``pulumi up`` of the CLI built by
+./build-engine. One boot of the lab for the whole module; the tests run in
+file order.
 
-Needs root, qemu-system-x86 and debootstrap (run-tests installs them). The
-tests share one lab and run in file order: the fault, an apply cut mid-way,
-a full apply, idempotence, a refused config, moving the pod, a reboot.
+First the scenario of ``lab/lab demo`` (lab/full.py): the policy pack's
+preview of a stack that keeps HAProxy (fails) and of keepsource's (passes),
+the first ``up`` from the seed's objects (made with kubectl) while host01 and
+worker01 query the API through VIP:6443, the engine's event order, the
+clients, ``up`` again with no changes, every LB step replaced (each
+``unchanged``), refresh then preview with no changes, drift named and
+repaired by the printed command, the exported state, a reboot of the LB, and
+``destroy``.
+
+Then the LB goes back to the seed's fault (a fresh disk of the image, the
+seed's objects made again by kubectl, an empty stack) and the faults are
+injected: a package removal, keepalived that cannot start, a pool that never
+gets healthy, a connection cut mid cut-over, a cut transfer, a config
+keepalived refuses, a failed reload, a foreign keepalived.conf; then a sudo
+user, a worker change, the host's own NAT rule, and the pod moved through
+the API. Needs root, qemu and the built engine (run-tests builds it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import ipaddress
 import json
@@ -20,23 +39,24 @@ from typing import Any
 
 import pytest
 
-from keepsource.render.keepalived import HEADER, WORKLOAD_FWMARK
-from keepsource.stackfile import load_config
-from keepsource.verify import parse_ipvs
-
 pytestmark = pytest.mark.lab
 
-_MISSING = [t for t in ("qemu-system-x86_64", "debootstrap", "ip") if shutil.which(t) is None]
+_MISSING = [
+    t for t in ("qemu-system-x86_64", "debootstrap", "ip", "socat") if shutil.which(t) is None
+]
 if os.geteuid() != 0 or _MISSING:
     pytest.skip(
         f"lab tests need root and {_MISSING or 'the lab tools'} (run `sudo ./run-tests`)",
         allow_module_level=True,
     )
 
-from lab import driver, guest, hosts, image, net, paths  # noqa: E402
+from engine.build import build  # noqa: E402
+from keepsource.render.keepalived import HEADER, WORKLOAD_FWMARK  # noqa: E402
+from keepsource.verify import parse_ipvs  # noqa: E402
+from lab import engine, full, guest, hosts, image, kube, net, paths  # noqa: E402
 from lab import run as lab  # noqa: E402
 
-EXPECTED_STEPS = 4
+STEPS = ("lb-packages", "lb-gateway", "lb-keepalived-config", "lb-cutover")
 STATE_DIR = "/var/lib/keepsource"
 CONF = "/etc/keepalived/keepalived.conf"
 DROPIN = "/etc/systemd/system/keepalived.service.d/lab-fault.conf"
@@ -44,13 +64,46 @@ DROPIN = "/etc/systemd/system/keepalived.service.d/lab-fault.conf"
 
 @pytest.fixture(scope="module")
 def plan() -> Iterator[lab.Plan]:
+    build()  # cached: the binaries this module runs (a clear error when one cannot be built)
     lab.down()
     p = lab.make_plan()
-    lab.up(p)
+    print(f"up: {lab.up(p, kube=True)}")
+    print(f"control plane: {full.start(p)}")
     try:
         yield p
     finally:
         lab.down()
+
+
+@pytest.fixture(scope="module")
+def fault_again(plan: lab.Plan) -> lab.Plan:
+    """The seed's fault once more, after the scenario (lab/full.py back_to_fault)."""
+    print(f"back to the fault: {full.back_to_fault(plan)}")
+    return plan
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+def _up(plan: lab.Plan, *extra: str, cut: tuple[str, float] | None = None) -> engine.Up:
+    done = lab.apply(plan, *extra, cut=cut)
+    full.sync_workers(plan)  # the follower does it within a second; now, for the asserts
+    return done
+
+
+def _ok(done: engine.Up) -> None:
+    assert done.ok and not done.failed(), done.output[-4000:]
+
+
+def _failed(done: engine.Up, name: str) -> str:
+    """The engine's error of the one step that failed, which must be ``name``."""
+    failed = done.failed()
+    assert not done.ok and list(failed) == [name], (list(failed), done.output[-4000:])
+    return failed[name]
+
+
+def _replace(done: engine.Up, *names: str) -> list[str]:
+    return [f"--replace={done.steps[n].urn}" for n in names]
 
 
 def _snapshot() -> str:
@@ -67,40 +120,17 @@ def _snapshot() -> str:
     return done.stdout
 
 
-def _config(**lb: Any) -> dict[str, Any]:
-    """The local stack's config with keys of ``keepsource:lb`` overridden."""
-    config = load_config(lab.STACK)
-    config["keepsource:lb"] = {**config["keepsource:lb"], **lb}
-    return config
-
-
-def _apply(
-    plan: lab.Plan,
-    cut: tuple[str, float] | None = None,
-    config: dict[str, Any] | None = None,
-    workload_first: bool = True,
-) -> list[driver.Result]:
-    return lab.apply(plan, cut, workload_first=workload_first, config=config).results
-
-
-def _failed(results: list[driver.Result], name: str) -> str:
-    """The output of the one step that failed, which must be ``name`` (steps
-    run as the engine runs them: the failed one need not finish last)."""
-    bad = driver.failures(results)
-    assert [r.name for r in bad] == [name], [(r.name, r.rc, r.output) for r in results]
-    return bad[0].output
-
-
-def _ok(results: list[driver.Result]) -> None:
-    assert [r.rc for r in results] == [0] * EXPECTED_STEPS, [(r.name, r.output) for r in results]
-
-
 def _urls(plan: lab.Plan) -> tuple[str, str]:
     vip = plan.settings.network.vip
     return (
-        f"http://{vip}:{plan.settings.apiserver.port}/",
+        f"https://{vip}:{plan.settings.apiserver.port}/readyz",
         f"http://{vip}:{plan.settings.node_port}/",
     )
+
+
+def _probes(plan: lab.Plan, *names: str) -> dict[str, lab.Probe]:
+    api, _ = _urls(plan)
+    return {ns: lab.Probe(ns, api, env=full.api_probe_env()) for ns in names}
 
 
 def _answers(ns: str, url: str) -> bool:
@@ -110,11 +140,12 @@ def _answers(ns: str, url: str) -> bool:
 
 
 def _haproxy_serves_as_before(plan: lab.Plan) -> None:
-    api, page = _urls(plan)
+    _, page = _urls(plan)
     assert guest.ssh("systemctl is-active haproxy").stdout.strip() == "active"
     assert guest.ssh("systemctl is-enabled haproxy").stdout.strip() == "enabled"
-    assert _answers("ks-host01", api) and _answers("ks-host01", page)
-    assert _answers(plan.workers[0].netns, api)
+    api_plain = f"http://{plan.settings.network.vip}:{plan.settings.apiserver.port}/"
+    assert _answers("ks-host01", api_plain) and _answers("ks-host01", page)
+    assert _answers(plan.workers[0].netns, api_plain)
     state = guest.ssh(
         "systemctl is-active keepalived; test -e /etc/keepsource/switch.rules && echo switch; "
         "iptables -t mangle -S KEEPSOURCE-SWITCH 2>/dev/null | grep -c -- '-j MARK' || true; "
@@ -135,23 +166,110 @@ def _lab_fault_off() -> None:
     guest.ssh(f"rm -f {DROPIN} && systemctl daemon-reload", timeout=60)
 
 
+@contextlib.contextmanager
+def _checks_dropped(plan: lab.Plan) -> Iterator[None]:
+    """Every worker drops the LB's health checks (its raw table, which the
+    stand-ins' own rules never touch): no pool can become healthy."""
+    source = str(plan.settings.network.lb_internal_address)
+    rule = ["PREROUTING", "-s", source, "-p", "tcp", "--dport", str(plan.settings.node_port)]
+    for w in plan.workers:
+        net.sh("ip", "netns", "exec", w.netns, "iptables", "-t", "raw", "-I", *rule, "-j", "DROP")
+    try:
+        yield
+    finally:
+        for w in plan.workers:
+            net.sh(
+                "ip", "netns", "exec", w.netns, "iptables", "-t", "raw", "-D", *rule, "-j", "DROP"
+            )
+
+
+def _declared(plan: lab.Plan, name: str) -> tuple[str, str | None]:
+    """A step's command line and stdin as the engine's state holds them (what
+    `pulumi up` last ran), to run it by hand with a fault of the transport."""
+    p = lab.engine_cli(plan)
+    state = json.loads(p.run("stack", "export", "--show-secrets", stack=plan.stack).stdout)
+    for r in state["deployment"]["resources"]:
+        if r["urn"].endswith(f"::{name}"):
+            return r["inputs"]["create"], r["inputs"].get("stdin")
+    raise AssertionError(f"no {name} in the state")
+
+
+def _pool(plan: lab.Plan) -> set[str]:
+    vip, port = str(plan.settings.network.vip), plan.settings.node_port
+    return parse_ipvs(guest.ssh("ipvsadm -Ln", timeout=20).stdout, vip, port, WORKLOAD_FWMARK)
+
+
+def _wait_pool(plan: lab.Plan, want: set[str], timeout: float = 15) -> None:
+    start = time.monotonic()
+    while _pool(plan) != want and time.monotonic() - start < timeout:
+        time.sleep(0.5)
+    assert _pool(plan) == want
+
+
+def _without_worker02(config: dict[str, Any]) -> None:
+    config["keepsource:workers"] = config["keepsource:workers"][:1]
+
+
+# -- the lab itself ----------------------------------------------------------------------
+
+
 def test_root_namespace_stays_out_of_the_lab(plan: lab.Plan) -> None:
     n = plan.settings.network
     assert net.conflicts([n.external_subnet, n.internal_subnet]) == []
     # ... and the check does catch an overlap with this machine's own networks.
     ours = subprocess.run(["ip", "-j", "-4", "route"], capture_output=True, text=True, check=True)
     nets = [r["dst"] for r in json.loads(ours.stdout) if r.get("dst", "default") != "default"]
-    if nets:
-        assert net.conflicts([ipaddress.IPv4Network(nets[0], strict=False)])
+    assert nets, "this machine has at least one route of its own"
+    assert net.conflicts([ipaddress.IPv4Network(nets[0], strict=False)])
 
 
-def test_seed_fault_both_clients_refused_through_haproxy(plan: lab.Plan) -> None:
-    rows = lab.fault(plan)
+def test_the_seeds_objects_are_kubectls(plan: lab.Plan) -> None:
+    """The fault state's objects were made by kubectl: pulumi up must adopt them."""
+    s = plan.settings
+    out = kube.kubectl(
+        "get", "-n", s.workload.namespace, "service", s.workload.name,
+        "-o", "jsonpath={.metadata.managedFields[*].manager} {.spec.externalTrafficPolicy}",
+    )  # fmt: skip
+    managers, policy = out.rsplit(" ", 1)
+    assert "kubectl" in managers and "pulumi" not in managers, out
+    assert policy == "Cluster"
+
+
+# -- the scenario of `lab/lab demo` ---------------------------------------------------------
+
+
+def test_the_real_engine_takes_the_lab_from_fault_to_fix(plan: lab.Plan) -> None:
+    table = lab.Table()
+    seen = full.scenario(plan, table)
+    code = table.report("engine", full.SCENARIO_ROWS)
+    failed = [f"{name}: {detail}" for name, ok, detail in table.rows if not ok]
+    assert not failed, "\n".join(failed)
+    assert code == 0, f"{len(table.rows)} rows, expected {full.SCENARIO_ROWS}"
+    # The violation names the guard's rule and the HAProxy command, as a PR reader sees it.
+    assert "seed-haproxy" in seen["bad_preview"], seen["bad_preview"][-2000:]
+    # After the first up, the Service is pulumi's (adopted, forced apply).
+    s = plan.settings
+    out = kube.kubectl(
+        "get", "-n", s.workload.namespace, "service", s.workload.name,
+        "-o", "jsonpath={.spec.externalTrafficPolicy}",
+    )  # fmt: skip
+    assert out == "Local"
+
+
+# -- faults, from the seed's state again -----------------------------------------------------
+
+
+def test_back_at_the_fault_both_clients_refused_through_haproxy(fault_again: lab.Plan) -> None:
+    rows = lab.fault(fault_again)
     assert all(ok for _, ok, _ in rows), rows
     assert guest.ssh("command -v keepalived || echo absent").stdout.strip() == "absent"
+    p = lab.engine_cli(fault_again)
+    assert engine.steps_of(p.export(fault_again.stack)) == {}
 
 
-def test_a_package_removal_is_refused_and_nothing_removed(plan: lab.Plan, tmp_path: Path) -> None:
+def test_a_package_removal_is_refused_and_nothing_removed(
+    fault_again: lab.Plan, tmp_path: Path
+) -> None:
     """apt would resolve a conflict by removing a package (ufw does this with
     iptables-persistent): the packages step simulates first and refuses."""
     pkg = tmp_path / "pkg"
@@ -169,14 +287,14 @@ def test_a_package_removal_is_refused_and_nothing_removed(plan: lab.Plan, tmp_pa
             "apt-get -q update >/dev/null && apt-get -q -y install ks-lab-conflict", timeout=300
         )
         assert got.returncode == 0, got.stdout
-        results = _apply(plan, workload_first=False)
-        assert "would remove: ks-lab-conflict" in _failed(results, "lb-packages")
+        done = _up(fault_again)
+        assert "would remove: ks-lab-conflict" in _failed(done, "lb-packages")
         # Nothing that waits for the packages ran; the gateway (independent,
         # nothing that serves changes) may run beside it.
-        assert "lb-packages" in [r.name for r in results]
-        assert {r.name for r in results} <= {"lb-packages", "lb-gateway"}
+        assert set(done.ran()) <= {"lb-gateway"}, done.ran()
         state = guest.ssh("dpkg-query -W -f='${Status}' ks-lab-conflict; command -v keepalived")
         assert state.stdout.strip() == "install ok installed", state.stdout
+        assert guest.ssh("systemctl is-active haproxy").stdout.strip() == "active"
     finally:
         guest.ssh("apt-get -q -y purge ks-lab-conflict >/dev/null 2>&1", timeout=300)
         deb.unlink(missing_ok=True)
@@ -184,76 +302,75 @@ def test_a_package_removal_is_refused_and_nothing_removed(plan: lab.Plan, tmp_pa
         guest.ssh("apt-get -q update >/dev/null", timeout=300)
 
 
-def test_keepalived_cannot_start_haproxy_keeps_serving(plan: lab.Plan) -> None:
+def test_keepalived_cannot_start_haproxy_keeps_serving(fault_again: lab.Plan) -> None:
     _lab_fault("ExecStartPre=/bin/false")
     try:
-        results = _apply(plan, workload_first=False)
+        done = _up(fault_again)
     finally:
         _lab_fault_off()
-    out = _failed(results, "lb-cutover")
+    out = _failed(done, "lb-cutover")
     assert "keepalived did not start" in out
     assert "Rolled back" in out
-    _haproxy_serves_as_before(plan)
+    _haproxy_serves_as_before(fault_again)
 
 
-def test_a_pool_that_never_gets_healthy_keeps_haproxy_serving(plan: lab.Plan) -> None:
-    """The seed's policy does not admit the check source: the workload's pool
-    stays empty, the cut-over gives up after lb.cutoverTimeout and says why."""
-    results = _apply(plan, config=_config(cutoverTimeout=8), workload_first=False)
-    out = _failed(results, "lb-cutover")
+def test_a_pool_that_never_gets_healthy_keeps_haproxy_serving(fault_again: lab.Plan) -> None:
+    """The workers drop the LB's checks: the workload's pool stays empty, the
+    cut-over gives up after lb.cutoverTimeout and says why."""
+    pod_on = full.ready_pod_nodes(fault_again.settings)
+    with (
+        lab.stack_config(fault_again, lambda c: c["keepsource:lb"].update(cutoverTimeout=8)),
+        _checks_dropped(fault_again),
+    ):
+        done = _up(fault_again)
+    out = _failed(done, "lb-cutover")
     assert "pool nginx (192.168.0.1:30080) has no healthy real server after 8 s" in out
-    assert "worker01 172.16.0.11:30080 does not answer" in out
+    w = next(w for w in fault_again.workers if w.name == pod_on[0])
+    assert f"{w.name} {w.address}:30080 does not answer" in out
     assert "pool apiserver" not in out
-    _haproxy_serves_as_before(plan)
+    _haproxy_serves_as_before(fault_again)
 
 
-def test_a_cut_stdin_is_refused_and_nothing_changes(plan: lab.Plan) -> None:
-    step = next(s for s in driver.plan(lab.STACK) if s.name == "lb-keepalived-config")
-    assert step.stdin is not None
-    # A cut at a block boundary: keepalived -t alone would accept it.
-    cut = step.stdin[: step.stdin.index("# nginx")]
-    before = _snapshot()
-    results = driver.apply([driver.Planned(**{**step.__dict__, "stdin": cut})], lab._driver_ssh)
-    assert results[0].rc != 0
-    assert "the transfer was cut or altered" in results[0].output
-    assert _snapshot() == before
-
-
-def test_first_apply_keeps_the_apiserver_answering(plan: lab.Plan) -> None:
-    """From the fault state; the first try's SSH connection is cut during the
-    cut-over, the second converges. host01 and worker01 ask VIP:6443 every
-    0.2 s throughout: no request may fail."""
-    api, page = _urls(plan)
-    probes = {ns: lab.Probe(ns, api) for ns in ("ks-host01", plan.workers[0].netns)}
+def test_first_apply_keeps_the_apiserver_answering(fault_again: lab.Plan) -> None:
+    """From the fault state; the first up's SSH connection is cut during the
+    cut-over, the second converges. host01 and worker01 ask the API through
+    VIP:6443 every 0.2 s throughout: no request may fail."""
+    plan = fault_again
+    _, page = _urls(plan)
+    probes = _probes(plan, "ks-host01", plan.workers[0].netns)
     time.sleep(1)
     try:
-        cut = _apply(plan, cut=("lb-cutover", 2.5))
-        results = _apply(plan)
+        cut = _up(plan, cut=("lb-cutover", 2.5))
+        done = _up(plan)
     finally:
         seen = {ns: p.stop() for ns, p in probes.items()}
     print(f"probes during the first apply: {seen}")
-    assert cut[-1].name == "lb-cutover" and "connection cut" in cut[-1].output
-    _ok(results)
-    # The very first request after apply returns.
+    _failed(cut, "lb-cutover")
+    assert "killed: True" in cut.output, cut.output[-2000:]
+    _ok(done)
+    assert "lb-cutover" in done.ran()
     rc, out = lab.curl("ks-host01", page)
     assert rc == 0 and "Welcome to nginx" in out, out
-    assert lab.curl("ks-host02", page)[0] == 28
-    assert lab.curl(plan.workers[0].netns, page)[0] == 28  # policy: nodes are not clients
+    assert lab.curl("ks-host02", page)[0] == full.CURL_TIMED_OUT
+    assert lab.curl(plan.workers[0].netns, page)[0] == full.CURL_TIMED_OUT  # nodes aren't clients
     for ns, probe in seen.items():
         assert probe["requests"] > 50 and probe["failures"] == 0, (ns, probe)
     assert guest.ssh("systemctl is-enabled haproxy").stdout.strip() == "masked"
-    assert lab.verify() == 0
+    rc, said = lab.verify_output(plan, lab.engine_cli(plan).env(), engine.SHADOW)
+    assert rc == 0, said
 
 
-def test_second_apply_changes_nothing(plan: lab.Plan) -> None:
+def test_every_step_run_again_changes_nothing(fault_again: lab.Plan) -> None:
     before = _snapshot()
-    results = _apply(plan)
-    _ok(results)
-    assert [r.name for r in results if r.changed] == []
+    first = _up(fault_again, "--expect-no-changes")
+    _ok(first)
+    done = _up(fault_again, *_replace(first, *STEPS))
+    _ok(done)
+    assert sorted(done.ran()) == sorted(STEPS) and done.ran_changed() == []
     assert _snapshot() == before
 
 
-def test_a_sudo_user_without_tty_applies_too(plan: lab.Plan) -> None:
+def test_a_sudo_user_without_tty_applies_too(fault_again: lab.Plan) -> None:
     """A non-root SSH user with passwordless sudo: commands go through `sudo -n`."""
     setup = (
         "id ops >/dev/null 2>&1 || useradd -m -s /bin/bash ops; "
@@ -263,145 +380,145 @@ def test_a_sudo_user_without_tty_applies_too(plan: lab.Plan) -> None:
         "command -v sudo"
     )
     assert guest.ssh(setup, timeout=60).returncode == 0, "the image has sudo"
-    config = load_config(lab.STACK)
-    config["keepsource:lb"]["ssh"]["user"] = "ops"
-    steps = driver.plan(lab.STACK, config)
-    assert all(s.user == "ops" and s.create.startswith("sudo -n ") for s in steps)
     before = _snapshot()
-    results = driver.apply(steps, lab._driver_ssh)
-    _ok(results)
-    assert [r.name for r in results if r.changed] == []
+    with lab.stack_config(fault_again, lambda c: c["keepsource:lb"]["ssh"].update(user="ops")):
+        done = _up(fault_again)
+        commands = {n: _declared(fault_again, n)[0] for n in STEPS}
+    _ok(done)
+    assert sorted(done.ran()) == sorted(STEPS) and done.ran_changed() == []
+    assert all(c.startswith("sudo -n ") for c in commands.values()), commands
+    assert _snapshot() == before
+    back = _up(fault_again)  # root again: the command lines change back, nothing else
+    _ok(back)
+    assert back.ran_changed() == []
+
+
+def test_a_cut_stdin_is_refused_and_nothing_changes(fault_again: lab.Plan) -> None:
+    create, stdin = _declared(fault_again, "lb-keepalived-config")
+    assert stdin is not None
+    # A cut at a block boundary: keepalived -t alone would accept it.
+    cut = stdin[: stdin.index("# nginx")]
+    before = _snapshot()
+    done = guest.ssh(create, stdin=cut, timeout=120)
+    assert done.returncode != 0
+    assert "the transfer was cut or altered" in done.stdout + done.stderr
     assert _snapshot() == before
 
 
-def test_refused_keepalived_conf_never_goes_live(plan: lab.Plan) -> None:
-    step = next(s for s in driver.plan(lab.STACK) if s.name == "lb-keepalived-config")
-    assert step.stdin is not None and " retry 1\n" in step.stdin
-    bad_conf = step.stdin.replace(" retry 1\n", " ng_get_retry 1\n", 1)
-    # The program's digest follows the config: render the step for the bad one.
-    bad = driver.Planned(
-        **{
-            **step.__dict__,
-            "stdin": bad_conf,
-            "create": step.create.replace(
-                hashlib.sha256(step.stdin.encode()).hexdigest(),
-                hashlib.sha256(bad_conf.encode()).hexdigest(),
-            ),
-        }
+def test_refused_keepalived_conf_never_goes_live(fault_again: lab.Plan) -> None:
+    create, stdin = _declared(fault_again, "lb-keepalived-config")
+    assert stdin is not None and " retry 1\n" in stdin
+    bad_conf = stdin.replace(" retry 1\n", " ng_get_retry 1\n", 1)
+    # The program's digest follows the config: the step's command for the bad one.
+    bad = create.replace(
+        hashlib.sha256(stdin.encode()).hexdigest(), hashlib.sha256(bad_conf.encode()).hexdigest()
     )
+    assert bad != create
     before = _snapshot()
-    results = driver.apply([bad], lab._driver_ssh)
-    assert results[0].rc != 0
-    assert "keepalived -t rejected the new config" in results[0].output
-    assert "ng_get_retry" in results[0].output  # the tool's own message names the keyword
+    done = guest.ssh(bad, stdin=bad_conf, timeout=120)
+    said = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert "keepalived -t rejected the new config" in said
+    assert "ng_get_retry" in said  # the tool's own message names the keyword
     assert _snapshot() == before  # same config, same service (same PID), same IPVS table
 
 
-def _pool(plan: lab.Plan) -> set[str]:
-    vip, port = str(plan.settings.network.vip), plan.settings.node_port
-    return parse_ipvs(guest.ssh("ipvsadm -Ln", timeout=20).stdout, vip, port, WORKLOAD_FWMARK)
-
-
-def _wait_pool(plan: lab.Plan, want: set[str], timeout: float = 15) -> None:
-    start = time.monotonic()
-    while _pool(plan) != want and time.monotonic() - start < timeout:
-        time.sleep(0.5)
-    assert _pool(plan) == want
-
-
-def _without_worker02() -> dict[str, Any]:
-    config = load_config(lab.STACK)
-    config["keepsource:workers"] = config["keepsource:workers"][:1]
-    return config
-
-
-def test_reapply_after_a_worker_change_keeps_the_apiserver_answering(plan: lab.Plan) -> None:
-    api, page = _urls(plan)
-    for config in (_without_worker02(), None):  # remove worker02, then add it back
-        probe = lab.Probe("ks-host01", api)
+def test_reapply_after_a_worker_change_keeps_the_apiserver_answering(
+    fault_again: lab.Plan,
+) -> None:
+    plan = fault_again
+    _, page = _urls(plan)
+    for change in (_without_worker02, None):  # remove worker02, then add it back
+        probes = _probes(plan, "ks-host01")
         time.sleep(1)
         try:
-            results = _apply(plan, config=config)
+            with lab.stack_config(plan, change or (lambda _: None)):
+                done = _up(plan)
         finally:
-            seen = probe.stop()
-        print(f"probe during a re-apply ({'worker02 removed' if config else 'restored'}): {seen}")
-        _ok(results)
-        assert [r.name for r in results if r.changed] == ["lb-keepalived-config", "lb-cutover"]
+            seen = probes["ks-host01"].stop()
+        print(f"probe during a re-apply ({'worker02 removed' if change else 'restored'}): {seen}")
+        _ok(done)
+        assert sorted(done.ran_changed()) == ["lb-cutover", "lb-keepalived-config"], done.ran()
         assert seen["requests"] > 10 and seen["failures"] == 0, seen
         rc, out = lab.curl("ks-host01", page)
         assert rc == 0 and "Welcome to nginx" in out
 
 
-def test_a_failed_reload_converges_on_the_next_apply(plan: lab.Plan) -> None:
-    both = {w.name: "pod" for w in plan.workers}
-    hosts.set_workers(plan.workers, both, lab._filter(plan, "fixed"))
+def test_a_failed_reload_converges_on_the_next_apply(fault_again: lab.Plan) -> None:
+    """The workers' stand-ins are pinned by hand here (both serve a pod), so
+    that worker02's leaving the pool shows whether keepalived reloaded."""
+    plan = fault_again
     addrs = {f"{w.address}:{plan.settings.node_port}" for w in plan.workers}
     worker01 = f"{plan.workers[0].address}:{plan.settings.node_port}"
-    try:
-        _wait_pool(plan, addrs)
-        _lab_fault("ExecReload=\\nExecReload=/bin/false")
+    with full.follower_paused(plan):
+        hosts.set_workers(
+            plan.workers, {w.name: "pod" for w in plan.workers}, full.view(plan.settings)[0]
+        )
         try:
-            failed = _apply(plan, config=_without_worker02())
+            _wait_pool(plan, addrs)
+            with lab.stack_config(plan, _without_worker02):
+                _lab_fault("ExecReload=\\nExecReload=/bin/false")
+                try:
+                    failed = lab.apply(plan)
+                finally:
+                    _lab_fault_off()
+                assert "keepalived could not reload the new config" in _failed(failed, "lb-cutover")
+                assert _pool(plan) == addrs  # the daemon still runs the old config
+                done = lab.apply(plan)
+                _ok(done)
+                assert "lb-cutover" in done.ran()
+                assert "keepalived reloaded" in done.steps["lb-cutover"].stdout
+                _wait_pool(plan, {worker01})
+                again = lab.apply(plan, "--expect-no-changes")
+                _ok(again)
         finally:
-            _lab_fault_off()
-        assert "keepalived could not reload the new config" in _failed(failed, "lb-cutover")
-        assert _pool(plan) == addrs  # the daemon still runs the old config
-        results = _apply(plan, config=_without_worker02())
-        _ok(results)
-        assert "keepalived reloaded" in results[-1].output
-        _wait_pool(plan, {worker01})
-        again = _apply(plan, config=_without_worker02())
-        assert [r.name for r in again if r.changed] == []
-    finally:
-        lab.set_pod(plan, lab.State.load())
-        _ok(_apply(plan))
-        _wait_pool(plan, {worker01})
+            _ok(lab.apply(plan))
+    full.sync_workers(plan)
+    _wait_pool(plan, {worker01})
 
 
 def test_a_foreign_keepalived_conf_is_refused_then_taken_over_with_a_backup(
-    plan: lab.Plan,
+    fault_again: lab.Plan,
 ) -> None:
+    plan = fault_again
     foreign = "# a site's own keepalived.conf\nglobal_defs {\n    router_id site\n}\n"
     assert guest.ssh(f"cat > {CONF}", stdin=foreign).returncode == 0
     sha = guest.ssh(f"sha256sum < {CONF}").stdout
-    refused = _apply(plan)
+    state = engine.steps_of(lab.engine_cli(plan).export(plan.stack))
+    # verify's repair for a changed keepalived.conf: that step run again.
+    refused = _up(plan, f"--replace={state['lb-keepalived-config'].urn}")
     out = _failed(refused, "lb-keepalived-config")
     assert "keepsource did not write it" in out
     assert "keepsource:lb.takeOver" in out
-    assert "lb-cutover" not in [r.name for r in refused]  # no step after a failed one
+    assert "lb-cutover" not in refused.ran()  # no step after a failed one
     assert guest.ssh(f"sha256sum < {CONF}").stdout == sha  # untouched
-    taken = _apply(plan, config=_config(takeOver=["keepalived.conf"]))
+    take = ["keepalived.conf"]
+    with lab.stack_config(plan, lambda c: c["keepsource:lb"].update(takeOver=take)):
+        taken = _up(plan)
     _ok(taken)
-    assert "took over" in taken[-1].output
+    assert any("took over" in taken.steps[n].stdout for n in taken.ran()), taken.ran()
     backups = guest.ssh(f"cat {STATE_DIR}/backup/keepalived.conf.*").stdout
     assert backups == foreign
-    rendered = guest.ssh(f"head -n 1 {CONF}").stdout.strip()
-    assert rendered == HEADER
+    assert guest.ssh(f"head -n 1 {CONF}").stdout.strip() == HEADER
+    _ok(_up(plan))  # without takeOver again: nothing to take over, nothing changes
 
 
 def _postrouting() -> list[str]:
     return guest.ssh("iptables -t nat -S POSTROUTING").stdout.splitlines()
 
 
-def _assert_host_rule_first() -> list[str]:
-    """The seed's own MASQUERADE decides before keepsource's chain; returns
-    the live POSTROUTING rules."""
+def test_the_hosts_own_nat_rule_still_decides_first(fault_again: lab.Plan) -> None:
+    """The seed's own MASQUERADE (persisted by the host's own unit) stays ahead
+    of keepsource's chain; only the narrow hairpin goes first."""
     rules = _postrouting()
     seed = "-A POSTROUTING -s 172.16.0.0/24 -o lbext -j MASQUERADE"
     assert rules.index(seed) < rules.index("-A POSTROUTING -j KEEPSOURCE-POSTROUTING"), rules
-    return rules
-
-
-def test_the_hosts_own_nat_rule_still_decides_first(plan: lab.Plan) -> None:
-    """The seed's own MASQUERADE (persisted by the host's own unit) stays ahead
-    of keepsource's chain; only the narrow hairpin goes first."""
-    rules = _assert_host_rule_first()
     assert rules[1] == "-A POSTROUTING -j KEEPSOURCE-HAIRPIN", rules
     # Nothing saved the host's live rule set.
     assert guest.ssh("test -e /etc/iptables/rules.v4 || echo none").stdout.strip() == "none"
 
 
-def _served_by(plan: lab.Plan, worker: str, timeout: float = 15) -> float:
+def _served_by(plan: lab.Plan, worker: str, timeout: float = 20) -> float:
     """Seconds until host01 gets the page and IPVS holds only that worker."""
     addr = next(w.address for w in plan.workers if w.name == worker)
     vip, port = plan.settings.network.vip, plan.settings.node_port
@@ -415,9 +532,11 @@ def _served_by(plan: lab.Plan, worker: str, timeout: float = 15) -> float:
     raise AssertionError(f"traffic did not move to {worker} within {timeout} s")
 
 
-def test_moving_the_pod_moves_the_traffic_without_apply(plan: lab.Plan) -> None:
-    state = lab.State.load()
+def test_moving_the_pod_moves_the_traffic_without_apply(fault_again: lab.Plan) -> None:
+    """The pod moved through the API (cordon, delete, the scheduler places it,
+    kwok makes it Ready): the stand-ins follow, the LB's checks move the pool."""
+    plan = fault_again
     for worker in [plan.workers[-1].name, plan.workers[0].name]:
-        state.pod = worker
-        lab.set_pod(plan, state)
-        print(f"traffic on {worker} after {_served_by(plan, worker):.1f} s")
+        moved = full.place_pod(plan.settings, worker)
+        served = _served_by(plan, worker)
+        print(f"pod Ready on {worker} after {moved:.1f} s; traffic after {served:.1f} s")

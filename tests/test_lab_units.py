@@ -19,7 +19,7 @@ import yaml
 
 from keepsource.artifacts import artifacts
 from keepsource.stackfile import PROJECT_ROOT, load
-from lab import driver, guest, ha, hosts, image, paths, plan, run
+from lab import guest, ha, hosts, image, paths, plan, run
 from tests.conftest import require_tool
 
 
@@ -318,8 +318,8 @@ def test_plans_of_both_layouts_share_the_namespaces() -> None:
     assert set(pair.check_sources) == {"172.16.0.254", "172.16.0.252", "172.16.0.253"}
 
 
-def _step(port: int) -> driver.Planned:
-    return driver.Planned("x", "true", None, "127.0.0.1", port, "root", ())
+def _step(port: int) -> run.Declared:
+    return run.Declared("x", "127.0.0.1", port, "root")
 
 
 def test_pair_apply_needs_a_command_for_every_guest(run_dir: Path) -> None:
@@ -336,79 +336,6 @@ def test_pair_apply_needs_a_command_for_every_guest(run_dir: Path) -> None:
         assert "declares no command for" in str(error) and "nothing was run" in str(error)
     else:
         assert run.unserved(steps, pair.guests) == []
-
-
-# -- the replay driver runs independent commands at the same time, like the engine ----
-
-
-def _local(step: driver.Planned, _: float | None) -> subprocess.Popen[str]:
-    """Runs a step's command on this machine (the lab runs it over SSH)."""
-    return subprocess.Popen(
-        ["sh", "-c", step.create],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
-def _cmd(name: str, create: str, after: tuple[str, ...] = ()) -> driver.Planned:
-    return driver.Planned(name, create, None, "127.0.0.1", 22, "root", after, urn=f"urn:{name}")
-
-
-def _wait_for(path: Path) -> str:
-    """Succeeds only once ``path`` exists, within 10 s."""
-    loop = f"while [ ! -e {path} ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done"
-    return f"i=0; {loop}; test -e {path}"
-
-
-def test_independent_commands_run_at_the_same_time(tmp_path: Path) -> None:
-    """a1 can only succeed while b1 runs, and b1 only while a1 runs (each
-    waits for the other's file): possible only when both are started before
-    either finishes. a2 and b2 wait for their own host's first command."""
-    a, b = tmp_path / "a", tmp_path / "b"
-    steps = [
-        _cmd("a1", f"touch {a}; {_wait_for(b)}"),
-        _cmd("b1", f"touch {b}; {_wait_for(a)}"),
-        _cmd("a2", f"test -e {a} && echo a2", after=("urn:a1",)),
-        _cmd("b2", f"test -e {b} && echo b2", after=("urn:b1", "urn:a2")),
-    ]
-    results = driver.apply(steps, _local, echo=lambda _: None)
-    names = [r.name for r in results]
-    assert sorted(names) == ["a1", "a2", "b1", "b2"] and driver.failures(results) == []
-    assert names.index("a1") < names.index("a2") and names[-1] == "b2"  # their dependencies
-
-
-def test_after_a_failure_no_new_command_starts_and_running_ones_finish(tmp_path: Path) -> None:
-    slow_done = tmp_path / "slow"
-    steps = [
-        _cmd("fails", "echo no; exit 3"),
-        _cmd("slow", f"sleep 0.5; touch {slow_done}"),
-        _cmd("after-fails", f"touch {tmp_path / 'never'}", after=("urn:fails",)),
-        _cmd("after-slow", f"touch {tmp_path / 'never2'}", after=("urn:slow",)),
-    ]
-    results = driver.apply(steps, _local, echo=lambda _: None)
-    assert [(r.name, r.rc) for r in results] == [("fails", 3), ("slow", 0)]
-    assert [r.name for r in driver.failures(results)] == ["fails"]
-    assert slow_done.exists()
-    assert not (tmp_path / "never").exists() and not (tmp_path / "never2").exists()
-
-
-def test_a_dependency_not_replayed_counts_as_done() -> None:
-    """``--replace`` of one command: its dependencies are not in the list."""
-    results = driver.apply([_cmd("only", "echo ok", after=("urn:elsewhere",))], _local, echo=print)
-    assert [(r.name, r.rc, r.output.strip()) for r in results] == [("only", 0, "ok")]
-
-
-def test_a_cut_connection_fails_that_step() -> None:
-    results = driver.apply(
-        [_cmd("cut-me", "exec sleep 5"), _cmd("next", "true", after=("urn:cut-me",))],
-        _local,
-        cut=("cut-me", 0.3),
-        echo=lambda _: None,
-    )
-    assert [r.name for r in results] == ["cut-me"]
-    assert results[0].rc != 0 and "connection cut after 0.3 s" in results[0].output
 
 
 # -- the long transfer and what the pod saw ----------------------------------------------
@@ -518,88 +445,44 @@ def test_probe_reports_gaps_on_loopback(tmp_path: Path) -> None:
     assert 0.4 < end - begin < 3.0 and result["last_ok"] > end - 0.01, result
 
 
-# -- `lab/lab demo --replay`'s table: every row runs, a failed one fails the demo ---------------
+# -- what an up did, read from the engine's event log -------------------------------------
 
 
-class _FakeLab:
-    """The lab calls `lab/lab demo --replay` makes, answered without a guest (the lab
-    tests assert each row's claim for real on their shared boot)."""
+def _event(kind: str, urn: str, op: str = "", **more: Any) -> dict[str, Any]:
+    meta = {"urn": urn, "type": "command:remote:Command", "op": op}
+    if kind == "diagnosticEvent":
+        return {kind: {"urn": urn, **more}}
+    return {kind: {"metadata": meta, **more}}
 
-    def __init__(self, verify_rc: int = 0) -> None:
-        self.calls: list[str] = []
-        self.verify_rc = verify_rc
 
-    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        import lab.__main__ as cli
+def test_an_up_tells_what_ran_what_changed_and_what_failed() -> None:
+    from lab import engine
 
-        page = "HTTP 200\nWelcome to nginx"
-
-        class Probe:
-            def __init__(self, ns: str, url: str) -> None:
-                pass
-
-            def stop(self) -> dict[str, Any]:
-                return {"requests": 10, "failures": 0, "longest_gap_s": 0.2}
-
-        def call(name: str, value: Any) -> Any:
-            def fn(*_: Any, **__: Any) -> Any:
-                self.calls.append(name)
-                return value
-
-            return fn
-
-        applied = run.Applied([driver.Result("lb-x", 0, 1.0, "keepsource: x: unchanged")], 1)
-        monkeypatch.setattr(cli, "require_root", call("require_root", None))
-        monkeypatch.setattr(cli, "up", call("up", {"boot_to_ssh": 20.0}))
-        monkeypatch.setattr(
-            cli, "fault", call("fault", [("fault: a", True, ""), ("b", True, ""), ("c", True, "")])
+    u = "urn:pulumi:local::keepsource::keepsource:lb:LoadBalancerHost$command:remote:Command::"
+    events = [
+        _event("resourcePreEvent", u + "lb-gateway", "same"),
+        _event("resOutputsEvent", u + "lb-gateway", "same"),
+        _event("resOutputsEvent", u + "lb-packages", "update"),
+        _event("resOutputsEvent", u + "lb-keepalived-config", "create-replacement"),
+        _event("resOutputsEvent", u + "lb-keepalived-config", "replace"),
+        _event("diagnosticEvent", u + "lb-cutover", severity="info", message="progress"),
+        _event("diagnosticEvent", u + "lb-cutover", severity="error", message="pool empty"),
+        _event("resOpFailedEvent", u + "lb-cutover", "update", status=1),
+    ]
+    steps = {
+        n: engine.Step(n, u + n, f"keepsource: {n}: {r}", f"keepsource: {n}: {r}")
+        for n, r in (
+            ("lb-gateway", "changed"),  # from an earlier up: it did not run in this one
+            ("lb-packages", "unchanged"),
+            ("lb-keepalived-config", "changed"),
+            ("lb-cutover", "changed"),
         )
-        monkeypatch.setattr(cli, "Probe", Probe)
-        monkeypatch.setattr(cli, "apply", call("apply", applied))
-        monkeypatch.setattr(cli, "curl", call("curl", (0, page)))
-
-        def verify() -> int:
-            self.calls.append("verify")
-            return self.verify_rc
-
-        monkeypatch.setattr(cli, "verify", verify)
-        monkeypatch.setattr(
-            cli, "reboot", call("reboot", {"reboot_to_ssh": 30.0, "ssh_to_keepalived_active": 1.0})
-        )
-        monkeypatch.setattr(run, "answers", call("answers", (True, "curl exit 0 HTTP 200")))
-        ours = "-A POSTROUTING -j KEEPSOURCE-POSTROUTING"
-        rules = f"-P POSTROUTING ACCEPT\n-A {image.SEED_RULE}\n{ours}\n"
-        done = subprocess.CompletedProcess(["ssh"], 0, rules, "")
-        monkeypatch.setattr(guest, "ssh", call("ssh", done))
-        monkeypatch.setattr(cli, "down", call("down", None))
-
-
-def test_demo_runs_every_row_and_takes_the_lab_down(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    import lab.__main__ as cli
-
-    fake = _FakeLab()
-    fake.install(monkeypatch)
-    assert cli.replay_demo() == 0
-    out = capsys.readouterr().out
-    assert f"demo: {cli.DEMO_ROWS} passed, 0 failed" in out
-    assert fake.calls.count("apply") == 2 and fake.calls.count("verify") == 2
-    assert fake.calls[-1] == "down" and "reboot" in fake.calls
-
-
-def test_demo_fails_on_a_failed_row_and_still_takes_the_lab_down(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    import lab.__main__ as cli
-
-    fake = _FakeLab(verify_rc=1)
-    fake.install(monkeypatch)
-    assert cli.replay_demo() == 1
-    out = capsys.readouterr().out
-    assert "verify after apply" in out and "FAIL" in out
-    assert f"demo: {cli.DEMO_ROWS - 2} passed, 2 failed" in out
-    assert fake.calls[-1] == "down"
+    }
+    up = engine.Up(False, 1.0, "", events, steps)
+    assert up.ran() == ["lb-packages", "lb-keepalived-config"]
+    assert up.ran_changed() == ["lb-keepalived-config"]
+    assert up.failed() == {"lb-cutover": "pool empty"}
+    assert up.sequence("resOutputsEvent", "::lb-packages") is not None
 
 
 def test_the_export_check_finds_paths_and_tells_pulumis_own_records_apart() -> None:

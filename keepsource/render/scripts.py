@@ -2,8 +2,8 @@
 
 Each :class:`Step` is exactly what runs on the host: the command line (the
 script, wrapped for sudo when the SSH user is not root) and its stdin. The
-LoadBalancerHost component declares one ``remote.Command`` per step; the lab's
-driver replays the commands the program declares. Every script ends with one
+LoadBalancerHost component declares one ``remote.Command`` per step; the
+engine runs them over SSH. Every script ends with one
 line ``keepsource: STEP: changed`` or ``... unchanged``.
 """
 

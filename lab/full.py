@@ -120,6 +120,7 @@ def place_pod(s: Settings, worker: str, timeout: float = 90) -> float:
     others = [w.name for w in s.workers if w.name != worker]
     start = time.monotonic()
     if ready_pod_nodes(s) == [worker]:
+        _record_pod(worker)
         return 0.0
     kube.kubectl("uncordon", worker)
     for name in others:
@@ -137,7 +138,16 @@ def place_pod(s: Settings, worker: str, timeout: float = 90) -> float:
     on = ready_pod_nodes(s)
     if on != [worker]:
         raise SystemExit(f"lab: the pod did not move to {worker} within {timeout:.0f} s (on {on})")
+    _record_pod(worker)
     return time.monotonic() - start
+
+
+def _record_pod(worker: str) -> None:
+    """The run state's ``pod`` (whose access log is the pod's) follows the API."""
+    if paths.STATE_FILE.exists():
+        state = State.load()
+        state.pod = worker
+        state.save()
 
 
 def back_to_fault(plan_: Plan) -> dict[str, float]:
@@ -255,6 +265,9 @@ def start(plan_: Plan) -> dict[str, float]:
     workers' stand-ins on what the API holds."""
     times = kube.start(master(plan_))
     make_fault(plan_.settings)
+    # The pod where the stand-ins' state says it is (the first worker), as
+    # the seed had it: the scheduler alone may pick either.
+    times["pod_placed"] = place_pod(plan_.settings, plan_.settings.workers[0].name)
     sync_workers(plan_)
     state = State.load()
     state.phase = "api"

@@ -152,18 +152,23 @@ def _record_pod(worker: str) -> None:
 
 def back_to_fault(plan_: Plan) -> dict[str, float]:
     """The seed's fault once more on a running full lab, without a new control
-    plane: the LB guest powered off and booted on a fresh disk of the image
-    (HAProxy serves, no keepalived), the seed's objects deleted and made again
-    with kubectl (pulumi's field ownership gone), the pod on the first worker,
-    and the stack removed from the lab's backend (made again from the checkout's
-    stack file)."""
+    plane: the LB guest as it was after its first boot (its internal snapshot
+    from then, when one was taken: lab/guest.py save_state; else powered off
+    and booted on a fresh disk of the image; HAProxy serves, no keepalived),
+    the seed's objects deleted and made again with kubectl (pulumi's field
+    ownership gone), the pod on the first worker, and the stack removed from
+    the lab's backend (made again from the checkout's stack file)."""
     from lab import guest
 
     s = plan_.settings
     g = plan_.guests[0]
-    guest.close_shared_connection(g)
-    guest.stop(g, hard=True)
-    t = {"boot_to_ssh": guest.boot(g, fresh=True)}
+    t: dict[str, float] = {}
+    if guest.has_state(g):  # the snapshot of its first boot (tests/test_lab.py takes it)
+        t["restored_to_ssh"] = guest.restore_state(g)
+    else:
+        guest.close_shared_connection(g)
+        guest.stop(g, hard=True)
+        t["boot_to_ssh"] = guest.boot(g, fresh=True)
     ns, name = s.workload.namespace, s.workload.name
     kube.kubectl(
         "delete", "-n", ns, "deployment,service,networkpolicy", name,

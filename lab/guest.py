@@ -6,6 +6,7 @@ the single layout's guest ``lb`` (127.0.0.1:2222), as before the pair."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -230,6 +231,8 @@ def qemu_argv(g: Guest) -> list[str]:
         "none",
         "-monitor",
         "none",
+        "-qmp",
+        f"unix:{g.qmp},server=on,wait=off",
         "-serial",
         f"file:{g.console}",
         "-no-reboot",
@@ -237,6 +240,69 @@ def qemu_argv(g: Guest) -> list[str]:
         "-pidfile",
         str(g.pidfile),
     ]
+
+
+def _hmp(g: Guest, command: str, timeout: float = 300) -> str:
+    """One human-monitor command through the guest's QMP socket; its output."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(str(g.qmp))
+        f = sock.makefile("rw")
+
+        def ask(execute: str, **arguments: str) -> dict[str, object]:
+            f.write(json.dumps({"execute": execute, "arguments": arguments}) + "\n")
+            f.flush()
+            for _ in range(1000):  # skip asynchronous events (STOP, RESUME, ...)
+                reply: dict[str, object] = json.loads(f.readline() or "{}")
+                if "return" in reply or "error" in reply or not reply:
+                    return reply
+            raise SystemExit(f"lab: qemu's QMP gave no answer to {execute}")
+
+        f.readline()  # the greeting
+        ask("qmp_capabilities")
+        reply = ask("human-monitor-command", **{"command-line": command})
+    if "error" in reply or "return" not in reply:
+        raise SystemExit(f"lab: qemu refused {command!r}: {reply.get('error', reply)}")
+    return str(reply["return"])
+
+
+#: The internal snapshot of a guest taken right after its first boot: the
+#: seed's fault state, before anything of keepsource ran.
+FAULT_SNAPSHOT = "fault"
+
+
+def save_state(lb: Guest | None = None, name: str = FAULT_SNAPSHOT) -> float:
+    """An internal snapshot of the running guest (its RAM and disk, in its own
+    qcow2 overlay; the image is never written). Seconds it took."""
+    g = lb or single()
+    start = time.monotonic()
+    said = _hmp(g, f"savevm {name}")
+    if said.strip():
+        raise SystemExit(f"lab: savevm {name} on {g.name}: {said.strip()}")
+    return time.monotonic() - start
+
+
+def has_state(lb: Guest | None = None, name: str = FAULT_SNAPSHOT) -> bool:
+    g = lb or single()
+    return qemu_pid(g) is not None and any(
+        line.split()[1:2] == [name] for line in _hmp(g, "info snapshots").splitlines()
+    )
+
+
+def restore_state(lb: Guest | None = None, name: str = FAULT_SNAPSHOT) -> float:
+    """The guest as it was at :func:`save_state` (RAM and disk): seconds until
+    it answers SSH again. Its clock is set to this machine's afterwards (it
+    resumes at the snapshot's time; apt would find the lab repository's
+    index "not valid yet")."""
+    g = lb or single()
+    start = time.monotonic()
+    close_shared_connection(g)
+    said = _hmp(g, f"loadvm {name}")
+    if said.strip():
+        raise SystemExit(f"lab: loadvm {name} on {g.name}: {said.strip()}")
+    wait_ssh(60, lb=g)
+    ssh(f"date -u -s @{time.time():.3f} >/dev/null", lb=g)
+    return time.monotonic() - start
 
 
 def stop(lb: Guest | None = None, hard: bool = False, pidfile: Path | None = None) -> bool:

@@ -116,6 +116,11 @@ class Guest:
         return self._file(paths.QEMU_PID, "qemu.pid")
 
     @property
+    def qmp(self) -> Path:
+        """The qemu's QMP socket (snapshots of the running guest)."""
+        return paths.RUN / f"{self.name}-qmp.sock"
+
+    @property
     def known_hosts(self) -> Path:
         return self._file(paths.KNOWN_HOSTS, "known_hosts")
 

@@ -110,18 +110,22 @@ class Up:
     def changed(self) -> list[str]:
         return [n for n, s in self.steps.items() if s.report.endswith(": changed")]
 
-    def ran(self) -> list[str]:
+    def ops(self) -> dict[str, str]:
         """The remote commands this up ran (created, updated or replaced), in
-        the order they finished: a step the engine found unchanged has a
+        the order they finished, with the engine's op and the inputs that
+        differed (its ``diffs``): a step the engine found unchanged has a
         ``same`` op and did not run."""
-        names = []
+        found: dict[str, str] = {}
         for e in self.events:
             meta = (e.get("resOutputsEvent") or {}).get("metadata") or {}
             if meta.get("type") == COMMAND and meta.get("op") not in (None, "same", "read"):
                 name = str(meta.get("urn", "")).rsplit("::", 1)[-1]
-                if name not in names:
-                    names.append(name)
-        return names
+                diffs = ",".join(meta.get("diffs") or [])
+                found.setdefault(name, f"{meta.get('op')}" + (f" [{diffs}]" if diffs else ""))
+        return found
+
+    def ran(self) -> list[str]:
+        return list(self.ops())
 
     def ran_changed(self) -> list[str]:
         """The steps this up ran whose script said ``changed``."""
@@ -191,6 +195,7 @@ def up(p: Pulumi, stack: str, *extra: str, timeout: float = 1200) -> Up:
         state = {}
     result = Up(proc.returncode == 0, seconds, proc.stdout + proc.stderr, evs, steps_of(state))
     log(f"pulumi up -s {stack} {' '.join(extra)}: exit {proc.returncode} in {seconds:.1f} s")
+    ran = result.ops()
     for s in result.steps.values():
-        log(f"  {s.name:<24} {s.report}")
+        log(f"  {s.name:<24} {s.report:<44} {ran.get(s.name, '(did not run)')}")
     return result

@@ -35,6 +35,11 @@ PROGRAM = (
     "requirements.txt",
 )
 COMMAND = "command:remote:Command"
+#: The engine's ops that run a command's create (or update) script. A change
+#: of ``triggers`` replaces a command (create-replacement, then replace, then
+#: delete-replaced of the old one, which runs nothing: keepsource declares no
+#: ``delete``); ``same`` runs nothing.
+RAN_OPS = ("create", "update", "create-replacement")
 
 
 def log(msg: str) -> None:
@@ -113,12 +118,12 @@ class Up:
     def ops(self) -> dict[str, str]:
         """The remote commands this up ran (created, updated or replaced), in
         the order they finished, with the engine's op and the inputs that
-        differed (its ``diffs``): a step the engine found unchanged has a
-        ``same`` op and did not run."""
+        differed (its ``diffs``): a step the engine found unchanged (``same``)
+        or only deleted the replaced one of did not run."""
         found: dict[str, str] = {}
         for e in self.events:
             meta = (e.get("resOutputsEvent") or {}).get("metadata") or {}
-            if meta.get("type") == COMMAND and meta.get("op") not in (None, "same", "read"):
+            if meta.get("type") == COMMAND and meta.get("op") in RAN_OPS:
                 name = str(meta.get("urn", "")).rsplit("::", 1)[-1]
                 diffs = ",".join(meta.get("diffs") or [])
                 found.setdefault(name, f"{meta.get('op')}" + (f" [{diffs}]" if diffs else ""))

@@ -465,6 +465,7 @@ def test_an_up_tells_what_ran_what_changed_and_what_failed() -> None:
         _event("resOutputsEvent", u + "lb-packages", "update"),
         _event("resOutputsEvent", u + "lb-keepalived-config", "create-replacement"),
         _event("resOutputsEvent", u + "lb-keepalived-config", "replace"),
+        _event("resOutputsEvent", u + "lb-gateway", "delete-replaced"),
         _event("diagnosticEvent", u + "lb-cutover", severity="info", message="progress"),
         _event("diagnosticEvent", u + "lb-cutover", severity="error", message="pool empty"),
         _event("resOpFailedEvent", u + "lb-cutover", "update", status=1),

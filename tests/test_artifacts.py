@@ -13,7 +13,7 @@ from keepsource.artifacts import artifacts
 from keepsource.render import gateway, kube
 from keepsource.render.keepalived import FWMARK_BASE, HEADER, check_budget, render_keepalived
 from keepsource.settings import HealthCheck, Settings
-from keepsource.stackfile import load
+from keepsource.stackfile import load, load_config
 from tests.conftest import ALL_STACKS, require_tool
 
 K8S_VERSION = "1.35.0"
@@ -229,3 +229,66 @@ def test_default_timing_meets_the_budget() -> None:
     slow = check_budget(HealthCheck(delay_loop=2, connect_timeout=3, retry=1, delay_before_retry=1))
     # FACTS.md measured 7-10 s for this timing: the formula's worst case agrees.
     assert slow.dropped_s == 9.0
+
+
+# -- the cut-over's view of HAProxy's other listeners -------------------------------------
+
+_SS = """\
+tcp   LISTEN 0  4096  192.168.0.1:6443   0.0.0.0:*  users:(("haproxy",pid=420,fd=7))
+tcp   LISTEN 0  4096  192.168.0.1:30080  0.0.0.0:*  users:(("haproxy",pid=420,fd=8))
+tcp   LISTEN 0  4096  0.0.0.0:80         0.0.0.0:*  users:(("haproxy",pid=420,fd=9))
+tcp   LISTEN 0  4096  *:8404             *:*        users:(("haproxy",pid=420,fd=10))
+tcp   LISTEN 0  4096  172.16.0.254:6443  0.0.0.0:*  users:(("haproxy",pid=420,fd=12))
+tcp   LISTEN 0  128   0.0.0.0:22         0.0.0.0:*  users:(("sshd",pid=300,fd=3))
+udp   UNCONN 0  0     [::]:514           [::]:*     users:(("haproxy",pid=420,fd=11))
+"""
+
+
+def _haproxy_others(tmp_path: Path, script: str, ss_output: str) -> list[str]:
+    """The rendered cut-over's own ``haproxy_others`` run with ``ss`` answering
+    ``ss_output`` (its variables as the script sets them)."""
+    lines = script.splitlines()
+    start = lines.index("haproxy_others() {")
+    end = lines.index("}", start)
+    head = [ln for ln in lines if ln.startswith(("vip=", "own_ports="))]
+    (tmp_path / "ss").write_text(f"#!/bin/sh\ncat <<'X'\n{ss_output}X\n")
+    (tmp_path / "ss").chmod(0o755)
+    body = "\n".join([*head, *lines[start : end + 1], "haproxy_others"])
+    done = subprocess.run(
+        ["bash", "-c", body],
+        env={"PATH": f"{tmp_path}:/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.splitlines()
+
+
+def test_the_cutover_names_haproxys_listeners_it_does_not_take_over(tmp_path: Path) -> None:
+    from keepsource.render.scripts import cutover_script
+
+    s = load("local")
+    conf = render_keepalived(s, s.node_port)
+    script = cutover_script(s, s.node_port, conf)
+    assert "stop_haproxy=no" in script.splitlines()
+    others = _haproxy_others(tmp_path, script, _SS)
+    # VIP:6443 and VIP:30080 are taken over; sshd is not HAProxy's.
+    assert others == [
+        "tcp *:8404",
+        "tcp 0.0.0.0:80",
+        "tcp 172.16.0.254:6443",
+        "udp [::]:514",
+    ]
+    seed_only = "".join(ln + "\n" for ln in _SS.splitlines()[:2])
+    assert _haproxy_others(tmp_path, script, seed_only) == []
+
+
+def test_takeover_haproxy_lets_the_cutover_stop_it() -> None:
+    from keepsource.render.scripts import cutover_script
+    from keepsource.settings import parse
+
+    cfg = load_config("local")
+    cfg["keepsource:lb"]["takeOver"] = ["haproxy"]
+    s = parse(cfg)
+    script = cutover_script(s, s.node_port, render_keepalived(s, s.node_port))
+    assert "stop_haproxy=yes" in script.splitlines()

@@ -334,17 +334,62 @@ def test_a_pool_that_never_gets_healthy_keeps_haproxy_serving(fault_again: lab.P
     _haproxy_serves_as_before(fault_again)
 
 
+#: Two more services on the seed's HAProxy that keepsource does not take over.
+HAPROXY_EXTRA = """
+frontend web
+    mode http
+    bind :80
+    http-request return status 200 content-type text/plain string web-ok
+frontend stats
+    mode http
+    bind :8404
+    stats enable
+    stats uri /
+"""
+
+
+def test_a_haproxy_that_serves_more_is_not_stopped_unless_the_stack_says_so(
+    fault_again: lab.Plan,
+) -> None:
+    """HAProxy also serves :80 and :8404: the cut-over refuses and names both,
+    HAProxy serves them still, keepalived never started. (The next test
+    applies with ``lb.takeOver: [haproxy]``.)"""
+    plan = fault_again
+    vip = plan.settings.network.vip
+    added = guest.ssh(
+        "cat >> /etc/haproxy/haproxy.cfg && haproxy -c -q -f /etc/haproxy/haproxy.cfg"
+        " && systemctl reload haproxy",
+        stdin=HAPROXY_EXTRA,
+        timeout=60,
+    )
+    assert added.returncode == 0, added.stdout + added.stderr
+    assert _answers("ks-host01", f"http://{vip}/")
+    done = _up(plan)
+    said = _failed(done, "lb-cutover")
+    assert "haproxy also serves tcp *:8404 tcp *:80" in said or (
+        "haproxy also serves" in said and ":80" in said and ":8404" in said
+    ), said
+    assert "keepsource:lb.takeOver" in said and "nothing changed" in said
+    rc, out = lab.curl("ks-host01", f"http://{vip}/")
+    assert rc == 0 and "web-ok" in out, out
+    assert _answers("ks-host01", f"http://{vip}:8404/")
+    assert guest.ssh("systemctl is-active keepalived").stdout.strip() != "active"
+
+
 def test_first_apply_keeps_the_apiserver_answering(fault_again: lab.Plan) -> None:
-    """From the fault state; the first up's SSH connection is cut during the
-    cut-over, the second converges. host01 and worker01 ask the API through
-    VIP:6443 every 0.2 s throughout: no request may fail."""
+    """From the fault state, with ``lb.takeOver: [haproxy]`` (its :80 and
+    :8404 stop with it, and the cut-over says so); the first up's SSH
+    connection is cut during the cut-over, the second converges. host01 and
+    worker01 ask the API through VIP:6443 every 0.2 s throughout: no request
+    may fail."""
     plan = fault_again
     _, page = _urls(plan)
     probes = _probes(plan, "ks-host01", plan.workers[0].netns)
     time.sleep(1)
     try:
-        cut = _up(plan, cut=("lb-cutover", 2.5))
-        done = _up(plan)
+        with lab.stack_config(plan, lambda c: c["keepsource:lb"].update(takeOver=["haproxy"])):
+            cut = _up(plan, cut=("lb-cutover", 2.5))
+            done = _up(plan)
     finally:
         seen = {ns: p.stop() for ns, p in probes.items()}
     print(f"probes during the first apply: {seen}")
@@ -352,6 +397,9 @@ def test_first_apply_keeps_the_apiserver_answering(fault_again: lab.Plan) -> Non
     assert "killed: True" in cut.output, cut.output[-2000:]
     _ok(done)
     assert "lb-cutover" in done.ran()
+    said = done.steps["lb-cutover"].stdout
+    assert "haproxy also serves" in said and ":8404" in said and "stop with it" in said, said
+    assert lab.curl("ks-host01", f"http://{plan.settings.network.vip}/")[0] != 0  # :80 is dark
     rc, out = lab.curl("ks-host01", page)
     assert rc == 0 and "Welcome to nginx" in out, out
     assert lab.curl("ks-host02", page)[0] == full.CURL_TIMED_OUT

@@ -30,6 +30,9 @@ def _template(name: str) -> str:
 #: Also the name a stack gives in ``lb.takeOver`` to let keepsource replace a
 #: keepalived.conf it did not write.
 KEEPALIVED_CONF = "keepalived.conf"
+#: The name in ``lb.takeOver`` that lets the cut-over stop a HAProxy that also
+#: serves what keepsource does not take over.
+HAPROXY = "haproxy"
 
 
 @dataclass(frozen=True)
@@ -179,6 +182,9 @@ def cutover_script(
             "__KS_REAL_SERVERS__": "\n".join(real),
             "__KS_SWITCH__": gateway.render_switch_rules(settings, node_port).rstrip("\n"),
             "__KS_SS_FILTER__": ports,
+            "__KS_STOP_HAPROXY__": "yes" if HAPROXY in settings.lb.take_over else "no",
+            "__KS_VIP__": str(settings.network.vip),
+            "__KS_OWN_PORTS__": " ".join(sorted({str(vs.port) for vs in services})),
         },
     )
     return _script("cutover", body)

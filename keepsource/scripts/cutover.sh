@@ -16,6 +16,9 @@ take_over=__KS_TAKE_OVER__
 timeout_s=__KS_TIMEOUT__
 drain_s=__KS_DRAIN__
 check_source=__KS_CHECK_SOURCE__
+stop_haproxy=__KS_STOP_HAPROXY__
+vip=__KS_VIP__
+own_ports="__KS_OWN_PORTS__"
 # fwmark name vip port, one pool a line
 pools="$(cat <<'KEEPSOURCE_POOLS'
 __KS_POOLS__
@@ -109,6 +112,28 @@ rollback() {
   fi
   ks_fail "${why%.}. Rolled back: $undo; HAProxy and the traffic switch untouched"
 }
+
+# HAProxy's listeners that keepsource does not take over (VIP:port of its
+# pools, or the same port on a wildcard address): they would go dark when the
+# cut-over stops HAProxy. One "proto address:port" a line, sorted.
+haproxy_others() {
+  ss -Hlntup 2>/dev/null | awk -v vip="$vip" -v ports=" $own_ports " '
+    /users:\(\("haproxy"/ {
+      local = $5; port = local; sub(/.*:/, "", port); addr = local; sub(/:[^:]*$/, "", addr)
+      ours = index(ports, " " port " ") > 0 && (addr == vip || addr == "*" || addr == "0.0.0.0" || addr == "[::]")
+      if (!ours) print $1 " " local
+    }' | sort -u
+}
+if systemctl is-active --quiet haproxy 2>/dev/null; then
+  others="$(haproxy_others | tr '\n' ' ')"
+  others="${others% }"
+  if [ -n "$others" ]; then
+    if [ "$stop_haproxy" != yes ]; then
+      ks_fail "haproxy also serves $others, which keepsource does not take over: the cut-over would take them down with it (add haproxy to keepsource:lb.takeOver to stop it anyway); nothing changed"
+    fi
+    ks_say "haproxy also serves $others: they stop with it (keepsource:lb.takeOver: haproxy)"
+  fi
+fi
 
 need_load=no
 cmp -s "$staged" "$conf" 2>/dev/null || need_load=yes

@@ -92,7 +92,10 @@ UserHostPort = Annotated[Text, AfterValidator(user_host_port)]
 SshWord = Annotated[Text, AfterValidator(ssh_word)]
 ProjectPath = Annotated[Text, AfterValidator(_project_path)]
 #: Host things keepsource may replace although it did not create them.
-TakeOverItem = Literal["keepalived.conf"]
+#: ``keepalived.conf``: replace a keepalived.conf keepsource did not write.
+#: ``haproxy``: stop HAProxy although it also serves listeners keepsource does
+#: not take over (they go dark; without it the cut-over refuses and names them).
+TakeOverItem = Literal["keepalived.conf", "haproxy"]
 
 
 class Ssh(Model):
@@ -198,7 +201,8 @@ class Lb(Model):
     take_over: tuple[TakeOverItem, ...] = Field(
         default=(),
         description="Host things keepsource may replace although it did not create "
-        "them (a backup is kept): 'keepalived.conf'.",
+        "them: 'keepalived.conf' (a backup is kept), 'haproxy' (stop HAProxy although "
+        "it also serves listeners keepsource does not take over).",
     )
     cutover_timeout: float = Field(
         default=60.0,

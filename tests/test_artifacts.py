@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 import kubernetes_validate
@@ -292,3 +293,33 @@ def test_takeover_haproxy_lets_the_cutover_stop_it() -> None:
     s = parse(cfg)
     script = cutover_script(s, s.node_port, render_keepalived(s, s.node_port))
     assert "stop_haproxy=yes" in script.splitlines()
+
+
+def _lib_until_lock(tmp_path: Path, wait_s: int) -> str:
+    """The steps' shared prelude (lib.sh as a step carries it), its lock file
+    and wait bound set for this machine, up to and including taking the lock."""
+    from keepsource.render.scripts import _template
+
+    lib = _template("lib.sh").replace("ks_lock_wait=600", f"ks_lock_wait={wait_s}")
+    lib = lib.replace("ks_lock_file=/run/keepsource.lock", f"ks_lock_file={tmp_path / 'lock'}")
+    assert lib.rstrip().endswith("\nks_lock")
+    return "KS_STEP=test\n" + lib + "\nks_say locked\n"
+
+
+def test_a_second_step_on_the_host_waits_for_the_lock_then_fails_clearly(tmp_path: Path) -> None:
+    holder = subprocess.Popen(["flock", str(tmp_path / "lock"), "sleep", "3"])
+    try:
+        time.sleep(0.5)
+        refused = subprocess.run(
+            ["bash", "-c", _lib_until_lock(tmp_path, 1)], capture_output=True, text=True
+        )
+        assert refused.returncode == 1 and "locked" not in refused.stdout
+        assert "FAILED: another keepsource step has held" in refused.stderr
+        assert "nothing changed" in refused.stderr
+        waited = subprocess.run(
+            ["bash", "-c", _lib_until_lock(tmp_path, 20)], capture_output=True, text=True
+        )
+        assert waited.returncode == 0 and waited.stdout.strip() == "keepsource: test: locked"
+    finally:
+        holder.kill()
+        holder.wait()

@@ -363,7 +363,13 @@ def test_a_haproxy_that_serves_more_is_not_stopped_unless_the_stack_says_so(
         timeout=60,
     )
     assert added.returncode == 0, added.stdout + added.stderr
-    assert _answers("ks-host01", f"http://{vip}/")
+    # The reload is asynchronous (HAProxy's master re-executes): bounded wait.
+    for _ in range(40):
+        if _answers("ks-host01", f"http://{vip}/"):
+            break
+        time.sleep(0.5)
+    listening = guest.ssh("ss -Hlntp | grep haproxy").stdout
+    assert _answers("ks-host01", f"http://{vip}/"), listening
     done = _up(plan)
     said = _failed(done, "lb-cutover")
     named = said.split("haproxy also serves ", 1)[-1].split(",", 1)[0].split()

@@ -5,6 +5,17 @@ ks_step="${KS_STEP:-step}"
 ks_changed=0
 ks_say() { printf 'keepsource: %s: %s\n' "$ks_step" "$*"; }
 ks_fail() { printf 'keepsource: %s: FAILED: %s\n' "$ks_step" "$*" >&2; exit 1; }
+# One keepsource step at a time on this host: a second apply (another
+# operator's, a retried CI job's) waits for the step under way, at most
+# ks_lock_wait seconds, then fails saying so, before it changed anything. The
+# lock goes with the step's shell (its fd), also when its connection is cut.
+ks_lock_wait=600
+ks_lock_file=/run/keepsource.lock
+ks_lock() {
+  exec 9>>"$ks_lock_file"
+  flock -w "$ks_lock_wait" 9 ||
+    ks_fail "another keepsource step has held $ks_lock_file for ${ks_lock_wait} s (a second apply on this host?); nothing changed"
+}
 ks_done() {
   if [ "$ks_changed" -eq 1 ]; then ks_say "changed"; else ks_say "unchanged"; fi
 }
@@ -30,3 +41,4 @@ ks_conf_foreign() {
 }
 # ks_sha FILE: its sha256, hex.
 ks_sha() { sha256sum "$1" | cut -d ' ' -f 1; }
+ks_lock

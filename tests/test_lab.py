@@ -372,7 +372,8 @@ def test_a_haproxy_that_serves_more_is_not_stopped_unless_the_stack_says_so(
     assert _answers("ks-host01", f"http://{vip}/"), listening
     done = _up(plan)
     said = _failed(done, "lb-cutover")
-    named = said.split("haproxy also serves ", 1)[-1].split(",", 1)[0].split()
+    # The engine's error holds the command line (the script's text) first.
+    named = said.rsplit("FAILED: haproxy also serves ", 1)[-1].split(",", 1)[0].split()
     assert sorted(w.rsplit(":", 1)[-1] for w in named if ":" in w) == ["80", "8404"], said
     assert "keepsource:lb.takeOver" in said and "nothing changed" in said
     rc, out = lab.curl("ks-host01", f"http://{vip}/")

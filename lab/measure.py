@@ -1,6 +1,8 @@
 """Measured lab numbers (reported, never asserted): pool changes and throughput.
 
-Run on a lab that is up and applied (lab/lab up && lab/lab apply), as root:
+Run on a lab that is up and applied (lab/lab up && lab/lab apply), as root
+(the workers' stand-ins are set by hand meanwhile; the follower of the lab's
+API is paused and the stand-ins put back on the API's view afterwards):
 
     .venv/bin/python -m lab.measure
 
@@ -12,6 +14,7 @@ Run on a lab that is up and applied (lab/lab up && lab/lab apply), as root:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -19,17 +22,19 @@ import time
 
 from keepsource.render.keepalived import WORKLOAD_FWMARK
 from keepsource.verify import parse_ipvs
-from lab import guest, hosts
+from lab import full, guest, hosts
 from lab import run as lab
 
 
-def _poller(vip: str, port: int, rounds: int = 400) -> str:
-    # Waits for GO on stdin, then prints "<seconds since GO> <servers>" per poll.
+def _poller(rounds: int = 400) -> str:
+    # Waits for GO on stdin, then prints "<seconds since GO> <servers>" per
+    # poll of the workload's fwmark service (keepalived's virtual servers are
+    # fwmark services: there is no VIP:port service in IPVS).
     return (
         "read -r _go; t0=$(date +%s.%N); "
         f"for _ in $(seq 1 {rounds}); do "
         "now=$(date +%s.%N); "
-        f"s=$(ipvsadm -Ln -t {vip}:{port} | "
+        f"s=$(ipvsadm -Ln -f {WORKLOAD_FWMARK} | "
         """awk '$1 == "->" && $2 ~ /^[0-9]/ {printf "%s,", $2}'); """
         'echo "$now $t0 $s"; sleep 0.05; done'
     )
@@ -40,17 +45,17 @@ def watch_change(
 ) -> dict[str, float]:
     """Apply worker modes; seconds until each worker in ``want`` is in (True) or
     out (False) of the pool, on the guest's clock."""
-    vip, port = str(plan.settings.network.vip), plan.settings.node_port
+    port = plan.settings.node_port
     addr = {w.name: f"{w.address}:{port}" for w in plan.workers}
     proc = subprocess.Popen(
-        [*guest.ssh_argv(), _poller(vip, port)],
+        [*guest.ssh_argv(), _poller()],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
     assert proc.stdin is not None and proc.stdout is not None
     time.sleep(1.0)  # the session is up
-    f = lab._filter(plan, "fixed")
+    f = _filter(plan)
     proc.stdin.write("GO\n")
     proc.stdin.flush()
     hosts.set_workers(plan.workers, modes, f)
@@ -108,13 +113,34 @@ def haproxy_bench_config(plan: lab.Plan, port: int) -> str:
     )
 
 
+def _filter(plan: lab.Plan) -> hosts.PodFilter:
+    """What the workers admit: the NetworkPolicy as the API holds it (the full
+    lab), or as rendered (the LB-only pair)."""
+    if lab.State.load().phase == "api":
+        return full.view(plan.settings)[0]
+    return lab._filter(plan, "fixed")
+
+
+def _one_pod(plan: lab.Plan, worker: str) -> None:
+    hosts.set_workers(plan.workers, {worker: "pod"}, _filter(plan))
+
+
 def main() -> None:
-    plan = lab.make_plan()
+    plan = lab.current_plan()
     state = lab.State.load()
-    if state.phase != "fixed":
-        raise SystemExit("measure: apply first (lab/lab apply)")
+    if (
+        state.phase not in ("fixed", "api")
+        or guest.ssh("systemctl is-active keepalived").stdout.strip() != "active"
+    ):
+        raise SystemExit("measure: apply first (lab/lab up && lab/lab apply)")
+    paused = full.follower_paused(plan) if state.phase == "api" else contextlib.nullcontext()
+    with paused:
+        _measure(plan)
+
+
+def _measure(plan: lab.Plan) -> None:
     w1, w2 = (w.name for w in plan.workers[:2])
-    lab.set_pod(plan, lab.State(pod=w1, phase="fixed", pids=state.pids))
+    _one_pod(plan, w1)
     time.sleep(3)
     rows = []
     for _ in range(2):
@@ -124,7 +150,7 @@ def main() -> None:
         t = watch_change(plan, {w2: "refuse", w1: "pod"}, {w2: False, w1: True})
         rows.append(("refusing worker leaves the pool", t.get(w2)))
         rows.append(("recovered worker re-added", t.get(w1)))
-    lab.set_pod(plan, lab.State(pod=w1, phase="fixed", pids=state.pids))
+    _one_pod(plan, w1)
     time.sleep(3)
     servers = parse_ipvs(
         guest.ssh("ipvsadm -Ln").stdout,

@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("engine-demo", help="the same as demo")
     d = sub.add_parser(
         "demo",
-        help="up --kube, then `pulumi up` with the real engine from the fault to the fix "
+        help="up, then `pulumi up` with the real engine from the fault to the fix "
         "(lab/full.py), down: a table",
     )
     d.add_argument("--ha", action="store_true", help="the pair's failover scenario")

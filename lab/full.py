@@ -1,6 +1,7 @@
 """The full lab: a real Kubernetes API at the master's place, applied by the real engine.
 
-``lab/lab up --kube`` starts the control plane (lab/kube.py) in the master's
+``lab/lab up`` (the single layout; the pair when its stack manages the Workload)
+starts the control plane (lab/kube.py) in the master's
 namespace instead of the master's HTTP stand-in and makes the seed's objects
 with kubectl, as the seed's operators did (so ``pulumi up`` adopts objects
 another field manager owns). The workers' stand-ins then follow what the API
@@ -375,7 +376,7 @@ def policy_pack() -> Path:
 
 
 def scenario(plan_: Plan, table: Any, reboot: bool = True) -> dict[str, Any]:
-    """Everything of the real engine's must-show after ``up --kube``: rows in
+    """Everything of the real engine's must-show after ``up`` (with the API): rows in
     ``table`` (lab.run.Table); returns what tests look at further."""
     from lab import run
 

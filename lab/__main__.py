@@ -162,14 +162,17 @@ def main(argv: list[str] | None = None) -> int:
         start_lb(args.name)
         return 0
     if args.cmd == "up":
-        plan_ = make_plan(plan.PAIR if args.ha else plan.SINGLE)
-        if args.ha:
-            up(plan_)
-            return 0
         from engine.build import build
+
+        plan_ = make_plan(plan.PAIR if args.ha else plan.SINGLE)
+        build()  # the control plane's binaries (cached)
+        if args.ha:
+            from lab import ha
+
+            ha.up(plan_)  # with the API when the pair's stack manages the Workload
+            return 0
         from lab import full
 
-        build()
         up(plan_, kube=True)
         full.start(plan_)
         return 0

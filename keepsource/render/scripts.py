@@ -201,7 +201,8 @@ def host_steps(settings: Settings) -> list[Step]:
             "install keepalived and ipvsadm; refuse if apt would remove a package",
         ),
         # The gateway needs nothing of the packages step (iptables, the ip_vs
-        # and xt_ipvs modules are the host's own): it starts at once, beside it.
+        # and xt_ipvs modules are the host's own): the engine starts it at once (on
+        # the host the steps take turns: lib.sh's lock).
         Step(
             "gateway",
             gateway_script(settings),

@@ -206,7 +206,18 @@ def scenario(p: run.Plan, table: run.Table) -> str | None:
         return run.overlap(up, [g.name for g in p.guests], STEP_NAMES)
 
     def do_verify() -> tuple[bool, str]:
-        return run.verify() == 0, ""
+        if run.verify() == 0:
+            return True, ""
+        # What each host's keepalived said (its VRRP transitions), for the log.
+        for g in p.guests:
+            said = guest.ssh(
+                "journalctl -u keepalived -o cat --no-pager | grep -iE "
+                "'state|master|backup|unicast|vrrp' | tail -n 25",
+                lb=g,
+                timeout=30,
+            ).stdout
+            print(f"--- keepalived on {g.name}:\n{said}", flush=True)
+        return False, "see each host's keepalived log above"
 
     def rogue() -> tuple[bool, str]:
         return rogue_advert(p, host01)

@@ -23,7 +23,6 @@ from lab.run import (
     require_root,
     set_pod,
     start_lb,
-    up,
     verify,
 )
 
@@ -50,8 +49,7 @@ def engine_demo() -> int:
     table = run.Table()
     down()
     try:
-        up(plan_, kube=True)
-        full.start(plan_)
+        full.up(plan_)
         full.scenario(plan_, table)
     finally:
         down()
@@ -165,16 +163,10 @@ def main(argv: list[str] | None = None) -> int:
         from engine.build import build
 
         plan_ = make_plan(plan.PAIR if args.ha else plan.SINGLE)
-        build()  # the control plane's binaries (cached)
-        if args.ha:
-            from lab import ha
-
-            ha.up(plan_)  # with the API when the pair's stack manages the Workload
-            return 0
         from lab import full
 
-        up(plan_, kube=True)
-        full.start(plan_)
+        build()  # the control plane's binaries (cached)
+        full.up(plan_)  # with the API when the layout's stack manages the Workload
         return 0
     plan_ = _run_plan()
     if args.cmd == "apply":

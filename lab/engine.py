@@ -134,9 +134,8 @@ class Up:
 
     def ran_changed(self) -> list[str]:
         """The steps this up ran whose script said ``changed``."""
-        return [
-            n for n in self.ran() if n in self.steps and self.steps[n].report.endswith(": changed")
-        ]
+        changed = self.changed()
+        return [n for n in self.ran() if n in changed]
 
     def failed(self) -> dict[str, str]:
         """The remote commands that failed in this up, with the engine's error

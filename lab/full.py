@@ -73,9 +73,13 @@ def api_objects(s: Settings) -> dict[str, dict[str, Any]]:
     return {i["kind"]: i for i in items}
 
 
+def _selector(s: Settings) -> str:
+    """The workload's pods as a kubectl label selector."""
+    return ",".join(f"{k}={v}" for k, v in render.labels(s).items())
+
+
 def ready_pod_nodes(s: Settings) -> list[str]:
-    sel = ",".join(f"{k}={v}" for k, v in render.labels(s).items())
-    out = kube.kubectl("get", "pods", "-n", s.workload.namespace, "-l", sel, "-o", "json")
+    out = kube.kubectl("get", "pods", "-n", s.workload.namespace, "-l", _selector(s), "-o", "json")
     nodes = []
     for pod in json.loads(out)["items"]:
         conds = pod.get("status", {}).get("conditions", [])
@@ -127,8 +131,9 @@ def place_pod(s: Settings, worker: str, timeout: float = 90) -> float:
     for name in others:
         kube.kubectl("cordon", name)
     try:
-        sel = ",".join(f"{k}={v}" for k, v in render.labels(s).items())
-        kube.kubectl("delete", "pods", "-n", s.workload.namespace, "-l", sel, "--wait=false")
+        kube.kubectl(
+            "delete", "pods", "-n", s.workload.namespace, "-l", _selector(s), "--wait=false"
+        )
         for _ in range(int(timeout / 0.5) + 1):
             if ready_pod_nodes(s) == [worker] or time.monotonic() - start > timeout:
                 break
@@ -279,6 +284,19 @@ def start(plan_: Plan) -> dict[str, float]:
     state.phase = "api"
     state.pids.append(start_follower())  # down stops it with the other servers
     state.save()
+    return times
+
+
+def up(plan_: Plan) -> dict[str, float]:
+    """The lab for ``plan_`` (lab/run.py ``up``: namespaces, stand-ins, guests),
+    with the control plane at the master's place and the seed's objects made by
+    kubectl (:func:`start`) when its stack manages the Workload."""
+    from lab import run
+
+    kube_ = plan_.settings.manages_workload
+    times = run.up(plan_, kube=kube_)
+    if kube_:
+        times.update(start(plan_))
     return times
 
 

@@ -135,19 +135,6 @@ def rogue_advert(p: run.Plan, client: Any) -> tuple[bool, str]:
     )
 
 
-def up(p: run.Plan) -> dict[str, float]:
-    """Both guests, and the lab's Kubernetes API at the master's place when
-    the pair's stack manages the Workload (lab/full.py: the seed's objects
-    made by kubectl, the workers following the API)."""
-    kube = p.settings.manages_workload
-    times = run.up(p, kube=kube)
-    if kube:
-        from lab import full
-
-        times.update(full.start(p))
-    return times
-
-
 def demo() -> int:
     """``lab/lab demo --ha``: boot the pair, run :func:`scenario`, take it down."""
     from engine.build import build
@@ -158,7 +145,9 @@ def demo() -> int:
     table = run.Table()
 
     def do_up() -> tuple[bool, str]:
-        times = up(p)
+        from lab import full
+
+        times = full.up(p)
         boot = {k: v for k, v in times.items() if k.startswith("boot_to_ssh_")}
         return True, ", ".join(
             f"{k.removeprefix('boot_to_ssh_')} {v:.1f} s" for k, v in boot.items()

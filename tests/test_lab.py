@@ -67,11 +67,10 @@ def plan() -> Iterator[lab.Plan]:
     build()  # cached: the binaries this module runs (a clear error when one cannot be built)
     lab.down()
     p = lab.make_plan()
-    print(f"up: {lab.up(p, kube=True)}")
+    print(f"up, control plane: {full.up(p)}")
     # The guest's fault state, kept for the fault tests after the scenario
     # (full.back_to_fault restores it: seconds instead of a boot).
     print(f"snapshot of the fault state: {guest.save_state(p.guests[0]):.1f} s")
-    print(f"control plane: {full.start(p)}")
     try:
         yield p
     finally:

@@ -35,7 +35,7 @@ if os.geteuid() != 0 or _MISSING:
 
 from keepsource.render.keepalived import HEADER  # noqa: E402
 from keepsource.stackfile import PROJECT_ROOT  # noqa: E402
-from lab import guest, ha, hosts, net, paths, plan, run  # noqa: E402
+from lab import full, guest, ha, hosts, net, paths, plan, run  # noqa: E402
 
 BOOTS: dict[str, str] = {}  # each guest's boot id when the module booted it
 
@@ -47,7 +47,7 @@ def pair() -> Iterator[run.Plan]:
     build()  # cached: the real engine the scenario's apply runs
     run.down()
     p = run.make_plan(plan.PAIR)
-    times = ha.up(p)
+    times = full.up(p)
     print(f"up --ha: {times}")
     BOOTS.update({g.name: guest.boot_id(g) for g in p.guests})
     try:

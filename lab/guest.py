@@ -31,7 +31,11 @@ def log(msg: str) -> None:
 
 
 def port_free(port: int) -> bool:
+    """Whether qemu can listen on 127.0.0.1:``port``: bound the way qemu's
+    forwarder binds (SO_REUSEADDR), so the TIME-WAIT ends of a guest's last
+    SSH connections (the banner polls) do not count as taken; a listener does."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -126,24 +130,44 @@ def close_shared_connection(lb: Guest | None = None) -> None:
         )
 
 
+def ssh_banner(port: int, timeout: float = 1.0) -> bool:
+    """Whether an SSH server answers on 127.0.0.1:``port`` (its version line).
+    qemu's user network accepts the host's side of a forwarded port before
+    the guest listens, so only the banner tells; a cheap poll where a whole
+    ssh login would cost ~1 s under TCG and hang while the guest has no
+    address yet."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as conn:
+            conn.settimeout(timeout)
+            return conn.recv(8).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
+#: How often a booting guest is asked for its SSH banner.
+POLL_S = 0.2
+
+
 def wait_ssh(timeout: float = 180, lb: Guest | None = None) -> float:
-    """Seconds until the guest answered `true` over SSH."""
+    """Seconds until the guest answered `true` over SSH: its banner polled
+    every ``POLL_S`` (at most ``timeout``), then one login."""
     g = lb or single()
     start = time.monotonic()
     shown = 0
-    while time.monotonic() - start < timeout:
-        try:
-            if ssh("true", timeout=10, lb=g).returncode == 0:
-                return time.monotonic() - start
-        except subprocess.TimeoutExpired:
-            pass
+    for _ in range(int(timeout / POLL_S) + 1):
+        if time.monotonic() - start >= timeout:
+            break
+        if ssh_banner(g.ssh_port):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                if ssh("true", timeout=10, lb=g).returncode == 0:
+                    return time.monotonic() - start
         elapsed = time.monotonic() - start
         if elapsed - shown >= 10:
             shown = int(elapsed)
             lines = console_tail(400, lb=g).strip().splitlines()
             last = lines[-1][:80] if lines else "-"
             log(f"waiting for SSH to {g.name}: {elapsed:.0f} s; console: {last}")
-        time.sleep(1)
+        time.sleep(POLL_S)
     tail = console_tail(2000, lb=g)
     raise SystemExit(f"lab: no SSH to the guest {g.name} within {timeout} s; console tail:\n{tail}")
 
@@ -197,6 +221,12 @@ def qemu_argv(g: Guest) -> list[str]:
     macs, taps = g.macs, g.taps
     return [
         "qemu-system-x86_64",
+        # No default devices (VGA, floppy, CD-ROM, parallel port: each a driver
+        # for udev to load under TCG), qemu's minimal firmware instead of
+        # SeaBIOS, no NIC boot ROMs; the kernel starts at its PVH entry.
+        "-nodefaults",
+        "-bios",
+        "qboot.rom",
         "-name",
         "keepsource-lb" if g.name == "lb" else f"keepsource-{g.name}",
         "-accel",
@@ -218,15 +248,15 @@ def qemu_argv(g: Guest) -> list[str]:
         "-netdev",
         f"user,id=mgmt,restrict=on,hostfwd=tcp:127.0.0.1:{g.ssh_port}-:22",
         "-device",
-        f"virtio-net-pci,netdev=mgmt,mac={macs['mgmt']}",
+        f"virtio-net-pci,netdev=mgmt,mac={macs['mgmt']},romfile=",
         "-netdev",
         f"tap,id=ext,ifname={taps['ext']},script=no,downscript=no",
         "-device",
-        f"virtio-net-pci,netdev=ext,mac={macs[plan.EXT_IF]}",
+        f"virtio-net-pci,netdev=ext,mac={macs[plan.EXT_IF]},romfile=",
         "-netdev",
         f"tap,id=int,ifname={taps['int']},script=no,downscript=no",
         "-device",
-        f"virtio-net-pci,netdev=int,mac={macs[plan.INT_IF]}",
+        f"virtio-net-pci,netdev=int,mac={macs[plan.INT_IF]},romfile=",
         "-display",
         "none",
         "-monitor",

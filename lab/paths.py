@@ -13,7 +13,9 @@ CACHE = Path(os.environ.get("KEEPSOURCE_LAB_CACHE", STATE / "cache"))
 SHARED_CACHE = Path(os.environ.get("KEEPSOURCE_LAB_SHARED_CACHE", "/var/cache/keepsource-lab"))
 
 IMAGE = CACHE / "lb.img"  # the built guest disk (raw ext4), reused across runs
-KERNEL = CACHE / "vmlinuz"
+#: The guest kernel uncompressed (ELF with a PVH entry): qemu starts it directly,
+#: without firmware loading a bzImage that then decompresses itself under TCG.
+KERNEL = CACHE / "vmlinux"
 INITRD = CACHE / "initrd.img"
 REPO = CACHE / "repo"  # the lab's package repository (keepalived & co.)
 IMAGE_STAMP = CACHE / "image.stamp"

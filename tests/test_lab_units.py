@@ -683,3 +683,112 @@ def test_overlap_reads_each_hosts_span_from_the_engines_event_sequence() -> None
     missing = [(pre, "lb1-a"), (out, "lb1-a")]
     ok, detail = run.overlap(Up(True, 1.0, "", events(missing)), ["lb1", "lb2"], ("a",))
     assert not ok and "lb2" in detail
+
+
+def test_the_kernel_is_taken_out_of_its_bzimage() -> None:
+    """The PVH boot's kernel: the xz payload of a bzImage-like file (setup
+    code before it, padding after it, as a real bzImage has), byte for byte."""
+    import lzma
+
+    elf = b"\x7fELF\x02\x01\x01" + bytes(range(256)) * 64
+    payload = lzma.compress(elf, format=lzma.FORMAT_XZ)
+    bzimage = b"MZ" + b"\x00" * 1000 + b"HdrS" + b"\x90" * 500 + payload + b"\x00" * 4096
+    assert image.uncompressed_kernel(bzimage) == elf
+
+
+def test_a_kernel_that_is_not_xz_or_not_elf_is_refused() -> None:
+    import lzma
+
+    with pytest.raises(SystemExit, match="not xz-compressed"):
+        image.uncompressed_kernel(b"MZ" + b"\x1f\x8b\x08" + b"gzip payload" * 10)
+    with pytest.raises(SystemExit, match="not an ELF"):
+        image.uncompressed_kernel(b"MZ" + lzma.compress(b"plain text", format=lzma.FORMAT_XZ))
+    with pytest.raises(SystemExit, match="payload is corrupt"):
+        image.uncompressed_kernel(b"MZ\xfd7zXZ\x00" + b"\x00" * 64)
+
+
+def test_the_module_blacklist_is_in_the_image_recipe() -> None:
+    """What udev must not load reaches the guest as modprobe.d lines, and a
+    change to the list changes the recipe (the image is rebuilt)."""
+    files = image._files()
+    lines = files["/etc/modprobe.d/keepsource-lab.conf"].splitlines()
+    assert lines == [f"blacklist {m}" for m in image.BLACKLISTED_MODULES]
+    assert "virtio_net" not in image.BLACKLISTED_MODULES  # the NICs' own driver
+
+
+def _server(reply: bytes | None) -> tuple[Any, int]:
+    import socket
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+
+    def serve() -> None:
+        for _ in range(4):
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            if reply is not None:
+                conn.sendall(reply)
+            time.sleep(0.5)  # as qemu's forwarder does when the guest does not listen
+            conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return srv, srv.getsockname()[1]
+
+
+def test_the_ssh_banner_poll_tells_a_listener_from_a_forwarder() -> None:
+    """A port that answers with an SSH version line is up; one that accepts
+    and says nothing (qemu's forward before the guest listens), or answers
+    with something else, or is closed, is not, each within the poll's timeout."""
+    srv, port = _server(b"SSH-2.0-OpenSSH_9.2p1 Debian\r\n")
+    try:
+        assert guest.ssh_banner(port, timeout=1.0)
+    finally:
+        srv.close()
+    for reply in (None, b"HTTP/1.0 400\r\n"):
+        srv, port = _server(reply)
+        try:
+            begin = time.monotonic()
+            assert not guest.ssh_banner(port, timeout=0.3)
+            assert time.monotonic() - begin < 2
+        finally:
+            srv.close()
+    srv, port = _server(None)
+    srv.close()
+    assert not guest.ssh_banner(port, timeout=0.3)
+
+
+def test_qemu_boots_the_guest_without_firmware_extras() -> None:
+    """The boot-time cuts in qemu's command line: no default devices, qboot,
+    no NIC boot ROMs, the uncompressed kernel; the lab's own devices still there."""
+    g = guest.single()
+    argv = guest.qemu_argv(g)
+    assert "-nodefaults" in argv
+    assert argv[argv.index("-bios") + 1] == "qboot.rom"
+    assert argv[argv.index("-kernel") + 1] == str(paths.KERNEL)
+    assert paths.KERNEL.name == "vmlinux"
+    nics = [a for a in argv if a.startswith("virtio-net-pci,")]
+    assert len(nics) == 3 and all(n.endswith(",romfile=") for n in nics)
+    assert "-serial" in argv and "-qmp" in argv
+
+
+def test_a_port_is_free_despite_time_wait_but_not_with_a_listener() -> None:
+    """After the banner polls the forwarded port has TIME-WAIT ends; qemu can
+    bind it again (SO_REUSEADDR), so the lab must not call it taken."""
+    import socket
+
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", 0))
+    port = srv.getsockname()[1]
+    srv.listen(1)
+    assert not guest.port_free(port)
+    client = socket.create_connection(("127.0.0.1", port))
+    conn, _ = srv.accept()
+    conn.close()  # the server side closes first: its end waits in TIME-WAIT
+    client.close()
+    srv.close()
+    assert guest.port_free(port)

@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import guard_secrets as secrets
 import guard_verdicts as verdicts
 import pulumi
 from guard_base import (
@@ -48,6 +49,7 @@ from pulumi_policy import (
 from pulumi_policy.proxy import UnknownValueError
 
 PACK_NAME = "keepsource-guard"
+secrets.install()
 PACK_VERSION = "0.2.0"  # keep equal to PulumiPolicy.yaml's version
 OPAQUE = verdicts.OPAQUE
 
@@ -125,8 +127,11 @@ class _PerRequest:
         position = list(POLICIES).index(policy)
         urns = tuple(r.urn for r in args.resources)
         if urns != self.urns or position <= self.last:
+            secrets.begin()
             self.findings = _judge_safely(args)
             self.urns = urns
+        else:
+            secrets.absorb()
         self.last = position
         return self.findings
 
@@ -161,7 +166,7 @@ def _validate(policy: str) -> Callable[[StackValidationArgs, ReportViolation], N
         exemptions = [str(e) for e in config.get("exemptions") or []]
         for f in _REQUEST.get(policy, args):
             if f.policy == policy and not _exempt(f, exemptions):
-                report_violation(f.message, f.urn)
+                report_violation(secrets.scrub(f.message), f.urn)
 
     return validate
 

@@ -132,6 +132,17 @@ class Pods:
     args: list[list[str]]
     virtual: bool = False
 
+    @property
+    def scaled_to_zero(self) -> bool:
+        """A workload whose ``spec.replicas`` is a literal 0 runs no pod
+        (Deployment docs, "Scaling a Deployment"); an unknown count is not 0."""
+        if self.virtual:
+            return False
+        replicas = dig(self.res.props, "spec", "replicas")
+        return (
+            isinstance(replicas, int | float) and not isinstance(replicas, bool) and replicas == 0
+        )
+
     def label(self) -> str:
         if self.virtual:
             return f"pods {self.ns}/{{{', '.join(f'{k}={v}' for k, v in self.labels.items())}}} (no workload in the stack)"

@@ -209,7 +209,7 @@ def _incluster_entries(c: Cluster, note: Callable[[Resource, str, Any, str], Non
     found = []
     for pods in c.pods:
         kinds = {k for img in pods.images if (k := hosts.image_kind(img))}
-        if not kinds or not pods.configmaps:
+        if not kinds or not pods.configmaps or pods.scaled_to_zero:
             continue
         for kind_name in kinds:
             texts = []

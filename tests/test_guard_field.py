@@ -53,7 +53,6 @@ MISSES: dict[str, str] = {
     "049-config-haproxy-to-loadbalancer-ip": "HAProxy backends at a LoadBalancer IP not resolved to the Service (expected fail, got pass)",
     "052-helm-release-values-in-file": "Helm values from files / unknown Ingress backends not advised (expected advise, got pass)",
     "053-ingress-backend-unknown": "Helm values from files / unknown Ingress backends not advised (expected advise, got pass)",
-    "055-in-cluster-proxy-scaled-to-zero": "a proxy Deployment with replicas 0 still counted (expected pass, got advise)",
     "058-nlb-ports-as-strings": "cloud load balancers not modelled (ports as strings) (expected fail, got pass)",
     "059-haproxy-config-with-secrets": "a config written through sudo bash -c with a heredoc is not read (expected fail, got advise)",
     "060-command-create-given-as-list": "a list where the provider takes a string is judged as text, not advised as malformed (expected advise, got fail)",

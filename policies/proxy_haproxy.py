@@ -163,6 +163,34 @@ def _servers(section: _Section) -> list[tuple[Backend, bool, bool]]:
     return found
 
 
+def _bind_ports(section: _Section) -> list[int]:
+    """The single ports a frontend/listen binds (``bind [ADDR]:PORT[,...]``);
+    ranges and names are left out."""
+    ports: list[int] = []
+    for toks in section.lines:
+        if toks[0] != "bind" or len(toks) < 2:
+            continue
+        for addr in toks[1].split(","):
+            port = addr.rpartition(":")[2]
+            if port.isdigit() and 0 < int(port) < 65536 and int(port) not in ports:
+                ports.append(int(port))
+    return ports
+
+
+def _with_ports(backends: list[Backend], listen: list[int]) -> tuple[Backend, ...]:
+    """A server line without a port connects to the port the client connected
+    to (HAProxy configuration manual, ``server``: "If no port is set, the
+    same port as the one the client connected to is used"): one backend per
+    port the section binds."""
+    out: list[Backend] = []
+    for b in backends:
+        if b.port is None and listen:
+            out += [Backend(b.host, p) for p in listen]
+        else:
+            out.append(b)
+    return tuple(out)
+
+
 def parse(text: str) -> list[Hop]:
     secs = sections(text)
     backends = {s.name: s for s in secs if s.kind == "backend"}
@@ -203,7 +231,7 @@ def parse(text: str) -> list[Hop]:
                         PROXY,
                         where,
                         "transparent" if transparent else "terminating",
-                        tuple(s[0] for s in group),
+                        _with_ports([s[0] for s in group], _bind_ports(sec)),
                         detail,
                     )
                 )

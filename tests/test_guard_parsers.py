@@ -420,3 +420,21 @@ def test_keepalived_parses_keepsources_own_config() -> None:
 )
 def test_split_hostport(text: str, backend: Backend) -> None:
     assert split_hostport(text) == backend
+
+
+def test_haproxy_server_without_port_uses_the_clients_port() -> None:
+    """``server w1 10.0.0.11`` connects to the port the client connected to:
+    one backend per port the frontend binds (a list on one bind line too)."""
+    hops = proxy_haproxy.parse(
+        "frontend fe\n    bind :30080,:30443\n    bind 10.0.0.5:8080\n    default_backend be\n"
+        "backend be\n    server w1 10.0.0.11\n    server w2 10.0.0.12:31000\n"
+    )
+    assert len(hops) == 1
+    assert set(hops[0].backends) == {
+        Backend("10.0.0.11", 30080),
+        Backend("10.0.0.11", 30443),
+        Backend("10.0.0.11", 8080),
+        Backend("10.0.0.12", 31000),
+    }
+    (listen,) = proxy_haproxy.parse("listen l 0.0.0.0:443\n    server a 10.0.0.9\n")
+    assert listen.backends == (Backend("10.0.0.9", 443),)

@@ -169,6 +169,7 @@ class Svc:
     cluster_ip: str | None
     etp: str | Unknown | None
     unknowns: list[tuple[str, Unknown]] = field(default_factory=list)
+    lb_ips: list[str] = field(default_factory=list)  # a LoadBalancer's addresses
 
     @property
     def external(self) -> bool:
@@ -467,7 +468,36 @@ def _service(res: Resource, note: Note) -> Svc:
         cip if isinstance(cip, str) else None,
         etp,
         unknowns,
+        _lb_ips(res, spec) if typ == "LoadBalancer" else [],
     )
+
+
+#: Annotations that ask a bare-metal LB implementation for a Service's address
+#: (MetalLB's "Requesting specific IPs", old and new group; kube-vip's).
+LB_IP_ANNOTATIONS = (
+    "metallb.universe.tf/loadBalancerIPs",
+    "metallb.io/loadBalancerIPs",
+    "kube-vip.io/loadbalancerIPs",
+)
+
+
+def _lb_ips(res: Resource, spec: Mapping[str, Any]) -> list[str]:
+    """A LoadBalancer Service's addresses as the stack names them:
+    ``spec.loadBalancerIP``, the address annotations, ``status.loadBalancer``."""
+    found: list[str] = []
+    lbip = spec.get("loadBalancerIP")
+    if isinstance(lbip, str) and lbip:
+        found.append(lbip)
+    notes = dig(res.props, "metadata", "annotations")
+    if isinstance(notes, Mapping):
+        for key in LB_IP_ANNOTATIONS:
+            value = notes.get(key)
+            if isinstance(value, str):
+                found += [a.strip() for a in value.split(",") if a.strip()]
+    for ing in _seq(dig(res.props, "status", "loadBalancer", "ingress")):
+        if isinstance(ing, Mapping) and isinstance(ing.get("ip"), str):
+            found.append(ing["ip"])
+    return list(dict.fromkeys(found))
 
 
 def _policy(res: Resource, note: Note) -> Policy:
@@ -680,6 +710,8 @@ def build(resources: Sequence[Resource], note: Note, unknown: Unk) -> Cluster:
                         c.svc_by_external[(ip, sp.port)].append((s, sp))
                     if s.cluster_ip:
                         c.svc_by_external[(s.cluster_ip, sp.port)].append((s, sp))
+                    for ip in s.lb_ips:
+                        c.svc_by_external[(ip, sp.port)].append((s, sp))
             elif t == NETPOL:
                 pol = _policy(res, note)
                 c.policies.append(pol)

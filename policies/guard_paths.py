@@ -5,8 +5,8 @@ Entries are what clients (or LBs) talk to: a proxy left running on a host
 routers (Ingress, Gateway API routes, IngressRoute-style CRDs), in-cluster
 proxy Deployments read from their ConfigMaps, and Helm v3 Release values where
 they name a Service (ingress-nginx ``tcp``/``udp``). A backend reaches a
-Service by its nodePort (any node), an externalIP or clusterIP and port, or its
-DNS name. Everything is looked up in indexes built once.
+Service by its nodePort (any node), an externalIP, clusterIP or LoadBalancer
+address and port, or its DNS name. Everything is looked up in indexes built once.
 """
 
 from __future__ import annotations
@@ -340,11 +340,17 @@ def _targets(
                 yield (
                     svc,
                     sp,
-                    f"{'externalIP' if host in svc.external_ips else 'clusterIP'} {host}:{b.port}",
+                    f"{_address_kind(svc, host)} {host}:{b.port}",
                 )
             continue
         for svc, sp in c.svc_by_node_port.get(b.port, []):
             yield svc, sp, f"nodePort {b.port}"
+
+
+def _address_kind(svc: Svc, host: str) -> str:
+    if host in svc.external_ips:
+        return "externalIP"
+    return "LoadBalancer IP" if host in svc.lb_ips else "clusterIP"
 
 
 def _service_dns(host: str, own_ns: str | None) -> tuple[str, str] | None:

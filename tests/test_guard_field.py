@@ -49,7 +49,6 @@ MISSES: dict[str, str] = {
     "043-istio-virtualservice-destination-unknown": "Istio/OpenShift routes and ingress-nginx tcp-services ConfigMap not modelled (expected advise, got pass)",
     "044-config-sudo-bash-c-heredoc-haproxy": "a config written through sudo bash -c with a heredoc is not read (expected fail, got advise)",
     "046-config-debian-default-haproxy-config-var": "Debian /etc/default/haproxy CONFIG= not followed (expected pass, got advise)",
-    "049-config-haproxy-to-loadbalancer-ip": "HAProxy backends at a LoadBalancer IP not resolved to the Service (expected fail, got pass)",
     "052-helm-release-values-in-file": "Helm values from files / unknown Ingress backends not advised (expected advise, got pass)",
     "053-ingress-backend-unknown": "Helm values from files / unknown Ingress backends not advised (expected advise, got pass)",
     "058-nlb-ports-as-strings": "cloud load balancers not modelled (ports as strings) (expected fail, got pass)",

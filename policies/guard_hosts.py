@@ -30,6 +30,8 @@ from proxy_base import ConfigError, Hop
 REMOTE_COMMAND = "command:remote:Command"
 COPY_TO_REMOTE = "command:remote:CopyToRemote"
 COPY_FILE = "command:remote:CopyFile"
+#: pulumi-docker's container (v4 token, and the short alias).
+DOCKER_CONTAINERS = ("docker:index/container:Container", "docker:index:Container")
 
 Parser = Callable[[str], list[Hop]]
 
@@ -148,6 +150,10 @@ class Container:
     running: bool
     by: Resource
     engine: str = "docker"
+    # A pulumi-docker Container: its parts as properties, not a `docker run` line.
+    image: str | None = None
+    cmd: tuple[str, ...] = ()
+    mounts: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -475,7 +481,69 @@ def build(
                 continue
             text = source.text if isinstance(source, Asset) else None
             host.files[path] = File(text, res)
+    for res in resources:
+        if res.type in DOCKER_CONTAINERS:
+            _docker_container(hosts, res, notes, unknown)
     return hosts
+
+
+def _docker_container(
+    hosts: dict[str, Host],
+    res: Resource,
+    notes: Callable[[Resource, str, Any, str], None],
+    unknown: Callable[[Resource, str, Unknown], None],
+) -> None:
+    """A pulumi-docker Container as a container on its Docker host (the
+    provider's host is not in the resource's inputs: one host per container).
+    Its ``uploads`` are the files it sees, ``volumes`` with a ``hostPath``
+    mount files the stack does not hold, ``command`` is its arguments; it runs
+    unless ``start`` is false (pulumi-docker's default is to start it)."""
+    image = dig(res.props, "image")
+    if isinstance(image, Unknown):
+        unknown(res, "image", image)
+        return
+    if not isinstance(image, str) or image_kind(image) is None:
+        return
+    start = dig(res.props, "start")
+    if isinstance(start, Unknown):
+        unknown(res, "start", start)
+    name = dig(res.props, "name")
+    name = name if isinstance(name, str) and name else res.name
+    address = f"(the Docker host of {res.name})"
+    host = hosts.setdefault(address, Host(address))
+    host.resources.append(res)
+    cmd = dig(res.props, "command")
+    if isinstance(cmd, Unknown):
+        unknown(res, "command", cmd)
+        cmd = []
+    elif cmd is not None and not (isinstance(cmd, list) and all(isinstance(a, str) for a in cmd)):
+        notes(res, "command", None, "is not a list of strings")
+        cmd = []
+    mounts: list[tuple[str, str]] = []
+    prefix = f"/(container {name})"
+    uploads = dig(res.props, "uploads")
+    for i, up in enumerate(uploads if isinstance(uploads, list) else []):
+        file = dig(up, "file")
+        if not isinstance(file, str):
+            continue
+        content = dig(up, "content")
+        if isinstance(content, Unknown):
+            unknown(res, f"uploads[{i}].content", content)
+        host.files[prefix + file] = File(content if isinstance(content, str) else None, res)
+        mounts.append((prefix + file, file))
+    volumes = dig(res.props, "volumes")
+    for vol in volumes if isinstance(volumes, list) else []:
+        src, dst = dig(vol, "hostPath"), dig(vol, "containerPath")
+        if isinstance(src, str) and isinstance(dst, str):
+            mounts.append((src, dst))
+    host.containers[name] = Container(
+        (),
+        start is not False,
+        res,
+        image=image,
+        cmd=tuple(cmd or ()),
+        mounts=tuple(mounts),
+    )
 
 
 def _files_under(host: Host, paths: Iterable[str]) -> list[tuple[str, File]]:
@@ -667,7 +735,9 @@ def _proxies(host: Host, lb_parents: Mapping[str, str]) -> list[Proxy]:
             )
         )
     for name, c in host.containers.items():
-        if c.running:
+        if c.running and c.image is not None:
+            found += _container_proxy(host, name, c, managed, list(c.mounts), c.image, list(c.cmd))
+        elif c.running:
             found += _container_proxy(host, name, c, managed)
     for path, res in host.compose:
         found += _compose_proxies(host, path, res, managed)

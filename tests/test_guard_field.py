@@ -19,9 +19,6 @@ from tests.guard_harness import Pack, start_pack
 
 #: Stacks the guard does not judge right yet: file stem -> why (the gap).
 MISSES: dict[str, str] = {
-    "001-docker-haproxy-tcp-to-nodeport": "pulumi-docker Container not modelled as a hop (expected fail, got pass)",
-    "003-docker-envoy-config-fetched-at-start": "pulumi-docker Container not modelled as a hop (expected advise, got pass)",
-    "004-docker-caddy-reverse-proxy": "pulumi-docker Container not modelled as a hop (expected fail, got pass)",
     "006-aws-alb-to-nodeport": "cloud load balancers (aws lb, target groups) not modelled (expected fail, got pass)",
     "007-aws-nlb-ip-targets-default": "cloud load balancers (aws lb, target groups) not modelled (expected fail, got pass)",
     "010-aws-nlb-ip-proxy-protocol-v2": "cloud load balancers (aws lb, target groups) not modelled (expected fail, got pass)",

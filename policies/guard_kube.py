@@ -25,6 +25,9 @@ Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 Addr = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 NETPOL = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
+NAMESPACE = "kubernetes:core/v1:Namespace"
+#: The namespace as a pod label, the way Calico and Cilium expose it to their selectors.
+CNI_NAMESPACE_KEYS = ("projectcalico.org/namespace", "io.kubernetes.pod.namespace")
 SERVICE = "kubernetes:core/v1:Service"
 NAMESPACE = "kubernetes:core/v1:Namespace"
 CONFIGMAP = "kubernetes:core/v1:ConfigMap"
@@ -209,6 +212,16 @@ class Policy:
     ingress_type: bool
     rules: list[Rule]
     unknowns: list[tuple[str, Unknown]] = field(default_factory=list)
+    kind: str = "NetworkPolicy"  # or a CNI's policy (guard_cni); ns "*": cluster-wide
+
+    @property
+    def shown(self) -> str:
+        """``ns/name``, or a cluster-wide policy's name."""
+        return self.name if self.ns == "*" else f"{self.ns}/{self.name}"
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind} {self.shown}"
 
 
 @dataclass
@@ -290,6 +303,8 @@ class Cluster:
         cands: list[Policy] = list(self.pol_scan.get(pods.ns, []))
         for k, v in pods.labels.items():
             cands += self.pol_by_label.get((pods.ns, k, v), [])
+        cands += self.pol_scan.get("*", [])  # cluster-wide CNI policies
+        scoped = {**pods.labels, **{k: pods.ns for k in CNI_NAMESPACE_KEYS}}
         sure, maybe = [], []
         seen: set[int] = set()
         for p in cands:
@@ -298,7 +313,7 @@ class Cluster:
             seen.add(id(p))
             if isinstance(p.select, Unknown):
                 maybe.append(p)
-            elif p.select.matches(pods.labels):
+            elif p.select.matches(scoped if p.ns == "*" else pods.labels):
                 sure.append(p)
         return sure, maybe
 
@@ -687,10 +702,26 @@ def is_router(res: Resource) -> bool:
 
 
 def build(resources: Sequence[Resource], note: Note, unknown: Unk) -> Cluster:
+    import guard_cni  # imports this module's types
+
     c = Cluster()
+    cni: list[tuple[Resource, str]] = []
+    ns_labels: dict[str, dict[str, str]] = {}
     for res in resources:
         t = res.type
         if not t.startswith("kubernetes:"):
+            continue
+        if t == NAMESPACE:
+            labels = dig(res.props, "metadata", "labels")
+            ns_labels[name_of(res)] = (
+                {str(k): v for k, v in labels.items() if isinstance(v, str)}
+                if isinstance(labels, Mapping)
+                else {}
+            )
+            continue
+        kind = guard_cni.kind_of(res)
+        if kind is not None:
+            cni.append((res, kind))
             continue
         try:
             if t in WORKLOADS:
@@ -746,6 +777,15 @@ def build(resources: Sequence[Resource], note: Note, unknown: Unk) -> Cluster:
                             detail,
                         )
                     )
+        except Malformed as err:
+            note(res, err.field, err.value, err.reason)
+        except (TypeError, ValueError, AttributeError, KeyError) as err:
+            note(res, "(resource)", None, f"could not be read: {err}")
+    for res, kind in cni:
+        try:
+            for pol in guard_cni.policies(res, kind, ns_labels, note):
+                c.policies.append(pol)
+                c.pol_scan[pol.ns].append(pol)
         except Malformed as err:
             note(res, err.field, err.value, err.reason)
         except (TypeError, ValueError, AttributeError, KeyError) as err:

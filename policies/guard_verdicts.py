@@ -43,13 +43,17 @@ def _blocks(view: kube.View) -> str:
 
 
 def _policies(view: kube.View) -> str:
-    return ", ".join(f"{p.ns}/{p.name}" for p in view.policies)
+    """The policies on a path: Kubernetes' under one "NetworkPolicy", then a
+    CNI's each with its kind."""
+    k8s = [p.shown for p in view.policies if p.kind == "NetworkPolicy"]
+    parts = [f"NetworkPolicy {', '.join(k8s)}"] if k8s else []
+    return ", ".join(parts + [p.label for p in view.policies if p.kind != "NetworkPolicy"])
 
 
 def _path_text(p: paths.Path) -> str:
     return (
         f"clients {_blocks(p.view)} -> {p.entry.label} -> Service {p.svc.ns}/{p.svc.name} ({p.via}) -> "
-        f"{p.pods.label()} port {p.sp.target} -> NetworkPolicy {_policies(p.view)}"
+        f"{p.pods.label()} port {p.sp.target} -> {_policies(p.view)}"
     )
 
 
@@ -108,10 +112,10 @@ def judge(resources: Sequence[Resource]) -> list[Finding]:
                             HEALTH,
                             "violation",
                             f"path: check source {src} -> {e.label} -> Service {p.svc.ns}/{p.svc.name} ({p.via}) -> {p.pods.label()} "
-                            f"port {p.sp.target} -> NetworkPolicy {_policies(v)}. Breaks at: NetworkPolicy {_policies(v)}: "
+                            f"port {p.sp.target} -> {_policies(v)}. Breaks at: {_policies(v)}: "
                             f"it does not admit the LB's health-check source {src} on the pod's port {p.sp.target}, so every node "
                             f"looks dead to the LB. Fix: admit the check source: add ipBlock {src}/32 on port {p.sp.target} to "
-                            f"NetworkPolicy {target.ns}/{target.name} (or to a policy of its own selecting these pods).",
+                            f"{target.label} (or to a policy of its own selecting these pods).",
                             target.res.urn,
                         )
                     )
@@ -122,7 +126,7 @@ def judge(resources: Sequence[Resource]) -> list[Finding]:
                 model.opaque.append(
                     paths.Opaque(
                         e.res,
-                        f"{e.label}: its health checks reach {p.pods.label()} (port {p.sp.target}, isolated by NetworkPolicy "
+                        f"{e.label}: its health checks reach {p.pods.label()} (port {p.sp.target}, isolated by "
                         f"{_policies(v)}) from the LB's own address on that network, which the config does not name. Set "
                         f"`bindto` in the check and admit that address in the policy.",
                     )
@@ -156,7 +160,7 @@ def judge(resources: Sequence[Resource]) -> list[Finding]:
                                 SNAT,
                                 "violation",
                                 f"path: clients {_blocks(v)} -> Service {svc.ns}/{svc.name} ({exposure}) -> {pods.label()} port "
-                                f"{sp.target} -> NetworkPolicy {_policies(v)}. Breaks at: Service {svc.ns}/{svc.name}: "
+                                f"{sp.target} -> {_policies(v)}. Breaks at: Service {svc.ns}/{svc.name}: "
                                 f"externalTrafficPolicy is {svc.etp or 'unset (Cluster)'}, so kube-proxy masquerades (SNATs) "
                                 f"every external client to a node address, which the policy (admitting only {_blocks(v)}) refuses. "
                                 f"Fix: set spec.externalTrafficPolicy: Local on Service {svc.ns}/{svc.name}.",
@@ -200,6 +204,21 @@ def judge(resources: Sequence[Resource]) -> list[Finding]:
 
     # -- world-open blocks --------------------------------------------------------
     for pol in cluster.policies:
+        if pol.kind != "NetworkPolicy":  # a CNI's policy: its rules as read
+            for i, r in enumerate(pol.rules):
+                for peer in r.peers or []:
+                    if isinstance(peer, kube.Block) and peer.world:
+                        findings.append(
+                            Finding(
+                                WORLD,
+                                "advisory",
+                                f"{pol.label}: ingress rule {i} admits {peer.net} without an "
+                                f"exception: the whole world on those ports (the pods are not "
+                                f"address-restricted there). Name the client CIDRs.",
+                                pol.res.urn,
+                            )
+                        )
+            continue
         for direction, key in (("ingress", "from"), ("egress", "to")):
             rules = (
                 pol.res.props.get("spec", {}).get(direction)

@@ -438,3 +438,33 @@ def test_haproxy_server_without_port_uses_the_clients_port() -> None:
     }
     (listen,) = proxy_haproxy.parse("listen l 0.0.0.0:443\n    server a 10.0.0.9\n")
     assert listen.backends == (Backend("10.0.0.9", 443),)
+
+
+def test_calico_selectors() -> None:
+    """Calico's selector language as the guard reads it (docs: "Selectors")."""
+    import guard_cni
+    from guard_base import Malformed
+
+    def sel(text: str) -> object:
+        return guard_cni.calico_selector(text, "spec.selector")
+
+    web = {"app": "web", "tier": "front", "env": "prod"}
+    cases = {
+        "app == 'web'": True,
+        "app == \"web\" && tier == 'front'": True,
+        "app != 'web'": False,
+        "app in {'api', 'web'}": True,
+        "app not in {'api', 'web'}": False,
+        "has(tier) && !has(canary)": True,
+        "(app == 'api' || env == 'prod') && all()": True,
+        "app starts with 'we'": True,
+        "app ends with 'eb' && env contains 'ro'": True,
+        "!(env == 'prod')": False,
+        "": True,
+    }
+    for text, want in cases.items():
+        s = sel(text)
+        assert s.matches(web) is want, text  # type: ignore[attr-defined]
+    for bad in ("app = 'web'", "app == web", "app in {'a'", "has(app"):
+        with pytest.raises(Malformed, match="Calico selector"):
+            sel(bad)

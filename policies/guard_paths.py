@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import guard_cloud as cloud
 import guard_hosts as hosts
 import proxy_socat
 from guard_base import Malformed, Resource, Unknown, as_address, as_port, dig
@@ -410,6 +411,14 @@ def build(
                 )
             entries += _host_entries(proxy, lb_sources)
     entries += _incluster_entries(cluster, note)
+    for res, label, detail, backends, fix in cloud.elbv2(resources, note, unknown):
+        entries.append(Entry(res, label, "terminating", detail, fix, backends))
+    for svc in cluster.services:
+        hidden = cloud.service_lb(svc)
+        if hidden is not None:
+            e = Entry(svc.res, hidden[0], "terminating", hidden[1], cloud.FIX)
+            e.direct += [(svc.ns, svc.name, sp.port) for sp in svc.ports]
+            entries.append(e)
     for r in cluster.routes:
         e = Entry(r.res, r.label, "terminating", r.detail, r.fix)
         e.direct.append((r.service_ns, r.service, r.port))

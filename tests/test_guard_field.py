@@ -20,12 +20,6 @@ from tests.guard_harness import Pack, start_pack
 #: Stacks the guard does not judge right yet: file stem -> why (the gap).
 MISSES: dict[str, str] = {
     "019-cilium-fromcidrset-keepalived-dr": "disputed: the pack advises that keepalived's checks (no bindto) come from an address the config does not name; the reviewer did not weigh the checks (expected pass, got advise)",
-    "006-aws-alb-to-nodeport": "cloud load balancers (aws lb, target groups) not modelled (expected fail, got pass)",
-    "007-aws-nlb-ip-targets-default": "cloud load balancers (aws lb, target groups) not modelled (expected fail, got pass)",
-    "010-aws-nlb-ip-proxy-protocol-v2": "cloud load balancers (aws lb, target groups) not modelled (expected fail, got pass)",
-    "011-aws-nlb-preserve-client-ip-unknown": "cloud load balancers (aws lb, target groups) not modelled (expected advise, got pass)",
-    "012-annotation-aws-elb-backend-protocol-http": "LB controller Service annotations not modelled (expected fail, got pass)",
-    "013-annotation-aws-lbc-nlb-ip-no-preserve": "LB controller Service annotations not modelled (expected fail, got pass)",
     "022-iptables-dnat-masquerade-to-node": "SNAT/MASQUERADE on the client path not modelled (expected fail, got pass)",
     "024-nftables-masquerade-to-nodeport": "SNAT/MASQUERADE on the client path not modelled (expected fail, got pass)",
     "025-ipvs-nat-plus-m-ipvs-masquerade": "SNAT/MASQUERADE on the client path not modelled (expected fail, got pass)",
@@ -45,7 +39,6 @@ MISSES: dict[str, str] = {
     "046-config-debian-default-haproxy-config-var": "Debian /etc/default/haproxy CONFIG= not followed (expected pass, got advise)",
     "052-helm-release-values-in-file": "Helm values from files / unknown Ingress backends not advised (expected advise, got pass)",
     "053-ingress-backend-unknown": "Helm values from files / unknown Ingress backends not advised (expected advise, got pass)",
-    "058-nlb-ports-as-strings": "cloud load balancers not modelled (ports as strings) (expected fail, got pass)",
     "059-haproxy-config-with-secrets": "a config written through sudo bash -c with a heredoc is not read (expected fail, got advise)",
     "060-command-create-given-as-list": "a list where the provider takes a string is judged as text, not advised as malformed (expected advise, got fail)",
 }

@@ -730,7 +730,18 @@ def _run(cmd: _Simple, ctx: _Ctx, stdin: str | None, piped: str | None) -> str |
     if prog in ("bash", "sh", "dash", "zsh") and "-c" in args:
         i = args.index("-c")
         if i + 1 < len(args):
-            _nested(args[i + 1], ctx, stdin)
+            given = _input(cmd, stdin, piped)
+            if given is None or given == STDIN:
+                _nested(args[i + 1], ctx, stdin)
+            else:
+                # `sudo bash -c 'cat > F && ...' <<EOF`: the inner script reads this
+                # command's heredoc (or pipe), not the Command's stdin
+                mark = len(ctx.events)
+                _nested(args[i + 1], ctx, "")
+                ctx.events[mark:] = [
+                    replace(e, content=given) if e.content == STDIN else e
+                    for e in ctx.events[mark:]
+                ]
         return None
     launched = _launched(prog, args)
     if launched is not None:

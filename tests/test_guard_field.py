@@ -35,11 +35,9 @@ MISSES: dict[str, str] = {
     "041-openshift-route-edge": "Istio/OpenShift routes and ingress-nginx tcp-services ConfigMap not modelled (expected fail, got pass)",
     "042-ingress-nginx-tcp-services-configmap": "Istio/OpenShift routes and ingress-nginx tcp-services ConfigMap not modelled (expected fail, got pass)",
     "043-istio-virtualservice-destination-unknown": "Istio/OpenShift routes and ingress-nginx tcp-services ConfigMap not modelled (expected advise, got pass)",
-    "044-config-sudo-bash-c-heredoc-haproxy": "a config written through sudo bash -c with a heredoc is not read (expected fail, got advise)",
     "046-config-debian-default-haproxy-config-var": "Debian /etc/default/haproxy CONFIG= not followed (expected pass, got advise)",
     "052-helm-release-values-in-file": "Helm values from files / unknown Ingress backends not advised (expected advise, got pass)",
     "053-ingress-backend-unknown": "Helm values from files / unknown Ingress backends not advised (expected advise, got pass)",
-    "059-haproxy-config-with-secrets": "a config written through sudo bash -c with a heredoc is not read (expected fail, got advise)",
     "060-command-create-given-as-list": "a list where the provider takes a string is judged as text, not advised as malformed (expected advise, got fail)",
 }
 

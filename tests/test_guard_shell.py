@@ -86,6 +86,20 @@ def test_bash_c_recurses_with_its_stdin() -> None:
     ]
 
 
+def test_bash_c_reads_its_own_heredoc_or_pipe() -> None:
+    """`sudo bash -c 'cat > F && ...' <<'EOF'`: the inner script's stdin is the
+    heredoc (or the pipe), not the Command's stdin."""
+    inner = "cat > /etc/haproxy/haproxy.cfg && systemctl reload haproxy"
+    script = f"sudo bash -c '{inner}' <<'EOF'\nfrontend web\n    bind :80\nEOF\n"
+    events = shell.parse(script, stdin="THE COMMAND'S STDIN")
+    assert [(e.kind, e.name, e.content) for e in events] == [
+        ("write", "/etc/haproxy/haproxy.cfg", "frontend web\n    bind :80\n"),
+        ("service", "haproxy", None),
+    ]
+    piped = shell.parse(f"printf 'x y' | sudo sh -c '{inner}'")
+    assert piped[0].content == "x y"
+
+
 MIXED = """
 DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends haproxy=2.6.* socat
 docker run -d --name=edge -p 80:80 \\

@@ -181,6 +181,8 @@ class Host:
     processes: list[tuple[str, tuple[str, ...], Resource, str]] = field(default_factory=list)
     compose: list[tuple[str, Resource]] = field(default_factory=list)
     resources: list[Resource] = field(default_factory=list)
+    # (program, argv, by): iptables/nft/ipvsadm calls, in the order they run (guard_nat)
+    netfilter: list[tuple[str, tuple[str, ...], Resource]] = field(default_factory=list)
 
 
 def connection_host(res: Resource) -> str | Unknown | None:
@@ -269,6 +271,10 @@ def _apply(
                 svc.maybe_stopped.append(
                     f"its `{ev.action.replace('+now', ' --now')}` by {res.name} may not run: {ev.uncertain}"
                 )
+            continue
+        if ev.kind == "netfilter":
+            if not ev.uncertain:
+                host.netfilter.append((ev.name, ev.argv, res))
             continue
         if ev.kind in ("write", "append"):
             content = ev.content

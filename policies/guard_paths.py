@@ -12,12 +12,14 @@ address and port, or its DNS name. Everything is looked up in indexes built once
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import guard_cloud as cloud
 import guard_hosts as hosts
+import guard_nat as nat
 import proxy_socat
 from guard_base import Malformed, Resource, Unknown, as_address, as_port, dig
 from guard_kube import Cluster, Pods, Svc, SvcPort, View, service_port
@@ -48,6 +50,10 @@ class Entry:
     check_unknown: bool = False
     direct: list[tuple[str, str, Any]] = field(default_factory=list)  # (ns, service, port)
     ns: str | None = None  # an in-cluster hop's namespace (for short Service names)
+    host: str | None = None  # the host a hop runs on (its NAT rules apply to it)
+    vip: tuple[str | None, int | None] = (None, None)  # an LVS service's address and port
+    # what a terminating hop does to the client's address, in a violation's words
+    why: str = "it ends the client's TCP connection, so the pods see the proxy's address"
 
 
 @dataclass
@@ -201,8 +207,54 @@ def _host_entries(proxy: hosts.Proxy, lb_sources: Mapping[str, tuple[str, ...]])
                 sources,
                 hop.checks_backend_port,
                 unknown_src,
+                host=proxy.host,
             )
         )
+    return found
+
+
+_VS = re.compile(r"virtual_server (\S+) (\d+)")
+FIX_SNAT = (
+    "let the source NAT match only the sources it is for (`-s` the internal network, as a "
+    "hairpin or the nodes' egress needs), not the outside clients: L4 NAT keeps the client "
+    "address only without it"
+)
+
+
+def _nat_entries(host: hosts.Host, others: list[Entry]) -> list[Entry]:
+    """A host's DNAT rules and ipvsadm services as hops, and its source NATs
+    applied to every address-keeping hop on the host (guard_nat)."""
+    files = {path: f.text for path, f in host.files.items()}
+    hops, snats = nat.read(host.netfilter, files)
+    found = [
+        Entry(
+            h.by,
+            f"{h.label} on host {host.address}",
+            "preserving",
+            "destination NAT keeps the client address",
+            FIX_L4,
+            h.backends,
+            host=host.address,
+            vip=(h.vip, h.vport),
+        )
+        for h in hops
+    ]
+    for e in [*others, *found]:
+        if e.mode != "preserving":
+            continue
+        vip = e.vip
+        if vip == (None, None) and (m := _VS.search(e.label)):
+            vip = (m.group(1), int(m.group(2)))
+        for rule in snats:
+            if rule.hides(e.backends, *vip):
+                e.mode = "terminating"
+                e.detail = (
+                    f"{e.detail}, but `{rule.text}` on the same host rewrites the clients' source "
+                    "address (source NAT)"
+                )
+                e.fix = FIX_SNAT
+                e.why = "so the pods see that host's address"
+                break
     return found
 
 
@@ -410,13 +462,16 @@ def build(
                     )
                 )
             entries += _host_entries(proxy, lb_sources)
+        if host.netfilter:
+            entries += _nat_entries(host, [e for e in entries if e.host == host.address])
     entries += _incluster_entries(cluster, note)
+    lb_why = "so the pods see the load balancer's address"
     for res, label, detail, backends, fix in cloud.elbv2(resources, note, unknown):
-        entries.append(Entry(res, label, "terminating", detail, fix, backends))
+        entries.append(Entry(res, label, "terminating", detail, fix, backends, why=lb_why))
     for svc in cluster.services:
         hidden = cloud.service_lb(svc)
         if hidden is not None:
-            e = Entry(svc.res, hidden[0], "terminating", hidden[1], cloud.FIX)
+            e = Entry(svc.res, hidden[0], "terminating", hidden[1], cloud.FIX, why=lb_why)
             e.direct += [(svc.ns, svc.name, sp.port) for sp in svc.ports]
             entries.append(e)
     for r in cluster.routes:

@@ -36,6 +36,15 @@ from tree_sitter import Language, Node, Parser
 _PARSER = Parser(Language(tree_sitter_bash.language()))
 
 STDIN = "\0stdin"  # content marker: the Command's stdin
+#: Programs whose arguments are NAT rules or LVS services (guard_nat reads them).
+NETFILTER_PROGS = (
+    "iptables",
+    "iptables-nft",
+    "iptables-legacy",
+    "ip6tables",
+    "ipvsadm",
+    "nft",
+)
 
 
 @dataclass(frozen=True)
@@ -759,6 +768,10 @@ def _run(cmd: _Simple, ctx: _Ctx, stdin: str | None, piped: str | None) -> str |
                 replace(e, source=session[0]) if e.kind == "process" and e.action == "run" else e
                 for e in ctx.events[mark:]
             ]
+        return None
+    if prog in NETFILTER_PROGS:
+        # NAT rules and LVS services, read by guard_nat; `nft -f FILE` by its file
+        ctx.events.append(Event("netfilter", prog, argv=tuple(args)))
         return None
     if prog == "cat":
         files = [a for a in args if not a.startswith("-")]

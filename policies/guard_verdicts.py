@@ -91,8 +91,8 @@ def judge(resources: Sequence[Resource]) -> list[Finding]:
                     Finding(
                         TERMINATING,
                         "violation",
-                        f"path: {_path_text(p)}. Breaks at: {e.label}: {e.detail}; it ends the client's TCP connection, "
-                        f"so the pods see the proxy's address and the policy, which admits only {_blocks(v)}, refuses the real clients. "
+                        f"path: {_path_text(p)}. Breaks at: {e.label}: {e.detail}; {e.why}, "
+                        f"and the policy, which admits only {_blocks(v)}, refuses the real clients. "
                         f"Fix: {e.fix}.",
                         e.res.urn,
                     )

@@ -468,3 +468,97 @@ def test_calico_selectors() -> None:
     for bad in ("app = 'web'", "app == web", "app in {'a'", "has(app"):
         with pytest.raises(Malformed, match="Calico selector"):
             sel(bad)
+
+
+def test_nat_rules_hops_and_source_nats() -> None:
+    """guard_nat: DNAT and ipvsadm services are hops; a MASQUERADE hides a hop's
+    clients only when it matches that hop's traffic and names no sources."""
+    import guard_nat as nat
+    from guard_base import Resource
+
+    by = Resource("command:remote:Command", "urn:x", "x", {})
+
+    def ipt(line: str) -> tuple[str, tuple[str, ...], Resource]:
+        words = line.split()
+        return words[0], tuple(words[1:]), by
+
+    calls = [
+        ipt(
+            "iptables -t nat -A PREROUTING -i wan0 -p tcp --dport 8443 -j DNAT --to-destination 10.0.0.21:31843"
+        ),
+        ipt("ipvsadm -A -t 10.0.0.100:443 -s wlc"),
+        ipt("ipvsadm -a -t 10.0.0.100:443 -r 10.0.0.21:30643 -m"),
+        ipt("ipvsadm -a -t 10.0.0.100:443 -r 10.0.0.22 -m"),
+        ipt("iptables -t nat -A POSTROUTING -s 10.0.0.0/24 -o wan0 -j MASQUERADE"),
+        ipt(
+            "iptables -t nat -A POSTROUTING -m ipvs --vaddr 10.0.0.100/32 --vport 443 -j MASQUERADE"
+        ),
+        ipt(
+            "iptables -t nat -A POSTROUTING -d 10.0.0.21 -p tcp --dport 31843 -j SNAT --to-source 10.0.0.1"
+        ),
+        ipt("iptables -A FORWARD -d 10.0.0.21 -j ACCEPT"),
+    ]
+    hops, snats = nat.read(calls, {})
+    dnat, lvs = hops
+    assert dnat.backends == (Backend("10.0.0.21", 31843),)
+    assert lvs.backends == (Backend("10.0.0.21", 30643), Backend("10.0.0.22", 443))
+    assert (lvs.vip, lvs.vport) == ("10.0.0.100", 443)
+    egress, ipvs_masq, dnat_snat = snats
+    assert not egress.hides(dnat.backends, None, None)  # names its sources: the nodes' egress
+    assert ipvs_masq.hides(lvs.backends, lvs.vip, lvs.vport)
+    assert not ipvs_masq.hides(dnat.backends, None, None)  # only IPVS traffic
+    assert not ipvs_masq.hides(lvs.backends, "10.0.0.101", 443)
+    assert dnat_snat.hides(dnat.backends, None, None)
+    assert not dnat_snat.hides((Backend("10.0.0.22", 31843),), None, None)
+
+
+def test_nft_rules() -> None:
+    import guard_nat as nat
+    from guard_base import Resource
+
+    by = Resource("command:remote:Command", "urn:x", "x", {})
+    text = """
+    table ip nat {
+      chain prerouting { type nat hook prerouting priority -100; policy accept;
+        iifname "wan0" tcp dport 5432 dnat to 10.0.13.21:31432
+      }
+      chain postrouting { type nat hook postrouting priority 100; policy accept;
+        ip saddr 10.0.13.0/24 oifname "wan0" masquerade  # the nodes' egress
+        ip daddr 10.0.13.0/24 tcp dport 31432 masquerade
+      }
+    }
+    """
+    _nft_accepts(text)
+    hops, snats = nat.read([("nft", ("-f", "/etc/nft.conf"), by)], {"/etc/nft.conf": text})
+    assert [h.backends for h in hops] == [(Backend("10.0.13.21", 31432),)]
+    assert [s.sources for s in snats] == [True, False]
+    assert snats[1].hides(hops[0].backends, None, None)
+
+
+def _nft_accepts(text: str) -> None:
+    """The ruleset is one nftables itself accepts (``nft -c``, in a network
+    namespace of its own: nothing reaches this machine's rules)."""
+    import subprocess
+    import tempfile
+
+    from tests.conftest import require_tool
+
+    nft = require_tool("nft")
+    with tempfile.NamedTemporaryFile("w", suffix=".nft") as f:
+        f.write(text)
+        f.flush()
+        done = subprocess.run(
+            ["unshare", "-n", nft, "-c", "-f", f.name], capture_output=True, text=True, timeout=30
+        )
+    assert done.returncode == 0, done.stderr
+
+
+def test_the_blind_nft_ruleset_is_valid_nftables() -> None:
+    """The blind reviewer's nftables file (stack 024) as nft reads it."""
+    import yaml
+
+    from tests.guard_field import BLIND
+
+    stack = yaml.safe_load((BLIND / "024-nftables-masquerade-to-nodeport.yaml").read_text())
+    copy = next(r for r in stack["resources"] if r["type"] == "command:remote:CopyToRemote")
+    _nft_accepts(copy["props"]["source"]["text"])

@@ -30,6 +30,9 @@ from proxy_base import ConfigError, Hop
 REMOTE_COMMAND = "command:remote:Command"
 COPY_TO_REMOTE = "command:remote:CopyToRemote"
 COPY_FILE = "command:remote:CopyFile"
+LOCAL_COMMAND = "command:local:Command"
+#: Where a command:local:Command runs: the machine that runs the engine.
+LOCAL_HOST = "(the machine that runs `pulumi up`)"
 #: pulumi-docker's container (v4 token, and the short alias).
 DOCKER_CONTAINERS = ("docker:index/container:Container", "docker:index:Container")
 
@@ -183,6 +186,8 @@ class Host:
     resources: list[Resource] = field(default_factory=list)
     # (program, argv, by): iptables/nft/ipvsadm calls, in the order they run (guard_nat)
     netfilter: list[tuple[str, tuple[str, ...], Resource]] = field(default_factory=list)
+    # (script, its arguments, by): scripts run that the stack does not hold
+    scripts: list[tuple[str, tuple[str, ...], Resource]] = field(default_factory=list)
 
 
 def connection_host(res: Resource) -> str | Unknown | None:
@@ -275,6 +280,9 @@ def _apply(
         if ev.kind == "netfilter":
             if not ev.uncertain:
                 host.netfilter.append((ev.name, ev.argv, res))
+            continue
+        if ev.kind == "script":
+            host.scripts.append((ev.name, ev.argv, res))
             continue
         if ev.kind in ("write", "append"):
             content = ev.content
@@ -437,10 +445,14 @@ def build(
         return found
 
     for res in ordered(
-        [r for r in resources if r.type in (REMOTE_COMMAND, COPY_TO_REMOTE, COPY_FILE)]
+        [
+            r
+            for r in resources
+            if r.type in (REMOTE_COMMAND, COPY_TO_REMOTE, COPY_FILE, LOCAL_COMMAND)
+        ]
     ):
         try:
-            addr = connection_host(res)
+            addr = LOCAL_HOST if res.type == LOCAL_COMMAND else connection_host(res)
         except Malformed as err:
             notes(res, err.field, err.value, err.reason)
             continue
@@ -451,7 +463,7 @@ def build(
             continue
         host = hosts.setdefault(addr, Host(addr))
         host.resources.append(res)
-        if res.type == REMOTE_COMMAND:
+        if res.type in (REMOTE_COMMAND, LOCAL_COMMAND):
             script = dig(res.props, "create")
             stdin = dig(res.props, "stdin")
             if isinstance(script, Unknown):
@@ -467,7 +479,15 @@ def build(
                 notes(res, "stdin", stdin, "is not a string")
                 stdin = None
             if script:
-                _apply(host, res, shell.parse(script, stdin=stdin), stdin, ancestors)
+                env = dig(res.props, "environment")
+                known = (
+                    {str(k): v for k, v in env.items() if isinstance(v, str)}
+                    if isinstance(env, Mapping)
+                    else {}
+                )
+                _apply(
+                    host, res, shell.parse(script, stdin=stdin, variables=known), stdin, ancestors
+                )
         else:
             path = dig(res.props, "remotePath")
             source = (

@@ -213,6 +213,28 @@ def _host_entries(proxy: hosts.Proxy, lb_sources: Mapping[str, tuple[str, ...]])
     return found
 
 
+_TARGET = re.compile(r"(?:^|[=\s,])((?:\d{1,3}\.){3}\d{1,3}:\d{1,5})\b")
+
+
+def _scripts(host: hosts.Host) -> list[Opaque]:
+    """Scripts the stack does not hold, given an address and port to reach: they
+    may forward, proxy or NAT to it, and the pack cannot see which."""
+    found = []
+    for name, argv, by in host.scripts:
+        targets = list(dict.fromkeys(m.group(1) for a in argv for m in _TARGET.finditer(a)))
+        if targets:
+            found.append(
+                Opaque(
+                    by,
+                    f"{by.name} runs {name} on host {host.address} with {', '.join(targets)}; that "
+                    "script is not in the stack, so the pack cannot tell whether it forwards, "
+                    "proxies or NATs traffic there and what it does to the client's address. Put "
+                    "the script in the stack (or its rules and config) so the path can be judged.",
+                )
+            )
+    return found
+
+
 _VS = re.compile(r"virtual_server (\S+) (\d+)")
 FIX_SNAT = (
     "let the source NAT match only the sources it is for (`-s` the internal network, as a "
@@ -464,6 +486,7 @@ def build(
             entries += _host_entries(proxy, lb_sources)
         if host.netfilter:
             entries += _nat_entries(host, [e for e in entries if e.host == host.address])
+        opaque += _scripts(host)
     entries += _incluster_entries(cluster, note)
     lb_why = "so the pods see the load balancer's address"
     for res, label, detail, backends, fix in cloud.elbv2(resources, note, unknown):

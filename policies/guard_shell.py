@@ -36,6 +36,43 @@ from tree_sitter import Language, Node, Parser
 _PARSER = Parser(Language(tree_sitter_bash.language()))
 
 STDIN = "\0stdin"  # content marker: the Command's stdin
+#: Programs run by path that are no script of the stack's own (their effects are
+#: read elsewhere, or have none on the traffic path).
+KNOWN_PROGS = (
+    "haproxy",
+    "nginx",
+    "envoy",
+    "caddy",
+    "traefik",
+    "socat",
+    "keepalived",
+    "systemctl",
+    "iptables",
+    "ipvsadm",
+    "nft",
+    "sysctl",
+    "modprobe",
+    "ip",
+    "cat",
+    "tee",
+    "install",
+    "cp",
+    "mv",
+    "rm",
+    "mkdir",
+    "chmod",
+    "chown",
+    "ln",
+    "true",
+    "false",
+    "curl",
+    "wget",
+    "apt-get",
+    "apt",
+    "dpkg",
+    "docker",
+    "podman",
+)
 #: Programs whose arguments are NAT rules or LVS services (guard_nat reads them).
 NETFILTER_PROGS = (
     "iptables",
@@ -768,6 +805,19 @@ def _run(cmd: _Simple, ctx: _Ctx, stdin: str | None, piped: str | None) -> str |
                 replace(e, source=session[0]) if e.kind == "process" and e.action == "run" else e
                 for e in ctx.events[mark:]
             ]
+        return None
+    if prog in ("bash", "sh", "dash", "zsh") or ("/" in argv[0] and prog not in KNOWN_PROGS):
+        # a script the stack does not hold: piped in (`curl URL | sudo bash -s -- ARGS`),
+        # or a file run by path (`./edge-nat.sh apply ...`, `bash /opt/x.sh ...`)
+        script = next((a for a in args if not a.startswith("-")), None)
+        if "/" in argv[0] and prog not in ("bash", "sh", "dash", "zsh"):
+            ctx.events.append(Event("script", argv[0], argv=tuple(args)))
+        elif script is None or "-s" in args:
+            source = "stdin" if _input(cmd, stdin, piped) in (None, STDIN) else "text"
+            if source == "stdin" and piped is None:
+                ctx.events.append(Event("script", "a script piped into " + prog, argv=tuple(args)))
+        else:
+            ctx.events.append(Event("script", script, argv=tuple(args[args.index(script) + 1 :])))
         return None
     if prog in NETFILTER_PROGS:
         # NAT rules and LVS services, read by guard_nat; `nft -f FILE` by its file

@@ -20,9 +20,6 @@ from tests.guard_harness import Pack, start_pack
 #: Stacks the guard does not judge right yet: file stem -> why (the gap).
 MISSES: dict[str, str] = {
     "019-cilium-fromcidrset-keepalived-dr": "disputed: the pack advises that keepalived's checks (no bindto) come from an address the config does not name; the reviewer did not weigh the checks (expected pass, got advise)",
-    "027-nat-script-fetched-from-git": "SNAT/MASQUERADE on the client path not modelled (expected advise, got pass)",
-    "028-local-command-socat-relay": "command:local:Command not read (expected fail, got pass)",
-    "029-local-command-opaque-nat-script": "command:local:Command not read (expected advise, got pass)",
     "031-systemd-socket-proxyd-gitea-ssh": "this proxy is not known to the pack (expected fail, got pass)",
     "033-kubectl-port-forward-systemd": "this proxy is not known to the pack (expected fail, got pass)",
     "034-apache-mod-proxy-proxypass": "this proxy is not known to the pack (expected fail, got pass)",

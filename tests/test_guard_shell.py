@@ -327,3 +327,31 @@ def test_dependency_order_beats_declaration_order() -> None:
     later = command("later", "systemctl disable --now nginx", ("urn:x::first",))
     first = command("first", "apt-get install -y nginx")
     assert running([later, first]) == []
+
+
+def test_scripts_the_stack_does_not_hold() -> None:
+    """A script piped in from a download, or run by its path, is an event of
+    its own (the pack advises on it when it is given an address to reach);
+    a known program run by path is not."""
+    events = shell.parse(
+        "curl -fsSL https://git.example/apply.sh | sudo bash -s -- --target 10.0.0.21:31092\n"
+        "./scripts/edge-nat.sh apply --listen 7000 --target 10.0.0.22:31500\n"
+        "bash /opt/setup.sh 10.0.0.23:30000\n"
+        "/usr/sbin/haproxy -c -f /etc/haproxy/haproxy.cfg\n"
+        "bash <<'EOF'\necho hi\nEOF\n"
+    )
+    scripts = [(e.name, e.argv) for e in events if e.kind == "script"]
+    assert scripts == [
+        ("a script piped into bash", ("-s", "--", "--target", "10.0.0.21:31092")),
+        ("./scripts/edge-nat.sh", ("apply", "--listen", "7000", "--target", "10.0.0.22:31500")),
+        ("/opt/setup.sh", ("10.0.0.23:30000",)),
+    ]
+
+
+def test_a_commands_environment_fills_its_variables() -> None:
+    events = shell.parse(
+        'printf "%s" "$CFG" | tee /etc/haproxy/haproxy.cfg', variables={"CFG": "frontend f"}
+    )
+    assert [(e.kind, e.name, e.content) for e in events] == [
+        ("write", "/etc/haproxy/haproxy.cfg", "frontend f")
+    ]

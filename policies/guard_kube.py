@@ -644,6 +644,22 @@ def _backend_refs(res: Resource) -> Iterable[tuple[str, str | None, Any]]:
                     and ref.get("group", "") in ("", None)
                 ):
                     yield str(ref.get("name")), ref.get("namespace"), ref.get("port")
+    elif crd_kind(res) == ("networking.istio.io", "VirtualService"):
+        for section in ("http", "tcp", "tls"):
+            for rule in dig(spec, section) or []:
+                for route in dig(rule, "route") or []:
+                    host = dig(route, "destination", "host")
+                    port = dig(route, "destination", "port", "number")
+                    if isinstance(host, Unknown):
+                        yield host, None, port  # type: ignore[misc]
+                    elif isinstance(host, str):
+                        labels = host.rstrip(".").split(".")
+                        yield labels[0], labels[1] if len(labels) > 1 else None, port
+    elif crd_kind(res) == ("route.openshift.io", "Route"):
+        port = dig(spec, "port", "targetPort")
+        for to in [dig(spec, "to"), *(dig(spec, "alternateBackends") or [])]:
+            if isinstance(to, Mapping) and to.get("kind", "Service") == "Service":
+                yield str(to.get("name")), None, port
     else:  # Traefik IngressRoute(TCP), Contour HTTPProxy and alike: spec.routes[].services[]
         routes = list(dig(spec, "routes") or [])
         if isinstance(dig(spec, "tcpproxy"), Mapping):
@@ -652,6 +668,32 @@ def _backend_refs(res: Resource) -> Iterable[tuple[str, str | None, Any]]:
             for s in dig(route, "services") or []:
                 if isinstance(s, Mapping) and s.get("kind", "Service") == "Service":
                     yield str(s.get("name")), s.get("namespace"), s.get("port")
+
+
+def _nginx_stream_routes(res: Resource, data: Mapping[str, Any]) -> list[Route]:
+    """ingress-nginx's ``tcp-services``/``udp-services`` ConfigMap: each key a
+    port of the controller, each value ``NAMESPACE/SERVICE:PORT[:PROXY[:PROXY]]``
+    (ingress-nginx docs, "Exposing TCP and UDP services"): its nginx stream
+    proxy ends every connection (PROXY protocol only puts the address in the
+    payload)."""
+    routes = []
+    for key, value in data.items():
+        if not isinstance(value, str) or "/" not in value:
+            continue
+        ns, _, rest = value.partition("/")
+        name, _, port = rest.partition(":")
+        routes.append(
+            Route(
+                res,
+                f"ingress-nginx {name_of(res)} ConfigMap {namespace_of(res)}/{name_of(res)} (port {key})",
+                ns,
+                name,
+                int(p) if (p := port.split(":", 1)[0]).isdigit() else (p or None),
+                "expose the Service through an L4 LB that keeps the client address (keepalived/LVS, or a Service with externalTrafficPolicy: Local)",
+                "the ingress-nginx controller's stream proxy ends the client's connection",
+            )
+        )
+    return routes
 
 
 def _ingress_backend(b: Mapping[str, Any]) -> Iterable[tuple[str, str | None, Any]]:
@@ -685,16 +727,51 @@ def _route_label(res: Resource) -> tuple[str, str, str]:
             "its Gateway's data plane is a proxy (for TLS passthrough and TCPRoute too)",
             "use an L4 LB that keeps the client address",
         )
+    group, ckind = crd_kind(res)
+    if group == "networking.istio.io":
+        return (
+            f"VirtualService {ns}/{name} (through Istio gateway {', '.join(_istio_gateways(res))})",
+            "the Istio ingress gateway (Envoy) ends the client's connection",
+            "use an L4 LB that keeps the client address in front of the pods (or admit the gateway's pods and filter on the gateway)",
+        )
+    if group == "route.openshift.io":
+        tls = dig(res.props, "spec", "tls", "termination")
+        return (
+            f"Route {ns}/{name} (OpenShift router"
+            + (f", TLS {tls})" if isinstance(tls, str) else ")"),
+            "the OpenShift router (HAProxy) ends the client's connection, passthrough routes too",
+            "expose the Service through an L4 LB that keeps the client address (a Service with externalTrafficPolicy: Local)",
+        )
     return (
-        f"{kind} {ns}/{name}",
-        f"{kind} is served by a proxy (Traefik, Contour, NGINX)",
+        f"{ckind or kind} {ns}/{name}",
+        f"{ckind or kind} is served by a proxy (Traefik, Contour, NGINX)",
         "use an L4 LB that keeps the client address",
     )
+
+
+def crd_kind(res: Resource) -> tuple[str, str]:
+    """(API group, kind) of a custom resource, from its props or its type token."""
+    api, kind = dig(res.props, "apiVersion"), dig(res.props, "kind")
+    if isinstance(api, str) and isinstance(kind, str):
+        return api.split("/", 1)[0], kind
+    token = res.type.split(":")
+    return (token[1].split("/", 1)[0], token[2]) if len(token) == 3 else ("", "")
+
+
+def _istio_gateways(res: Resource) -> list[str]:
+    """The gateways a VirtualService is bound to (``mesh``: the sidecars only)."""
+    gws = dig(res.props, "spec", "gateways")
+    return [g for g in gws if isinstance(g, str) and g != "mesh"] if isinstance(gws, list) else []
 
 
 def is_router(res: Resource) -> bool:
     t = res.type
     if t in INGRESS_TYPES:
+        return True
+    group, kind = crd_kind(res)
+    if group == "networking.istio.io" and kind == "VirtualService":
+        return bool(_istio_gateways(res))
+    if group == "route.openshift.io" and kind == "Route":
         return True
     if ":gateway.networking.k8s.io/" in t and t.endswith("Route"):
         return True
@@ -755,11 +832,16 @@ def build(resources: Sequence[Resource], note: Note, unknown: Unk) -> Cluster:
                 data = dig(res.props, "data")
                 if isinstance(data, Mapping):
                     c.configmaps[(namespace_of(res), name_of(res))] = data
+                    if name_of(res) in ("tcp-services", "udp-services"):
+                        c.routes += _nginx_stream_routes(res, data)
             elif t == HELM_V3:
                 c.releases.append(res)
             elif is_router(res):
                 label, detail, fix = _route_label(res)
                 for svc, ns, port in _backend_refs(res):
+                    if isinstance(svc, Unknown):
+                        unknown(res, "a route's destination host", svc)
+                        continue
                     if not isinstance(port, Unknown):
                         try:
                             port = as_port(port, f"the port of its backend Service {svc}")

@@ -93,7 +93,8 @@ def scrub(message: str) -> str:
         known = sorted(_CURRENT, key=len, reverse=True)
     for frag in known:
         if frag in message:
-            message = message.replace(frag, REDACTED)
+            # whole tokens only: a secret 192.168.0.1 is not hidden inside 192.168.0.10
+            message = re.sub(rf"(?<![\w.]){re.escape(frag)}(?![\w])", REDACTED, message)
     return message
 
 

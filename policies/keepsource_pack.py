@@ -25,6 +25,7 @@ from typing import Any
 
 import guard_secrets as secrets
 import guard_verdicts as verdicts
+import guard_wire
 import pulumi
 from guard_base import (
     HEALTH,
@@ -50,6 +51,7 @@ from pulumi_policy.proxy import UnknownValueError
 
 PACK_NAME = "keepsource-guard"
 secrets.install()
+guard_wire.install()
 PACK_VERSION = "0.2.0"  # keep equal to PulumiPolicy.yaml's version
 OPAQUE = verdicts.OPAQUE
 

@@ -124,7 +124,7 @@ def leaked(case: Case, diags: list[Any]) -> list[str]:
         words = {w.strip("'\",;") for w in secret.split()}
         words = {w for w in words if len(w) >= 8 and any(not c.isalpha() for c in w)}
         for frag in sorted({secret.strip(), *words}):
-            if len(frag) >= 4 and any(frag in d.message for d in diags):
+            if len(frag) >= 4 and any(frag in d.message.split("\n", 1)[-1] for d in diags):
                 out.append(frag)
     return out
 

@@ -20,6 +20,7 @@ import proxy_caddy
 import proxy_envoy
 import proxy_haproxy
 import proxy_keepalived
+import proxy_more
 import proxy_nginx
 import proxy_socat
 import proxy_traefik
@@ -68,6 +69,22 @@ KINDS: dict[str, Kind] = {
         ("--configfile", "--configFile", "--providers.file.filename", "--providers.file.directory"),
     ),
     "caddy": Kind("Caddy", proxy_caddy.parse, ("/etc/caddy/",), ("/etc/caddy/",), ("--config",)),
+    "stunnel4": Kind("stunnel", proxy_more.stunnel, ("/etc/stunnel/",), ("/etc/stunnel/",)),
+    "stunnel": Kind("stunnel", proxy_more.stunnel, ("/etc/stunnel/",), ("/etc/stunnel/",)),
+    "apache2": Kind(
+        "Apache",
+        proxy_more.apache,
+        (
+            "/etc/apache2/sites-enabled/",
+            "/etc/apache2/sites-available/",
+            "/etc/apache2/conf-enabled/",
+        ),
+        ("/usr/local/apache2/conf/",),
+        ("-f",),
+    ),
+    "httpd": Kind(
+        "Apache", proxy_more.apache, ("/etc/httpd/",), ("/usr/local/apache2/conf/",), ("-f",)
+    ),
     "keepalived": Kind(
         "keepalived/LVS",
         proxy_keepalived.parse,
@@ -76,7 +93,14 @@ KINDS: dict[str, Kind] = {
         ("-f", "--use-file"),
     ),
 }
+#: Proxies read from their command line (argv without the program name).
+ARGV_KINDS = {
+    "socat": proxy_socat.parse_argv,
+    "systemd-socket-proxyd": proxy_more.socket_proxyd,
+    "kubectl": proxy_more.port_forward,
+}
 DEBIAN_STARTS_ON_INSTALL = {
+    "apache2",
     "haproxy",
     "nginx",
     "keepalived",
@@ -343,8 +367,8 @@ def _apply(
                 "envoy",
                 "traefik",
                 "caddy",
-                "socat",
                 "keepalived",
+                *ARGV_KINDS,
             ) and _daemon(ev.name, ev.argv):
                 host.processes.append((ev.name, ev.argv, res, ev.source or ""))
 
@@ -368,6 +392,8 @@ def _daemon(prog: str, argv: Sequence[str]) -> bool:
             "reload",
             "reverse-proxy",
         )  # reload: a running Caddy takes --config
+    if prog == "kubectl":
+        return "port-forward" in argv
     return not (_ONE_SHOT.get(prog, set()) & set(argv))
 
 
@@ -669,20 +695,24 @@ def _proxies(host: Host, lb_parents: Mapping[str, str]) -> list[Proxy]:
             state += " (started by Commands not ordered before the one that stops it)"
         if svc.maybe_stopped:
             state += f" ({'; '.join(dict.fromkeys(svc.maybe_stopped))})"
-        unit = host.files.get(f"/etc/systemd/system/{name}.service")
+        # a socket unit starts its service (same name) on the first connection
+        stem = name.removesuffix(".socket")
+        unit = host.files.get(f"/etc/systemd/system/{stem}.service")
         argv: list[str] = []
         if unit is not None and unit.text:
             for line in unit.text.splitlines():
                 if line.strip().startswith("ExecStart="):
                     argv = shell.split_exec(line.split("=", 1)[1].strip())
         kind_name = posixpath.basename(argv[0]) if argv else name
-        if kind_name == "socat":
-            hops = proxy_socat.parse_argv(argv[1:])
+        if kind_name in ARGV_KINDS:
+            hops = ARGV_KINDS[kind_name](argv[1:])
+            if kind_name == "kubectl" and "port-forward" not in argv:
+                continue
             found.append(
                 Proxy(
                     host.address,
-                    f"socat (systemd service {name})",
-                    "socat",
+                    f"{kind_name} (systemd service {name})",
+                    kind_name,
                     by,
                     hops,
                     state,
@@ -712,13 +742,13 @@ def _proxies(host: Host, lb_parents: Mapping[str, str]) -> list[Proxy]:
             )
         )
     for prog, pargv, res, _session in host.processes:
-        if prog == "socat":
-            hops = proxy_socat.parse_argv(list(pargv))
+        if prog in ARGV_KINDS:
+            hops = ARGV_KINDS[prog](list(pargv))
             found.append(
                 Proxy(
                     host.address,
-                    "socat (started by the command)",
-                    "socat",
+                    f"{prog} (started by the command)",
+                    prog,
                     res,
                     hops,
                     "running",

@@ -20,10 +20,6 @@ from tests.guard_harness import Pack, start_pack
 #: Stacks the guard does not judge right yet: file stem -> why (the gap).
 MISSES: dict[str, str] = {
     "019-cilium-fromcidrset-keepalived-dr": "disputed: the pack advises that keepalived's checks (no bindto) come from an address the config does not name; the reviewer did not weigh the checks (expected pass, got advise)",
-    "031-systemd-socket-proxyd-gitea-ssh": "this proxy is not known to the pack (expected fail, got pass)",
-    "033-kubectl-port-forward-systemd": "this proxy is not known to the pack (expected fail, got pass)",
-    "034-apache-mod-proxy-proxypass": "this proxy is not known to the pack (expected fail, got pass)",
-    "035-stunnel-tls-offload-plain": "this proxy is not known to the pack (expected fail, got pass)",
     "037-caddy-layer4-json-dial-list": "this proxy is not known to the pack (expected fail, got pass)",
     "046-config-debian-default-haproxy-config-var": "Debian /etc/default/haproxy CONFIG= not followed (expected pass, got advise)",
     "052-helm-release-values-in-file": "Helm values from files / unknown Ingress backends not advised (expected advise, got pass)",

@@ -562,3 +562,49 @@ def test_the_blind_nft_ruleset_is_valid_nftables() -> None:
     stack = yaml.safe_load((BLIND / "024-nftables-masquerade-to-nodeport.yaml").read_text())
     copy = next(r for r in stack["resources"] if r["type"] == "command:remote:CopyToRemote")
     _nft_accepts(copy["props"]["source"]["text"])
+
+
+def test_more_proxies() -> None:
+    """stunnel, Apache mod_proxy, systemd-socket-proxyd, kubectl port-forward."""
+    import proxy_more
+
+    (plain, transparent) = proxy_more.stunnel(
+        "pid = /run/s.pid\n; comment\n[mqtts]\naccept = 8883\nconnect = 10.0.0.11:31883\n"
+        "[imaps]\naccept = 993\nconnect = 10.0.0.12:30143\ntransparent = source\n"
+    )
+    assert (plain.mode, plain.backends) == ("terminating", (Backend("10.0.0.11", 31883),))
+    assert (transparent.mode, transparent.backends) == (
+        "transparent",
+        (Backend("10.0.0.12", 30143),),
+    )
+    with pytest.raises(ConfigError):
+        proxy_more.stunnel("[x]\nnot an assignment\n")
+    hops = proxy_more.apache(
+        "<VirtualHost *:443>\n  ProxyPreserveHost On\n  ProxyPass / http://10.0.0.21:30880/ retry=0\n"
+        "  ProxyPassReverse / http://10.0.0.21:30880/\n</VirtualHost>\n"
+        "<Proxy balancer://b>\n  BalancerMember http://10.0.0.22:30880\n</Proxy>\n"
+        "ProxyPass /app balancer://b/\n"
+    )
+    assert [h.backends for h in hops] == [
+        (Backend("10.0.0.21", 30880),),
+        (Backend("10.0.0.22", 30880),),
+    ]
+    assert all(h.mode == "terminating" for h in hops)
+    (relay,) = proxy_more.socket_proxyd(["--connections-max=512", "10.0.0.12:30022"])
+    assert relay.backends == (Backend("10.0.0.12", 30022),)
+    (pf,) = proxy_more.port_forward(
+        [
+            "--kubeconfig",
+            "/k",
+            "-n",
+            "monitoring",
+            "port-forward",
+            "--address",
+            "0.0.0.0",
+            "svc/alertmanager",
+            "9093:9093",
+        ]
+    )
+    assert pf.backends == (Backend("alertmanager.monitoring", 9093),)
+    assert proxy_more.port_forward(["get", "pods"]) == []
+    assert proxy_more.port_forward(["port-forward", "pod/x", "80:80"]) == []

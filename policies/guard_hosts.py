@@ -384,6 +384,22 @@ _ONE_SHOT = {
 }
 
 
+def _debian_default_config(host: Host, name: str) -> list[str]:
+    """Debian's haproxy unit reads ``CONFIG=`` from /etc/default/haproxy
+    (``EnvironmentFile=-/etc/default/haproxy``, ``-f $CONFIG``)."""
+    if name != "haproxy":
+        return []
+    defaults = host.files.get("/etc/default/haproxy")
+    if defaults is None or not defaults.text:
+        return []
+    found = []
+    for line in defaults.text.splitlines():
+        key, _, value = line.strip().partition("=")
+        if key.strip() == "CONFIG" and value.strip().strip("'\""):
+            found = [value.strip().strip("'\"")]
+    return found
+
+
 def _daemon(prog: str, argv: Sequence[str]) -> bool:
     if prog == "caddy":
         return bool(argv) and argv[0] in (
@@ -726,6 +742,8 @@ def _proxies(host: Host, lb_parents: Mapping[str, str]) -> list[Proxy]:
         if kind is None:
             continue
         cfgs = _flag_values(argv, kind.config_flags)
+        if not cfgs and not argv:
+            cfgs = _debian_default_config(host, kind_name)
         files = _files_under(host, cfgs or kind.config_paths)
         hops, missing, error = _read(host, kind, files)
         found.append(

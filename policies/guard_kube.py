@@ -700,7 +700,8 @@ def _ingress_backend(b: Mapping[str, Any]) -> Iterable[tuple[str, str | None, An
     if isinstance(b.get("service"), Mapping):
         s = b["service"]
         port = dig(s, "port", "number") or dig(s, "port", "name")
-        yield str(s.get("name")), None, port
+        name = s.get("name")
+        yield (name if isinstance(name, Unknown) else str(name)), None, port  # type: ignore[misc]
     elif b.get("serviceName"):
         yield str(b["serviceName"]), None, b.get("servicePort")
 

@@ -349,6 +349,18 @@ def _release(
         return [], []
     entries: list[Entry] = []
     opaque: list[Opaque] = []
+    files = dig(res.props, "valueYamlFiles")
+    if isinstance(files, list) and files:
+        opaque.append(
+            Opaque(
+                res,
+                f"{label} takes values from {len(files)} file(s) the stack does not hold "
+                "(valueYamlFiles): whether the chart renders an Ingress, a route or a "
+                "NodePort/LoadBalancer Service in front of ipBlock-restricted pods cannot be "
+                "seen. Put the values inline or use the Helm v4 Chart resource.",
+                ns,
+            )
+        )
     for path, v in _walk_values(values if isinstance(values, Mapping) else {}, ""):
         if isinstance(v, Unknown):
             unknown(res, f"values.{path}", v)

@@ -110,7 +110,12 @@ def _json_hops(data: Mapping[str, Any]) -> list[Hop]:
     def visit(obj: Any, path: str) -> None:
         if isinstance(obj, Mapping):
             if obj.get("handler") in ("reverse_proxy", "proxy"):
-                ups = [u.get("dial") for u in obj.get("upstreams") or [] if isinstance(u, Mapping)]
+                ups: list[Any] = []
+                for u in obj.get("upstreams") or []:
+                    if isinstance(u, Mapping):
+                        dial = u.get("dial")
+                        # layer4's upstream dials a list of addresses (caddy-l4 docs)
+                        ups += dial if isinstance(dial, list) else [dial]
                 backends = tuple(
                     b for u in ups if isinstance(u, str) and (b := split_hostport(u, 80))
                 )

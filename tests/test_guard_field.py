@@ -20,7 +20,6 @@ from tests.guard_harness import Pack, start_pack
 #: Stacks the guard does not judge right yet: file stem -> why (the gap).
 MISSES: dict[str, str] = {
     "019-cilium-fromcidrset-keepalived-dr": "disputed: the pack advises that keepalived's checks (no bindto) come from an address the config does not name; the reviewer did not weigh the checks (expected pass, got advise)",
-    "037-caddy-layer4-json-dial-list": "this proxy is not known to the pack (expected fail, got pass)",
     "060-command-create-given-as-list": "disputed: create given as a list is no string the command provider accepts; the pack names it as an unreadable input (mandatory by its design), the reviewer expected an advisory (expected advise, got fail)",
 }
 

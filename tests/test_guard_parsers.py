@@ -608,3 +608,19 @@ def test_more_proxies() -> None:
     assert pf.backends == (Backend("alertmanager.monitoring", 9093),)
     assert proxy_more.port_forward(["get", "pods"]) == []
     assert proxy_more.port_forward(["port-forward", "pod/x", "80:80"]) == []
+
+
+def test_caddy_layer4_dial_lists() -> None:
+    """caddy-l4's proxy handler: each upstream's ``dial`` is a list of addresses."""
+    text = (
+        '{"apps": {"layer4": {"servers": {"db": {"listen": [":1433"], "routes": [{"handle": '
+        '[{"handler": "proxy", "upstreams": [{"dial": ["10.0.0.11:31433", "10.0.0.12:31433"]},'
+        ' {"dial": "10.0.0.13:31433"}]}]}]}}}}}'
+    )
+    (hop,) = proxy_caddy.parse(text)
+    assert hop.mode == "terminating"
+    assert hop.backends == (
+        Backend("10.0.0.11", 31433),
+        Backend("10.0.0.12", 31433),
+        Backend("10.0.0.13", 31433),
+    )

@@ -5,7 +5,7 @@ had not read the pack) with the pack started as the Pulumi CLI starts it, and
 prints a table by mechanism and the stacks it got wrong. A report, not a test:
 ``tests/test_guard_field.py`` holds each stack to its verdict.
 
-    python bench/guard_field.py
+    python bench/guard_field.py [DIR]   (default tests/guard_corpus/blind)
 """
 
 from __future__ import annotations
@@ -16,18 +16,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.guard_field import cases, table  # noqa: E402
+from tests.guard_field import BLIND, cases, table  # noqa: E402
 from tests.guard_harness import start_pack  # noqa: E402
 
 
 def main() -> int:
-    if not cases():
-        print("no blind stacks in tests/guard_corpus/blind", file=sys.stderr)
+    where = Path(sys.argv[1]) if len(sys.argv) > 1 else BLIND
+    if not cases(where):
+        print(f"no blind stacks in {where}", file=sys.stderr)
         return 1
     packs = start_pack()
     pack = next(packs)
     try:
-        by, wrong = table(pack)
+        by, wrong = table(pack, where)
     finally:
         for _ in packs:  # the rest of start_pack: the pack process is stopped
             pass

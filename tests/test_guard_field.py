@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.guard_field import cases, leaked, load, verdict
+from tests.guard_field import BLIND2, cases, leaked, load, verdict
 from tests.guard_harness import Pack, start_pack
 
 #: Stacks the guard does not judge right yet: file stem -> why (the gap).
@@ -24,6 +24,19 @@ MISSES: dict[str, str] = {
 }
 
 CASES = cases()
+#: The second blind set (written after the pack was extended against the first):
+#: its misses are the field measure, kept as found.
+CASES2 = cases(BLIND2)
+MISSES2: dict[str, str] = {
+    "003-envoy-docker-uploaded-config": "second blind set, measured and not yet analysed (envoy-docker: expected fail, got advise)",
+    "004-traefik-ingressroute": "second blind set, measured and not yet analysed (traefik-ingressroute: expected fail, got pass)",
+    "005-caddy-json-reverse-proxy": "second blind set, measured and not yet analysed (caddy-json: expected fail, got advise)",
+    "007-ssh-tunnel-systemd": "second blind set, measured and not yet analysed (ssh-local-forward: expected fail, got pass)",
+    "011-keepalived-nat-ipvs-masquerade": "second blind set, measured and not yet analysed (ipvs-masquerade: expected fail, got advise)",
+    "019-envoy-original-src-docker": "second blind set, measured and not yet analysed (envoy-original-src: expected pass, got advise)",
+    "021-keepalived-lvs-nat-hairpin": "second blind set, measured and not yet analysed (keepalived-lvs-nat: expected pass, got advise)",
+    "029-haproxy-confd-not-in-stack": "second blind set, measured and not yet analysed (config-outside-stack: expected advise, got pass)",
+}
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +64,24 @@ def test_blind_stack(pack: Pack, path: Path, request: pytest.FixtureRequest) -> 
     )
 
 
+@pytest.mark.parametrize("path", CASES2, ids=[p.stem for p in CASES2])
+def test_second_blind_stack(pack: Pack, path: Path, request: pytest.FixtureRequest) -> None:
+    case = load(path)
+    if path.stem in MISSES2:
+        request.applymarker(pytest.mark.xfail(reason=MISSES2[path.stem], strict=True))
+    diags = pack.analyze(case.resources)
+    shown = "\n".join(f"  {d.policyName}: {d.message}" for d in diags) or "  (none)"
+    got = verdict(diags)
+    assert got == case.verdict, (
+        f"{path.name} ({case.mechanism}): expected {case.verdict}, got {got}\n"
+        f"  {case.description}\n  why: {case.why}\n{shown}"
+    )
+
+
 def test_no_message_carries_a_secret(pack: Pack) -> None:
     """Whatever the verdict (misses included): CI posts these messages to PRs."""
     bad = []
-    for path in CASES:
+    for path in [*CASES, *CASES2]:
         case = load(path)
         found = leaked(case, pack.analyze(case.resources))
         if found:

@@ -813,8 +813,12 @@ def _run(cmd: _Simple, ctx: _Ctx, stdin: str | None, piped: str | None) -> str |
         if "/" in argv[0] and prog not in ("bash", "sh", "dash", "zsh"):
             ctx.events.append(Event("script", argv[0], argv=tuple(args)))
         elif script is None or "-s" in args:
-            source = "stdin" if _input(cmd, stdin, piped) in (None, STDIN) else "text"
-            if source == "stdin" and piped is None:
+            given = _input(cmd, stdin, piped)
+            if given not in (None, STDIN) and piped is None:
+                _nested(
+                    str(given), ctx, None
+                )  # `sudo bash <<'EOF' ... EOF`: the heredoc is the script
+            elif given in (None, STDIN) and piped is None:
                 ctx.events.append(Event("script", "a script piped into " + prog, argv=tuple(args)))
         else:
             ctx.events.append(Event("script", script, argv=tuple(args[args.index(script) + 1 :])))

@@ -355,3 +355,15 @@ def test_a_commands_environment_fills_its_variables() -> None:
     assert [(e.kind, e.name, e.content) for e in events] == [
         ("write", "/etc/haproxy/haproxy.cfg", "frontend f")
     ]
+
+
+def test_a_shell_fed_a_heredoc_runs_it() -> None:
+    """`sudo bash <<'EOF' ... EOF`: the heredoc is the script, read as one."""
+    events = shell.parse(
+        "sudo bash <<'EOF'\ncat > /etc/haproxy/haproxy.cfg <<'CFG'\nlisten l\n    bind :80\nCFG\n"
+        "systemctl restart haproxy\nEOF\n"
+    )
+    assert [(e.kind, e.name, e.content) for e in events] == [
+        ("write", "/etc/haproxy/haproxy.cfg", "listen l\n    bind :80\n"),
+        ("service", "haproxy", None),
+    ]

@@ -220,3 +220,12 @@ def as_address(value: Any, field_: str) -> ipaddress.IPv4Address | ipaddress.IPv
         return ipaddress.ip_address(value.split("/")[0] if value.endswith("/32") else value)
     except ValueError:
         raise Malformed(field_, value, "is not an IP address") from None
+
+
+def is_ip(text: str) -> bool:
+    """Whether a host is a literal IP address (not a name)."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True

@@ -29,11 +29,10 @@ ARNs are unknown at preview.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from guard_base import Malformed, Resource, Unknown, as_port, dig
+from guard_base import Malformed, Resource, Unknown, as_port, dig, is_ip
 from guard_kube import Svc
 from proxy_base import Backend
 
@@ -141,20 +140,12 @@ def elbv2(resources: Sequence[Resource], note: Note, unknown: Unk) -> list[Found
             at = _port(att, "port", note) or port
             if at is None:
                 continue
-            host = target if isinstance(target, str) and _is_ip(target) else ""
+            host = target if isinstance(target, str) and is_ip(target) else ""
             backends.append(Backend(host, at))
         if not backends and port is not None:
             backends.append(Backend("", port))
         found.append((tg, label, detail, tuple(dict.fromkeys(backends)), FIX))
     return found
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def service_lb(svc: Svc) -> tuple[str, str] | None:

@@ -11,7 +11,6 @@ address and port, or its DNS name. Everything is looked up in indexes built once
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ import guard_cloud as cloud
 import guard_hosts as hosts
 import guard_nat as nat
 import proxy_socat
-from guard_base import Malformed, Resource, Unknown, as_address, as_port, dig
+from guard_base import Malformed, Resource, Unknown, as_address, as_port, dig, is_ip
 from guard_kube import Cluster, Pods, Svc, SvcPort, View, service_port
 from proxy_base import Backend, ConfigError, Hop, Mode
 
@@ -410,7 +409,7 @@ def _targets(
                 yield svc, sp, f"port {sp.port}"
     for b in entry.backends:
         host = b.host
-        if host and not _is_ip(host):
+        if host and not is_ip(host):
             key = _service_dns(host, entry.ns)
             svc = c.svc_by_name.get(key) if key else None
             sp = service_port(svc, b.port) if svc is not None else None
@@ -449,14 +448,6 @@ def _service_dns(host: str, own_ns: str | None) -> tuple[str, str] | None:
     if len(labels) == 2 or labels[2] == "svc":
         return labels[1], labels[0]
     return None
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def build(

@@ -50,25 +50,19 @@ def test_the_blind_corpus_is_there() -> None:
     assert verdicts.count("fail") >= 20 and verdicts.count("pass") >= 10
 
 
-@pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
-def test_blind_stack(pack: Pack, path: Path, request: pytest.FixtureRequest) -> None:
-    case = load(path)
-    if path.stem in MISSES:
-        request.applymarker(pytest.mark.xfail(reason=MISSES[path.stem], strict=True))
-    diags = pack.analyze(case.resources)
-    shown = "\n".join(f"  {d.policyName}: {d.message}" for d in diags) or "  (none)"
-    got = verdict(diags)
-    assert got == case.verdict, (
-        f"{path.name} ({case.mechanism}): expected {case.verdict}, got {got}\n"
-        f"  {case.description}\n  why: {case.why}\n{shown}"
-    )
+#: Each stack of both blind sets with the list that names its known misses.
+BLIND_CASES = [(p, MISSES) for p in CASES] + [(p, MISSES2) for p in CASES2]
 
 
-@pytest.mark.parametrize("path", CASES2, ids=[p.stem for p in CASES2])
-def test_second_blind_stack(pack: Pack, path: Path, request: pytest.FixtureRequest) -> None:
+@pytest.mark.parametrize(
+    ("path", "misses"), BLIND_CASES, ids=[f"{p.parent.name}/{p.stem}" for p, _ in BLIND_CASES]
+)
+def test_blind_stack(
+    pack: Pack, path: Path, misses: dict[str, str], request: pytest.FixtureRequest
+) -> None:
     case = load(path)
-    if path.stem in MISSES2:
-        request.applymarker(pytest.mark.xfail(reason=MISSES2[path.stem], strict=True))
+    if path.stem in misses:
+        request.applymarker(pytest.mark.xfail(reason=misses[path.stem], strict=True))
     diags = pack.analyze(case.resources)
     shown = "\n".join(f"  {d.policyName}: {d.message}" for d in diags) or "  (none)"
     got = verdict(diags)

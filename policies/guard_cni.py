@@ -12,15 +12,20 @@ object filters its pods. What is read:
   parentheses, ``starts with``, ``ends with``, ``contains``), ``types``,
   ``ingress`` rules with ``action: Allow`` (``source.nets`` as admitted
   blocks, ``source.notNets`` as the world minus them, ``source.selector`` /
-  ``namespaceSelector`` as in-cluster peers, ``destination.ports``). Deny, Log
-  and Pass rules are not modelled: a Deny only narrows what an Allow admits.
+  ``namespaceSelector`` as in-cluster peers, ``destination.ports``), and
+  ``action: Deny`` rules of address blocks or of every source, which win over
+  the allows (Calico evaluates rules in order, and a denylist comes first; a
+  Deny placed after an Allow of the same addresses is taken as winning too,
+  the strict side). Log and Pass rules, and Denies of in-cluster peers only,
+  are not modelled.
   A GlobalNetworkPolicy applies in every namespace (its ``namespaceSelector``
   matched against the Namespace's labels as the stack declares them, plus
   ``projectcalico.org/name``).
 - Cilium: ``endpointSelector`` (a label selector; ``k8s:``/``any:`` key
   prefixes dropped), ``ingress`` rules: ``fromCIDR``, ``fromCIDRSet``
   (``cidr`` with ``except``), ``fromEntities`` (``world``/``all`` admit
-  everyone), ``fromEndpoints`` as in-cluster peers, ``toPorts``; ``spec`` and
+  everyone), ``fromEndpoints`` as in-cluster peers, ``toPorts``; ``ingressDeny``
+  the same way, winning over any allow as Cilium defines it; ``spec`` and
   ``specs``. A clusterwide policy applies in every namespace
   (``io.kubernetes.pod.namespace`` in its selector).
 """
@@ -301,8 +306,8 @@ def _calico_rule(
     r: Mapping[str, Any], f: str, pol: str, unknowns: list[tuple[str, Unknown]]
 ) -> Rule | None:
     action = r.get("action", "Allow")
-    if action != "Allow":
-        return None
+    if action not in ("Allow", "Deny"):
+        return None  # Log and Pass (to the next tier) are not modelled
     proto = r.get("protocol")
     if (
         proto is not None
@@ -449,7 +454,8 @@ def policies(
             ingress_type = "Ingress" in types
         else:
             ingress_type = ingress_v is not None or spec.get("egress") is None
-        rules = []
+        rules: list[Rule] = []
+        denies: list[Rule] = []
         ing = as_list(ingress_v, "spec.ingress")
         if isinstance(ing, Unknown):
             unknowns.append(("spec.ingress", ing))
@@ -465,9 +471,14 @@ def policies(
                 except Malformed as err:
                     note(res, err.field, err.value, err.reason)
                     continue
-                if rule is not None:
+                if rule is None:
+                    continue
+                if r.get("action") == "Deny":
+                    if rule.peers is None or any(isinstance(b, Block) for b in rule.peers):
+                        denies.append(rule)  # a Deny of in-cluster peers only: not modelled
+                else:
                     rules.append(rule)
-        return [Policy(res, ns, name, sel, ingress_type, rules, unknowns, kind=kind)]
+        return [Policy(res, ns, name, sel, ingress_type, rules, unknowns, kind=kind, denies=denies)]
     specs: list[tuple[str, Any]] = []
     if dig(res.props, "spec") is not None:
         specs.append(("spec", dig(res.props, "spec")))
@@ -500,6 +511,22 @@ def policies(
                     rules.append(_cilium_rule(r, f"{where}.ingress[{i}]", f"{ns}/{name}", punk))
                 except Malformed as err:
                     note(res, err.field, err.value, err.reason)
+        cdenies: list[Rule] = []
+        deny = as_list(spec.get("ingressDeny"), f"{where}.ingressDeny")
+        if isinstance(deny, Unknown):
+            punk.append((f"{where}.ingressDeny", deny))
+            deny = []
+        for i, r in enumerate(deny):
+            if isinstance(r, Mapping):
+                try:
+                    rule = _cilium_rule(r, f"{where}.ingressDeny[{i}]", f"{ns}/{name}", punk)
+                except Malformed as err:
+                    note(res, err.field, err.value, err.reason)
+                    continue
+                if rule.peers is None or any(isinstance(b, Block) for b in rule.peers):
+                    cdenies.append(rule)
         ingress_type = spec.get("ingress") is not None or spec.get("ingressDeny") is not None
-        found.append(Policy(res, ns, name, sel, ingress_type, rules, punk, kind=kind))
+        found.append(
+            Policy(res, ns, name, sel, ingress_type, rules, punk, kind=kind, denies=cdenies)
+        )
     return found

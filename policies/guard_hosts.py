@@ -11,6 +11,7 @@ whose config is then read with that proxy's parser.
 from __future__ import annotations
 
 import posixpath
+import shlex
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -98,6 +99,8 @@ ARGV_KINDS = {
     "socat": proxy_socat.parse_argv,
     "systemd-socket-proxyd": proxy_more.socket_proxyd,
     "kubectl": proxy_more.port_forward,
+    "ssh": proxy_more.ssh_forward,
+    "autossh": proxy_more.ssh_forward,
 }
 DEBIAN_STARTS_ON_INSTALL = {
     "apache2",
@@ -196,6 +199,7 @@ class Proxy:
     config_missing: bool = False
     config_error: str | None = None
     managed_by: str | None = None  # URN of a keepsource LoadBalancerHost parent
+    missing_paths: tuple[str, ...] = ()  # named config paths the stack does not write
 
 
 @dataclass
@@ -302,8 +306,10 @@ def _apply(
                 )
             continue
         if ev.kind == "netfilter":
-            if not ev.uncertain:
-                host.netfilter.append((ev.name, ev.argv, res))
+            # Rules are only ever added here (guard_nat reads -A/-I, nft add):
+            # one that may not run counts as added, the cautious side, as
+            # starts do; `iptables -C RULE || iptables -A RULE` is the idiom.
+            host.netfilter.append((ev.name, ev.argv, res))
             continue
         if ev.kind == "script":
             host.scripts.append((ev.name, ev.argv, res))
@@ -384,20 +390,65 @@ _ONE_SHOT = {
 }
 
 
-def _debian_default_config(host: Host, name: str) -> list[str]:
-    """Debian's haproxy unit reads ``CONFIG=`` from /etc/default/haproxy
-    (``EnvironmentFile=-/etc/default/haproxy``, ``-f $CONFIG``)."""
+UNIT_DIRS = ("/etc/systemd/system", "/run/systemd/system", "/lib/systemd/system")
+
+
+def _unit(host: Host, stem: str) -> tuple[list[str], dict[str, str]]:
+    """A service's ``ExecStart=`` argv and ``Environment=`` as the stack writes
+    them: its unit file, then its drop-ins (``NAME.service.d/*.conf``, in name
+    order, as systemd reads them; an empty ``ExecStart=`` resets it)."""
+    texts = []
+    for base in UNIT_DIRS:
+        unit = host.files.get(f"{base}/{stem}.service")
+        if unit is not None and unit.text:
+            texts.append(unit.text)
+    drop_ins = sorted(
+        (posixpath.basename(p), f.text or "")
+        for base in UNIT_DIRS
+        for p, f in host.files.items()
+        if p.startswith(f"{base}/{stem}.service.d/") and p.endswith(".conf")
+    )
+    texts += [t for _, t in drop_ins if t]
+    argv: list[str] = []
+    env: dict[str, str] = {}
+    for text in texts:
+        for line in text.splitlines():
+            key, _, value = line.strip().partition("=")
+            if key.strip() == "ExecStart":
+                argv = shell.split_exec(value.strip()) if value.strip() else []
+            elif key.strip() == "Environment":
+                try:
+                    words = shlex.split(value)
+                except ValueError:
+                    continue
+                for w in words:
+                    if "=" in w:
+                        k, v = w.split("=", 1)
+                        env[k] = v
+    return argv, env
+
+
+def _debian_default_config(host: Host, name: str, env: Mapping[str, str]) -> list[str]:
+    """Debian's haproxy unit runs ``haproxy -f $CONFIG ... $EXTRAOPTS`` with
+    ``Environment=`` from the unit and its drop-ins, then
+    ``EnvironmentFile=-/etc/default/haproxy`` (whose values win, systemd's
+    rule): ``CONFIG`` and every ``-f`` in ``EXTRAOPTS`` are its configs."""
     if name != "haproxy":
         return []
+    values = dict(env)
     defaults = host.files.get("/etc/default/haproxy")
-    if defaults is None or not defaults.text:
-        return []
-    found = []
-    for line in defaults.text.splitlines():
+    for line in (defaults.text or "").splitlines() if defaults is not None else []:
         key, _, value = line.strip().partition("=")
-        if key.strip() == "CONFIG" and value.strip().strip("'\""):
-            found = [value.strip().strip("'\"")]
-    return found
+        value = value.strip().strip("'\"")
+        if key.strip() in ("CONFIG", "EXTRAOPTS") and value:
+            values[key.strip()] = value
+    if "CONFIG" not in values and "EXTRAOPTS" not in values:
+        return []
+    try:
+        extra = shlex.split(values.get("EXTRAOPTS", ""))
+    except ValueError:
+        extra = []
+    return [values.get("CONFIG", "/etc/haproxy/haproxy.cfg"), *_flag_values(extra, ("-f",))]
 
 
 def _daemon(prog: str, argv: Sequence[str]) -> bool:
@@ -549,9 +600,11 @@ def build(
                 continue
             text = source.text if isinstance(source, Asset) else None
             host.files[path] = File(text, res)
+    host_of = {r.urn: a for a, h in hosts.items() for r in h.resources}
     for res in resources:
         if res.type in DOCKER_CONTAINERS:
-            _docker_container(hosts, res, notes, unknown)
+            near = {host_of[u] for u in ancestors(res.urn) if u in host_of} - {LOCAL_HOST}
+            _docker_container(hosts, res, notes, unknown, near.pop() if len(near) == 1 else None)
     return hosts
 
 
@@ -560,9 +613,13 @@ def _docker_container(
     res: Resource,
     notes: Callable[[Resource, str, Any, str], None],
     unknown: Callable[[Resource, str, Unknown], None],
+    near: str | None = None,
 ) -> None:
-    """A pulumi-docker Container as a container on its Docker host (the
-    provider's host is not in the resource's inputs: one host per container).
+    """A pulumi-docker Container as a container on its Docker host. The
+    provider's host is not in the resource's inputs: when the Container
+    depends (directly or not) on remote Commands or copies of exactly one host,
+    that host is taken as its Docker host (the stack prepares the files it
+    mounts there first); else it is a host of its own.
     Its ``uploads`` are the files it sees, ``volumes`` with a ``hostPath``
     mount files the stack does not hold, ``command`` is its arguments; it runs
     unless ``start`` is false (pulumi-docker's default is to start it)."""
@@ -577,7 +634,7 @@ def _docker_container(
         unknown(res, "start", start)
     name = dig(res.props, "name")
     name = name if isinstance(name, str) and name else res.name
-    address = f"(the Docker host of {res.name})"
+    address = near or f"(the Docker host of {res.name})"
     host = hosts.setdefault(address, Host(address))
     host.resources.append(res)
     cmd = dig(res.props, "command")
@@ -713,12 +770,7 @@ def _proxies(host: Host, lb_parents: Mapping[str, str]) -> list[Proxy]:
             state += f" ({'; '.join(dict.fromkeys(svc.maybe_stopped))})"
         # a socket unit starts its service (same name) on the first connection
         stem = name.removesuffix(".socket")
-        unit = host.files.get(f"/etc/systemd/system/{stem}.service")
-        argv: list[str] = []
-        if unit is not None and unit.text:
-            for line in unit.text.splitlines():
-                if line.strip().startswith("ExecStart="):
-                    argv = shell.split_exec(line.split("=", 1)[1].strip())
+        argv, env = _unit(host, stem)
         kind_name = posixpath.basename(argv[0]) if argv else name
         if kind_name in ARGV_KINDS:
             hops = ARGV_KINDS[kind_name](argv[1:])
@@ -743,9 +795,14 @@ def _proxies(host: Host, lb_parents: Mapping[str, str]) -> list[Proxy]:
             continue
         cfgs = _flag_values(argv, kind.config_flags)
         if not cfgs and not argv:
-            cfgs = _debian_default_config(host, kind_name)
+            cfgs = _debian_default_config(host, kind_name, env)
         files = _files_under(host, cfgs or kind.config_paths)
         hops, missing, error = _read(host, kind, files)
+        absent = tuple(
+            p
+            for p in dict.fromkeys(c.rstrip("/") for c in cfgs)
+            if not _files_under(host, [p, p + "/"])
+        )
         found.append(
             Proxy(
                 host.address,
@@ -757,6 +814,7 @@ def _proxies(host: Host, lb_parents: Mapping[str, str]) -> list[Proxy]:
                 missing,
                 error,
                 managed,
+                absent,
             )
         )
     for prog, pargv, res, _session in host.processes:

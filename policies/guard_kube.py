@@ -213,6 +213,8 @@ class Policy:
     rules: list[Rule]
     unknowns: list[tuple[str, Unknown]] = field(default_factory=list)
     kind: str = "NetworkPolicy"  # or a CNI's policy (guard_cni); ns "*": cluster-wide
+    # A CNI's Deny rules (peers None: every source); they win over any Allow
+    denies: list[Rule] = field(default_factory=list)
 
     @property
     def shown(self) -> str:
@@ -357,8 +359,62 @@ class Cluster:
                             v.blocks.append(peer)
                         else:
                             v.selector_peers = True
+            _deny(v, [r for p in ingress for r in p.denies if _on_port(r, number, names)])
         self._views[key] = v
         return v
+
+
+def _on_port(r: Rule, number: int | None, names: set[str]) -> bool:
+    return r.ports is None or any(
+        (
+            isinstance(rp, int)
+            and number is not None
+            and (rp == number or (end is not None and rp <= number <= end))
+        )
+        or (isinstance(rp, str) and rp in names)
+        for rp, end in r.ports
+    )
+
+
+def _deny(v: View, denies: list[Rule]) -> None:
+    """What a CNI's Deny rules on this port take from what the allows admit.
+
+    A Deny of every source admits no one from outside; one of address blocks
+    turns an allow of everyone into the world minus them (the pods are then
+    filtered by address: a denylist) and narrows each admitted block.
+    """
+    if not denies:
+        return
+    if any(r.peers is None for r in denies):
+        v.open_all, v.blocks = False, []
+        return
+    denied = [b for r in denies for b in r.peers or [] if isinstance(b, Block)]
+    if not denied:
+        return
+    blocks = v.blocks
+    if v.open_all:
+        v.open_all = False
+        pol = denied[0].policy
+        blocks = [
+            Block(ipaddress.ip_network("0.0.0.0/0" if ver == 4 else "::/0"), (), pol)
+            for ver in sorted({d.net.version for d in denied})
+        ]
+    for d in denied:
+        blocks = [part for b in blocks for part in _minus(b, d)]
+    v.blocks = blocks
+
+
+def _minus(b: Block, d: Block) -> list[Block]:
+    """The addresses of ``b`` that the denied block ``d`` leaves admitted."""
+    if b.net.version != d.net.version or not b.net.overlaps(d.net):
+        return [b]
+    covered = d.net.supernet_of(b.net)  # type: ignore[arg-type]
+    out = [] if covered else [Block(b.net, (*b.excepts, d.net), b.policy)]
+    for e in d.excepts:
+        if e.version == b.net.version and e.overlaps(b.net):
+            inner = e if b.net.supernet_of(e) else b.net  # type: ignore[arg-type]
+            out.append(Block(inner, b.excepts, b.policy))
+    return out
 
 
 def _seq(value: Any) -> list[Any]:
@@ -722,13 +778,13 @@ def _route_label(res: Resource) -> tuple[str, str, str]:
             "its ingress controller is a proxy",
             "expose the Service through an L4 LB that keeps the client address (keepalived/LVS NAT or DR, or a Service with externalTrafficPolicy: Local)",
         )
-    if ":gateway.networking.k8s.io/" in res.type:
+    group, ckind = crd_kind(res)
+    if group == "gateway.networking.k8s.io":
         return (
-            f"{kind} {ns}/{name} (through its Gateway)",
+            f"{ckind} {ns}/{name} (through its Gateway)",
             "its Gateway's data plane is a proxy (for TLS passthrough and TCPRoute too)",
             "use an L4 LB that keeps the client address",
         )
-    group, ckind = crd_kind(res)
     if group == "networking.istio.io":
         return (
             f"VirtualService {ns}/{name} (through Istio gateway {', '.join(_istio_gateways(res))})",
@@ -774,9 +830,12 @@ def is_router(res: Resource) -> bool:
         return bool(_istio_gateways(res))
     if group == "route.openshift.io" and kind == "Route":
         return True
-    if ":gateway.networking.k8s.io/" in t and t.endswith("Route"):
+    # a typed resource or the same object declared as an apiextensions CustomResource
+    if group == "gateway.networking.k8s.io" and kind.endswith("Route"):
         return True
-    return t.startswith("kubernetes:") and t.rsplit(":", 1)[-1] in ROUTER_KINDS
+    return t.startswith("kubernetes:") and (
+        t.rsplit(":", 1)[-1] in ROUTER_KINDS or kind in ROUTER_KINDS
+    )
 
 
 def build(resources: Sequence[Resource], note: Note, unknown: Unk) -> Cluster:

@@ -486,6 +486,17 @@ def build(
                         f"{proxy.label} is {proxy.state} on host {proxy.host}, but its config is not in the stack: the pack cannot tell which pods it fronts. A proxy ends the client's connection; if it fronts ipBlock-restricted pods, they see its address. Put the config in the stack (stdin, heredoc, CopyToRemote) or stop it.",
                     )
                 )
+            if proxy.missing_paths and not proxy.config_missing:
+                opaque.append(
+                    Opaque(
+                        proxy.by,
+                        f"{proxy.label} is {proxy.state} on host {proxy.host}, and part of its config "
+                        f"({', '.join(proxy.missing_paths)}) is not in the stack: the pack judged the "
+                        "rest, and cannot tell which pods that part fronts. A proxy ends the client's "
+                        "connection; if it fronts ipBlock-restricted pods, they see its address. Put "
+                        "that config in the stack too.",
+                    )
+                )
             entries += _host_entries(proxy, lb_sources)
         if host.netfilter:
             entries += _nat_entries(host, [e for e in entries if e.host == host.address])

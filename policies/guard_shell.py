@@ -270,13 +270,7 @@ def _walk(node: Node, ctx: _Ctx, stdin: str | None) -> None:
         if body.type == "command":
             cmd = _simple(body, ctx, reds)
             out = _command(cmd, ctx, stdin, piped=None) if cmd else None
-            for op, cont in _continuations(node):
-                saved = _enter(ctx, _RHS.get(op, ""))
-                if cont.type == "pipeline":
-                    _pipeline(cont, ctx, stdin, [], piped=out, first=1)
-                else:
-                    _walk(cont, ctx, stdin)
-                _leave(ctx, saved)
+            _continue(node, ctx, stdin, out)
         elif body.type == "pipeline":
             _pipeline(body, ctx, stdin, reds)
         else:
@@ -287,8 +281,8 @@ def _walk(node: Node, ctx: _Ctx, stdin: str | None) -> None:
                 if c is not None and last is not None and _contains(c, last):
                     if c.type == "command":
                         cmd = _simple(c, ctx, reds)
-                        if cmd:
-                            _command(cmd, ctx, stdin, piped=None)
+                        out = _command(cmd, ctx, stdin, piped=None) if cmd else None
+                        _continue(node, ctx, stdin, out)
                     elif c.type == "pipeline":
                         _pipeline(c, ctx, stdin, reds)
                     else:
@@ -462,6 +456,17 @@ def _pipeline(
         if cmd is None:
             continue
         piped = _command(cmd, ctx, stdin if i == 0 else None, piped=piped if i > 0 else None)
+
+
+def _continue(node: Node, ctx: _Ctx, stdin: str | None, out: str | None) -> None:
+    """What follows a heredoc's start on its line, fed ``out`` through a pipe."""
+    for op, cont in _continuations(node):
+        saved = _enter(ctx, _RHS.get(op, ""))
+        if cont.type == "pipeline":
+            _pipeline(cont, ctx, stdin, [], piped=out, first=1)
+        else:
+            _walk(cont, ctx, stdin)
+        _leave(ctx, saved)
 
 
 def _continuations(node: Node) -> list[tuple[str, Node]]:

@@ -8,6 +8,9 @@
   and ``BalancerMember URL`` in ``<Proxy balancer://..>``: every one terminating
   (Apache's own connection; ``ProxyPreserveHost`` keeps only the Host header).
 - systemd-socket-proxyd ``[OPTIONS] HOST:PORT``: a relay, terminating.
+- ``ssh``/``autossh`` with ``-L [BIND:]PORT:HOST:HOSTPORT`` (local forwards): the
+  SSH server opens each forwarded connection itself (ssh(1) ``-L``), so HOST sees
+  the SSH server's address: terminating. ``-R`` and ``-D`` are not read.
 - ``kubectl port-forward [--address A] svc/NAME|pod/NAME LOCAL:REMOTE [-n NS]``:
   the API server tunnels each connection to the pod; the pod sees a connection
   from its node's kubelet side, never the client (terminating). A ``svc/``
@@ -146,3 +149,32 @@ def port_forward(argv: list[str]) -> list[Hop]:
             "the API server tunnels each connection to the pod; the pod never sees the client",
         )
     ]
+
+
+def ssh_forward(argv: list[str]) -> list[Hop]:
+    """``ssh``/``autossh`` local forwards (``-L SPEC``, ``-LSPEC``, ``-o LocalForward=..``)."""
+    specs: list[str] = []
+    for i, a in enumerate(argv):
+        if a == "-L" and i + 1 < len(argv):
+            specs.append(argv[i + 1])
+        elif a.startswith("-L") and len(a) > 2:
+            specs.append(a[2:])
+        elif i > 0 and argv[i - 1] == "-o" and a.lower().startswith("localforward"):
+            spec = a.split("=", 1)[1] if "=" in a else a.split(None, 1)[-1]
+            specs.append(":".join(spec.split()))
+    hops = []
+    for spec in specs:
+        parts = spec.replace("[", "").replace("]", "").split(":")
+        if len(parts) < 3 or not parts[-1].isdigit():
+            continue  # a Unix socket forward, or not a forward to HOST:PORT
+        backend = Backend(parts[-2], int(parts[-1]))
+        hops.append(
+            Hop(
+                "ssh tunnel",
+                f"-L {spec}",
+                "terminating",
+                (backend,),
+                "the SSH server opens each forwarded connection itself (ssh -L)",
+            )
+        )
+    return hops

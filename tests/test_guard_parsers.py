@@ -624,3 +624,23 @@ def test_caddy_layer4_dial_lists() -> None:
         Backend("10.0.0.12", 31433),
         Backend("10.0.0.13", 31433),
     )
+
+
+def test_ssh_local_forwards() -> None:
+    """``ssh -L`` in its three spellings is a terminating hop to HOST:PORT;
+    remote and dynamic forwards and a socket forward are not read."""
+    import proxy_more
+
+    hops = proxy_more.ssh_forward(
+        [
+            *("-N", "-L", "0.0.0.0:9443:10.0.1.11:30943", "-L8080:[10.0.1.12]:30080"),
+            *("-o", "LocalForward=7000 10.0.1.13:30700", "-R", "9000:localhost:22", "-D", "1080"),
+            *("-L", "/run/s.sock:/run/r.sock", "tunnel@10.0.3.4"),
+        ]
+    )
+    assert [(h.mode, h.backends) for h in hops] == [
+        ("terminating", (Backend("10.0.1.11", 30943),)),
+        ("terminating", (Backend("10.0.1.12", 30080),)),
+        ("terminating", (Backend("10.0.1.13", 30700),)),
+    ]
+    assert proxy_more.ssh_forward(["-N", "root@10.0.3.4", "systemctl", "status"]) == []

@@ -367,3 +367,14 @@ def test_a_shell_fed_a_heredoc_runs_it() -> None:
         ("write", "/etc/haproxy/haproxy.cfg", "listen l\n    bind :80\n"),
         ("service", "haproxy", None),
     ]
+
+
+def test_a_heredoc_piped_to_tee_after_an_and_list() -> None:
+    """``mkdir -p D && cat <<'EOF' | sudo tee F``: the heredoc's continuation
+    (the pipe to tee) belongs to the last command of the list, on the right of
+    ``&&`` (second blind set, 005)."""
+    events = shell.parse(
+        "sudo mkdir -p /etc/caddy && cat <<'EOF' | sudo tee /etc/caddy/c.json\n{}\nEOF\n"
+    )
+    writes = [(e.kind, e.name, e.content, e.uncertain) for e in events if e.kind == "write"]
+    assert writes == [("write", "/etc/caddy/c.json", "{}\n", "on the right of `&&`")]

@@ -29,7 +29,7 @@ if settings.manages_workload:
             context=credentials.context,
         ),
     )
-    cutover_after = [workload.deployment, workload.service, workload.network_policy]
+    cutover_after = [r for parts in workload.parts.values() for r in parts]
 
 # One LoadBalancerHost per LB host: the only one ("lb"), or each of a pair. In
 # a pair the second host's cut-over waits for the first's: the first holds the
@@ -50,7 +50,8 @@ for node in settings.lb_nodes:
         )
     )
 
-pulumi.export("vipUrl", f"http://{settings.network.vip}:{settings.node_port}/")
+if settings.services is None:
+    pulumi.export("vipUrl", f"http://{settings.network.vip}:{settings.node_port}/")
 if settings.is_pair:
     pulumi.export(
         "keepalivedConf",
@@ -58,6 +59,21 @@ if settings.is_pair:
     )
 else:
     pulumi.export("keepalivedConf", lbs[0].keepalived_conf)
-pulumi.export("admittedSources", kube.admitted_sources(settings, check_sources))
 pulumi.export("virtualServices", lbs[0].virtual_services)
-pulumi.export("workloadManagedBy", settings.workload.managed_by)
+if settings.services is None:
+    pulumi.export("admittedSources", kube.admitted_sources(settings, check_sources))
+    pulumi.export("workloadManagedBy", settings.single.managed_by)
+else:
+    pulumi.export(
+        "services",
+        {
+            ex.name: {
+                "ports": [
+                    f"{settings.network.vip}:{p.port}/{p.protocol.lower()}" for p in ex.ports
+                ],
+                "admittedSources": kube.admitted_sources(ex, check_sources) if ex.workload else [],
+                "managedBy": ex.workload.managed_by if ex.workload else "realServers",
+            }
+            for ex in settings.exposed
+        },
+    )

@@ -75,6 +75,10 @@ class Workload(pulumi.ComponentResource):
     service: Service
     network_policy: NetworkPolicy
     """The NetworkPolicy: the LB's cut-over waits for it (the check source admitted)."""
+    namespace_objects: dict[str, Namespace]
+    """Every namespace of the services, by name."""
+    parts: dict[str, tuple[Deployment, Service, NetworkPolicy]]
+    """Each service's Deployment, Service and NetworkPolicy (the LB's cut-over waits for them)."""
     node_port: pulumi.Output[int]
     """The Service's nodePort, as the cluster reports it."""
     admitted_sources: pulumi.Output[list[str]]
@@ -84,7 +88,13 @@ class Workload(pulumi.ComponentResource):
         self, name: str, args: WorkloadArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         settings = args.settings
-        super().__init__(TYPE, name, {"namespace": settings.workload.namespace}, opts)
+        services = kube.managed(settings)
+        namespaces = kube.namespaces(settings)
+        legacy = settings.services is None
+        props: dict[str, Any] = (
+            {"namespace": namespaces[0]} if legacy else {"namespaces": namespaces}
+        )
+        super().__init__(TYPE, name, props, opts)
         self.provider = k8s.Provider(
             f"{name}-k8s",
             kubeconfig=pulumi.Output.secret(args.kubeconfig),
@@ -110,23 +120,47 @@ class Workload(pulumi.ComponentResource):
             return {k: v for k, v in obj.items() if k not in ("apiVersion", "kind")}
 
         sources = list(args.check_sources)
-        self.namespace = Namespace(f"{name}-ns", **body(kube.namespace(settings)), opts=child())
-        ns = self.namespace
-        self.deployment = Deployment(
-            f"{name}-deployment", **body(kube.deployment(settings)), opts=child(ns)
-        )
-        self.service = Service(f"{name}-service", **body(kube.service(settings)), opts=child(ns))
-        self.network_policy = NetworkPolicy(
-            f"{name}-networkpolicy",
-            **body(kube.network_policy(settings, sources)),
-            opts=child(ns),
-        )
+        # The seed's single workload keeps its resource names (and so its URNs).
+        self.namespace_objects = {
+            ns: Namespace(
+                f"{name}-ns" if legacy else f"{name}-ns-{ns}",
+                **body(kube.namespace(ns)),
+                opts=child(),
+            )
+            for ns in namespaces
+        }
+        self.parts = {}
+        for ex in services:
+            ns = self.namespace_objects[kube.namespace_of(ex)]
+            prefix = name if legacy else f"{name}-{ex.name}"
+            self.parts[ex.name] = (
+                Deployment(f"{prefix}-deployment", **body(kube.deployment(ex)), opts=child(ns)),
+                Service(f"{prefix}-service", **body(kube.service(ex)), opts=child(ns)),
+                NetworkPolicy(
+                    f"{prefix}-networkpolicy",
+                    **body(kube.network_policy(ex, sources)),
+                    opts=child(ns),
+                ),
+            )
+        first = services[0]
+        self.namespace = self.namespace_objects[kube.namespace_of(first)]
+        self.deployment, self.service, self.network_policy = self.parts[first.name]
         # Unknown at preview when the cluster allocates it; the LB follows it.
         self.node_port = self.service.spec.apply(lambda spec: int(spec.ports[0].node_port))
-        self.admitted_sources = pulumi.Output.from_input(kube.admitted_sources(settings, sources))
+        self.admitted_sources = pulumi.Output.from_input(kube.admitted_sources(first, sources))
+        if not legacy:
+            self.register_outputs(
+                {
+                    "namespaces": namespaces,
+                    "admittedSources": {
+                        ex.name: kube.admitted_sources(ex, sources) for ex in services
+                    },
+                }
+            )
+            return
         self.register_outputs(
             {
-                "namespace": settings.workload.namespace,
+                "namespace": namespaces[0],
                 "nodePort": self.node_port,
                 "admittedSources": self.admitted_sources,
             }

@@ -63,11 +63,11 @@ def make_fault(s: Settings) -> None:
     doc = {"apiVersion": "v1", "kind": "List", "items": seed_objects(s)}
     kube.kubectl("apply", "-f", "-", stdin=json.dumps(doc))
     wait_ready(s, 120)
-    log(f"fault: the seed's objects in {s.workload.namespace}, made with kubectl")
+    log(f"fault: the seed's objects in {s.single.namespace}, made with kubectl")
 
 
 def api_objects(s: Settings) -> dict[str, dict[str, Any]]:
-    ns, name = s.workload.namespace, s.workload.name
+    ns, name = s.single.namespace, s.single.name
     out = kube.kubectl("get", "-n", ns, "service,networkpolicy,deployment", name, "-o", "json")
     items = json.loads(out)["items"]
     return {i["kind"]: i for i in items}
@@ -79,7 +79,7 @@ def _selector(s: Settings) -> str:
 
 
 def ready_pod_nodes(s: Settings) -> list[str]:
-    out = kube.kubectl("get", "pods", "-n", s.workload.namespace, "-l", _selector(s), "-o", "json")
+    out = kube.kubectl("get", "pods", "-n", s.single.namespace, "-l", _selector(s), "-o", "json")
     nodes = []
     for pod in json.loads(out)["items"]:
         conds = pod.get("status", {}).get("conditions", [])
@@ -96,7 +96,7 @@ def wait_ready(s: Settings, timeout: float) -> list[str]:
         if nodes:
             return nodes
         time.sleep(0.5)
-    raise SystemExit(f"lab: no Ready pod of {s.workload.name} within {timeout:.0f} s")
+    raise SystemExit(f"lab: no Ready pod of {s.single.name} within {timeout:.0f} s")
 
 
 def view(s: Settings) -> tuple[hosts.PodFilter, tuple[str, ...]]:
@@ -131,9 +131,7 @@ def place_pod(s: Settings, worker: str, timeout: float = 90) -> float:
     for name in others:
         kube.kubectl("cordon", name)
     try:
-        kube.kubectl(
-            "delete", "pods", "-n", s.workload.namespace, "-l", _selector(s), "--wait=false"
-        )
+        kube.kubectl("delete", "pods", "-n", s.single.namespace, "-l", _selector(s), "--wait=false")
         for _ in range(int(timeout / 0.5) + 1):
             if ready_pod_nodes(s) == [worker] or time.monotonic() - start > timeout:
                 break
@@ -175,7 +173,7 @@ def back_to_fault(plan_: Plan) -> dict[str, float]:
         guest.close_shared_connection(g)
         guest.stop(g, hard=True)
         t["boot_to_ssh"] = guest.boot(g, fresh=True)
-    ns, name = s.workload.namespace, s.workload.name
+    ns, name = s.single.namespace, s.single.name
     kube.kubectl(
         "delete", "-n", ns, "deployment,service,networkpolicy", name,
         "--ignore-not-found", "--wait=true", timeout=120,

@@ -161,9 +161,15 @@ def test_shellcheck_passes_every_remote_script(tmp_path: Path, stack: str) -> No
 
 @pytest.mark.parametrize("stack", ALL_STACKS)
 def test_manifests_validate_strictly(tmp_path: Path, stack: str) -> None:
+    s = load(stack)
     text = (_write(tmp_path, stack) / "manifests.yaml").read_text()
     objs = list(yaml.safe_load_all(text))
-    assert [o["kind"] for o in objs] == ["Namespace", "Deployment", "Service", "NetworkPolicy"]
+    workloads = kube.workloads(s)
+    assert [o["kind"] for o in objs] == ["Namespace"] * len(kube.namespaces(s, workloads)) + [
+        "Deployment",
+        "Service",
+        "NetworkPolicy",
+    ] * len(workloads)
     for obj in objs:
         kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
 
@@ -177,22 +183,34 @@ def test_strict_validation_can_fail() -> None:
 
 @pytest.mark.parametrize("stack", ALL_STACKS)
 def test_manifests_express_the_fix(stack: str) -> None:
+    """Each workload service: externalTrafficPolicy Local, its nodePorts, its
+    policy admitting its clients and every LB host's check source on each of
+    the pod's ports (TCP and UDP), a TCP readiness probe where it has TCP."""
     s = load(stack)
-    objs = {o["kind"]: o for o in kube.objects(s)}
-    svc, pol, dep = objs["Service"], objs["NetworkPolicy"], objs["Deployment"]
-    assert svc["spec"]["externalTrafficPolicy"] == "Local"
-    assert svc["spec"]["ports"][0]["nodePort"] == s.node_port
-    assert svc["spec"]["selector"] == pol["spec"]["podSelector"]["matchLabels"]
-    assert dep["spec"]["template"]["metadata"]["labels"] == svc["spec"]["selector"]
-    cidrs = [p["ipBlock"]["cidr"] for p in pol["spec"]["ingress"][0]["from"]]
-    for node in s.lb_nodes:  # every LB host's check source
-        assert f"{node.check_source}/32" in cidrs
-    assert set(map(str, s.allowed_clients)) <= set(cidrs)
-    assert pol["spec"]["ingress"][0]["ports"] == [
-        {"protocol": "TCP", "port": s.workload.container_port}
-    ]
-    probe = dep["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
-    assert probe["tcpSocket"]["port"] == s.workload.container_port
+    objs = {(o["kind"], o["metadata"]["name"]): o for o in kube.objects(s)}
+    assert kube.workloads(s)
+    for ex in kube.workloads(s):
+        svc, pol = objs[("Service", ex.name)], objs[("NetworkPolicy", ex.name)]
+        dep = objs[("Deployment", ex.name)]
+        assert svc["spec"]["externalTrafficPolicy"] == "Local"
+        assert [p["nodePort"] for p in svc["spec"]["ports"]] == [p.backend_port for p in ex.ports]
+        assert [p["protocol"] for p in svc["spec"]["ports"]] == [p.protocol for p in ex.ports]
+        assert svc["spec"]["selector"] == pol["spec"]["podSelector"]["matchLabels"]
+        assert dep["spec"]["template"]["metadata"]["labels"] == svc["spec"]["selector"]
+        cidrs = [p["ipBlock"]["cidr"] for p in pol["spec"]["ingress"][0]["from"]]
+        for node in s.lb_nodes:  # every LB host's check source
+            assert f"{node.check_source}/32" in cidrs
+        assert set(map(str, ex.allowed_clients)) <= set(cidrs) and ex.allowed_clients
+        assert pol["spec"]["ingress"][0]["ports"] == [
+            {"protocol": p.protocol, "port": p.target_port}
+            for p in dict.fromkeys(ex.ports)  # distinct pod ports in this example
+        ]
+        container = dep["spec"]["template"]["spec"]["containers"][0]
+        tcp = [p.target_port for p in ex.ports if p.protocol == "TCP"]
+        if tcp:
+            assert container["readinessProbe"]["tcpSocket"]["port"] == tcp[0]
+        else:
+            assert "readinessProbe" not in container
 
 
 @pytest.mark.parametrize("stack", ALL_STACKS)
@@ -205,19 +223,30 @@ def test_keepalived_conf_routes_vip_to_the_nodes(stack: str) -> None:
 def _routes_vip_to_the_nodes(s: Settings, conf: str, check_source: object) -> None:
     vip = s.network.vip
     switch = gateway.render_switch_rules(s, s.node_port)
-    # Each VIP:port is marked for exactly one fwmark virtual server.
-    for i, port in enumerate((s.apiserver.port, s.node_port)):
+    # Each VIP:port/protocol is marked for exactly one fwmark virtual server,
+    # in the order of the services (the seed's layout: apiserver, workload).
+    pools = [(ex, p) for ex in s.exposed for p in ex.ports]
+    for i, (ex, port) in enumerate(pools):
         mark = FWMARK_BASE + i + 1
         assert f"virtual_server fwmark {mark} {{" in conf
-        rule = f"-d {vip}/32 -p tcp -m tcp --dport {port} -j MARK --set-xmark {mark:#x}/0xffffffff"
+        proto = port.protocol.lower()
+        rule = (
+            f"-d {vip}/32 -p {proto} -m {proto} --dport {port.port} "
+            f"-j MARK --set-xmark {mark:#x}/0xffffffff"
+        )
         assert rule in switch
-    assert conf.count("virtual_server ") == 2 and "protocol" not in conf
+        for _name, address in ex.real_servers:
+            assert f"real_server {address} {port.backend_port} {{" in conf
+    assert conf.count("virtual_server ") == len(pools) and "protocol" not in conf
     assert conf.splitlines()[0] == HEADER
-    assert f"real_server {s.apiserver.address} {s.apiserver.port} {{" in conf
-    for w in s.workers:
-        assert f"real_server {w.address} {s.node_port} {{" in conf
-    assert conf.count("TCP_CHECK") == len(s.workers) + 1
-    assert conf.count("lvs_method NAT") == 2 and conf.count("alpha") == 2
+    if s.services is None:
+        assert pools[0][0].real_servers == (("apiserver", str(s.apiserver.address)),)
+        assert pools[1][0].real_servers == tuple((w.name, str(w.address)) for w in s.workers)
+    tcp = sum(len(ex.real_servers) for ex, p in pools if p.protocol == "TCP")
+    udp = sum(len(ex.real_servers) for ex, p in pools if p.protocol == "UDP")
+    assert conf.count("TCP_CHECK") == tcp and conf.count("UDP_CHECK") == udp
+    assert conf.count("require_reply") == udp
+    assert conf.count("lvs_method NAT") == len(pools) and conf.count("alpha") == len(pools)
     assert f"bindto {check_source}" in conf
     assert "ng_get_retry" not in conf and "nb_get_retry" not in conf
 

@@ -229,7 +229,7 @@ def test_the_seeds_objects_are_kubectls(plan: lab.Plan) -> None:
     """The fault state's objects were made by kubectl: pulumi up must adopt them."""
     s = plan.settings
     out = kube.kubectl(
-        "get", "-n", s.workload.namespace, "service", s.workload.name,
+        "get", "-n", s.single.namespace, "service", s.single.name,
         "-o", "jsonpath={.metadata.managedFields[*].manager} {.spec.externalTrafficPolicy}",
     )  # fmt: skip
     managers, policy = out.rsplit(" ", 1)
@@ -252,7 +252,7 @@ def test_the_real_engine_takes_the_lab_from_fault_to_fix(plan: lab.Plan) -> None
     # After the first up, the Service is pulumi's (adopted, forced apply).
     s = plan.settings
     out = kube.kubectl(
-        "get", "-n", s.workload.namespace, "service", s.workload.name,
+        "get", "-n", s.single.namespace, "service", s.single.name,
         "-o", "jsonpath={.spec.externalTrafficPolicy}",
     )  # fmt: skip
     assert out == "Local"

@@ -19,6 +19,7 @@ from pulumi.runtime import rpc
 
 import mockrun
 from keepsource.artifacts import artifacts
+from keepsource.render import kube
 from keepsource.render.keepalived import render_keepalived
 from keepsource.render.scripts import steps
 from keepsource.settings import ConfigError
@@ -107,9 +108,13 @@ def test_component_outputs_are_registered(stack_run: tuple[str, mockrun.Run]) ->
         assert lb.outputs["commands"] == ORDER
     if not s.is_pair:
         assert s.lb_nodes[0].check_source == s.network.lb_internal_address
-    if s.manages_workload:
+    if s.manages_workload and s.services is None:
         wl = run.one(WORKLOAD)
         assert _ints(wl.outputs["nodePort"]) == s.node_port
+    elif s.manages_workload:
+        wl = run.one(WORKLOAD)
+        assert wl.outputs["namespaces"] == kube.namespaces(s)
+        assert set(wl.outputs["admittedSources"]) == {e.name for e in kube.managed(s)}
 
 
 def test_command_order(stack_run: tuple[str, mockrun.Run]) -> None:
@@ -140,9 +145,12 @@ def _one_lbs_order(stack: str, run: mockrun.Run, cmds: dict[str, mockrun.Registe
     # the NetworkPolicy.
     for name in ("packages", "gateway", "keepalived-config"):
         assert not k8s & set(cmds[name].dependencies)
-    if load(stack).manages_workload:
-        for kind in ("apps/v1:Deployment", "core/v1:Service", "networking.k8s.io/v1:NetworkPolicy"):
-            assert run.one(f"kubernetes:{kind}").urn in cmds["cutover"].dependencies
+    # Every service's objects, when keepsource manages them.
+    kinds = ("apps/v1:Deployment", "core/v1:Service", "networking.k8s.io/v1:NetworkPolicy")
+    objs = [r for r in run.resources if r.type in {f"kubernetes:{k}" for k in kinds}]
+    assert len(objs) == 3 * len(kube.managed(load(stack)))
+    for r in objs:
+        assert r.urn in cmds["cutover"].dependencies
 
 
 def test_commands_carry_the_rendered_steps(stack_run: tuple[str, mockrun.Run]) -> None:
@@ -166,22 +174,32 @@ def test_commands_carry_the_rendered_steps(stack_run: tuple[str, mockrun.Run]) -
 def test_exports(stack_run: tuple[str, mockrun.Run]) -> None:
     stack, run = stack_run
     s = load(stack)
-    assert run.exports["vipUrl"] == f"http://{s.network.vip}:{s.node_port}/"
+    if s.services is None:
+        assert run.exports["vipUrl"] == f"http://{s.network.vip}:{s.node_port}/"
     if s.is_pair:
         assert run.exports["keepalivedConf"] == {
             n.name: render_keepalived(s, s.node_port, n) for n in s.lb_nodes
         }
     else:
         assert run.exports["keepalivedConf"] == render_keepalived(s, s.node_port)
-    assert run.exports["admittedSources"] == [str(c) for c in s.allowed_clients] + [
-        f"{n.check_source}/32" for n in s.lb_nodes
-    ]
+    checks = [f"{n.check_source}/32" for n in s.lb_nodes]
     services = _ints(run.exports["virtualServices"])
-    assert [(v["vip"], v["port"]) for v in services] == [
-        (str(s.network.vip), s.apiserver.port),
-        (str(s.network.vip), s.node_port),
+    if s.services is None:
+        assert run.exports["admittedSources"] == [str(c) for c in s.allowed_clients or ()] + checks
+        assert [(v["vip"], v["port"]) for v in services] == [
+            (str(s.network.vip), s.apiserver.port),
+            (str(s.network.vip), s.node_port),
+        ]
+        assert [rs["address"] for rs in services[1]["realServers"]] == s.worker_addresses
+        return
+    exported = run.exports["services"]
+    assert set(exported) == {e.name for e in s.exposed}  # a map: no order on the wire
+    for e in s.exposed:
+        admitted = [str(c) for c in e.allowed_clients] + checks if e.workload else []
+        assert exported[e.name]["admittedSources"] == admitted
+    assert [(v["vip"], v["port"], v["protocol"]) for v in services] == [
+        (str(s.network.vip), p.port, p.protocol) for e in s.exposed for p in e.ports
     ]
-    assert [rs["address"] for rs in services[1]["realServers"]] == s.worker_addresses
 
 
 def test_workload_declares_what_render_writes(stack_run: tuple[str, mockrun.Run]) -> None:
@@ -190,7 +208,7 @@ def test_workload_declares_what_render_writes(stack_run: tuple[str, mockrun.Run]
     if not load(stack).manages_workload:
         # LB only: nothing declared here; manifests.yaml is what the other tool applies.
         assert not [r for r in run.resources if r.type in K8S]
-        assert [o["kind"] for o in written] == [
+        assert [o["kind"] for o in written][:4] == [
             "Namespace",
             "Deployment",
             "Service",
@@ -202,9 +220,10 @@ def test_workload_declares_what_render_writes(stack_run: tuple[str, mockrun.Run]
         if r.type in K8S:
             obj = {k: _ints(r.inputs[k]) for k in ("apiVersion", "kind", "metadata", "spec")
                    if k in r.inputs}  # fmt: skip
-            declared[obj["kind"]] = obj
+            declared[(obj["kind"], obj["metadata"]["name"])] = obj
+    assert len(declared) == len(written)
     for obj in written:
-        assert declared[obj["kind"]] == obj
+        assert declared[(obj["kind"], obj["metadata"]["name"])] == obj
 
 
 def _trigger_map(run: mockrun.Run) -> dict[str, Any]:

@@ -31,9 +31,9 @@ def test_dev_stack_holds_the_seed_lab() -> None:
         ("worker01", "172.16.0.11"),
         ("worker02", "172.16.0.12"),
     ]
-    assert [str(c) for c in s.allowed_clients] == ["192.168.0.10/32"]
+    assert [str(c) for c in s.allowed_clients or ()] == ["192.168.0.10/32"]
     assert s.node_port == 30080
-    assert (s.workload.namespace, s.workload.name, s.workload.replicas) == ("my-ns", "nginx", 1)
+    assert (s.single.namespace, s.single.name, s.single.replicas) == ("my-ns", "nginx", 1)
     # The seed values are written out, not left to defaults.
     raw = load_config("dev")
     assert raw["keepsource:nodePort"] == 30080 and raw["keepsource:apiserver"]["port"] == 6443
@@ -116,7 +116,7 @@ BAD: list[tuple[str, Mutation, str, str]] = [
     ("unknown-top-key", _set("keepsource:vipp", "192.168.0.1"), "keepsource:vipp", "unknown key"),
     ("unknown-nested-key", _set("keepsource:network.vipAddress", "192.168.0.1"), "keepsource:network.vipAddress", "unknown key"),
     ("missing-key", _del("keepsource:network.vip"), "keepsource:network.vip", "missing"),
-    ("missing-section", _del("keepsource:workload"), "keepsource:workload", "missing"),
+    ("missing-section", _del("keepsource:workload"), "keepsource:workload", "required (or list services)"),
     ("image-latest", _set("keepsource:workload.image", "nginx:latest"), "keepsource:workload.image", "pin"),
     ("image-untagged", _set("keepsource:workload.image", "nginx"), "keepsource:workload.image", "pin"),
     ("bad-namespace", _set("keepsource:workload.namespace", "My_NS"), "keepsource:workload.namespace", "DNS label"),

@@ -87,7 +87,7 @@ def render_rules_v4(settings: Settings) -> str:
     )
 
 
-def render_switch_rules(settings: Settings, node_port: int) -> str:
+def render_switch_rules(settings: Settings, node_port: int | None = None) -> str:
     """The mangle fragment that hands VIP:port to IPVS (the cut-over's switch)."""
     lines = [
         "# Managed by keepsource: the cut-over's switch. Each rule marks one VIP:port",
@@ -97,7 +97,8 @@ def render_switch_rules(settings: Settings, node_port: int) -> str:
     ]
     for vs in pools(settings, node_port):
         lines.append(
-            f"-A {SWITCH_CHAIN} -d {vs.vip}/32 -p tcp -m tcp --dport {vs.port}"
+            f"-A {SWITCH_CHAIN} -d {vs.vip}/32 -p {vs.protocol.lower()} -m {vs.protocol.lower()}"
+            f" --dport {vs.port}"
             f" -j MARK --set-xmark {vs.fwmark:#x}/0xffffffff"
         )
     return "\n".join([*lines, "COMMIT", ""])

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from keepsource.settings import HealthCheck, Settings
 from keepsource.settings.model import LbNode
+from keepsource.settings.services import check_payload
 
 #: The first line of every keepalived.conf keepsource writes: the LB steps
 #: refuse to replace a keepalived.conf without it (unless the stack opts in).
@@ -62,9 +63,13 @@ def fwmark(index: int) -> int:
     return FWMARK_BASE + index + 1
 
 
-#: The apiserver's and the workload's virtual services, in this order.
+#: The seed's layout: the apiserver's and the workload's virtual services, in
+#: this order (a stack with ``services`` numbers its own in list order).
 APISERVER_FWMARK = fwmark(0)
 WORKLOAD_FWMARK = fwmark(1)
+
+
+_DEFAULT_CHECK = HealthCheck()
 
 
 @dataclass(frozen=True)
@@ -76,9 +81,9 @@ class RealServer:
 
 @dataclass(frozen=True)
 class VirtualService:
-    """One IPVS virtual service: packets to ``vip:port`` are marked ``fwmark``
-    (the cut-over's switch) and spread over the real servers, each checked
-    from ``check_source``."""
+    """One IPVS virtual service: packets to ``vip:port``/``protocol`` are
+    marked ``fwmark`` (the cut-over's switch) and spread over the real
+    servers, each checked from ``check_source``."""
 
     name: str
     fwmark: int
@@ -86,6 +91,10 @@ class VirtualService:
     port: int
     check_source: str
     real_servers: tuple[RealServer, ...]
+    protocol: str = "TCP"
+    service: str = ""  # the exposed service it belongs to
+    health_check: HealthCheck = _DEFAULT_CHECK
+    udp_payload: str | None = None  # a UDP check's request (hex)
 
     def facts(self) -> dict[str, object]:
         """As a policy sees it (camelCase wire names)."""
@@ -94,9 +103,9 @@ class VirtualService:
             "fwmark": self.fwmark,
             "vip": self.vip,
             "port": self.port,
-            "protocol": "TCP",
+            "protocol": self.protocol,
             "method": FORWARDING_METHOD,
-            "check": {"type": "TCP", "source": self.check_source},
+            "check": {"type": self.protocol, "source": self.check_source},
             "realServers": [
                 {"name": rs.name, "address": rs.address, "port": rs.port}
                 for rs in self.real_servers
@@ -104,34 +113,40 @@ class VirtualService:
         }
 
 
-def pools(settings: Settings, node_port: int, node: LbNode | None = None) -> list[VirtualService]:
-    """The virtual services: the apiserver's, then the workload's, as checked
-    from ``node`` (an LB host; by default the only one)."""
+def pools(
+    settings: Settings, node_port: int | None = None, node: LbNode | None = None
+) -> list[VirtualService]:
+    """The virtual services, one per exposed port (the apiserver's, then the
+    workload's in the seed's layout), as checked from ``node`` (an LB host; by
+    default the only one). ``node_port`` is the seed's workload port (default:
+    the config's)."""
     vip = str(settings.network.vip)
     source = str((node or settings.lb_nodes[0]).check_source)
-    api = settings.apiserver
-    return [
-        VirtualService(
-            "apiserver",
-            APISERVER_FWMARK,
-            vip,
-            api.port,
-            source,
-            (RealServer("apiserver", str(api.address), api.port),),
-        ),
-        VirtualService(
-            settings.workload.name,
-            WORKLOAD_FWMARK,
-            vip,
-            node_port,
-            source,
-            tuple(RealServer(w.name, str(w.address), node_port) for w in settings.workers),
-        ),
-    ]
+    found: list[VirtualService] = []
+    for ex in settings.exposed:
+        for port in ex.ports:
+            backend = port.backend_port
+            if ex.legacy and node_port is not None:
+                backend = node_port
+            found.append(
+                VirtualService(
+                    ex.pool_name(port),
+                    fwmark(len(found)),
+                    vip,
+                    backend if ex.legacy else port.port,
+                    source,
+                    tuple(RealServer(name, addr, backend) for name, addr in ex.real_servers),
+                    port.protocol,
+                    ex.name,
+                    ex.health_check,
+                    check_payload(ex.check) if port.protocol == "UDP" else None,
+                )
+            )
+    return found
 
 
 def virtual_services(
-    settings: Settings, node_port: int, node: LbNode | None = None
+    settings: Settings, node_port: int | None = None, node: LbNode | None = None
 ) -> list[dict[str, object]]:
     """The virtual services as plain facts (camelCase, as a policy sees them)."""
     return [vs.facts() for vs in pools(settings, node_port, node)]
@@ -195,7 +210,9 @@ def _num(value: float) -> str:
     return f"{value:g}"
 
 
-def render_keepalived(settings: Settings, node_port: int, node: LbNode | None = None) -> str:
+def render_keepalived(
+    settings: Settings, node_port: int | None = None, node: LbNode | None = None
+) -> str:
     """The whole /etc/keepalived/keepalived.conf of an LB host (by default the
     only one)."""
     node = node or settings.lb_nodes[0]
@@ -228,29 +245,53 @@ def render_keepalived(settings: Settings, node_port: int, node: LbNode | None = 
     if settings.is_pair:
         lines += _vrrp(settings, node)
     for vs in pools(settings, node_port, node):
+        lines += _virtual_server(vs, hc)
+    return "\n".join(lines) + "\n"
+
+
+def _virtual_server(vs: VirtualService, default: HealthCheck) -> list[str]:
+    hc = vs.health_check
+    lines = [
+        "",
+        f"# {vs.name}: {vs.vip}:{vs.port}/{vs.protocol.lower()} (packets marked {vs.fwmark:#x})",
+        f"virtual_server fwmark {vs.fwmark} {{",
+        f"    delay_loop {_num(hc.delay_loop)}",
+        "    lvs_sched rr",
+        f"    lvs_method {FORWARDING_METHOD}",
+    ]
+    # no `protocol`: a fwmark service has none (keepalived ignores it and
+    # warns); the switch rule marks UDP or TCP packets.
+    lines += [
+        "    # no traffic to a real server until its first check passed",
+        "    alpha",
+    ]
+    if hc != default:
+        lines.insert(
+            2,
+            f"# its own check timing: leaves the pool within {_num(check_budget(hc).dropped_s)} s",
+        )
+    for rs in vs.real_servers:
+        check = ["        TCP_CHECK {"]
+        if vs.protocol == "UDP":
+            # A reply is required: a node that drops the datagram (no local pod
+            # with externalTrafficPolicy: Local) sends no ICMP error either.
+            check = [
+                "        UDP_CHECK {",
+                f"            payload {vs.udp_payload}",
+                "            require_reply",
+            ]
         lines += [
             "",
-            f"# {vs.name}: {vs.vip}:{vs.port}/tcp (packets marked {vs.fwmark:#x})",
-            f"virtual_server fwmark {vs.fwmark} {{",
-            f"    delay_loop {_num(hc.delay_loop)}",
-            "    lvs_sched rr",
-            f"    lvs_method {FORWARDING_METHOD}",
-            "    # no traffic to a real server until its first check passed",
-            "    alpha",
+            f"    real_server {rs.address} {rs.port} {{",
+            "        weight 1",
+            *check,
+            f"            connect_port {rs.port}",
+            f"            bindto {vs.check_source}",
+            f"            connect_timeout {_num(hc.connect_timeout)}",
+            f"            retry {hc.retry}",
+            f"            delay_before_retry {_num(hc.delay_before_retry)}",
+            "        }",
+            "    }",
         ]
-        for rs in vs.real_servers:
-            lines += [
-                "",
-                f"    real_server {rs.address} {rs.port} {{",
-                "        weight 1",
-                "        TCP_CHECK {",
-                f"            connect_port {rs.port}",
-                f"            bindto {vs.check_source}",
-                f"            connect_timeout {_num(hc.connect_timeout)}",
-                f"            retry {hc.retry}",
-                f"            delay_before_retry {_num(hc.delay_before_retry)}",
-                "        }",
-                "    }",
-            ]
-        lines.append("}")
-    return "\n".join(lines) + "\n"
+    lines.append("}")
+    return lines

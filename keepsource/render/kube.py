@@ -11,7 +11,8 @@ from typing import Any
 
 import yaml
 
-from keepsource.settings import Settings
+from keepsource.settings import Settings, Workload
+from keepsource.settings.services import Exposed
 
 Obj = dict[str, Any]
 
@@ -27,88 +28,111 @@ Obj = dict[str, Any]
 PATCH_FORCE = {"pulumi.com/patchForce": "true"}
 
 
-def labels(settings: Settings) -> dict[str, str]:
-    return {"app.kubernetes.io/name": settings.workload.name}
+def _single(settings: Settings) -> Exposed:
+    """The workload service of a stack written the seed's way (or the first)."""
+    return next(e for e in settings.exposed if e.workload is not None)
 
 
-def _meta(settings: Settings, name: str | None = None) -> Obj:
-    wl = settings.workload
+def _wl(ex: Exposed) -> Workload:
+    assert ex.workload is not None, f"{ex.name} has no workload"
+    return ex.workload
+
+
+def labels(settings: Settings | Exposed) -> dict[str, str]:
+    ex = settings if isinstance(settings, Exposed) else _single(settings)
+    return {"app.kubernetes.io/name": ex.name}
+
+
+def _meta(ex: Exposed) -> Obj:
     return {
-        "name": name or wl.name,
-        "namespace": wl.namespace,
-        "labels": labels(settings),
+        "name": ex.name,
+        "namespace": _wl(ex).namespace,
+        "labels": labels(ex),
         "annotations": dict(PATCH_FORCE),
     }
 
 
-def namespace(settings: Settings) -> Obj:
+def namespace(settings: Settings | str) -> Obj:
+    name = settings if isinstance(settings, str) else _wl(_single(settings)).namespace
     return {
         "apiVersion": "v1",
         "kind": "Namespace",
-        "metadata": {"name": settings.workload.namespace, "annotations": dict(PATCH_FORCE)},
+        "metadata": {"name": name, "annotations": dict(PATCH_FORCE)},
     }
 
 
-def deployment(settings: Settings) -> Obj:
-    wl = settings.workload
-    port = wl.container_port
+def _pod_ports(ex: Exposed) -> list[tuple[str, str, int]]:
+    """(name, protocol, port) of the pod, once each."""
+    seen: dict[tuple[str, int], str] = {}
+    for p in ex.ports:
+        seen.setdefault((p.protocol, p.target_port), p.name)
+    return [(name, proto, port) for (proto, port), name in seen.items()]
+
+
+def deployment(settings: Settings | Exposed) -> Obj:
+    ex = settings if isinstance(settings, Exposed) else _single(settings)
+    wl = _wl(ex)
+    container: Obj = {
+        "name": ex.name,
+        "image": wl.image,
+        "ports": [
+            {"name": name, "containerPort": port, "protocol": proto}
+            for name, proto, port in _pod_ports(ex)
+        ],
+    }
+    tcp = [port for _, proto, port in _pod_ports(ex) if proto == "TCP"]
+    if tcp:
+        container["readinessProbe"] = {
+            "tcpSocket": {"port": tcp[0]},
+            "periodSeconds": 2,
+            "failureThreshold": 1,
+        }
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _meta(settings),
+        "metadata": _meta(ex),
         "spec": {
             "replicas": wl.replicas,
-            "selector": {"matchLabels": labels(settings)},
+            "selector": {"matchLabels": labels(ex)},
             "template": {
-                "metadata": {"labels": labels(settings)},
-                "spec": {
-                    "containers": [
-                        {
-                            "name": wl.name,
-                            "image": wl.image,
-                            "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
-                            "readinessProbe": {
-                                "tcpSocket": {"port": port},
-                                "periodSeconds": 2,
-                                "failureThreshold": 1,
-                            },
-                        }
-                    ]
-                },
+                "metadata": {"labels": labels(ex)},
+                "spec": {"containers": [container]},
             },
         },
     }
 
 
-def service(settings: Settings) -> Obj:
-    wl = settings.workload
+def service(settings: Settings | Exposed) -> Obj:
+    ex = settings if isinstance(settings, Exposed) else _single(settings)
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _meta(settings),
+        "metadata": _meta(ex),
         "spec": {
             "type": "NodePort",
             # Cluster would masquerade every NodePort packet: the pod would see a
             # node address, never the client. Local keeps the client address and
             # makes a node without a ready pod drop the traffic.
             "externalTrafficPolicy": "Local",
-            "selector": labels(settings),
+            "selector": labels(ex),
             "ports": [
                 {
-                    "name": "http",
-                    "protocol": "TCP",
-                    "port": wl.container_port,
-                    "targetPort": wl.container_port,
-                    "nodePort": settings.node_port,
+                    "name": p.name,
+                    "protocol": p.protocol,
+                    "port": p.target_port,
+                    "targetPort": p.target_port,
+                    "nodePort": p.backend_port,
                 }
+                for p in ex.ports
             ],
         },
     }
 
 
-def admitted_sources(settings: Settings, check_source: str | Sequence[str]) -> list[str]:
-    """CIDRs the NetworkPolicy admits: the allowed clients and the LB's check source(s)."""
-    sources = [str(c) for c in settings.allowed_clients]
+def admitted_sources(settings: Settings | Exposed, check_source: str | Sequence[str]) -> list[str]:
+    """CIDRs a NetworkPolicy admits: the service's allowed clients and the LB's check source(s)."""
+    ex = settings if isinstance(settings, Exposed) else _single(settings)
+    sources = [str(c) for c in ex.allowed_clients]
     for address in [check_source] if isinstance(check_source, str) else check_source:
         own = f"{address}/32"
         if own not in sources:
@@ -122,38 +146,60 @@ def check_sources(settings: Settings) -> list[str]:
     return [str(a) for a in settings.check_sources]
 
 
-def network_policy(settings: Settings, check_source: str | Sequence[str]) -> Obj:
-    wl = settings.workload
+def network_policy(settings: Settings | Exposed, check_source: str | Sequence[str]) -> Obj:
+    ex = settings if isinstance(settings, Exposed) else _single(settings)
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": _meta(settings),
+        "metadata": _meta(ex),
         "spec": {
-            "podSelector": {"matchLabels": labels(settings)},
+            "podSelector": {"matchLabels": labels(ex)},
             "policyTypes": ["Ingress"],
             "ingress": [
                 {
                     "from": [
-                        {"ipBlock": {"cidr": cidr}}
-                        for cidr in admitted_sources(settings, check_source)
+                        {"ipBlock": {"cidr": cidr}} for cidr in admitted_sources(ex, check_source)
                     ],
                     # NetworkPolicy ports match the pod's port (after DNAT), not the NodePort.
-                    "ports": [{"protocol": "TCP", "port": wl.container_port}],
+                    "ports": [
+                        {"protocol": proto, "port": port} for _, proto, port in _pod_ports(ex)
+                    ],
                 }
             ],
         },
     }
 
 
+def namespace_of(ex: Exposed) -> str:
+    return _wl(ex).namespace
+
+
+def managed(settings: Settings) -> list[Exposed]:
+    """The services whose Kubernetes objects keepsource declares."""
+    return [e for e in settings.exposed if e.managed]
+
+
+def workloads(settings: Settings) -> list[Exposed]:
+    """Every service with a workload, keepsource's or managed elsewhere."""
+    return [e for e in settings.exposed if e.workload is not None]
+
+
+def namespaces(settings: Settings, among: list[Exposed] | None = None) -> list[str]:
+    """The namespaces of these services (default: keepsource's), once each, in order."""
+    return list(dict.fromkeys(_wl(e).namespace for e in among or managed(settings)))
+
+
 def objects(settings: Settings, check_source: str | None = None) -> list[Obj]:
-    """Every object the program declares, in apply order."""
+    """Every workload's objects, in apply order: the namespaces, then each
+    service's Deployment, Service and NetworkPolicy. The program declares
+    those of keepsource's workloads; for a workload managed elsewhere they are
+    what that manager should apply (render writes them all)."""
     source = check_source or check_sources(settings)
-    return [
-        namespace(settings),
-        deployment(settings),
-        service(settings),
-        network_policy(settings, source),
-    ]
+    among = workloads(settings)
+    objs = [namespace(ns) for ns in namespaces(settings, among)]
+    for ex in among:
+        objs += [deployment(ex), service(ex), network_policy(ex, source)]
+    return objs
 
 
 def to_yaml(objs: list[Obj]) -> str:

@@ -11,6 +11,7 @@ from keepsource.settings.base import IPv4, Model, Net4
 from keepsource.settings.checks import HealthCheck, Verify
 from keepsource.settings.lb import Lb, Ssh
 from keepsource.settings.network import Apiserver, Network, Worker
+from keepsource.settings.services import Exposed, ServiceSpec, exposed
 from keepsource.settings.workload import Kubernetes, Workload
 
 
@@ -53,19 +54,34 @@ class Settings(Model):
     apiserver: Apiserver
     workers: list[Worker] = Field(min_length=1, description="Worker nodes, at least one.")
     node_port: int = Field(default=30080, ge=30000, le=32767, description="The Service's NodePort.")
-    workload: Workload
-    allowed_clients: list[Annotated[Net4, AfterValidator(_client_cidr)]] = Field(
-        min_length=1, description="Client CIDRs the NetworkPolicy admits."
+    workload: Workload | None = Field(
+        default=None, description="The one workload (or list services instead)."
+    )
+    allowed_clients: list[Annotated[Net4, AfterValidator(_client_cidr)]] | None = Field(
+        default=None, min_length=1, description="Client CIDRs the NetworkPolicy admits."
+    )
+    services: list[ServiceSpec] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Many services behind the LB, each with its ports, clients and "
+        "backends (instead of nodePort, workload and allowedClients).",
     )
     health_check: HealthCheck = Field(default_factory=HealthCheck)
     kubernetes: Kubernetes = Field(default_factory=Kubernetes)
     verify: Verify | None = Field(default=None, description="End-state check clients.")
 
-    @field_validator("verify", mode="before")
+    @field_validator("verify", "workload", mode="before")
     @classmethod
     def _empty_verify(cls, value: Any) -> Any:
-        """``{}`` (Pulumi.yaml's default for the key) means: no verify section."""
+        """``{}`` (Pulumi.yaml's default for the key) means: no such section."""
         return None if value == {} else value
+
+    @field_validator("allowed_clients", "services", mode="before")
+    @classmethod
+    def _empty_list(cls, value: Any) -> Any:
+        """``[]`` (Pulumi.yaml's default for the key) means: not given."""
+        return None if value == [] else value
 
     # -- derived facts, used by renderers and the policy ---------------------
     @property
@@ -126,6 +142,20 @@ class Settings(Model):
         return [n.check_source for n in self.lb_nodes]
 
     @property
+    def exposed(self) -> tuple[Exposed, ...]:
+        """Every service on the VIP, the apiserver's included, in fwmark order."""
+        return exposed(self)
+
+    @property
     def manages_workload(self) -> bool:
-        """False in LB-only mode: the Kubernetes objects are managed elsewhere."""
-        return self.workload.managed_by == "keepsource"
+        """Whether the program declares Kubernetes objects (a workload service
+        managed by keepsource); False in LB-only mode (managed elsewhere)."""
+        return any(e.managed for e in self.exposed)
+
+    @property
+    def single(self) -> Workload:
+        """The one workload of a stack written the seed's way (verify and the
+        lab read it); a stack with ``services`` has none."""
+        if self.workload is None:
+            raise ValueError("this stack lists services: it has no single workload")
+        return self.workload

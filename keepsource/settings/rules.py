@@ -11,7 +11,7 @@ import re
 import socket
 from collections.abc import Callable
 
-from keepsource.settings.base import IPv4
+from keepsource.settings.base import IPv4, Net4
 from keepsource.settings.errors import Fault, Loc, key
 from keepsource.settings.lb import host_key_faults, user_host_port
 from keepsource.settings.model import Settings
@@ -108,19 +108,54 @@ def worker_names(s: Settings) -> list[Fault]:
     return faults
 
 
+def _service_ports(s: Settings) -> list[tuple[Loc, str, int, Loc | None, int]]:
+    """(where the VIP port is set, protocol, VIP port, where its nodePort is
+    set or None, the port on the real servers) of every exposed port."""
+    if s.services is None:
+        return [
+            (("apiserver", "port"), "TCP", s.apiserver.port, None, s.apiserver.port),
+            (("nodePort",), "TCP", s.node_port, ("nodePort",), s.node_port),
+        ]
+    found: list[tuple[Loc, str, int, Loc | None, int]] = []
+    for j, (spec, ex) in enumerate(zip(s.services, s.exposed, strict=True)):
+        for i, port in enumerate(ex.ports):
+            at: Loc = ("services", j, "ports", i)
+            node = (*at, "nodePort") if spec.workload is not None else None
+            found.append(((*at, "port"), port.protocol, port.port, node, port.backend_port))
+    return found
+
+
 def ports(s: Settings) -> list[Fault]:
-    """Two virtual services on one VIP:port, or one on the LB's own SSH endpoint."""
+    """Two virtual services on one VIP:port and protocol, two services on one
+    nodePort, or a TCP service on the LB's own SSH endpoint."""
     faults = []
-    if s.node_port == s.apiserver.port:
-        faults.append(
-            Fault(key(("nodePort",)), f"equals apiserver.port {s.apiserver.port} on the same VIP")
-        )
-    services = ((("apiserver", "port"), s.apiserver.port), (("nodePort",), s.node_port))
+    seen: dict[tuple[str, int], Loc] = {}
+    nodes: dict[tuple[str, int], Loc] = {}
+    every = _service_ports(s)
+    for loc, proto, port, node, backend in every:
+        if (proto, port) in seen:
+            faults.append(
+                Fault(
+                    key(loc),
+                    f"{port}/{proto.lower()} is also {key(seen[(proto, port)])} on the VIP",
+                )
+            )
+        seen.setdefault((proto, port), loc)
+        if node is not None:
+            if (proto, backend) in nodes:
+                faults.append(
+                    Fault(
+                        key(node),
+                        f"nodePort {backend}/{proto.lower()} is also "
+                        f"{key(nodes[(proto, backend)])}'s",
+                    )
+                )
+            nodes.setdefault((proto, backend), node)
     for what, host, port in _ssh_endpoints(s):
         if as_ipv4(host) != s.network.vip:
             continue  # another address, or a host name: keepsource cannot tell
-        for loc, service_port in services:
-            if service_port == port:
+        for loc, proto, service_port, _node, _backend in every:
+            if proto == "TCP" and service_port == port:
                 faults.append(
                     Fault(
                         key(loc),
@@ -130,6 +165,56 @@ def ports(s: Settings) -> list[Fault]:
                     )
                 )
     return faults
+
+
+def services_layout(s: Settings) -> list[Fault]:
+    """The seed's single workload (nodePort, workload, allowedClients) or a
+    ``services`` list, not both, not neither."""
+    if s.services is None:
+        return [
+            Fault(key((name,)), "required (or list services)")
+            for name, value in (("workload", s.workload), ("allowedClients", s.allowed_clients))
+            if value is None
+        ]
+    # Pulumi.yaml's defaults reach the program as values ({}, [], 30080): a key
+    # counts as set when it differs from its default.
+    given = {
+        "nodePort": s.node_port != type(s).model_fields["node_port"].default,
+        "workload": s.workload is not None,
+        "allowedClients": s.allowed_clients is not None,
+    }
+    faults = [
+        Fault(
+            key((name,)),
+            "is set with services: a stack lists its services, each with its own ports, "
+            "workload and clients (README, 'Many services')",
+        )
+        for name, is_set in given.items()
+        if is_set
+    ]
+    names = [spec.name for spec in s.services]
+    for j, name in enumerate(names):
+        if name in names[:j]:
+            faults.append(Fault(key(("services", j, "name")), f"duplicate service name {name!r}"))
+    if s.verify is not None:
+        faults.append(
+            Fault(
+                key(("verify",)),
+                "checks the single workload's clients; with services it is not built yet "
+                "(remove it)",
+            )
+        )
+    return faults
+
+
+def _clients(s: Settings) -> list[tuple[Loc, Net4]]:
+    if s.services is None:
+        return [(("allowedClients", i), c) for i, c in enumerate(s.allowed_clients or ())]
+    return [
+        (("services", j, "allowedClients", i), c)
+        for j, spec in enumerate(s.services)
+        for i, c in enumerate(spec.allowed_clients)
+    ]
 
 
 def _ssh_endpoints(s: Settings) -> list[tuple[str, str, int]]:
@@ -173,11 +258,8 @@ def as_ipv4(host: str) -> IPv4 | None:
 def clients(s: Settings) -> list[Fault]:
     inner = s.network.internal_subnet
     return [
-        Fault(
-            key(("allowedClients", i)),
-            f"{cidr} overlaps internalSubnet {inner}: clients come from outside",
-        )
-        for i, cidr in enumerate(s.allowed_clients)
+        Fault(key(loc), f"{cidr} overlaps internalSubnet {inner}: clients come from outside")
+        for loc, cidr in _clients(s)
         if cidr.overlaps(inner)
     ]
 
@@ -195,12 +277,12 @@ def hairpin(s: Settings) -> list[Fault]:
                 "internalAddress): hairpinned clients would pass as the LB's checks",
             )
         )
-    for i, cidr in enumerate(s.allowed_clients):
+    for loc, cidr in _clients(s):
         if src in cidr:
             faults.append(
                 Fault(
                     key(("network", "hairpinSource")),
-                    f"{src}{where} is inside allowedClients[{i}] {cidr}: the NetworkPolicy "
+                    f"{src}{where} is inside {key(loc)} {cidr}: the NetworkPolicy "
                     "would admit every node and pod through it",
                 )
             )
@@ -229,7 +311,7 @@ def lb_only(s: Settings) -> list[Fault]:
 
 
 def verify_clients(s: Settings) -> list[Fault]:
-    if s.verify is None:
+    if s.verify is None or s.allowed_clients is None:
         return []
     ext = s.network.external_subnet
     allowed, denied = s.verify.allowed_client, s.verify.denied_client
@@ -279,7 +361,7 @@ RULES: tuple[Rule, ...] = (
 def cross_faults(s: Settings) -> list[Fault]:
     """Every cross-field fault of a settings record that passed field validation.
     The LB layout first: the other rules read the LB host(s) it defines."""
-    layout = lb_layout(s)
+    layout = lb_layout(s) or services_layout(s)
     if layout:
         return layout
     return [fault for rule in RULES for fault in rule(s)]

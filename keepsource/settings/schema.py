@@ -89,7 +89,11 @@ def project_config() -> dict[str, Any]:
             # A declared key without a default is required by the CLI
             # (pkg/workspace/config.go:316-323); an object's default is {}: the
             # model's own defaults apply inside it ({} for verify: no section).
-            entry["default"] = {} if entry["type"] == "object" else prop["default"]
+            # A list that may be left out ([]: not given) likewise.
+            default = prop.get("default")
+            if entry["type"] == "array" and default is None:
+                default = []
+            entry["default"] = {} if entry["type"] == "object" else default
         block[name] = entry
     # Secret and required: the CLI refuses a plain value before the program
     # runs (config.go:126-133); a default would be plain text, so there is none.

@@ -308,17 +308,17 @@ def _calico_rule(
     action = r.get("action", "Allow")
     if action not in ("Allow", "Deny"):
         return None  # Log and Pass (to the next tier) are not modelled
-    proto = r.get("protocol")
-    if (
-        proto is not None
-        and not isinstance(proto, Unknown)
-        and str(proto).upper() not in ("TCP", "6")
-    ):
-        return None
+    proto_v = r.get("protocol")
+    proto: str | None = None  # no protocol: the rule matches every protocol
+    if isinstance(proto_v, Unknown):
+        unknowns.append((f"{f}.protocol", proto_v))
+        proto = "TCP"
+    elif proto_v is not None:
+        proto = {"6": "TCP", "17": "UDP", "132": "SCTP"}.get(str(proto_v), str(proto_v).upper())
     ports = _ports(dig(r, "destination", "ports"), f"{f}.destination.ports", unknowns)
     source = r.get("source")
     if not isinstance(source, Mapping) or not source:
-        return Rule(ports, None)
+        return Rule(ports, None, proto)
     peers: list[Block | str] = []
     nets = _blocks(source.get("nets"), f"{f}.source.nets", pol, unknowns)
     not_nets = _blocks(source.get("notNets"), f"{f}.source.notNets", pol, unknowns)
@@ -338,14 +338,15 @@ def _calico_rule(
     if in_cluster and not nets and not not_nets:
         peers.append("selector")
     if not peers:
-        return Rule(ports, None)
-    return Rule(ports, peers)
+        return Rule(ports, None, proto)
+    return Rule(ports, peers, proto)
 
 
 def _cilium_rule(
     r: Mapping[str, Any], f: str, pol: str, unknowns: list[tuple[str, Unknown]]
 ) -> Rule:
     ports: list[tuple[int | str, int | None]] | None = None
+    protos: set[str] = set()
     to = as_list(r.get("toPorts"), f"{f}.toPorts")
     if isinstance(to, Unknown):
         unknowns.append((f"{f}.toPorts", to))
@@ -358,8 +359,7 @@ def _cilium_rule(
                 if isinstance(p, Unknown) or not isinstance(p, Mapping):
                     continue
                 proto = p.get("protocol", "ANY")
-                if isinstance(proto, str) and proto.upper() not in ("TCP", "ANY"):
-                    continue
+                protos.add(proto.upper() if isinstance(proto, str) else "ANY")
                 port = as_port(p.get("port"), f"{f}.toPorts[{i}].ports[{j}].port")
                 if isinstance(port, Unknown):
                     unknowns.append((f"{f}.toPorts[{i}].ports[{j}].port", port))
@@ -394,13 +394,19 @@ def _cilium_rule(
         unknowns.append((f"{f}.fromEntities", entities))
         entities = []
     if any(e in ("world", "all") for e in entities):
-        return Rule(ports, None)
+        return Rule(ports, None, _cilium_protocol(protos))
     if entities or r.get("fromEndpoints") is not None or r.get("fromRequires") is not None:
         peers.append("selector")
     if not peers:
         # an ingress rule with only toPorts admits every source on those ports
-        return Rule(ports, None)
-    return Rule(ports, peers)
+        return Rule(ports, None, _cilium_protocol(protos))
+    return Rule(ports, peers, _cilium_protocol(protos))
+
+
+def _cilium_protocol(protos: set[str]) -> str | None:
+    """The protocol of a Cilium rule's ports when they share one (TCP, UDP);
+    None (every protocol) for ANY, none given or a mix (the lenient side)."""
+    return next(iter(protos)) if len(protos) == 1 and protos != {"ANY"} else None
 
 
 def _strip_prefix(sel: Any) -> Any:

@@ -158,6 +158,7 @@ class SvcPort:
     target: int | str
     node_port: int | None
     name: str | None
+    protocol: str = "TCP"
 
 
 @dataclass
@@ -201,6 +202,7 @@ class Block:
 class Rule:
     ports: list[tuple[int | str, int | None]] | None  # None: every port
     peers: list[Block | str] | None  # None: every source; str: an in-cluster selector peer
+    protocol: str | None = "TCP"  # the ports' protocol; None: every protocol
 
 
 @dataclass
@@ -282,7 +284,7 @@ class Cluster:
         default_factory=lambda: defaultdict(list)
     )
     pol_scan: dict[str, list[Policy]] = field(default_factory=lambda: defaultdict(list))
-    _views: dict[tuple[int, int | str], View] = field(default_factory=dict)
+    _views: dict[tuple[int, int | str, str], View] = field(default_factory=dict)
 
     # -- lookups --------------------------------------------------------------
 
@@ -319,8 +321,9 @@ class Cluster:
                 sure.append(p)
         return sure, maybe
 
-    def view(self, pods: Pods, port: int | str) -> View:
-        key = (id(pods), port)
+    def view(self, pods: Pods, port: int | str, protocol: str = "TCP") -> View:
+        """How the pods' ingress on ``port``/``protocol`` looks from outside."""
+        key = (id(pods), port, protocol)
         if key in self._views:
             return self._views[key]
         sure, maybe = self.policies_of(pods)
@@ -339,6 +342,8 @@ class Cluster:
                 names.add(port)
             for p in ingress:
                 for r in p.rules:
+                    if r.protocol not in (None, protocol):
+                        continue
                     if r.ports is not None and not any(
                         (
                             isinstance(rp, int)
@@ -359,7 +364,15 @@ class Cluster:
                             v.blocks.append(peer)
                         else:
                             v.selector_peers = True
-            _deny(v, [r for p in ingress for r in p.denies if _on_port(r, number, names)])
+            _deny(
+                v,
+                [
+                    r
+                    for p in ingress
+                    for r in p.denies
+                    if r.protocol in (None, protocol) and _on_port(r, number, names)
+                ],
+            )
         self._views[key] = v
         return v
 
@@ -516,6 +529,7 @@ def _service(res: Resource, note: Note) -> Svc:
                 target if isinstance(target, int | str) else port,
                 node if isinstance(node, int) else None,
                 p.get("name") if isinstance(p.get("name"), str) else None,
+                str(p.get("protocol")).upper() if isinstance(p.get("protocol"), str) else "TCP",
             )
         )
     eips = as_list(spec.get("externalIPs"), "spec.externalIPs")
@@ -605,37 +619,52 @@ def _policy(res: Resource, note: Note) -> Policy:
             note(res, f, r, "is not an object")
             continue
         try:
-            rules.append(_rule(r, f, f"{ns}/{name}", unknowns))
+            rules += _rules(r, f, f"{ns}/{name}", unknowns)
         except Malformed as err:
             note(res, err.field, err.value, err.reason)
     return Policy(res, ns, name, sel, ingress_type, rules, unknowns)
 
 
-def _rule(r: Mapping[str, Any], f: str, pol: str, unknowns: list[tuple[str, Unknown]]) -> Rule:
-    ports: list[tuple[int | str, int | None]] | None = None
+def _rules(
+    r: Mapping[str, Any], f: str, pol: str, unknowns: list[tuple[str, Unknown]]
+) -> list[Rule]:
+    """A NetworkPolicy ingress rule: one Rule per protocol of its ports (TCP,
+    UDP, SCTP; TCP when unset), all with its peers; one for every protocol
+    when it names no port."""
+    by_proto: dict[str, list[tuple[int | str, int | None]] | None] = {}
     plist = as_list(r.get("ports"), f"{f}.ports")
     if isinstance(plist, Unknown):
         unknowns.append((f"{f}.ports", plist))
         plist = []
-        ports = []
-    if plist:
-        ports = []
-        for j, p in enumerate(plist):
-            if not isinstance(p, Mapping):
-                raise Malformed(f"{f}.ports[{j}]", p, "is not an object")
-            if p.get("protocol", "TCP") not in ("TCP", None) and not isinstance(
-                p.get("protocol"), Unknown
-            ):
-                continue
-            port = as_port(p.get("port"), f"{f}.ports[{j}].port")
-            end = as_port(p.get("endPort"), f"{f}.ports[{j}].endPort")
-            if isinstance(port, Unknown) or isinstance(end, Unknown):
-                unknowns.append((f"{f}.ports[{j}]", port if isinstance(port, Unknown) else end))  # type: ignore[arg-type]
-                continue
-            if port is None:
-                ports = None  # a port entry without port: every port (of that protocol)
-                break
-            ports.append((port, end if isinstance(end, int) else None))
+        by_proto["TCP"] = []
+    for j, p in enumerate(plist or []):
+        if not isinstance(p, Mapping):
+            raise Malformed(f"{f}.ports[{j}]", p, "is not an object")
+        proto_v = p.get("protocol", "TCP")
+        if isinstance(proto_v, Unknown):
+            unknowns.append((f"{f}.ports[{j}].protocol", proto_v))
+            proto_v = "TCP"
+        proto = str(proto_v or "TCP").upper()
+        port = as_port(p.get("port"), f"{f}.ports[{j}].port")
+        end = as_port(p.get("endPort"), f"{f}.ports[{j}].endPort")
+        if isinstance(port, Unknown) or isinstance(end, Unknown):
+            unknowns.append((f"{f}.ports[{j}]", port if isinstance(port, Unknown) else end))  # type: ignore[arg-type]
+            by_proto.setdefault(proto, [])
+            continue
+        have = by_proto.setdefault(proto, [])
+        if port is None:
+            by_proto[proto] = None  # a port entry without port: every port of that protocol
+        elif have is not None:
+            have.append((port, end if isinstance(end, int) else None))
+    shape = _rule(r, f, pol, unknowns)
+    if not by_proto:
+        return [Rule(None, shape.peers, None)]
+    return [Rule(ports, shape.peers, proto) for proto, ports in by_proto.items()]
+
+
+def _rule(r: Mapping[str, Any], f: str, pol: str, unknowns: list[tuple[str, Unknown]]) -> Rule:
+    """The peers of a NetworkPolicy ingress rule (its ports: :func:`_rules`)."""
+    ports: list[tuple[int | str, int | None]] | None = None
     peers_v = r.get("from")
     if peers_v is None or peers_v == []:
         return Rule(ports, None)

@@ -51,6 +51,7 @@ class Entry:
     ns: str | None = None  # an in-cluster hop's namespace (for short Service names)
     host: str | None = None  # the host a hop runs on (its NAT rules apply to it)
     vip: tuple[str | None, int | None] = (None, None)  # an LVS service's address and port
+    protocol: str = "TCP"  # what it forwards (an LVS service may forward UDP)
     # what a terminating hop does to the client's address, in a violation's words
     why: str = "it ends the client's TCP connection, so the pods see the proxy's address"
 
@@ -132,6 +133,8 @@ def _lb_entries(
             note(res, f"virtualServices[{i}]", vs, "is not an object")
             continue
         own = list(sources)
+        proto_v = dig(vs, "protocol")
+        proto = proto_v.upper() if isinstance(proto_v, str) else "TCP"
         src = dig(vs, "check", "source")
         if isinstance(src, str):
             try:
@@ -182,6 +185,7 @@ def _lb_entries(
                 tuple(backends),
                 tuple(dict.fromkeys(own)),
                 checks,
+                protocol=proto,
             )
         )
     return entries
@@ -528,12 +532,16 @@ def build(
             names.append(f"{b.host}:{b.port}" if b.port is not None else b.host)
 
         for svc, sp, via in _targets(cluster, e, unresolved):
+            if sp.protocol != e.protocol:
+                continue  # a UDP Service port is no target of a TCP hop, and back
             for pods in cluster.pods_of(svc):
                 key = (id(svc), sp.port, id(pods))
                 if key in seen:
                     continue
                 seen.add(key)
-                paths.append(Path(e, svc, sp, via, pods, cluster.view(pods, sp.target)))
+                paths.append(
+                    Path(e, svc, sp, via, pods, cluster.view(pods, sp.target, sp.protocol))
+                )
         if names and (e.mode == "terminating" or e.checks):
             opaque.append(_unresolved(e, list(dict.fromkeys(names))))
     return Model(cluster, entries, paths, opaque)

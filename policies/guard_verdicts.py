@@ -107,14 +107,17 @@ def judge(resources: Sequence[Resource]) -> list[Finding]:
                 addr = ipaddress.ip_address(src)
                 if not v.admits(addr):
                     target = v.policies[0]
+                    port = f"{p.sp.target}" + (
+                        f"/{p.sp.protocol}" if p.sp.protocol != "TCP" else ""
+                    )
                     findings.append(
                         Finding(
                             HEALTH,
                             "violation",
                             f"path: check source {src} -> {e.label} -> Service {p.svc.ns}/{p.svc.name} ({p.via}) -> {p.pods.label()} "
-                            f"port {p.sp.target} -> {_policies(v)}. Breaks at: {_policies(v)}: "
-                            f"it does not admit the LB's health-check source {src} on the pod's port {p.sp.target}, so every node "
-                            f"looks dead to the LB. Fix: admit the check source: add ipBlock {src}/32 on port {p.sp.target} to "
+                            f"port {port} -> {_policies(v)}. Breaks at: {_policies(v)}: "
+                            f"it does not admit the LB's health-check source {src} on the pod's port {port}, so every node "
+                            f"looks dead to the LB. Fix: admit the check source: add ipBlock {src}/32 on port {port} to "
                             f"{target.label} (or to a policy of its own selecting these pods).",
                             target.res.urn,
                         )
@@ -140,7 +143,7 @@ def judge(resources: Sequence[Resource]) -> list[Finding]:
             continue
         for sp in svc.ports:
             for pods in cluster.pods_of(svc):
-                v = cluster.view(pods, sp.target)
+                v = cluster.view(pods, sp.target, sp.protocol)
                 if svc.type not in ("NodePort", "LoadBalancer"):
                     exposure = f"externalIPs {', '.join(svc.external_ips)} port {sp.port}"
                 elif sp.node_port is None:
@@ -196,7 +199,7 @@ def judge(resources: Sequence[Resource]) -> list[Finding]:
     for svc in cluster.services:
         for sp in svc.ports:
             for pods in cluster.pods_of(svc):
-                if cluster.view(pods, sp.target).ipblock_restricted:
+                if cluster.view(pods, sp.target, sp.protocol).ipblock_restricted:
                     restricted_ns.add(svc.ns)
     for op in model.opaque:
         if (op.namespace is None and restricted_ns) or op.namespace in restricted_ns:

@@ -25,6 +25,7 @@ BLIND = Path(__file__).resolve().parent / "guard_corpus" / "blind"
 #: A second blind set, written after the pack was extended against the first:
 #: measured, not trained on.
 BLIND2 = BLIND.parent / "blind2"
+BLIND3 = BLIND.parent / "blind3"
 VERDICTS = ("fail", "advise", "pass")
 #: The engine's wire shape of a secret: ``{SIG_KEY: SECRET_SIG, "value": ...}``
 #: (pulumi-policy deserialize.py:35-37 and 65-71).

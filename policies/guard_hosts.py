@@ -412,7 +412,8 @@ def _unit(host: Host, stem: str) -> tuple[list[str], dict[str, str]]:
     argv: list[str] = []
     env: dict[str, str] = {}
     for text in texts:
-        for line in text.splitlines():
+        # systemd joins a line ending in a backslash with the next one
+        for line in text.replace("\\\n", " ").splitlines():
             key, _, value = line.strip().partition("=")
             if key.strip() == "ExecStart":
                 argv = shell.split_exec(value.strip()) if value.strip() else []
@@ -600,12 +601,32 @@ def build(
                 continue
             text = source.text if isinstance(source, Asset) else None
             host.files[path] = File(text, res)
+    for host in hosts.values():
+        _persistent_rules(host)
     host_of = {r.urn: a for a, h in hosts.items() for r in h.resources}
     for res in resources:
         if res.type in DOCKER_CONTAINERS:
             near = {host_of[u] for u in ancestors(res.urn) if u in host_of} - {LOCAL_HOST}
             _docker_container(hosts, res, notes, unknown, near.pop() if len(near) == 1 else None)
     return hosts
+
+
+#: Services that load a ruleset file at start (Debian): nftables.service runs
+#: ``nft -f /etc/nftables.conf``; netfilter-persistent restores
+#: /etc/iptables/rules.v4 (iptables-persistent's plugin).
+RULESET_SERVICES = {
+    "nftables": ("nft", ("-f", "/etc/nftables.conf")),
+    "netfilter-persistent": ("iptables-restore", ("/etc/iptables/rules.v4",)),
+}
+
+
+def _persistent_rules(host: Host) -> None:
+    """A ruleset service started or enabled loads its file, now or at boot."""
+    for name, (prog, argv) in RULESET_SERVICES.items():
+        svc = host.services.get(name)
+        claim = svc.last() if svc is not None else None
+        if claim is not None:
+            host.netfilter.append((prog, argv, claim[0]))
 
 
 def _docker_container(

@@ -134,6 +134,8 @@ class Pods:
     configmaps: list[tuple[str, str]]  # (configMap name, mountPath)
     args: list[list[str]]
     virtual: bool = False
+    # containers whose arguments hold a value unknown at preview (their name)
+    args_unknown: list[str] = field(default_factory=list)
 
     @property
     def scaled_to_zero(self) -> bool:
@@ -446,13 +448,17 @@ def _pods(res: Resource, path: tuple[str, ...]) -> Pods:
     )
     ports: dict[str, int] = {}
     images, args, cms = [], [], []
+    unknown_args: list[str] = []
     containers = as_list(dig(tmpl, "spec", "containers"), f"{f}.spec.containers")
     for i, c in enumerate([] if isinstance(containers, Unknown) else containers):
         if not isinstance(c, Mapping):
             continue
         if isinstance(c.get("image"), str):
             images.append(c["image"])
-        args.append([a for a in _seq(c.get("args")) + _seq(c.get("command")) if isinstance(a, str)])
+        given = _seq(c.get("args")) + _seq(c.get("command"))
+        args.append([a for a in given if isinstance(a, str)])
+        if any(isinstance(a, Unknown) for a in given) or isinstance(c.get("args"), Unknown):
+            unknown_args.append(str(c.get("name") or i))
         plist = as_list(c.get("ports"), f"{f}.spec.containers[{i}].ports")
         for j, p in enumerate([] if isinstance(plist, Unknown) else plist):
             if isinstance(p, Mapping) and isinstance(p.get("name"), str):
@@ -469,7 +475,9 @@ def _pods(res: Resource, path: tuple[str, ...]) -> Pods:
         if isinstance(v, Mapping) and isinstance(dig(v, "configMap", "name"), str):
             vols[v.get("name")] = dig(v, "configMap", "name")
     configmaps = [(vols[n], path) for n, path in cms if n in vols]
-    return Pods(res, namespace_of(res), labels, ports, images, configmaps, args)
+    return Pods(
+        res, namespace_of(res), labels, ports, images, configmaps, args, args_unknown=unknown_args
+    )
 
 
 def _service(res: Resource, note: Note) -> Svc:

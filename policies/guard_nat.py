@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -132,6 +133,8 @@ def _int(text: str) -> int | None:
     return int(text) if text.isdigit() and 0 < int(text) < 65536 else None
 
 
+_NFT_DEFINE = re.compile(r"define\s+([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.+)$")
+_NFT_VAR = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 _NFT_DNAT = re.compile(r"\bdnat\s+(?:ip\s+)?to\s+(\S+)")
 _NFT_SADDR = re.compile(r"\bip6?\s+saddr\s+(!=\s*)?(\S+)")
 _NFT_DADDR = re.compile(r"\bip6?\s+daddr\s+(\S+)")
@@ -139,12 +142,20 @@ _NFT_DPORT = re.compile(r"\b(?:tcp|udp|th)\s+dport\s+(\d+)")
 
 
 def nft_rules(text: str, by: Resource) -> list[NatHop | Snat]:
-    """The NAT statements of an nftables ruleset (one rule per line or ``;``)."""
+    """The NAT statements of an nftables ruleset (one rule per line or ``;``),
+    with its ``define NAME = VALUE`` variables (``$NAME``) expanded."""
     found: list[NatHop | Snat] = []
+    defines: dict[str, str] = {}
     for raw in re.split(r"[\n;]", text):
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
+        if m := _NFT_DEFINE.match(line):
+            defines[m.group(1)] = _NFT_VAR.sub(
+                lambda v: defines.get(v.group(1), v.group(0)), m.group(2)
+            )
+            continue
+        line = _NFT_VAR.sub(lambda v: defines.get(v.group(1), v.group(0)), line)
         dnat = _NFT_DNAT.search(line)
         dport = _NFT_DPORT.search(line)
         if dnat:
@@ -178,7 +189,13 @@ def read(
     services: dict[str, tuple[Resource, list[Backend]]] = {}
     for prog, argv, by in calls:
         items: list[NatHop | Snat] = []
-        if prog.startswith("ip") and prog != "ipvsadm":
+        if _checks_only(prog, argv):
+            continue
+        if prog.endswith("-restore"):
+            path = next((a for a in argv if not a.startswith("-")), None)
+            text = files.get(path) if path else None
+            items = restore_rules(text, by) if text else []
+        elif prog.startswith("ip") and prog != "ipvsadm":
             one = _iptables(argv, by)
             items = [one] if one is not None else []
         elif prog == "nft":
@@ -203,6 +220,33 @@ def read(
             )
         )
     return hops, snats
+
+
+def _checks_only(prog: str, argv: Sequence[str]) -> bool:
+    """``nft -c``, ``iptables-restore --test``: a check that loads nothing."""
+    if prog == "nft":
+        return "-c" in argv or "--check" in argv
+    return prog.endswith("-restore") and ("-t" in argv or "--test" in argv)
+
+
+def restore_rules(text: str, by: Resource) -> list[NatHop | Snat]:
+    """The NAT rules of an ``iptables-save`` file (``*nat`` ... ``COMMIT``), as
+    ``iptables-restore`` loads them."""
+    found: list[NatHop | Snat] = []
+    table = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("*"):
+            table = line[1:].strip()
+        elif line.startswith(("-A ", "-I ")) and table == "nat":
+            try:
+                words = shlex.split(line)
+            except ValueError:
+                continue
+            one = _iptables(("-t", "nat", *words), by)
+            if one is not None:
+                found.append(one)
+    return found
 
 
 def _ipvsadm(

@@ -283,12 +283,29 @@ def _nat_entries(host: hosts.Host, others: list[Entry]) -> list[Entry]:
     return found
 
 
-def _incluster_entries(c: Cluster, note: Callable[[Resource, str, Any, str], None]) -> list[Entry]:
+def _incluster_entries(
+    c: Cluster, note: Callable[[Resource, str, Any, str], None], opaque: list[Opaque]
+) -> list[Entry]:
+    """Proxy workloads in the cluster: their configs from ConfigMaps; socat's
+    from its arguments (an argument unknown at preview: advised)."""
     found = []
     for pods in c.pods:
         kinds = {k for img in pods.images if (k := hosts.image_kind(img))}
-        if not kinds or not pods.configmaps or pods.scaled_to_zero:
+        if not kinds or pods.scaled_to_zero:
             continue
+        if not pods.configmaps and kinds != {"socat"}:
+            continue
+        if "socat" in kinds and pods.args_unknown:
+            opaque.append(
+                Opaque(
+                    pods.res,
+                    f"socat in {pods.label()} (container {', '.join(pods.args_unknown)}): an "
+                    "argument is unknown at preview, so the pack cannot tell where it connects. "
+                    "socat ends the client's connection; if it fronts ipBlock-restricted pods, "
+                    "they see its address.",
+                    None,  # the target may be in any namespace
+                )
+            )
         for kind_name in kinds:
             texts = []
             for cm, _mount in pods.configmaps:
@@ -505,7 +522,7 @@ def build(
         if host.netfilter:
             entries += _nat_entries(host, [e for e in entries if e.host == host.address])
         opaque += _scripts(host)
-    entries += _incluster_entries(cluster, note)
+    entries += _incluster_entries(cluster, note, opaque)
     lb_why = "so the pods see the load balancer's address"
     for res, label, detail, backends, fix in cloud.elbv2(resources, note, unknown):
         entries.append(Entry(res, label, "terminating", detail, fix, backends, why=lb_why))

@@ -81,6 +81,10 @@ NETFILTER_PROGS = (
     "ip6tables",
     "ipvsadm",
     "nft",
+    "iptables-restore",
+    "iptables-nft-restore",
+    "iptables-legacy-restore",
+    "ip6tables-restore",
 )
 
 

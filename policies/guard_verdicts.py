@@ -201,8 +201,19 @@ def judge(resources: Sequence[Resource]) -> list[Finding]:
             for pods in cluster.pods_of(svc):
                 if cluster.view(pods, sp.target, sp.protocol).ipblock_restricted:
                     restricted_ns.add(svc.ns)
+    # A policy that filters by address where the stack declares no pods it
+    # selects (a Helm v3 Release's, a chart's): its pods may be behind the hop.
+    for pol in cluster.policies:
+        blocks = [b for r in pol.rules for b in r.peers or [] if isinstance(b, kube.Block)]
+        if pol.ingress_type and (any(not b.world for b in blocks) or pol.denies):
+            restricted_ns.add(pol.ns)
+    anywhere = "*" in restricted_ns  # a cluster-wide policy
     for op in model.opaque:
-        if (op.namespace is None and restricted_ns) or op.namespace in restricted_ns:
+        if (
+            (op.namespace is None and restricted_ns)
+            or op.namespace in restricted_ns
+            or (anywhere and op.namespace is not None)
+        ):
             findings.append(Finding(OPAQUE, "advisory", op.message, op.res.urn))
 
     # -- world-open blocks --------------------------------------------------------

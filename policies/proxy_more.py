@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 
 from proxy_base import Backend, ConfigError, Hop, split_hostport
 
@@ -79,7 +80,10 @@ _PROXYPASS = re.compile(
 def apache(text: str) -> list[Hop]:
     hops: list[Hop] = []
     for m in _PROXYPASS.finditer(text):
-        words = m.group(2).split()
+        try:
+            words = shlex.split(m.group(2))  # Apache arguments may be quoted
+        except ValueError:
+            words = m.group(2).split()
         url = next((w for w in words if "://" in w), None)
         if url is None or url.lower().startswith("balancer://"):
             continue

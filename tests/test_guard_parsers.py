@@ -644,3 +644,55 @@ def test_ssh_local_forwards() -> None:
         ("terminating", (Backend("10.0.1.13", 30700),)),
     ]
     assert proxy_more.ssh_forward(["-N", "root@10.0.3.4", "systemctl", "status"]) == []
+
+
+def test_rulesets_loaded_from_files() -> None:
+    """nftables ``define`` variables are expanded; an ``iptables-save`` file
+    given to ``iptables-restore`` is read (its ``*nat`` table only); checks
+    (``nft -c``, ``iptables-restore --test``) load nothing (third blind set)."""
+    import guard_nat as nat
+    from guard_base import Resource
+
+    by = Resource("command:remote:Command", "gw", "urn:x::gw", {})
+    nft = (
+        "define NODE = 10.0.0.21\ndefine PORT = 31883\n"
+        "table ip nat {\n chain pre { type nat hook prerouting priority dstnat;\n"
+        '  iifname "wan0" tcp dport 8883 dnat to $NODE:$PORT\n }\n'
+        ' chain post { type nat hook postrouting priority srcnat;\n  oifname "lan0" masquerade\n }\n}\n'
+    )
+    _nft_accepts(nft)
+    saved = (
+        "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -p tcp --dport 22 -j ACCEPT\nCOMMIT\n"
+        "*nat\n:PREROUTING ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n"
+        "-A PREROUTING -i ens192 -p tcp --dport 6514 -j DNAT --to-destination 10.0.0.31:31514\n"
+        '-A POSTROUTING -o ens224 -m comment --comment "to the nodes" -j SNAT --to-source 10.0.0.1\n'
+        "COMMIT\n"
+    )
+    files = {"/etc/nftables.conf": nft, "/etc/iptables/rules.v4": saved}
+    calls = [
+        ("nft", ("-c", "-f", "/etc/nftables.conf"), by),
+        ("iptables-restore", ("--test", "/etc/iptables/rules.v4"), by),
+    ]
+    assert nat.read(calls, files) == ([], [])
+    hops, snats = nat.read(
+        [
+            ("nft", ("-f", "/etc/nftables.conf"), by),
+            ("iptables-restore", ("/etc/iptables/rules.v4",), by),
+        ],
+        files,
+    )
+    assert [h.backends for h in hops] == [
+        (Backend("10.0.0.21", 31883),),
+        (Backend("10.0.0.31", 31514),),
+    ]
+    assert [s.sources for s in snats] == [False, False]
+
+
+def test_apache_arguments_may_be_quoted() -> None:
+    import proxy_more
+
+    hops = proxy_more.apache(
+        '<Proxy "balancer://ui">\n  BalancerMember "http://10.0.0.11:31880" retry=30\n</Proxy>\n'
+        'ProxyPass "/" "balancer://ui/"\n'
+    )
+    assert [h.backends for h in hops] == [(Backend("10.0.0.11", 31880),)]

@@ -103,6 +103,18 @@ def _verify(args: argparse.Namespace) -> int:
     return run_verify(settings, args.stack, Path(args.project))
 
 
+def _status(args: argparse.Namespace) -> int:
+    from keepsource.status import run_status
+
+    settings = _settings(args)
+    identity = args.identity
+    if identity is None and settings.verify is not None:
+        identity = settings.verify.ssh_identity
+    if identity is not None and not Path(identity).expanduser().is_absolute():
+        identity = str(Path(args.project) / identity)
+    return run_status(settings, Path(args.project), identity)
+
+
 def _schema(args: argparse.Namespace) -> int:
     import json
 
@@ -138,6 +150,15 @@ def main(argv: list[str] | None = None) -> int:
     verify.add_argument("stack")
     _config_from(verify)
     verify.set_defaults(func=_verify)
+    status = sub.add_parser(
+        "status", help="each LB host's pools, real servers and connections, and the VIP holder"
+    )
+    status.add_argument("stack")
+    status.add_argument(
+        "--identity", help="SSH private key file (default: verify.sshIdentity, else ssh's own)"
+    )
+    _config_from(status)
+    status.set_defaults(func=_status)
     schema = sub.add_parser("schema", help="print the JSON schema of a stack file")
     schema.set_defaults(func=_schema)
     args = parser.parse_args(argv)

@@ -32,6 +32,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -582,3 +583,26 @@ def test_moving_the_pod_moves_the_traffic_without_apply(fault_again: lab.Plan) -
         moved = full.place_pod(plan.settings, worker)
         served = _served_by(plan, worker)
         print(f"pod Ready on {worker} after {moved:.1f} s; traffic after {served:.1f} s")
+        _status_shows(plan, worker)
+
+
+def _status_shows(plan: lab.Plan, worker: str) -> None:
+    """``./ks status`` (over the program's own SSH connection) shows the
+    apiserver's pool and the workload's with only ``worker`` in it."""
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "keepsource", "--project", str(paths.PROJECT), "status"),
+            *(plan.stack, "--identity", str(paths.KEY), "--config-from", "file"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=paths.PROJECT,
+    )
+    print(done.stdout)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = {line.split()[2]: line for line in done.stdout.splitlines()[2:] if "/tcp" in line}
+    assert "in pool" in rows["apiserver"], done.stdout
+    for w in plan.workers:
+        want = "in pool" if w.name == worker else "out (check failing)"
+        assert want in rows[w.name], done.stdout

@@ -44,6 +44,7 @@ from pulumi_kubernetes.networking.v1 import NetworkPolicy
 
 from keepsource.render import kube
 from keepsource.settings import Settings
+from keepsource.settings.services import Exposed
 
 TYPE = "keepsource:k8s:Workload"
 
@@ -107,46 +108,13 @@ class Workload(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
 
-        def child(*deps: pulumi.Resource) -> pulumi.ResourceOptions:
-            return pulumi.ResourceOptions(
-                parent=self,
-                provider=self.provider,
-                depends_on=list(deps),
-                # Never delete what keepsource may not have created (see above).
-                retain_on_delete=True,
-            )
-
-        def body(obj: dict[str, Any]) -> dict[str, Any]:
-            return {k: v for k, v in obj.items() if k not in ("apiVersion", "kind")}
-
-        sources = list(args.check_sources)
-        # The seed's single workload keeps its resource names (and so its URNs).
-        self.namespace_objects = {
-            ns: Namespace(
-                f"{name}-ns" if legacy else f"{name}-ns-{ns}",
-                **body(kube.namespace(ns)),
-                opts=child(),
-            )
-            for ns in namespaces
-        }
-        self.parts = {}
-        for ex in services:
-            ns = self.namespace_objects[kube.namespace_of(ex)]
-            prefix = name if legacy else f"{name}-{ex.name}"
-            self.parts[ex.name] = (
-                Deployment(f"{prefix}-deployment", **body(kube.deployment(ex)), opts=child(ns)),
-                Service(f"{prefix}-service", **body(kube.service(ex)), opts=child(ns)),
-                NetworkPolicy(
-                    f"{prefix}-networkpolicy",
-                    **body(kube.network_policy(ex, sources)),
-                    opts=child(ns),
-                ),
-            )
+        self._declare(name, services, namespaces, list(args.check_sources), legacy)
         first = services[0]
         self.namespace = self.namespace_objects[kube.namespace_of(first)]
         self.deployment, self.service, self.network_policy = self.parts[first.name]
         # Unknown at preview when the cluster allocates it; the LB follows it.
         self.node_port = self.service.spec.apply(lambda spec: int(spec.ports[0].node_port))
+        sources = list(args.check_sources)
         self.admitted_sources = pulumi.Output.from_input(kube.admitted_sources(first, sources))
         if not legacy:
             self.register_outputs(
@@ -165,3 +133,50 @@ class Workload(pulumi.ComponentResource):
                 "admittedSources": self.admitted_sources,
             }
         )
+
+    def _child(self, *deps: pulumi.Resource) -> pulumi.ResourceOptions:
+        return pulumi.ResourceOptions(
+            parent=self,
+            provider=self.provider,
+            depends_on=list(deps),
+            # Never delete what keepsource may not have created (see above).
+            retain_on_delete=True,
+        )
+
+    def _declare(
+        self,
+        name: str,
+        services: Sequence[Exposed],
+        namespaces: Sequence[str],
+        sources: list[str],
+        legacy: bool,
+    ) -> None:
+        """The namespaces once each, then each service's three objects. The
+        seed's single workload keeps its resource names (and so its URNs)."""
+
+        def body(obj: dict[str, Any]) -> dict[str, Any]:
+            return {k: v for k, v in obj.items() if k not in ("apiVersion", "kind")}
+
+        self.namespace_objects = {
+            ns: Namespace(
+                f"{name}-ns" if legacy else f"{name}-ns-{ns}",
+                **body(kube.namespace(ns)),
+                opts=self._child(),
+            )
+            for ns in namespaces
+        }
+        self.parts = {}
+        for ex in services:
+            ns = self.namespace_objects[kube.namespace_of(ex)]
+            prefix = name if legacy else f"{name}-{ex.name}"
+            self.parts[ex.name] = (
+                Deployment(
+                    f"{prefix}-deployment", **body(kube.deployment(ex)), opts=self._child(ns)
+                ),
+                Service(f"{prefix}-service", **body(kube.service(ex)), opts=self._child(ns)),
+                NetworkPolicy(
+                    f"{prefix}-networkpolicy",
+                    **body(kube.network_policy(ex, sources)),
+                    opts=self._child(ns),
+                ),
+            )

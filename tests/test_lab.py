@@ -327,7 +327,7 @@ def test_a_pool_that_never_gets_healthy_keeps_haproxy_serving(fault_again: lab.P
     ):
         done = _up(fault_again)
     out = _failed(done, "lb-cutover")
-    assert "pool nginx (192.168.0.1:30080) has no healthy real server after 8 s" in out
+    assert "pool nginx (192.168.0.1:30080/tcp) has no healthy real server after 8 s" in out
     w = next(w for w in fault_again.workers if w.name == pod_on[0])
     assert f"{w.name} {w.address}:30080 does not answer" in out
     assert "pool apiserver" not in out

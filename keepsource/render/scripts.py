@@ -157,11 +157,11 @@ def keepalived_config_script(settings: Settings, conf: str, node: LbNode | None 
 
 
 def cutover_script(
-    settings: Settings, node_port: int, conf: str, node: LbNode | None = None
+    settings: Settings, node_port: int | None, conf: str, node: LbNode | None = None
 ) -> str:
     node = node or settings.lb_nodes[0]
     services = pools(settings, node_port, node)
-    by_pool = [f"{vs.fwmark} {vs.name} {vs.vip} {vs.port}" for vs in services]
+    by_pool = [f"{vs.fwmark} {vs.name} {vs.vip} {vs.port} {vs.protocol.lower()}" for vs in services]
     real = [
         f"{vs.fwmark} {rs.address} {rs.port} {rs.name}" for vs in services for rs in vs.real_servers
     ]

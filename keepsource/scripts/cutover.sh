@@ -19,7 +19,7 @@ check_source=__KS_CHECK_SOURCE__
 stop_haproxy=__KS_STOP_HAPROXY__
 vip=__KS_VIP__
 own_ports="__KS_OWN_PORTS__"
-# fwmark name vip port, one pool a line
+# fwmark name vip port protocol, one pool a line
 pools="$(cat <<'KEEPSOURCE_POOLS'
 __KS_POOLS__
 KEEPSOURCE_POOLS
@@ -41,7 +41,7 @@ fi
 ipvs_counts() {
   local table
   table="$(ipvsadm -Ln 2>/dev/null || true)"
-  while read -r mark _ _ _; do
+  while read -r mark _; do
     awk -v m="$mark" '
       $1 == "FWM" { cur = $2; if (cur == m) seen = 1; next }
       $1 ~ /^(TCP|UDP|SCTP)$/ { cur = ""; next }
@@ -64,13 +64,19 @@ ipvs_matches_config() {
   [ -z "$(comm -23 <(ipvs_pairs) <(awk '{ print $1, $2 ":" $3 }' <<<"$real_servers" | sort))" ]
 }
 empty_pools() { ipvs_counts | awk '$2 == "absent" || $2 == 0 { print $1 }'; }
-pool_name() { awk -v m="$1" '$1 == m { print $2 " (" $3 ":" $4 ")" }' <<<"$pools"; }
+pool_name() { awk -v m="$1" '$1 == m { print $2 " (" $3 ":" $4 "/" $5 ")" }' <<<"$pools"; }
+pool_proto() { awk -v m="$1" '$1 == m { print $5 }' <<<"$pools"; }
 
 # Why a pool is empty: each real server probed from this host (bounded).
 diagnose() {
   local mark="$1" m addr port name rc
   while read -r m addr port name; do
     [ "$m" = "$mark" ] || continue
+    if [ "$(pool_proto "$mark")" = udp ]; then
+      # No probe: only the check's own request gets an answer from a UDP service.
+      printf '; %s %s:%s/udp gave no reply to the check'"'"'s request (no ready pod on that node with externalTrafficPolicy Local, the NetworkPolicy does not admit the check source %s on the pod'"'"'s UDP port, or the service does not answer that request)' "$name" "$addr" "$port" "$check_source"
+      continue
+    fi
     rc=0
     timeout 2 bash -c "exec 3<>/dev/tcp/$addr/$port" 2>/dev/null || rc=$?
     case "$rc" in

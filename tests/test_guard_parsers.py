@@ -668,7 +668,7 @@ def test_rulesets_loaded_from_files() -> None:
         '-A POSTROUTING -o ens224 -m comment --comment "to the nodes" -j SNAT --to-source 10.0.0.1\n'
         "COMMIT\n"
     )
-    files = {"/etc/nftables.conf": nft, "/etc/iptables/rules.v4": saved}
+    files: dict[str, str | None] = {"/etc/nftables.conf": nft, "/etc/iptables/rules.v4": saved}
     calls = [
         ("nft", ("-c", "-f", "/etc/nftables.conf"), by),
         ("iptables-restore", ("--test", "/etc/iptables/rules.v4"), by),

@@ -102,3 +102,14 @@ def test_the_quoting_check_can_fail() -> None:
 def test_the_local_lab_is_not_previewed() -> None:
     lister = _doc()["jobs"]["stacks"]["steps"][1]["run"]
     assert "grep -vx 'local'" in lister
+
+
+def test_every_check_of_the_test_run_can_fail_it() -> None:
+    """Under ``set -e`` a command on the left of ``&&`` or ``||`` that fails
+    does not stop bash: each check of run-tests is a command of its own (a
+    type error once passed CI as ``mypy . && mypy policies/__main__.py``)."""
+    text = (PROJECT_ROOT / "run-tests").read_text()
+    assert "set -euo pipefail" in text
+    for line in text.splitlines():
+        if '"$py" -m' in line and not line.lstrip().startswith("#"):
+            assert "&&" not in line and "||" not in line, line

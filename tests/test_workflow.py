@@ -100,8 +100,20 @@ def test_the_quoting_check_can_fail() -> None:
 
 
 def test_the_local_lab_is_not_previewed() -> None:
+    """The lister, run on this checkout: every stack but the local lab's
+    (``local``, ``local-ha``, ``local-services``: they need the lab's backend)."""
+    import subprocess
+
     lister = _doc()["jobs"]["stacks"]["steps"][1]["run"]
-    assert "grep -vx 'local'" in lister
+    line = next(ln for ln in lister.splitlines() if "ls Pulumi." in ln)
+    pipeline = line.split('"$(', 1)[1].split(" | jq", 1)[0]
+    done = subprocess.run(
+        ["bash", "-c", pipeline], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=30
+    )
+    listed = set(done.stdout.split())
+    every = {p.name[len("Pulumi.") : -len(".yaml")] for p in PROJECT_ROOT.glob("Pulumi.*.yaml")}
+    assert listed == {s for s in every if not s.startswith("local")}
+    assert {"dev", "local", "local-ha", "local-services"} <= every
 
 
 def test_every_check_of_the_test_run_can_fail_it() -> None:

@@ -172,6 +172,24 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
         "overlaps internalSubnet",
     ),
     (
+        "empty-real-servers",
+        _with(lambda sv: sv[0].update(realServers=[])),
+        "keepsource:services[0]",
+        "realServers is empty",
+    ),
+    (
+        "clients-without-workload",
+        _with(lambda sv: sv[0].update(allowedClients=["192.168.0.10/32"])),
+        "keepsource:services[0]",
+        "allowedClients needs a workload",
+    ),
+    (
+        "node-port-on-real-servers",
+        _with(lambda sv: sv[0]["ports"][0].update(nodePort=30443)),
+        "keepsource:services[0]",
+        "a nodePort is for a workload service",
+    ),
+    (
         "workload-name-differs",
         _with(lambda sv: sv[1]["workload"].update(name="nginx")),
         "keepsource:services[1]",

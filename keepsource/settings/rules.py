@@ -303,8 +303,9 @@ def lb_only(s: Settings) -> list[Fault]:
         return [
             Fault(
                 key(("kubernetes",)),
-                "is set but workload.managedBy is 'external': no Kubernetes provider is "
-                "declared (remove it, or manage the workload here)",
+                "is set but no workload is managed here (workload.managedBy 'external', or "
+                "services with realServers only): no Kubernetes provider is declared (remove "
+                "it, or manage a workload here)",
             )
         ]
     return []

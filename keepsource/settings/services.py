@@ -115,6 +115,18 @@ class ServiceSpec(Model):
             raise ValueError("give exactly one of workload and realServers")
         if self.workload is not None and not self.allowed_clients:
             raise ValueError("a workload service needs allowedClients (its NetworkPolicy)")
+        if self.real_servers is not None:
+            if not self.real_servers:
+                raise ValueError("realServers is empty: the pool would never serve")
+            if self.allowed_clients:
+                raise ValueError(
+                    "allowedClients needs a workload: keepsource declares no NetworkPolicy "
+                    "for fixed real servers (filter on those hosts)"
+                )
+            if any(p.node_port is not None for p in self.ports):
+                raise ValueError(
+                    "a nodePort is for a workload service (realServers take targetPort)"
+                )
         wl = self.workload
         if wl is not None and "name" in wl.model_fields_set and wl.name != self.name:
             raise ValueError("workload.name is the service's name: leave it out")

@@ -409,6 +409,36 @@ def _cilium_protocol(protos: set[str]) -> str | None:
     return next(iter(protos)) if len(protos) == 1 and protos != {"ANY"} else None
 
 
+def _cilium_rules(
+    res: Resource,
+    spec: Mapping[str, Any],
+    key: str,
+    where: str,
+    pol: str,
+    unknowns: list[tuple[str, Unknown]],
+    note: Callable[[Resource, str, Any, str], None],
+) -> list[Rule]:
+    """One Cilium rule list of ``spec`` (``ingress``, ``ingressDeny``)."""
+    found = []
+    items = as_list(spec.get(key), f"{where}.{key}")
+    if isinstance(items, Unknown):
+        unknowns.append((f"{where}.{key}", items))
+        items = []
+    for i, r in enumerate(items):
+        if isinstance(r, Mapping):
+            try:
+                found.append(_cilium_rule(r, f"{where}.{key}[{i}]", pol, unknowns))
+            except Malformed as err:
+                note(res, err.field, err.value, err.reason)
+    return found
+
+
+def _modelled_deny(rule: Rule) -> bool:
+    """A Deny of every source or of address blocks (one of in-cluster peers
+    only is not modelled)."""
+    return rule.peers is None or any(isinstance(b, Block) for b in rule.peers)
+
+
 def _strip_prefix(sel: Any) -> Any:
     """Cilium's label sources (``k8s:app``, ``any:app``) as plain keys."""
     if not isinstance(sel, Mapping):
@@ -480,8 +510,8 @@ def policies(
                 if rule is None:
                     continue
                 if r.get("action") == "Deny":
-                    if rule.peers is None or any(isinstance(b, Block) for b in rule.peers):
-                        denies.append(rule)  # a Deny of in-cluster peers only: not modelled
+                    if _modelled_deny(rule):
+                        denies.append(rule)
                 else:
                     rules.append(rule)
         return [Policy(res, ns, name, sel, ingress_type, rules, unknowns, kind=kind, denies=denies)]
@@ -506,31 +536,10 @@ def policies(
             punk.append((f"{where}.endpointSelector", sel))
         elif ns == "*":
             sel = ScopedSelector((), (), sel, None, frozen_ns)
-        rules = []
-        ing = as_list(spec.get("ingress"), f"{where}.ingress")
-        if isinstance(ing, Unknown):
-            punk.append((f"{where}.ingress", ing))
-            ing = []
-        for i, r in enumerate(ing):
-            if isinstance(r, Mapping):
-                try:
-                    rules.append(_cilium_rule(r, f"{where}.ingress[{i}]", f"{ns}/{name}", punk))
-                except Malformed as err:
-                    note(res, err.field, err.value, err.reason)
-        cdenies: list[Rule] = []
-        deny = as_list(spec.get("ingressDeny"), f"{where}.ingressDeny")
-        if isinstance(deny, Unknown):
-            punk.append((f"{where}.ingressDeny", deny))
-            deny = []
-        for i, r in enumerate(deny):
-            if isinstance(r, Mapping):
-                try:
-                    rule = _cilium_rule(r, f"{where}.ingressDeny[{i}]", f"{ns}/{name}", punk)
-                except Malformed as err:
-                    note(res, err.field, err.value, err.reason)
-                    continue
-                if rule.peers is None or any(isinstance(b, Block) for b in rule.peers):
-                    cdenies.append(rule)
+        pol = f"{ns}/{name}"
+        rules = _cilium_rules(res, spec, "ingress", where, pol, punk, note)
+        deny = _cilium_rules(res, spec, "ingressDeny", where, pol, punk, note)
+        cdenies = [r for r in deny if _modelled_deny(r)]
         ingress_type = spec.get("ingress") is not None or spec.get("ingressDeny") is not None
         found.append(
             Policy(res, ns, name, sel, ingress_type, rules, punk, kind=kind, denies=cdenies)

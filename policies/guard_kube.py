@@ -344,17 +344,7 @@ class Cluster:
                 names.add(port)
             for p in ingress:
                 for r in p.rules:
-                    if r.protocol not in (None, protocol):
-                        continue
-                    if r.ports is not None and not any(
-                        (
-                            isinstance(rp, int)
-                            and number is not None
-                            and (rp == number or (end is not None and rp <= number <= end))
-                        )
-                        or (isinstance(rp, str) and rp in names)
-                        for rp, end in r.ports
-                    ):
+                    if r.protocol not in (None, protocol) or not _on_port(r, number, names):
                         continue
                     if r.peers is None:
                         v.open_all = True
@@ -664,22 +654,24 @@ def _rules(
             by_proto[proto] = None  # a port entry without port: every port of that protocol
         elif have is not None:
             have.append((port, end if isinstance(end, int) else None))
-    shape = _rule(r, f, pol, unknowns)
+    peers = _peers(r, f, pol, unknowns)
     if not by_proto:
-        return [Rule(None, shape.peers, None)]
-    return [Rule(ports, shape.peers, proto) for proto, ports in by_proto.items()]
+        return [Rule(None, peers, None)]
+    return [Rule(ports, peers, proto) for proto, ports in by_proto.items()]
 
 
-def _rule(r: Mapping[str, Any], f: str, pol: str, unknowns: list[tuple[str, Unknown]]) -> Rule:
-    """The peers of a NetworkPolicy ingress rule (its ports: :func:`_rules`)."""
-    ports: list[tuple[int | str, int | None]] | None = None
+def _peers(
+    r: Mapping[str, Any], f: str, pol: str, unknowns: list[tuple[str, Unknown]]
+) -> list[Block | str] | None:
+    """The peers of a NetworkPolicy ingress rule (None: every source; its
+    ports: :func:`_rules`)."""
     peers_v = r.get("from")
     if peers_v is None or peers_v == []:
-        return Rule(ports, None)
+        return None
     peers_l = as_list(peers_v, f"{f}.from")
     if isinstance(peers_l, Unknown):
         unknowns.append((f"{f}.from", peers_l))
-        return Rule(ports, [])
+        return []
     peers: list[Block | str] = []
     for k, peer in enumerate(peers_l):
         pf = f"{f}.from[{k}]"
@@ -712,7 +704,7 @@ def _rule(r: Mapping[str, Any], f: str, pol: str, unknowns: list[tuple[str, Unkn
                     if isinstance(s, Unknown):
                         unknowns.append((f"{pf}.{key}", s))
             peers.append("selector")
-    return Rule(ports, peers)
+    return peers
 
 
 def _backend_refs(res: Resource) -> Iterable[tuple[str, str | None, Any]]:

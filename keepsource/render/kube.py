@@ -28,8 +28,11 @@ Obj = dict[str, Any]
 PATCH_FORCE = {"pulumi.com/patchForce": "true"}
 
 
-def _single(settings: Settings) -> Exposed:
-    """The workload service of a stack written the seed's way (or the first)."""
+def _single(settings: Settings | Exposed) -> Exposed:
+    """A service as given, or the workload service of a stack written the
+    seed's way (or the first)."""
+    if isinstance(settings, Exposed):
+        return settings
     return next(e for e in settings.exposed if e.workload is not None)
 
 
@@ -39,7 +42,7 @@ def _wl(ex: Exposed) -> Workload:
 
 
 def labels(settings: Settings | Exposed) -> dict[str, str]:
-    ex = settings if isinstance(settings, Exposed) else _single(settings)
+    ex = _single(settings)
     return {"app.kubernetes.io/name": ex.name}
 
 
@@ -70,7 +73,7 @@ def _pod_ports(ex: Exposed) -> list[tuple[str, str, int]]:
 
 
 def deployment(settings: Settings | Exposed) -> Obj:
-    ex = settings if isinstance(settings, Exposed) else _single(settings)
+    ex = _single(settings)
     wl = _wl(ex)
     container: Obj = {
         "name": ex.name,
@@ -103,7 +106,7 @@ def deployment(settings: Settings | Exposed) -> Obj:
 
 
 def service(settings: Settings | Exposed) -> Obj:
-    ex = settings if isinstance(settings, Exposed) else _single(settings)
+    ex = _single(settings)
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -131,7 +134,7 @@ def service(settings: Settings | Exposed) -> Obj:
 
 def admitted_sources(settings: Settings | Exposed, check_source: str | Sequence[str]) -> list[str]:
     """CIDRs a NetworkPolicy admits: the service's allowed clients and the LB's check source(s)."""
-    ex = settings if isinstance(settings, Exposed) else _single(settings)
+    ex = _single(settings)
     sources = [str(c) for c in ex.allowed_clients]
     for address in [check_source] if isinstance(check_source, str) else check_source:
         own = f"{address}/32"
@@ -147,7 +150,7 @@ def check_sources(settings: Settings) -> list[str]:
 
 
 def network_policy(settings: Settings | Exposed, check_source: str | Sequence[str]) -> Obj:
-    ex = settings if isinstance(settings, Exposed) else _single(settings)
+    ex = _single(settings)
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",

@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import AfterValidator, Field, field_validator
+from pydantic import Field, field_validator
 
-from keepsource.settings.base import IPv4, Model, Net4
+from keepsource.settings.base import IPv4, Model
 from keepsource.settings.checks import HealthCheck, Verify
 from keepsource.settings.lb import Lb, Ssh
 from keepsource.settings.network import Apiserver, Network, Worker
-from keepsource.settings.services import Exposed, ServiceSpec, exposed
+from keepsource.settings.services import ClientNet, Exposed, ServiceSpec, exposed
 from keepsource.settings.workload import Kubernetes, Workload
-
-
-def _client_cidr(value: Net4) -> Net4:
-    if value.prefixlen == 0:
-        raise ValueError("admits the whole world; name the clients")
-    return value
-
 
 #: The resource name of the LB when there is one (a pair names its hosts).
 SINGLE_LB_NAME = "lb"
@@ -57,7 +50,7 @@ class Settings(Model):
     workload: Workload | None = Field(
         default=None, description="The one workload (or list services instead)."
     )
-    allowed_clients: list[Annotated[Net4, AfterValidator(_client_cidr)]] | None = Field(
+    allowed_clients: list[ClientNet] | None = Field(
         default=None, min_length=1, description="Client CIDRs the NetworkPolicy admits."
     )
     services: list[ServiceSpec] | None = Field(

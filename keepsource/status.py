@@ -52,6 +52,11 @@ def parse_ipvs_table(text: str) -> dict[str, list[Real]]:
     return table
 
 
+def ipv4_addresses(text: str) -> set[str]:
+    """The addresses in ``ip -4 -o addr show`` output (its fourth field, ADDR/LEN)."""
+    return {fld.split("/")[0] for line in text.splitlines() for fld in line.split()[3:4]}
+
+
 def _split(out: str) -> dict[str, str]:
     parts: dict[str, list[str]] = {p: [] for p in _PARTS}
     at: str | None = None
@@ -77,9 +82,7 @@ def read_host(name: str, run: Callable[[str], tuple[int, str]]) -> HostState:
     if rc == 255 or "@@ipvs" not in out:
         return HostState(name, False, "unknown", frozenset(), {})
     parts = _split(out)
-    addrs = {
-        fld.split("/")[0] for line in parts["@@addr"].splitlines() for fld in line.split()[3:4]
-    }
+    addrs = ipv4_addresses(parts["@@addr"])
     state = (parts["@@keepalived"].strip().splitlines() or ["unknown"])[-1]
     return HostState(name, True, state, frozenset(addrs), parse_ipvs_table(parts["@@ipvs"]))
 

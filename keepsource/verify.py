@@ -24,6 +24,7 @@ from keepsource.render.keepalived import WORKLOAD_FWMARK, render_keepalived
 from keepsource.render.scripts import LB_NAME, PACKAGES, STATE_DIR, STEP_NAMES, step_urn
 from keepsource.settings import Settings
 from keepsource.settings.model import LbNode
+from keepsource.status import ipv4_addresses, parse_ipvs_table
 
 Runner = Callable[[str], tuple[int, str]]
 KEEPALIVED_CONF_PATH = "/etc/keepalived/keepalived.conf"
@@ -188,18 +189,9 @@ def client_checks(settings: Settings, allowed: Runner, denied: Runner) -> list[C
 def parse_ipvs(text: str, vip: str, port: int, fwmark: int | None = None) -> set[str]:
     """Real servers ('ip:port') of one virtual service in `ipvsadm -Ln` output:
     the ``TCP vip:port`` service, or the ``FWM fwmark`` one when given."""
-    wanted = {("TCP", f"{vip}:{port}")}
-    if fwmark is not None:
-        wanted.add(("FWM", str(fwmark)))
-    servers: set[str] = set()
-    inside = False
-    for line in text.splitlines():
-        fields = line.split()
-        if len(fields) >= 2 and fields[0] in ("TCP", "UDP", "FWM"):
-            inside = (fields[0], fields[1]) in wanted
-        elif inside and len(fields) >= 2 and fields[0] == "->" and re.match(r"^\d", fields[1]):
-            servers.add(fields[1])
-    return servers
+    table = parse_ipvs_table(text)
+    wanted = [f"TCP {vip}:{port}"] + ([f"FWM {fwmark}"] if fwmark is not None else [])
+    return {r.address for key in wanted for r in table.get(key, [])}
 
 
 def _read_node(settings: Settings, node: LbNode) -> LbNode:
@@ -328,8 +320,7 @@ def vip_holder(settings: Settings, runners: Mapping[str, Runner]) -> Check:
     held: dict[str, set[str]] = {}
     for name, run in runners.items():
         rc, out = run("ip -4 -o addr show")
-        addrs = {f.split("/")[0] for line in out.splitlines() for f in line.split()[3:4]}
-        held[name] = want & addrs if rc == 0 else set()
+        held[name] = want & ipv4_addresses(out) if rc == 0 else set()
     holders = [name for name, got in held.items() if got == want]
     partial = [name for name, got in held.items() if got and got != want]
     ok = len(holders) == 1 and not partial

@@ -20,10 +20,11 @@ from pathlib import Path
 
 from keepsource.connection import INSECURE_WARNING, lb_connection, read_host_key_file, ssh_argv
 from keepsource.render import gateway
-from keepsource.render.keepalived import WORKLOAD_FWMARK, render_keepalived
+from keepsource.render.keepalived import RealServer, VirtualService, pools, render_keepalived
 from keepsource.render.scripts import LB_NAME, PACKAGES, STATE_DIR, STEP_NAMES, step_urn
 from keepsource.settings import Settings
 from keepsource.settings.model import LbNode
+from keepsource.settings.services import Exposed, check_payload
 from keepsource.status import ipv4_addresses, parse_ipvs_table
 
 Runner = Callable[[str], tuple[int, str]]
@@ -171,19 +172,73 @@ def curl_command(url: str) -> str:
     return f"curl -s -m 2 -o - -w '\\nHTTP %{{http_code}}\\n' {shlex.quote(url)}"
 
 
+def udp_command(address: str, port: int, payload_hex: str | None, timeout: float = 2) -> str:
+    """Send one datagram (the service's check payload) with bash's /dev/udp and
+    wait ``timeout`` s for a reply: exit 0 on a reply, 124 when none came, 1
+    when the host refused (an ICMP port unreachable). Bash and coreutils only,
+    so it runs on any Debian client or LB."""
+    hexs = payload_hex or ""
+    data = "".join(f"\\x{hexs[i : i + 2]}" for i in range(0, len(hexs), 2))
+    script = f"exec 3<>/dev/udp/{address}/{port} && printf '{data}' >&3 && head -c 1 <&3 >/dev/null"
+    return f"timeout {timeout:g} bash -c {shlex.quote(script)}"
+
+
 def client_checks(settings: Settings, allowed: Runner, denied: Runner) -> list[Check]:
+    """Each client against each workload service's ports on the VIP: a client
+    that the service's ``allowedClients`` admit is served (TCP: an HTTP 2xx or
+    3xx; UDP: a reply to the service's check payload), any other times out.
+    Fixed real-server services (the apiserver) are not client-checked."""
     assert settings.verify is not None
-    url = f"http://{settings.network.vip}:{settings.node_port}/"
-    a, d = settings.verify.allowed_client, settings.verify.denied_client
-    rc, out = allowed(curl_command(url))
-    # The workload answered: any 2xx or 3xx, whatever the image serves.
-    status = out.strip().splitlines()[-1] if out.strip() else ""
-    page = rc == 0 and re.fullmatch(r"HTTP [23]\d\d", status) is not None
-    checks = [Check(f"{a.name} is served from {url}", page, f"curl exit {rc}, {status}")]
-    rc, out = denied(curl_command(url))
-    # curl exit 28: timed out (the policy drops); 7 would mean refused, 0 served.
-    checks.append(Check(f"{d.name} times out on {url}", rc == 28, f"curl exit {rc}"))
+    clients = (
+        (settings.verify.allowed_client, allowed),
+        (settings.verify.denied_client, denied),
+    )
+    vip = settings.network.vip
+    checks = []
+    for ex in settings.exposed:
+        if ex.workload is None:
+            continue
+        for port in ex.ports:
+            where = f"{vip}:{port.port}" if port.protocol == "UDP" else ""
+            url = f"http://{vip}:{port.port}/"
+            for client, run in clients:
+                admitted = any(client.address in net for net in ex.allowed_clients)
+                what = where or url
+                if port.protocol == "UDP":
+                    checks.append(_udp_check(ex, port.port, client.name, run, admitted, str(vip)))
+                    continue
+                rc, out = run(curl_command(url))
+                if admitted:
+                    # The workload answered: any 2xx or 3xx, whatever the image serves.
+                    status = out.strip().splitlines()[-1] if out.strip() else ""
+                    page = rc == 0 and re.fullmatch(r"HTTP [23]\d\d", status) is not None
+                    checks.append(
+                        Check(
+                            f"{client.name} is served from {what}",
+                            page,
+                            f"curl exit {rc}, {status}",
+                        )
+                    )
+                else:
+                    # curl exit 28: timed out (the policy drops); 7 would mean refused, 0 served.
+                    checks.append(
+                        Check(f"{client.name} times out on {what}", rc == 28, f"curl exit {rc}")
+                    )
     return checks
+
+
+def _udp_check(ex: Exposed, port: int, client: str, run: Runner, admitted: bool, vip: str) -> Check:
+    payload = check_payload(ex.check)
+    where = f"udp {vip}:{port} ({ex.name})"
+    if payload is None:
+        # Without a payload the service's answer is unknown: no check passes by default.
+        return Check(
+            f"{client} on {where}", False, "no check payload (check.dnsQuery or udpPayload)"
+        )
+    rc, _ = run(udp_command(vip, port, payload))
+    if admitted:
+        return Check(f"{client} gets an answer from {where}", rc == 0, f"exit {rc}")
+    return Check(f"{client} gets no answer from {where}", rc == 124, f"exit {rc}")
 
 
 def parse_ipvs(text: str, vip: str, port: int, fwmark: int | None = None) -> set[str]:
@@ -287,17 +342,31 @@ def _lb_checks(settings: Settings, lb: Runner, settle_s: float, node: LbNode) ->
             ("cutover",),
         )
     )
-    vip, port = str(settings.network.vip), settings.node_port
-    healthy, table = _pool(settings, lb, settle_s, node)
-    checks.append(
-        Check(
-            f"IPVS {vip}:{port} holds exactly the healthy workers",
-            table == healthy and bool(healthy),
-            f"ipvs={sorted(table)} healthy={sorted(healthy)}",
-            ("cutover",),
+    for vs in pools(settings, settings.node_port, node):
+        healthy, table = _pool(vs, lb, settle_s)
+        what = (
+            f"{vs.vip}:{vs.port}"
+            if _legacy_name(settings, vs)
+            else f"{vs.vip}:{vs.port}/{vs.protocol.lower()} ({vs.service})"
         )
-    )
+        checks.append(
+            Check(
+                f"IPVS {what} holds exactly the healthy {_members(settings, vs)}",
+                table == healthy and bool(healthy),
+                f"ipvs={sorted(table)} healthy={sorted(healthy)}",
+                ("cutover",),
+            )
+        )
     return checks
+
+
+def _legacy_name(settings: Settings, vs: VirtualService) -> bool:
+    return any(e.legacy and e.name == vs.service for e in settings.exposed)
+
+
+def _members(settings: Settings, vs: VirtualService) -> str:
+    ex = next(e for e in settings.exposed if e.name == vs.service)
+    return "workers" if ex.workload is not None else "real servers"
 
 
 def repair_line(stack: str, checks: list[Check]) -> str | None:
@@ -329,25 +398,40 @@ def vip_holder(settings: Settings, runners: Mapping[str, Runner]) -> Check:
     return Check(f"one LB host holds the VIP and the gateway ({what})", ok, detail)
 
 
-def _pool(
-    settings: Settings, lb: Runner, settle_s: float, node: LbNode
-) -> tuple[set[str], set[str]]:
-    """(workers that answer the LB's own check, IPVS real servers), polled until
-    they agree or ``settle_s`` passed: keepalived needs a few checks to settle."""
-    vip, port = str(settings.network.vip), settings.node_port
-    source = node.check_source
-    probes = "; ".join(
-        f"curl -s -o /dev/null -m 2 --interface {source} http://{w.address}:{port}/ "
-        f"&& echo 'up {w.address}:{port}' || echo 'down {w.address}:{port}'"
-        for w in settings.workers
-    )
+def probe_command(vs: VirtualService, rs: RealServer) -> str:
+    """One real server as the pool's check sees it, from the LB: prints
+    ``up FWMARK ADDR:PORT`` or ``down ...``. TCP: a connection from the check
+    source (curl: any answer, even a protocol error, means connected; 7 is
+    refused, 28 timed out); UDP: the check's payload and a reply (with no
+    payload, like keepalived's UDP_CHECK without one: up unless refused)."""
+    tag = f"{vs.fwmark} {rs.address}:{rs.port}"
+    if vs.protocol == "UDP":
+        ok = "[ $rc -eq 0 ]" if vs.udp_payload else "[ $rc -ne 1 ]"
+        send = udp_command(rs.address, rs.port, vs.udp_payload)
+    else:
+        ok = "[ $rc -ne 7 ] && [ $rc -ne 28 ]"
+        send = (
+            f"curl -s -o /dev/null -m 2 --interface {vs.check_source} "
+            f"http://{rs.address}:{rs.port}/"
+        )
+    return f"{send}; rc=$?; if {ok}; then echo 'up {tag}'; else echo 'down {tag}'; fi"
+
+
+def _pool(vs: VirtualService, lb: Runner, settle_s: float) -> tuple[set[str], set[str]]:
+    """(real servers that answer the pool's check from the LB, IPVS real
+    servers), polled until they agree or ``settle_s`` passed: keepalived needs
+    a few checks to settle."""
+    probes = "; ".join(probe_command(vs, rs) for rs in vs.real_servers)
     healthy: set[str] = set()
     table: set[str] = set()
     deadline = time.monotonic() + settle_s
     for _ in range(max(1, int(settle_s / 0.5))):
         out = lb(f"{probes}; ipvsadm -Ln")[1]
-        healthy = {line.split()[1] for line in out.splitlines() if line.startswith("up ")}
-        table = parse_ipvs(out, vip, port, WORKLOAD_FWMARK)
+        healthy = {
+            f[2] for f in (line.split() for line in out.splitlines())
+            if len(f) == 3 and f[0] == "up" and f[1] == str(vs.fwmark)
+        }  # fmt: skip
+        table = parse_ipvs(out, vs.vip, vs.port, vs.fwmark)
         if (table == healthy and healthy) or time.monotonic() > deadline:
             break
         time.sleep(0.5)

@@ -1,5 +1,6 @@
 """lab/lab: the local lab. Run as root:
-lab/lab up [--ha]|apply|pod|reboot|ssh|kill-lb|start-lb|verify|fault|down|bench-boot|demo [--ha].
+lab/lab up [--ha|--services]|apply|pod|reboot|ssh|kill-lb|start-lb|verify|fault|down|
+bench-boot|demo [--ha|--services].
 
 The CLI only: a lab run's plan, state and commands are lab/run.py."""
 
@@ -56,6 +57,25 @@ def engine_demo() -> int:
     return table.report("demo", full.SCENARIO_ROWS)
 
 
+def services_demo() -> int:
+    """The services stack on a fresh lab (``up --services``): a table."""
+    from engine.build import build
+    from lab import full, services
+
+    require_root()
+    build()
+    plan_ = make_plan(plan.SERVICES)
+    table = run.Table()
+    down()
+    try:
+        full.up(plan_)
+        table.rows.extend(run.fault(plan_))
+        services.scenario(plan_, table)
+    finally:
+        down()
+    return table.report("services demo", services.SCENARIO_ROWS + 3)
+
+
 def bench_boot(g: plan.Guest, n: int) -> int:
     """Cold boots (power off hard, boot on the same disk) and reboots
     (``systemctl reboot``) of a running guest, ``n`` each: seconds to SSH, with
@@ -93,6 +113,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     u.add_argument(
         "--ha", action="store_true", help="the pair: guests lb1 and lb2 (stack local-ha, LB only)"
+    )
+    u.add_argument(
+        "--services",
+        action="store_true",
+        help="one guest, stack local-services: web (TCP), DNS (UDP) and the apiserver",
     )
     a = sub.add_parser("apply", help="pulumi up of the lab's stack with the real CLI")
     a.add_argument(
@@ -132,12 +157,19 @@ def main(argv: list[str] | None = None) -> int:
         "(lab/full.py), down: a table",
     )
     d.add_argument("--ha", action="store_true", help="the pair's failover scenario")
+    d.add_argument(
+        "--services",
+        action="store_true",
+        help="stack local-services: web (TCP), DNS (UDP) and the apiserver on one VIP",
+    )
     args = parser.parse_args(argv)
     if args.cmd == "demo":
         if args.ha:
             from lab import ha
 
             return ha.demo()
+        if args.services:
+            return services_demo()
         return engine_demo()
     if args.cmd == "down":
         down()
@@ -162,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "up":
         from engine.build import build
 
-        plan_ = make_plan(plan.PAIR if args.ha else plan.SINGLE)
+        layout = plan.PAIR if args.ha else plan.SERVICES if args.services else plan.SINGLE
+        plan_ = make_plan(layout)
         from lab import full
 
         build()  # the control plane's binaries (cached)

@@ -27,7 +27,9 @@ from typing import Any
 from engine.cli import PREVIEW, Pulumi, resources
 from keepsource.render import kube as render
 from keepsource.settings import Settings
+from keepsource.settings.services import Exposed
 from lab import engine, hosts, kube, paths
+from lab.plan import SERVICES
 from lab.run import VENV, Plan, State, engine_cli
 
 CURL_TIMED_OUT = 28
@@ -48,12 +50,26 @@ def master(plan_: Plan) -> kube.Master:
     )
 
 
+def _services(s: Settings) -> list[Exposed]:
+    """The services whose objects keepsource declares (one for a stack written
+    the seed's way): the workloads the lab's control plane runs."""
+    return render.managed(s)
+
+
+def _one(s: Settings, ex: Exposed | None) -> Exposed:
+    """``ex``, or the stack's first managed service (the seed's one workload)."""
+    return ex if ex is not None else _services(s)[0]
+
+
 def seed_objects(s: Settings) -> list[dict[str, Any]]:
-    """The seed's objects: the Service with ``externalTrafficPolicy: Cluster``
-    and a NetworkPolicy that admits the allowed clients only."""
-    service = render.service(s)
-    service["spec"]["externalTrafficPolicy"] = "Cluster"
-    objs = [render.namespace(s), render.deployment(s), service, render.network_policy(s, [])]
+    """The seed's objects, for each service: the Service with
+    ``externalTrafficPolicy: Cluster`` and a NetworkPolicy that admits the
+    allowed clients only (with the namespaces first)."""
+    objs = [render.namespace(ns) for ns in render.namespaces(s)]
+    for ex in _services(s):
+        service = render.service(ex)
+        service["spec"]["externalTrafficPolicy"] = "Cluster"
+        objs += [render.deployment(ex), service, render.network_policy(ex, [])]
     for o in objs:  # the seed's operators knew nothing of Pulumi
         o["metadata"].pop("annotations", None)
     return objs
@@ -62,24 +78,30 @@ def seed_objects(s: Settings) -> list[dict[str, Any]]:
 def make_fault(s: Settings) -> None:
     doc = {"apiVersion": "v1", "kind": "List", "items": seed_objects(s)}
     kube.kubectl("apply", "-f", "-", stdin=json.dumps(doc))
-    wait_ready(s, 120)
-    log(f"fault: the seed's objects in {s.single.namespace}, made with kubectl")
+    for ex in _services(s):
+        wait_ready(s, 120, ex)
+    spaces = ", ".join(render.namespaces(s))
+    log(f"fault: the seed's objects in {spaces}, made with kubectl")
 
 
-def api_objects(s: Settings) -> dict[str, dict[str, Any]]:
-    ns, name = s.single.namespace, s.single.name
-    out = kube.kubectl("get", "-n", ns, "service,networkpolicy,deployment", name, "-o", "json")
+def api_objects(s: Settings, ex: Exposed | None = None) -> dict[str, dict[str, Any]]:
+    """A service's Service, NetworkPolicy and Deployment as the API holds them."""
+    ex = _one(s, ex)
+    ns = render.namespace_of(ex)
+    out = kube.kubectl("get", "-n", ns, "service,networkpolicy,deployment", ex.name, "-o", "json")
     items = json.loads(out)["items"]
     return {i["kind"]: i for i in items}
 
 
-def _selector(s: Settings) -> str:
-    """The workload's pods as a kubectl label selector."""
-    return ",".join(f"{k}={v}" for k, v in render.labels(s).items())
+def _selector(ex: Exposed) -> str:
+    """The service's pods as a kubectl label selector."""
+    return ",".join(f"{k}={v}" for k, v in render.labels(ex).items())
 
 
-def ready_pod_nodes(s: Settings) -> list[str]:
-    out = kube.kubectl("get", "pods", "-n", s.single.namespace, "-l", _selector(s), "-o", "json")
+def ready_pod_nodes(s: Settings, ex: Exposed | None = None) -> list[str]:
+    ex = _one(s, ex)
+    ns = render.namespace_of(ex)
+    out = kube.kubectl("get", "pods", "-n", ns, "-l", _selector(ex), "-o", "json")
     nodes = []
     for pod in json.loads(out)["items"]:
         conds = pod.get("status", {}).get("conditions", [])
@@ -90,56 +112,75 @@ def ready_pod_nodes(s: Settings) -> list[str]:
     return nodes
 
 
-def wait_ready(s: Settings, timeout: float) -> list[str]:
+def wait_ready(s: Settings, timeout: float, ex: Exposed | None = None) -> list[str]:
     for _ in range(int(timeout / 0.5) + 1):
-        nodes = ready_pod_nodes(s)
+        nodes = ready_pod_nodes(s, ex)
         if nodes:
             return nodes
         time.sleep(0.5)
-    raise SystemExit(f"lab: no Ready pod of {s.single.name} within {timeout:.0f} s")
+    raise SystemExit(f"lab: no Ready pod of {_one(s, ex).name} within {timeout:.0f} s")
+
+
+View = tuple[tuple[hosts.PodFilter, tuple[str, ...]], ...]
+
+
+def views(s: Settings) -> View:
+    """What the API says the workers must do, per Service port of every
+    service: the filter and the nodes with a Ready pod of that service."""
+    nodes = tuple(str(w.address) for w in s.workers)
+    out: list[tuple[hosts.PodFilter, tuple[str, ...]]] = []
+    for ex in _services(s):
+        objs = api_objects(s, ex)
+        on = tuple(ready_pod_nodes(s, ex))
+        out += [(f, on) for f in hosts.api_filters(objs["Service"], objs["NetworkPolicy"], nodes)]
+    return tuple(out)
 
 
 def view(s: Settings) -> tuple[hosts.PodFilter, tuple[str, ...]]:
-    """What the API says the workers must do: the filter and the nodes with a Ready pod."""
-    objs = api_objects(s)
-    nodes = tuple(str(w.address) for w in s.workers)
-    return hosts.api_filter(objs["Service"], objs["NetworkPolicy"], nodes), tuple(
-        ready_pod_nodes(s)
-    )
+    """The first service's first port (the seed's one workload): its filter and
+    the nodes with a Ready pod."""
+    return views(s)[0]
 
 
-def sync_workers(plan_: Plan) -> tuple[hosts.PodFilter, tuple[str, ...]]:
+def set_views(plan_: Plan, now: View) -> None:
+    hosts.set_workers(plan_.workers, {}, views=[(f, {n: "pod" for n in on}) for f, on in now])
+
+
+def sync_workers(plan_: Plan) -> View:
     """Set the workers' stand-ins from the API once (the follower does it
-    continuously): the pod where a Ready pod is, the Service's ports and traffic
-    policy, the NetworkPolicy's ipBlocks."""
-    f, on = view(plan_.settings)
-    hosts.set_workers(plan_.workers, {n: "pod" for n in on}, f)
-    return f, on
+    continuously): the pods where Ready pods are, the Services' ports and
+    traffic policy, the NetworkPolicies' ipBlocks."""
+    now = views(plan_.settings)
+    set_views(plan_, now)
+    return now
 
 
-def place_pod(s: Settings, worker: str, timeout: float = 90) -> float:
-    """Move the workload's pod to ``worker`` the way an operator does: cordon
-    the other workers, delete the pod (its ReplicaSet makes a new one, the
-    scheduler puts it on the one schedulable worker, kwok makes it Ready),
-    then uncordon them. Seconds until the one Ready pod is there."""
+def place_pod(s: Settings, worker: str, timeout: float = 90, ex: Exposed | None = None) -> float:
+    """Move a service's pod (default: the seed's workload) to ``worker`` the
+    way an operator does: cordon the other workers, delete the pod (its
+    ReplicaSet makes a new one, the scheduler puts it on the one schedulable
+    worker, kwok makes it Ready), then uncordon them. Seconds until the one
+    Ready pod is there."""
+    ex = _one(s, ex)
     others = [w.name for w in s.workers if w.name != worker]
     start = time.monotonic()
-    if ready_pod_nodes(s) == [worker]:
+    if ready_pod_nodes(s, ex) == [worker]:
         _record_pod(worker)
         return 0.0
     kube.kubectl("uncordon", worker)
     for name in others:
         kube.kubectl("cordon", name)
     try:
-        kube.kubectl("delete", "pods", "-n", s.single.namespace, "-l", _selector(s), "--wait=false")
+        ns = render.namespace_of(ex)
+        kube.kubectl("delete", "pods", "-n", ns, "-l", _selector(ex), "--wait=false")
         for _ in range(int(timeout / 0.5) + 1):
-            if ready_pod_nodes(s) == [worker] or time.monotonic() - start > timeout:
+            if ready_pod_nodes(s, ex) == [worker] or time.monotonic() - start > timeout:
                 break
             time.sleep(0.5)
     finally:
         for name in others:
             kube.kubectl("uncordon", name)
-    on = ready_pod_nodes(s)
+    on = ready_pod_nodes(s, ex)
     if on != [worker]:
         raise SystemExit(f"lab: the pod did not move to {worker} within {timeout:.0f} s (on {on})")
     _record_pod(worker)
@@ -173,11 +214,11 @@ def back_to_fault(plan_: Plan) -> dict[str, float]:
         guest.close_shared_connection(g)
         guest.stop(g, hard=True)
         t["boot_to_ssh"] = guest.boot(g, fresh=True)
-    ns, name = s.single.namespace, s.single.name
-    kube.kubectl(
-        "delete", "-n", ns, "deployment,service,networkpolicy", name,
-        "--ignore-not-found", "--wait=true", timeout=120,
-    )  # fmt: skip
+    for ex in _services(s):
+        kube.kubectl(
+            "delete", "-n", render.namespace_of(ex), "deployment,service,networkpolicy", ex.name,
+            "--ignore-not-found", "--wait=true", timeout=120,
+        )  # fmt: skip
     make_fault(s)
     t["pod_placed"] = place_pod(s, s.workers[0].name)
     p = engine_cli(plan_)
@@ -201,23 +242,26 @@ def follow(plan_: Plan) -> int:
     """Keep the stand-ins on what the API holds, as kube-proxy and a CNI do:
     look once a second, re-apply when the view changed. Ends when
     FOLLOW_STOP exists or after FOLLOW_LIMIT seconds."""
-    last: tuple[hosts.PodFilter, tuple[str, ...]] | None = None
+    last: View | None = None
     start = time.monotonic()
     changes = 0
     for _ in range(int(FOLLOW_LIMIT / FOLLOW_INTERVAL)):
         if FOLLOW_STOP.exists() or time.monotonic() - start > FOLLOW_LIMIT:
             break
-        now: tuple[hosts.PodFilter, tuple[str, ...]] | None
+        now: View | None
         try:
-            now = view(plan_.settings)
+            now = views(plan_.settings)
         except (SystemExit, KeyError, ValueError, subprocess.SubprocessError) as e:
             log(f"follow: the API did not answer ({str(e)[:200]})")
             now = last
         if now is not None and now != last:
-            f, on = now
-            hosts.set_workers(plan_.workers, {n: "pod" for n in on}, f)
+            set_views(plan_, now)
             changes += 1
-            log(f"follow: pod on {list(on)}, nodePort {f.node_port}, admitted {list(f.admitted)}")
+            for f, on in now:
+                log(
+                    f"follow: {f.protocol} {f.node_port}->{f.pod_port}: pods on {list(on)}, "
+                    f"admitted {list(f.admitted)}"
+                )
             last = now
         time.sleep(FOLLOW_INTERVAL)
     return changes
@@ -276,7 +320,12 @@ def start(plan_: Plan) -> dict[str, float]:
     make_fault(plan_.settings)
     # The pod where the stand-ins' state says it is (the first worker), as
     # the seed had it: the scheduler alone may pick either.
-    times["pod_placed"] = place_pod(plan_.settings, plan_.settings.workers[0].name)
+    if plan_.layout == SERVICES:  # one pod of each service on each worker
+        from lab import services
+
+        times["pods_spread"] = services.spread(plan_.settings)
+    else:
+        times["pod_placed"] = place_pod(plan_.settings, plan_.settings.workers[0].name)
     sync_workers(plan_)
     state = State.load()
     state.phase = "api"

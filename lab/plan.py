@@ -28,11 +28,13 @@ from lab import paths
 
 SINGLE = "single"
 PAIR = "pair"
-LAYOUT_STACKS = {SINGLE: "local", PAIR: "local-ha"}
+#: The single guest with the many-services stack (issue 18): web, DNS, the apiserver.
+SERVICES = "services"
+LAYOUT_STACKS = {SINGLE: "local", PAIR: "local-ha", SERVICES: "local-services"}
 #: Where the pair's stack file is. The lead moves it to the project root once
 #: the settings model reads ``lb.hosts``: then this becomes ``PROJECT_ROOT``.
 HA_STACK_ROOT = PROJECT_ROOT
-STACK_ROOTS = {SINGLE: PROJECT_ROOT, PAIR: HA_STACK_ROOT}
+STACK_ROOTS = {SINGLE: PROJECT_ROOT, PAIR: HA_STACK_ROOT, SERVICES: PROJECT_ROOT}
 
 #: The image names the guest's NICs by MAC (.link files list every guest's MAC).
 EXT_IF, INT_IF = "lbext", "lbint"
@@ -179,9 +181,9 @@ def _with_prefix(address: str, subnet: str, key: str) -> str:
     return f"{addr}/{net.prefixlen}"
 
 
-def single_guests(config: dict[str, Any]) -> list[Guest]:
+def single_guests(config: dict[str, Any], stack: str = LAYOUT_STACKS[SINGLE]) -> list[Guest]:
     """The seed's one LB: the VIP and the nodes' gateway on the guest."""
-    _check_seed(config, LAYOUT_STACKS[SINGLE])
+    _check_seed(config, stack)
     ext, inner = _get(config, "network.externalSubnet"), _get(config, "network.internalSubnet")
     return [
         Guest(
@@ -268,4 +270,6 @@ def guests(layout: str, config: dict[str, Any] | None = None) -> list[Guest]:
         return single_guests(config)
     if layout == PAIR:
         return pair_guests(config)
-    raise SystemExit(f"lab: no layout {layout!r} (single or pair)")
+    if layout == SERVICES:
+        return single_guests(config, LAYOUT_STACKS[SERVICES])
+    raise SystemExit(f"lab: no layout {layout!r} (single, pair or services)")

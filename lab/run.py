@@ -140,18 +140,27 @@ def current_plan() -> Plan:
     return make_plan(State.load().layout)
 
 
-def _filter(plan_: Plan, phase: str) -> hosts.PodFilter:
+def _filters(plan_: Plan, phase: str) -> tuple[hosts.PodFilter, ...]:
+    """Every Service port of the rendered manifests, filtered by its policy
+    ("seed": the seed's policy, without the LB's checks)."""
     manifests = artifacts(plan_.settings)["manifests.yaml"]
     sources: str | tuple[str, ...] = (
         str(plan_.settings.network.lb_internal_address)
-        if plan_.layout == SINGLE
+        if len(plan_.guests) == 1
         else plan_.check_sources
     )
-    return hosts.pod_filter(manifests, phase == "seed", sources)
+    return hosts.pod_filters(manifests, phase == "seed", sources)
+
+
+def _filter(plan_: Plan, phase: str) -> hosts.PodFilter:
+    """The first service's first port (the seed's one workload)."""
+    return _filters(plan_, phase)[0]
 
 
 def set_pod(plan_: Plan, state: State) -> None:
-    hosts.set_workers(plan_.workers, {state.pod: "pod"}, _filter(plan_, state.phase))
+    """Every service's pod on ``state.pod`` (the stand-ins before the API follows)."""
+    views = [(f, {state.pod: "pod"}) for f in _filters(plan_, state.phase)]
+    hosts.set_workers(plan_.workers, {}, views=views)
     state.save()
 
 
@@ -195,21 +204,27 @@ def up(plan_: Plan, kube: bool = False) -> dict[str, float]:
     paths.RUN.mkdir(parents=True)
     net.create(plan_.all)
     log(f"namespaces: {', '.join(h.netns for h in plan_.all)} (bridges in {net.SWITCH})")
-    f = _filter(plan_, "seed")
+    fs = _filters(plan_, "seed")
+    f = fs[0]
     master = None if kube else plan_.master
+    ports = [(pf.protocol, pf.pod_port) for pf in fs]
     pids = hosts.start_servers(
-        plan_.repo, master, plan_.settings.apiserver.port, plan_.workers, f.pod_port
+        plan_.repo, master, plan_.settings.apiserver.port, plan_.workers, ports
     )
     state = State(pod=plan_.workers[0].name, phase="seed", pids=pids, layout=plan_.layout)
     set_pod(plan_, state)
     hosts.wait_listening(
         [(plan_.repo, 80)]
         + ([(master, plan_.settings.apiserver.port)] if master else [])
-        + [(w, f.pod_port) for w in plan_.workers]
+        + [(w, port) for w in plan_.workers for proto, port in ports if proto == "tcp"]
+    )
+    hosts.wait_listening(
+        [(w, port) for w in plan_.workers for proto, port in ports if proto == "udp"],
+        protocol="udp",
     )
     log(f"workers: the pod is on {state.pod}; filter = the seed's policy {list(f.admitted)}")
     boot = time.monotonic()
-    if plan_.layout == SINGLE:
+    if len(plan_.guests) == 1:
         log(f"guest booting (console: {plan_.guests[0].console}) ...")
         times["boot_to_ssh"] = guest.boot(plan_.guests[0])
         log(f"guest answers SSH after {times['boot_to_ssh']:.1f} s")
@@ -267,7 +282,7 @@ def plan_steps(plan_: Plan, config: dict[str, Any] | None = None) -> list[Declar
     clear refusal while the program declares no command for one of the guests
     (the lab never pretends the pair was configured)."""
     stack = plan_.stack
-    if plan_.layout == SINGLE:
+    if plan_.layout != PAIR:
         return declared(stack, config)
     try:
         steps = declared(stack, config if config is not None else plan.stack_config(PAIR))
@@ -581,7 +596,7 @@ def fault(plan_: Plan) -> list[tuple[str, bool, str]]:
     holder = plan_.guests[0]
     rows = []
     active = guest.ssh("systemctl is-active haproxy", lb=holder).stdout.strip()
-    where = "" if plan_.layout == SINGLE else f" on {holder.name}"
+    where = "" if len(plan_.guests) == 1 else f" on {holder.name}"
     rows.append((f"fault: haproxy serves the VIP{where}", active == "active", active))
     for client in plan_.clients:
         rc, out = curl(client.netns, url)

@@ -606,3 +606,17 @@ def _status_shows(plan: lab.Plan, worker: str) -> None:
     for w in plan.workers:
         want = "in pool" if w.name == worker else "out (check failing)"
         assert want in rows[w.name], done.stdout
+
+
+def test_many_services_on_the_same_boot(fault_again: lab.Plan) -> None:
+    """Issue 18 on this module's boot (last: it moves the lab to stack
+    local-services): the guest back at the fault, then the real engine applies
+    web (TCP, host01), DNS (UDP, host02) and the apiserver; each client gets
+    exactly its service, verify checks each, a pod removed from worker01
+    drains only its own pool, and a second up changes nothing."""
+    from lab import services
+
+    p = services.switch(fault_again)
+    table = lab.Table()
+    services.scenario(p, table)
+    assert table.report("services", services.SCENARIO_ROWS) == 0, table.rows

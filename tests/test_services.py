@@ -21,6 +21,7 @@ from keepsource.render.keepalived import pools, render_keepalived
 from keepsource.settings import ConfigError, parse
 from keepsource.settings.services import dns_query_payload
 from keepsource.stackfile import load_config
+from keepsource.verify import client_checks
 from tests.conftest import dev_config, require_tool
 
 
@@ -29,7 +30,7 @@ def as_services(cfg: dict[str, Any]) -> dict[str, Any]:
     README's recipe): the apiserver with its fixed real server, the workload
     with its nodePort, clients and workload."""
     out = {k: v for k, v in cfg.items() if k.split(":")[1] not in (
-        "nodePort", "workload", "allowedClients", "verify")}  # fmt: skip
+        "nodePort", "workload", "allowedClients")}  # fmt: skip
     api = cfg["keepsource:apiserver"]
     wl = dict(cfg["keepsource:workload"])
     name = wl.pop("name", "nginx")
@@ -67,6 +68,15 @@ def test_the_seed_layout_as_a_list_renders_the_same(stack: str) -> None:
             continue  # scripts carry the config's digest, equal only byte for byte
         assert after[name] == before[name], name
     assert render_keepalived(listed) == render_keepalived(legacy)
+    if legacy.verify is not None:  # verify's section moves as it is: the same client checks
+
+        def names(s: Any) -> list[tuple[str, bool]]:
+            served = lambda _: (0, "page\nHTTP 200")  # noqa: E731
+            timeout = lambda _: (28, "")  # noqa: E731
+            return [(c.name, c.ok) for c in client_checks(s, served, timeout)]
+
+        assert names(listed) == names(legacy)
+        assert all(ok for _, ok in names(listed))
 
 
 def test_the_three_services_stack() -> None:

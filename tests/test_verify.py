@@ -3,13 +3,29 @@
 from __future__ import annotations
 
 import hashlib
+import tempfile
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 import mockrun
-from keepsource.render.keepalived import APISERVER_FWMARK, WORKLOAD_FWMARK, render_keepalived
+from keepsource.render import gateway
+from keepsource.render.keepalived import (
+    APISERVER_FWMARK,
+    WORKLOAD_FWMARK,
+    pools,
+    render_keepalived,
+)
 from keepsource.render.scripts import LB_NAME, LB_TYPE, STEP_NAMES, step_urn
 from keepsource.stackfile import load
-from keepsource.verify import client_checks, lb_checks, parse_ipvs, repair_line, vip_holder
+from keepsource.verify import (
+    client_checks,
+    lb_checks,
+    parse_ipvs,
+    repair_line,
+    udp_command,
+    vip_holder,
+)
 
 IPVSADM = """\
 IP Virtual Server version 1.2.1 (size=4096)
@@ -66,13 +82,14 @@ GOOD = {
     "sysctl -n net.ipv4.ip_forward": "1",
     "iptables-save -t nat": "-A POSTROUTING -j KEEPSOURCE-POSTROUTING\n"
     "-A KEEPSOURCE-POSTROUTING -s 172.16.0.0/24 ! -d 172.16.0.0/24 -j MASQUERADE",
-    "ipvsadm -Ln": "up 172.16.0.11:30080\ndown 172.16.0.12:30080\n" + IPVSADM,
+    "ipvsadm -Ln": f"up {APISERVER_FWMARK} 172.16.0.1:6443\n"
+    f"up {WORKLOAD_FWMARK} 172.16.0.11:30080\ndown {WORKLOAD_FWMARK} 172.16.0.12:30080\n" + IPVSADM,
 }
 
 
 def test_lb_checks_pass_on_the_fixed_state() -> None:
     checks = lb_checks(load("local"), _lb(GOOD), settle_s=0.5)
-    assert [c.ok for c in checks] == [True] * 9, [c.line() for c in checks]
+    assert [c.ok for c in checks] == [True] * 10, [c.line() for c in checks]
 
 
 def test_an_unreachable_lb_fails() -> None:
@@ -98,7 +115,8 @@ def test_lb_checks_fail_on_each_broken_fact() -> None:
         "iptables-save -t mangle": SWITCH.splitlines()[0],
         "sysctl -n net.ipv4.ip_forward": "0",
         "iptables-save -t nat": "",
-        "ipvsadm -Ln": "up 172.16.0.12:30080\n" + IPVSADM,
+        "ipvsadm -Ln": f"up {APISERVER_FWMARK} 172.16.0.1:6443\n"
+        f"up {WORKLOAD_FWMARK} 172.16.0.12:30080\n" + IPVSADM,
     }
     for key, value in broken.items():
         checks = lb_checks(load("local"), _lb({**GOOD, key: value}), settle_s=0.5)
@@ -188,3 +206,117 @@ def test_a_checks_line_never_passes_escape_sequences_to_the_terminal() -> None:
     assert line.startswith("FAIL  keepalived active: active")
     assert not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in line)
     assert "second line" in line and "\n" not in line
+
+
+# -- many services (issue 18): each service's pool and clients -----------------------------
+
+
+def _services_lb() -> dict[str, str]:
+    s = load("local-services")
+    vss = pools(s, s.node_port)
+    conf = hashlib.sha256(render_keepalived(s, s.node_port).encode()).hexdigest()
+    table = "\n".join(
+        f"FWM  {vs.fwmark} rr\n"
+        + "".join(f"  -> {rs.address}:{rs.port}  Masq 1 0 0\n" for rs in vs.real_servers[:1])
+        for vs in vss
+    )
+    up = "".join(
+        f"up {vs.fwmark} {rs.address}:{rs.port}\n" for vs in vss for rs in vs.real_servers[:1]
+    )
+    switch = "\n".join(
+        line
+        for line in gateway.render_switch_rules(s, s.node_port).splitlines()
+        if line.startswith("-A ")
+    )
+    return {
+        **GOOD,
+        "sha256sum < /etc/keepalived/keepalived.conf": f"{conf}\n{conf}",
+        "iptables-save -t mangle": switch,
+        "ipvsadm -Ln": up + table,
+    }
+
+
+def test_every_services_pool_is_checked_with_its_protocols_probe() -> None:
+    s = load("local-services")
+    commands: list[str] = []
+    answers = _services_lb()
+
+    def run(command: str) -> tuple[int, str]:
+        commands.append(command)
+        return _lb(answers)(command)
+
+    checks = lb_checks(s, run, settle_s=0.5)
+    pool_rows = [c for c in checks if c.name.startswith("IPVS ")]
+    assert [c.name for c in pool_rows] == [
+        "IPVS 192.168.0.1:6443/tcp (apiserver) holds exactly the healthy real servers",
+        "IPVS 192.168.0.1:30080/tcp (web) holds exactly the healthy workers",
+        "IPVS 192.168.0.1:30053/udp (dns) holds exactly the healthy workers",
+    ]
+    assert all(c.ok for c in checks), [c.line() for c in checks]
+    probes = " ".join(c for c in commands if "ipvsadm -Ln" in c)
+    assert "/dev/udp/172.16.0.11/30053" in probes and "--interface 172.16.0.254" in probes
+    # One worker of the DNS pool out of IPVS while its check answers: that pool fails, alone.
+    broken = {**answers, "ipvsadm -Ln": answers["ipvsadm -Ln"] + "up "
+              f"{pools(s)[2].fwmark} 172.16.0.12:30053\n"}  # fmt: skip
+    failed = [c.name for c in lb_checks(s, _lb(broken), settle_s=0.5) if not c.ok]
+    assert failed == ["IPVS 192.168.0.1:30053/udp (dns) holds exactly the healthy workers"]
+
+
+def test_each_client_is_checked_against_each_services_own_clients() -> None:
+    s = load("local-services")  # web admits host01 only, dns host02 only
+
+    def client(http_ok: bool, dns_ok: bool) -> Callable[[str], tuple[int, str]]:
+        def run(command: str) -> tuple[int, str]:
+            if "/dev/udp/" in command:
+                return (0, "") if dns_ok else (124, "")
+            return (0, "<html>\nHTTP 200") if http_ok else (28, "")
+
+        return run
+
+    good = client_checks(s, client(True, False), client(False, True))
+    assert [(c.name, c.ok) for c in good] == [
+        ("host01 is served from http://192.168.0.1:30080/", True),
+        ("host02 times out on http://192.168.0.1:30080/", True),
+        ("host01 gets no answer from udp 192.168.0.1:30053 (dns)", True),
+        ("host02 gets an answer from udp 192.168.0.1:30053 (dns)", True),
+    ]
+    swapped = client_checks(s, client(False, True), client(True, False))
+    assert [c.ok for c in swapped] == [False] * 4
+
+
+def test_the_udp_probe_tells_an_answer_from_silence_and_refusal() -> None:
+    """udp_command under the real bash, against sockets on loopback: a DNS
+    stand-in that answers (lab/dns.py), a socket that never replies, a closed port."""
+    import socket
+    import subprocess
+    import threading
+
+    from keepsource.settings.services import dns_query_payload
+    from lab import dns
+
+    payload = dns_query_payload("web.my-ns.svc.cluster.local")
+    answering = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    answering.bind(("127.0.0.1", 0))
+    port = answering.getsockname()[1]
+    answering.close()
+    log = Path(tempfile.mkdtemp()) / "dns.log"
+    threading.Thread(target=dns.serve, args=("127.0.0.1", port, log, 8), daemon=True).start()
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))
+    closed = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    closed.bind(("127.0.0.1", 0))
+    closed_port = closed.getsockname()[1]
+    closed.close()
+
+    def rc(p: int) -> int:
+        cmd = udp_command("127.0.0.1", p, payload, timeout=1)
+        return subprocess.run(["bash", "-c", cmd], timeout=10, check=False).returncode
+
+    deadline = time.monotonic() + 5
+    while rc(port) != 0 and time.monotonic() < deadline:  # the stand-in binds in its thread
+        time.sleep(0.1)
+    assert rc(port) == 0
+    assert dns.peers(log.read_text())[-1] == "127.0.0.1"
+    assert rc(silent.getsockname()[1]) == 124
+    assert rc(closed_port) == 1
+    silent.close()

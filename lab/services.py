@@ -1,0 +1,262 @@
+"""Many services behind one LB, in the lab (issue 18): the ``local-services``
+stack (web on TCP 30080 for host01, DNS on UDP 30053 for host02, the
+apiserver) applied by the real engine to the same guest and control plane.
+
+``lab/lab up --services`` starts the lab on that stack; :func:`switch` moves a
+running single lab there on the same boot (the guest back at its fault
+snapshot, the single stack's objects deleted with kubectl, the DNS stand-ins
+started): tests share the boot. Each service runs two replicas, one per
+worker (:func:`spread`), so each pool holds both workers and a pod removed
+from one worker drains that service's pool only.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from keepsource.render import kube as render
+from keepsource.settings import Settings
+from keepsource.settings.services import Exposed
+from keepsource.status import parse_ipvs_table
+from lab import dns, engine, full, guest, hosts, kube, paths, plan, run
+from lab.run import Plan, State
+
+
+def log(msg: str) -> None:
+    print(f"[lab] {msg}", flush=True)
+
+
+def pods(s: Settings, ex: Exposed) -> list[tuple[str, str, bool]]:
+    """(pod name, node, Ready) of a service's pods."""
+    out = kube.kubectl(
+        "get", "pods", "-n", render.namespace_of(ex), "-l",
+        ",".join(f"{k}={v}" for k, v in render.labels(ex).items()), "-o", "json",
+    )  # fmt: skip
+    found = []
+    for pod in json.loads(out)["items"]:
+        if pod["metadata"].get("deletionTimestamp"):
+            continue
+        conds = pod.get("status", {}).get("conditions", [])
+        ready = any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
+        found.append((pod["metadata"]["name"], pod.get("spec", {}).get("nodeName", ""), ready))
+    return found
+
+
+def _move_one(s: Settings, ex: Exposed, node: str, want: set[str], timeout: float) -> None:
+    """Delete one of ``ex``'s pods on ``node`` with ``node`` cordoned, until the
+    Ready pods' nodes are ``want`` (bounded)."""
+    name = next(p for p, n, _ in pods(s, ex) if n == node)
+    kube.kubectl("cordon", node)
+    try:
+        kube.kubectl("delete", "pod", "-n", render.namespace_of(ex), name, "--wait=false")
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if {n for _, n, r in pods(s, ex) if r} == want:
+                return
+            time.sleep(0.5)
+        raise SystemExit(f"lab: {ex.name}'s pods are not on {sorted(want)} after {timeout:.0f} s")
+    finally:
+        kube.kubectl("uncordon", node)
+
+
+def spread(s: Settings, timeout: float = 90) -> float:
+    """One Ready pod of every service on each worker (the scheduler may put
+    both replicas on one node): seconds it took."""
+    start = time.monotonic()
+    workers = {w.name for w in s.workers}
+    for ex in render.managed(s):
+        for _ in range(len(workers)):
+            on = [n for _, n, r in pods(s, ex) if r]
+            if set(on) == workers:
+                break
+            crowded = max(set(on), key=on.count) if on else sorted(workers)[0]
+            _move_one(s, ex, crowded, workers, timeout)
+    return time.monotonic() - start
+
+
+def drain(s: Settings, ex: Exposed, worker: str, timeout: float = 90) -> float:
+    """Remove ``ex``'s pod from ``worker`` the way an operator does (cordon,
+    delete; the ReplicaSet's new pod goes to another worker), then uncordon:
+    seconds until its Ready pods are all elsewhere."""
+    start = time.monotonic()
+    others = {w.name for w in s.workers if w.name != worker}
+    _move_one(s, ex, worker, others, timeout)
+    return time.monotonic() - start
+
+
+def switch(single: Plan) -> Plan:
+    """The running single lab on the services stack, on the same boot: the
+    follower stopped, the guest back at its fault snapshot (HAProxy serves),
+    the single stack's objects deleted, the DNS stand-ins started, the seed's
+    objects of every service made with kubectl, one pod per worker, the
+    follower on the new stack."""
+    full.stop_follower()
+    g = single.guests[0]
+    restored = guest.restore_state(g)
+    for ex in render.managed(single.settings):
+        kube.kubectl(
+            "delete", "-n", render.namespace_of(ex), "deployment,service,networkpolicy",
+            ex.name, "--ignore-not-found", "--wait=true", timeout=120,
+        )  # fmt: skip
+    p = run.make_plan(plan.SERVICES)
+    state = State.load()
+    ports = [(f.protocol, f.pod_port) for f in run._filters(p, "seed") if f.protocol == "udp"]
+    state.pids += hosts.start_pods(p.workers, ports)
+    state.layout = p.layout
+    state.save()
+    hosts.wait_listening([(w, port) for w in p.workers for _, port in ports], protocol="udp")
+    full.make_fault(p.settings)
+    spread_s = spread(p.settings)
+    full.sync_workers(p)
+    state = State.load()
+    state.pids.append(full.start_follower())
+    state.save()
+    cli = run.engine_cli(p)
+    cli.run("stack", "rm", "--yes", "--force", stack=p.stack, check=False)
+    run.engine_cli(p)  # the stack again, from the checkout's file
+    log(
+        f"switched to {p.stack}: guest restored in {restored:.1f} s, "
+        f"pods spread in {spread_s:.1f} s"
+    )
+    return p
+
+
+def pool_members(plan_: Plan) -> dict[str, set[str]]:
+    """Each service port's IPVS real servers (their addresses) on the guest, by pool name."""
+    from keepsource.render.keepalived import pools
+
+    table = parse_ipvs_table(guest.ssh("ipvsadm -Ln", lb=plan_.guests[0]).stdout)
+    return {
+        vs.name: {r.address.rsplit(":", 1)[0] for r in table.get(f"FWM {vs.fwmark}", [])}
+        for vs in pools(plan_.settings, plan_.settings.node_port)
+    }
+
+
+def wait_pools(
+    plan_: Plan, want: dict[str, set[str]], timeout: float = 20
+) -> tuple[float, dict[str, set[str]]]:
+    """Seconds until the pools named in ``want`` hold exactly those real servers."""
+    start = time.monotonic()
+    got = pool_members(plan_)
+    while time.monotonic() - start < timeout:
+        got = pool_members(plan_)
+        if all(got.get(k) == v for k, v in want.items()):
+            return time.monotonic() - start, got
+        time.sleep(0.2)
+    raise SystemExit(f"lab: pools {got} not {want} within {timeout:.0f} s")
+
+
+def _query(ns: str, vip: str, port: int) -> str | None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        ["ip", "netns", "exec", ns, sys.executable, "-m", "lab.dns", "query", vip, str(port),
+         "web.my-ns.svc.cluster.local"],
+        capture_output=True, text=True, timeout=30, check=False, cwd=str(paths.PROJECT),
+    )  # fmt: skip
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def clients(plan_: Plan) -> dict[str, dict[str, Any]]:
+    """What each client gets from each workload service on the VIP: the page
+    (curl exit status) or a DNS answer (None: no answer within 2 s)."""
+    vip = str(plan_.settings.network.vip)
+    got: dict[str, dict[str, Any]] = {}
+    for c in plan_.clients:
+        seen: dict[str, Any] = {}
+        for ex in render.managed(plan_.settings):
+            for port in ex.ports:
+                if port.protocol == "UDP":
+                    seen[ex.name] = _query(c.netns, vip, port.port)
+                else:
+                    rc, out = run.curl(c.netns, f"http://{vip}:{port.port}/")
+                    seen[ex.name] = rc if rc != 0 or "Welcome to nginx" in out else -1
+        got[c.name] = seen
+    return got
+
+
+#: Rows of :func:`scenario`.
+SCENARIO_ROWS = 7
+
+
+def scenario(plan_: Plan, table: run.Table) -> dict[str, Any]:
+    """The services stack from the fault to the fix by the real engine, as rows."""
+    s = plan_.settings
+    p = run.engine_cli(plan_)
+    seen: dict[str, Any] = {}
+    web, dns_ = (next(e for e in s.exposed if e.name == n) for n in ("web", "dns"))
+    workers = {str(w.address) for w in s.workers}
+
+    def first_up() -> tuple[bool, str]:
+        start = time.monotonic()
+        done = run.apply(plan_)
+        seen["up_s"] = time.monotonic() - start
+        full.sync_workers(plan_)
+        return done.ok and not done.failed(), f"{seen['up_s']:.1f} s, failed: {list(done.failed())}"
+
+    def each_client() -> tuple[bool, str]:
+        got = clients(plan_)
+        seen["clients"] = got
+        ok = (
+            got["host01"]["web"] == 0 and got["host01"]["dns"] is None
+            and got["host02"]["web"] == full.CURL_TIMED_OUT and got["host02"]["dns"] == dns.ANSWER
+        )  # fmt: skip
+        return ok, "; ".join(
+            f"{c}: web curl exit {v['web']}, dns {v['dns'] or 'no answer'}" for c, v in got.items()
+        )
+
+    def pools_full() -> tuple[bool, str]:
+        t, got = wait_pools(plan_, {vs: workers for vs in _pool_names(plan_, web, dns_)})
+        return True, f"{t:.1f} s: " + ", ".join(f"{k} {sorted(v)}" for k, v in got.items())
+
+    def verify() -> tuple[bool, str]:
+        rc, out = run.verify_output(plan_, p.env(), engine.SHADOW)
+        seen["verify"] = out
+        last = [ln for ln in out.splitlines() if ln.startswith("verify ")]
+        return rc == 0, last[-1] if last else out[-300:]
+
+    def drain_one() -> tuple[bool, str]:
+        w1 = s.workers[0]
+        moved = drain(s, dns_, w1.name)
+        web_pool, dns_pool = _pool_names(plan_, web, dns_)
+        others = workers - {str(w1.address)}
+        # Seconds from the replacement pod's Ready to the pools' change.
+        t, got = wait_pools(plan_, {dns_pool: others, web_pool: workers})
+        seen["drain_s"] = t
+        return True, (
+            f"dns pod off {w1.name} in {moved:.1f} s; dns pool {sorted(got[dns_pool])}, "
+            f"web pool {sorted(got[web_pool])} {t:.1f} s later"
+        )
+
+    def again() -> tuple[bool, str]:
+        spread(s)
+        full.sync_workers(plan_)
+        start = time.monotonic()
+        done = run.apply(plan_, "--expect-no-changes")
+        took = time.monotonic() - start
+        return done.ok, f"{took:.1f} s, exit ok {done.ok}"
+
+    def api() -> tuple[bool, str]:
+        url = f"https://{s.network.vip}:{s.apiserver.port}/readyz"
+        probe = run.Probe("ks-host01", url, env=full.api_probe_env())
+        time.sleep(2)
+        r = probe.stop()
+        return r["requests"] > 0 and r[
+            "failures"
+        ] == 0, f"{r['requests']} requests, {r['failures']} failed"
+
+    table.phase("services: pulumi up of web (TCP), dns (UDP) and the apiserver", first_up)
+    table.phase("services: host01 gets the page and no DNS answer, host02 the reverse", each_client)
+    table.phase("services: every workload pool holds both workers", pools_full)
+    table.phase("services: the apiserver answers through VIP:6443", api)
+    table.phase("services: verify checks each service (pools and clients)", verify)
+    table.phase("services: worker01's dns pod removed drains only the dns pool", drain_one)
+    table.phase("services: pulumi up again --expect-no-changes", again)
+    return seen
+
+
+def _pool_names(plan_: Plan, *services: Exposed) -> list[str]:
+    return [ex.pool_name(port) for ex in services for port in ex.ports]

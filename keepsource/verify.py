@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from keepsource.connection import INSECURE_WARNING, lb_connection, read_host_key_file, ssh_argv
-from keepsource.render import gateway
+from keepsource.render import gateway, metrics
 from keepsource.render.keepalived import RealServer, VirtualService, pools, render_keepalived
 from keepsource.render.scripts import LB_NAME, PACKAGES, STATE_DIR, STEP_NAMES, step_urn
 from keepsource.settings import Settings
@@ -342,6 +342,19 @@ def _lb_checks(settings: Settings, lb: Runner, settle_s: float, node: LbNode) ->
             ("cutover",),
         )
     )
+    if settings.metrics is not None:
+        serving = metrics.listen(settings, node)
+        active = state(f"systemctl is-active {metrics.UNIT}")
+        port = settings.metrics.port
+        listening = state(f"ss -Hltn 'sport = :{port}' | awk '{{print $4}}'").split()
+        checks.append(
+            Check(
+                f"the node exporter serves on {serving} only",
+                active == "active" and listening == [serving],
+                f"{active}, listening on {' '.join(listening) or 'nothing'}",
+                ("metrics",),
+            )
+        )
     for vs in pools(settings, settings.node_port, node):
         healthy, table = _pool(vs, lb, settle_s)
         what = (

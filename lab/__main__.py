@@ -162,7 +162,19 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="stack local-services: web (TCP), DNS (UDP) and the apiserver on one VIP",
     )
+    sc = sub.add_parser(
+        "scale",
+        help="the services stack with N web services each (default 1 10 50), fault to fix"
+        " and again, on one boot: the time of each (lab/scale.py)",
+    )
+    sc.add_argument("-n", type=int, nargs="+", default=[1, 10, 50], help="service counts")
     args = parser.parse_args(argv)
+    if args.cmd == "scale":
+        from lab import scale
+
+        if any(n < 1 or n > 150 for n in args.n):
+            raise SystemExit("lab: scale -n takes counts from 1 to 150")
+        return scale.measure(args.n)
     if args.cmd == "demo":
         if args.ha:
             from lab import ha

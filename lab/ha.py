@@ -16,7 +16,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from keepsource.render.scripts import STEP_NAMES
+from keepsource.render.scripts import steps as lb_steps
 from lab import guest, hosts, paths, plan, run
 from lab.plan import PAIR
 
@@ -184,7 +184,7 @@ def scenario(p: run.Plan, table: run.Table) -> str | None:
         detail = f"pulumi up exit {'0' if up.ok else 'non-zero'} in {up.seconds:.1f} s"
         if not up.ok:
             detail += ": " + " | ".join(up.output.strip().splitlines()[-6:])[-600:]
-        return up.ok and len(up.steps) == len(STEP_NAMES) * len(p.guests), (
+        return up.ok and len(up.steps) == len(_step_names(p)) * len(p.guests), (
             f"{detail}; {len(up.steps)} steps, {len(changed)} changed"
         )
 
@@ -192,7 +192,7 @@ def scenario(p: run.Plan, table: run.Table) -> str | None:
         up = applied.get("up")
         if up is None:
             return False, "no pulumi up ran"
-        return run.overlap(up, [g.name for g in p.guests], STEP_NAMES)
+        return run.overlap(up, [g.name for g in p.guests], _step_names(p))
 
     def do_verify() -> tuple[bool, str]:
         if run.verify() == 0:
@@ -317,3 +317,8 @@ def scenario(p: run.Plan, table: run.Table) -> str | None:
 # page, 2 before, 5 failover, 2 after, restart, verify
 SCENARIO_ROWS = 20
 DEMO_HA_ROWS = 1 + SCENARIO_ROWS
+
+
+def _step_names(p: run.Plan) -> tuple[str, ...]:
+    """The steps the program declares for each host of ``p``'s stack."""
+    return tuple(st.name for st in lb_steps(p.settings))

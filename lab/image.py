@@ -44,8 +44,9 @@ IMAGE_PACKAGES = [
     # instead of ~15 s.
     "perl",
 ]
-# What keepsource installs: served by the lab's repository, not in the image.
-REPO_PACKAGES = ["keepalived", "ipvsadm", "iptables-persistent"]
+# What keepsource installs (the node exporter with keepsource:metrics): served by
+# the lab's repository, not in the image.
+REPO_PACKAGES = ["keepalived", "ipvsadm", "iptables-persistent", "prometheus-node-exporter"]
 
 REPO_ADDRESS = "192.168.0.250"
 

@@ -85,12 +85,14 @@ class Plan:
         return (str(self.settings.network.lb_internal_address), *own)
 
 
-def _settings(layout: str) -> tuple[Settings, bool]:
-    return load(plan.LAYOUT_STACKS[layout], plan.STACK_ROOTS[layout]), True
+def _settings(layout: str, root: Path | None = None) -> tuple[Settings, bool]:
+    return load(plan.LAYOUT_STACKS[layout], root or plan.STACK_ROOTS[layout]), True
 
 
-def make_plan(layout: str = SINGLE) -> Plan:
-    s, complete = _settings(layout)
+def make_plan(layout: str = SINGLE, root: Path | None = None) -> Plan:
+    """The plan of a layout, from its stack file in the checkout (or in
+    ``root``: a generated stack file of the same name, lab/scale.py)."""
+    s, complete = _settings(layout, root)
     guests_ = plan.guests(layout)
     n = s.network
     if s.verify is None or s.verify.via != "netns":
@@ -124,6 +126,7 @@ class State:
     phase: str
     pids: list[int] = field(default_factory=list)
     layout: str = SINGLE  # recorded by up; older state files are the single layout
+    root: str = ""  # where the layout's stack file is, when not the checkout (lab/scale.py)
 
     def save(self) -> None:
         paths.STATE_FILE.write_text(json.dumps(self.__dict__))
@@ -137,7 +140,8 @@ class State:
 
 def current_plan() -> Plan:
     """The plan of the running lab's layout (as ``up`` recorded it)."""
-    return make_plan(State.load().layout)
+    state = State.load()
+    return make_plan(state.layout, Path(state.root) if state.root else None)
 
 
 def _filters(plan_: Plan, phase: str) -> tuple[hosts.PodFilter, ...]:

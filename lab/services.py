@@ -13,6 +13,7 @@ from one worker drains that service's pool only.
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
@@ -20,6 +21,7 @@ from keepsource.render import kube as render
 from keepsource.settings import Settings
 from keepsource.settings.services import Exposed
 from keepsource.status import parse_ipvs_table
+from keepsource.verify import runner_for
 from lab import dns, engine, full, guest, hosts, kube, paths, plan, run
 from lab.run import Plan, State
 
@@ -179,7 +181,41 @@ def clients(plan_: Plan) -> dict[str, dict[str, Any]]:
 
 
 #: Rows of :func:`scenario`.
-SCENARIO_ROWS = 7
+SCENARIO_ROWS = 8
+#: The lab's Prometheus stand-in: the master's namespace (the stack's metrics.scrapers).
+METRICS_SCRAPER = "ks-master"
+#: node_exporter's IPVS collector: one weight per real server of each virtual service.
+_BACKEND = re.compile(r"^node_ipvs_backend_weight\{(?P<labels>[^}]*)\} (?P<value>\S+)$")
+_LABEL = re.compile(r'(\w+)="([^"]*)"')
+
+
+def scrape(plan_: Plan, ns: str) -> tuple[int, str]:
+    """The LB's node exporter from a lab namespace (curl -m 2): exit status and body."""
+    m = plan_.settings.metrics
+    if m is None:
+        raise SystemExit(f"lab: stack {plan_.stack} has no keepsource:metrics")
+    url = f"http://{plan_.settings.lb_nodes[0].check_source}:{m.port}/metrics"
+    return runner_for("netns", ns)(f"curl -s -m 2 {url}")
+
+
+def metric_pools(plan_: Plan, text: str) -> dict[str, set[str]]:
+    """Each pool's real servers (addresses) as the node exporter's IPVS metrics show them."""
+    from keepsource.render.keepalived import pools
+
+    by_mark: dict[int, set[str]] = {}
+    for line in text.splitlines():
+        m = _BACKEND.match(line)
+        if m:
+            labels = dict(_LABEL.findall(m.group("labels")))
+            mark = labels.get("local_mark", "")
+            if mark:  # decimal as node_exporter prints it; hex as /proc/net/ip_vs does
+                value = int(mark) if mark.isdigit() else int(mark, 16)
+                by_mark.setdefault(value, set()).add(labels["remote_address"])
+    return {vs.name: by_mark.get(vs.fwmark, set()) for vs in pools(plan_.settings)}
+
+
+def _holds(got: dict[str, set[str]], want: dict[str, set[str]]) -> bool:
+    return all(got.get(k) == v for k, v in want.items())
 
 
 def scenario(plan_: Plan, table: run.Table) -> dict[str, Any]:
@@ -218,17 +254,46 @@ def scenario(plan_: Plan, table: run.Table) -> dict[str, Any]:
         last = [ln for ln in out.splitlines() if ln.startswith("verify ")]
         return rc == 0, last[-1] if last else out[-300:]
 
+    def metrics_view() -> tuple[bool, str]:
+        rc, text = scrape(plan_, METRICS_SCRAPER)
+        by_metrics = metric_pools(plan_, text)
+        by_ipvsadm = pool_members(plan_)
+        denied, _ = scrape(plan_, plan_.clients[0].netns)
+        ok = rc == 0 and by_metrics == by_ipvsadm and denied == full.CURL_TIMED_OUT
+        return ok, (
+            f"scraped from {METRICS_SCRAPER}: curl exit {rc}, pools as ipvsadm has them: "
+            f"{by_metrics == by_ipvsadm}; {plan_.clients[0].name}'s scrape: curl exit {denied}"
+        )
+
     def drain_one() -> tuple[bool, str]:
         w1 = s.workers[0]
-        moved = drain(s, dns_, w1.name)
         web_pool, dns_pool = _pool_names(plan_, web, dns_)
         others = workers - {str(w1.address)}
-        # Seconds from the replacement pod's Ready to the pools' change.
-        t, got = wait_pools(plan_, {dns_pool: others, web_pool: workers})
-        seen["drain_s"] = t
-        return True, (
-            f"dns pod off {w1.name} in {moved:.1f} s; dns pool {sorted(got[dns_pool])}, "
-            f"web pool {sorted(got[web_pool])} {t:.1f} s later"
+        want = {dns_pool: others, web_pool: workers}
+        start = time.monotonic()
+        moved = drain(s, dns_, w1.name)
+        ready = time.monotonic()
+        seen_at: dict[str, float] = {}
+        for _ in range(150):  # 0.2 s apart: 30 s at most
+            now = time.monotonic()
+            if "ipvsadm" not in seen_at and _holds(pool_members(plan_), want):
+                seen_at["ipvsadm"] = now
+            if "metrics" not in seen_at and _holds(
+                metric_pools(plan_, scrape(plan_, METRICS_SCRAPER)[1]), want
+            ):
+                seen_at["metrics"] = now
+            if len(seen_at) == 2:
+                break
+            time.sleep(0.2)
+        seen["drain"] = {k: v - start for k, v in seen_at.items()}
+        said = ", ".join(
+            f"{k} {v - start:.1f} s after the delete ({v - ready:.1f} s after the new pod's Ready)"
+            for k, v in seen_at.items()
+        )
+        ok = len(seen_at) == 2
+        return (
+            ok,
+            f"dns pod off {w1.name} in {moved:.1f} s; dns pool {sorted(others)} seen by {said}",
         )
 
     def again() -> tuple[bool, str]:
@@ -253,6 +318,9 @@ def scenario(plan_: Plan, table: run.Table) -> dict[str, Any]:
     table.phase("services: every workload pool holds both workers", pools_full)
     table.phase("services: the apiserver answers through VIP:6443", api)
     table.phase("services: verify checks each service (pools and clients)", verify)
+    table.phase(
+        "services: the LB's node exporter shows the pools, for the scrapers only", metrics_view
+    )
     table.phase("services: worker01's dns pod removed drains only the dns pool", drain_one)
     table.phase("services: pulumi up again --expect-no-changes", again)
     return seen

@@ -107,10 +107,10 @@ def test_fragments_are_in_iptables_save_form(tmp_path: Path, stack: str) -> None
     require_tool("unshare")
     tool = require_tool("iptables-restore")
     out = _write(tmp_path, stack)
-    for name, table in (("rules.v4", "nat"), ("switch.rules", "mangle")):
+    for name in ("rules.v4", "switch.rules"):
         path = out / name
         done = subprocess.run(
-            ["unshare", "-n", "sh", "-c", f"{tool} --noflush {path} && iptables-save -t {table}"],
+            ["unshare", "-n", "sh", "-c", f"{tool} --noflush {path} && iptables-save"],
             capture_output=True,
             text=True,
             check=False,
@@ -119,7 +119,10 @@ def test_fragments_are_in_iptables_save_form(tmp_path: Path, stack: str) -> None
         assert done.returncode == 0, done.stderr
         written = [line for line in path.read_text().splitlines() if line.startswith("-A ")]
         live = [line for line in done.stdout.splitlines() if line.startswith("-A ")]
-        assert written and live == written
+        assert written
+        for chain in dict.fromkeys(line.split()[1] for line in written):
+            mine = [line for line in written if line.split()[1] == chain]
+            assert [line for line in live if line.split()[1] == chain] == mine
 
 
 def test_legacy_restore_rejects_a_typo(tmp_path: Path) -> None:
@@ -142,12 +145,12 @@ def test_shellcheck_passes_every_remote_script(tmp_path: Path, stack: str) -> No
     out = _write(tmp_path, stack)
     hosts = [Path(_confs(stack)[n.name]).parent for n in load(stack).lb_nodes]
     scripts = [p for h in hosts for p in sorted((out / h / "steps").glob("*.sh"))]
-    assert [p.name for p in scripts] == [
-        "01-packages.sh",
-        "02-gateway.sh",
-        "03-keepalived-config.sh",
-        "04-cutover.sh",
-    ] * len(hosts)
+    names = ["packages", "gateway", "keepalived-config", "cutover"]
+    if load(stack).metrics is not None:
+        names.insert(2, "metrics")
+    assert [p.name for p in scripts] == [f"{i:02d}-{n}.sh" for i, n in enumerate(names, 1)] * len(
+        hosts
+    )
     scripts.append(out / "net-load")
     done = subprocess.run(
         [tool, "--shell=bash", "--severity=style", *map(str, scripts)],

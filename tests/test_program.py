@@ -76,7 +76,7 @@ def test_resource_types_and_parents(stack_run: tuple[str, mockrun.Run]) -> None:
     s = load(stack)
     lbs = _lbs(run)
     assert sorted(lbs) == sorted(n.name for n in s.lb_nodes)
-    assert types.count(CMD) == len(ORDER) * len(lbs)
+    assert types.count(CMD) == len(_order(s)) * len(lbs)
     for name, lb in lbs.items():
         assert lb.parent == run.stack_urn
         assert {r.parent for r in run.of_type(CMD) if r.name.startswith(f"{name}-")} == {lb.urn}
@@ -105,7 +105,7 @@ def test_component_outputs_are_registered(stack_run: tuple[str, mockrun.Run]) ->
         assert lb.outputs["preservesClientAddress"] is True
         assert lb.outputs["healthCheckSource"] == str(node.check_source)
         assert lb.outputs["healthCheckSources"] == [str(n.check_source) for n in s.lb_nodes]
-        assert lb.outputs["commands"] == ORDER
+        assert lb.outputs["commands"] == _order(s)
     if not s.is_pair:
         assert s.lb_nodes[0].check_source == s.network.lb_internal_address
     if s.manages_workload and s.services is None:
@@ -122,6 +122,10 @@ def test_command_order(stack_run: tuple[str, mockrun.Run]) -> None:
     nodes = load(stack).lb_nodes
     for node in nodes:
         _one_lbs_order(stack, run, _commands(run, node.name))
+        if load(stack).metrics is not None:  # after the gateway's filter chain and the packages
+            cmds = _commands(run, node.name)
+            got = {u for u in cmds["metrics"].dependencies if u.endswith(("-packages", "-gateway"))}
+            assert got == {cmds["packages"].urn, cmds["gateway"].urn}
     if len(nodes) == 2:
         # The second host's cut-over waits for the first's (which held the VIPs).
         first, second = (_commands(run, n.name) for n in nodes)
@@ -129,8 +133,13 @@ def test_command_order(stack_run: tuple[str, mockrun.Run]) -> None:
         assert second["cutover"].urn not in first["cutover"].dependencies
 
 
+def _order(s: Any) -> list[str]:
+    """The steps in order: the metrics step only with ``keepsource:metrics``."""
+    return [*ORDER[:2], "metrics", *ORDER[2:]] if s.metrics is not None else ORDER
+
+
 def _one_lbs_order(stack: str, run: mockrun.Run, cmds: dict[str, mockrun.Registered]) -> None:
-    assert set(cmds) == set(ORDER)
+    assert set(cmds) == set(_order(load(stack)))
     urn = {name: r.urn for name, r in cmds.items()}
 
     def deps(name: str) -> set[str]:

@@ -147,7 +147,9 @@ def test_drift_prints_the_pulumi_up_that_reruns_just_those_steps() -> None:
 def test_step_urns_name_the_commands_the_program_declares() -> None:
     run = mockrun.run_stack("local")
     names = sorted(r.name for r in run.of_type("command:remote:Command"))
-    assert names == sorted(step_urn("local", n).rsplit("::", 1)[1] for n in STEP_NAMES)
+    assert load("local").metrics is None  # every step but metrics
+    want = [n for n in STEP_NAMES if n != "metrics"]
+    assert names == sorted(step_urn("local", n).rsplit("::", 1)[1] for n in want)
     lb = run.one(LB_TYPE)
     assert lb.name == LB_NAME
 
@@ -233,6 +235,8 @@ def _services_lb() -> dict[str, str]:
         "sha256sum < /etc/keepalived/keepalived.conf": f"{conf}\n{conf}",
         "iptables-save -t mangle": switch,
         "ipvsadm -Ln": up + table,
+        "systemctl is-active prometheus-node-exporter": "active",
+        "ss -Hltn 'sport = :9100'": "172.16.0.254:9100",
     }
 
 
@@ -260,6 +264,12 @@ def test_every_services_pool_is_checked_with_its_protocols_probe() -> None:
               f"{pools(s)[2].fwmark} 172.16.0.12:30053\n"}  # fmt: skip
     failed = [c.name for c in lb_checks(s, _lb(broken), settle_s=0.5) if not c.ok]
     assert failed == ["IPVS 192.168.0.1:30053/udp (dns) holds exactly the healthy workers"]
+    # The exporter listening on every address (not only the internal one) fails, named.
+    wide = {**answers, "ss -Hltn 'sport = :9100'": "*:9100"}
+    failed_checks = [c for c in lb_checks(s, _lb(wide), settle_s=0.5) if not c.ok]
+    assert [(c.name, c.repair) for c in failed_checks] == [
+        ("the node exporter serves on 172.16.0.254:9100 only", ("metrics",))
+    ]
 
 
 def test_each_client_is_checked_against_each_services_own_clients() -> None:

@@ -13,6 +13,9 @@ chains of its own and the jumps into them, never the host's rule set:
   only packets keepsource itself marked for IPVS, so it shadows nothing of the
   host's, and no host MASQUERADE can rewrite them to the check source (which
   the NetworkPolicy admits).
+* filter ``KEEPSOURCE-INPUT``: with ``metrics``, the exporter's port on each
+  LB host's internal address is accepted from the scrapers and dropped from
+  anyone else (jump first: no host rule opens it wider); empty otherwise.
 * mangle ``KEEPSOURCE-SWITCH``: one MARK rule per VIP:port. keepalived's
   virtual servers are ``fwmark`` services, so IPVS takes a VIP's traffic only
   once these rules are live; the cut-over loads them after the pools are
@@ -33,6 +36,9 @@ from keepsource.settings import Settings
 CHAIN = "KEEPSOURCE-POSTROUTING"
 HAIRPIN_CHAIN = "KEEPSOURCE-HAIRPIN"
 SWITCH_CHAIN = "KEEPSOURCE-SWITCH"
+#: filter: who may reach keepsource's own listeners on the LB (the metrics
+#: exporter); empty without ``metrics``. Jump first in INPUT.
+INPUT_CHAIN = "KEEPSOURCE-INPUT"
 ETC = "/etc/keepsource"
 SYSCTL_PATH = "/etc/sysctl.d/90-keepsource-gateway.conf"
 IPVS_SYSCTL_PATH = f"{ETC}/ipvs.sysctl"
@@ -66,7 +72,8 @@ def render_ipvs_sysctl(settings: Settings) -> str:
 
 
 def render_rules_v4(settings: Settings) -> str:
-    """The nat fragment: hairpin SNAT and the gateway's MASQUERADE."""
+    """The nat fragment (hairpin SNAT and the gateway's MASQUERADE) and the
+    filter fragment (keepsource's listeners)."""
     net = settings.network
     inner = net.internal_subnet
     return "\n".join(
@@ -82,9 +89,26 @@ def render_rules_v4(settings: Settings) -> str:
             f" -j SNAT --to-source {net.hairpin_source}",
             f"-A {CHAIN} -s {inner} ! -d {inner} -j MASQUERADE",
             "COMMIT",
+            *render_input_rules(settings),
             "",
         ]
     )
+
+
+def render_input_rules(settings: Settings) -> list[str]:
+    """The filter fragment: the metrics port for the scrapers only."""
+    lines = [f"# {INPUT_CHAIN}: keepsource's listeners on the LB, for their clients only.",
+             "*filter", f":{INPUT_CHAIN} - [0:0]"]  # fmt: skip
+    m = settings.metrics
+    if m is not None:
+        listen = [str(a) for a in dict.fromkeys(settings.check_sources)]
+        port = f"-p tcp -m tcp --dport {m.port}"
+        for dest in listen:
+            for cidr in m.scrapers:
+                lines.append(f"-A {INPUT_CHAIN} -s {cidr} -d {dest}/32 {port} -j ACCEPT")
+        for dest in listen:
+            lines.append(f"-A {INPUT_CHAIN} -d {dest}/32 {port} -j DROP")
+    return [*lines, "COMMIT"]
 
 
 def render_switch_rules(settings: Settings, node_port: int | None = None) -> str:

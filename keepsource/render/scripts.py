@@ -15,7 +15,7 @@ import shlex
 from dataclasses import dataclass
 from importlib import resources
 
-from keepsource.render import gateway
+from keepsource.render import gateway, metrics
 from keepsource.render.keepalived import HEADER, pools, render_keepalived
 from keepsource.settings import Settings
 from keepsource.settings.model import SINGLE_LB_NAME, LbNode
@@ -102,6 +102,7 @@ def net_loader() -> str:
             "__KS_SWITCH_PATH__": gateway.SWITCH_PATH,
             "__KS_HAIRPIN_CHAIN__": gateway.HAIRPIN_CHAIN,
             "__KS_SWITCH_CHAIN__": gateway.SWITCH_CHAIN,
+            "__KS_INPUT_CHAIN__": gateway.INPUT_CHAIN,
             "__KS_CHAIN__": gateway.CHAIN,
             "__KS_UNIT__": gateway.UNIT,
         },
@@ -190,7 +191,21 @@ def cutover_script(
     return _script("cutover", body)
 
 
-def host_steps(settings: Settings) -> list[Step]:
+def metrics_script(settings: Settings, node: LbNode | None = None) -> str:
+    address, port = metrics.listen(settings, node).rsplit(":", 1)
+    body = _fill(
+        _template("metrics.sh"),
+        {
+            "__KS_DROPIN_PATH__": metrics.DROPIN_PATH,
+            "__KS_DROPIN__": metrics.render_dropin(settings, node).rstrip("\n"),
+            "__KS_LISTEN__": address,
+            "__KS_PORT__": port,
+        },
+    )
+    return _script("metrics", body)
+
+
+def host_steps(settings: Settings, node: LbNode | None = None) -> list[Step]:
     """The steps that need nothing from Kubernetes (known at preview)."""
     return [
         Step(
@@ -209,6 +224,20 @@ def host_steps(settings: Settings) -> list[Step]:
             None,
             (),
             "ip_forward, MASQUERADE and the hairpin SNAT, loaded now and at boot by a unit",
+        ),
+        *(
+            [
+                Step(
+                    "metrics",
+                    metrics_script(settings, node),
+                    None,
+                    ("packages", "gateway"),
+                    "Debian's node exporter (IPVS collector) on the host's internal address,"
+                    " for the scrapers only",
+                )
+            ]
+            if settings.metrics is not None
+            else []
         ),
     ]
 
@@ -238,8 +267,8 @@ def service_steps(settings: Settings, node_port: int, node: LbNode | None = None
 
 #: Steps that switch traffic: they wait for the Workload (Deployment, NetworkPolicy).
 CUTOVER_STEPS = frozenset({"cutover"})
-#: Every step, in apply order.
-STEP_NAMES = ("packages", "gateway", "keepalived-config", "cutover")
+#: Every step, in apply order ("metrics" only with ``keepsource:metrics``).
+STEP_NAMES = ("packages", "gateway", "metrics", "keepalived-config", "cutover")
 #: The program's project, LoadBalancerHost resource name and type (__main__.py, components/lb.py).
 PROJECT = "keepsource"
 LB_NAME = SINGLE_LB_NAME
@@ -261,4 +290,4 @@ def steps(
 ) -> list[Step]:
     """An LB host's steps in apply order (by default the only host's)."""
     port = settings.node_port if node_port is None else node_port
-    return [*host_steps(settings), *service_steps(settings, port, node)]
+    return [*host_steps(settings, node), *service_steps(settings, port, node)]

@@ -43,12 +43,14 @@ live_ok() {
   for chain in __KS_HAIRPIN_CHAIN__ __KS_CHAIN__; do
     [ "$(live_chain nat "$chain")" = "$(file_chain "$rules" "$chain")" ] || return 1
   done
+  [ "$(live_chain filter __KS_INPUT_CHAIN__)" = "$(file_chain "$rules" __KS_INPUT_CHAIN__)" ] || return 1
   if [ -f "$switch" ]; then
     [ "$(live_chain mangle __KS_SWITCH_CHAIN__)" = "$(file_chain "$switch" __KS_SWITCH_CHAIN__)" ] || return 1
   fi
   iptables -t mangle -S __KS_SWITCH_CHAIN__ >/dev/null 2>&1 || return 1
   jump_ok nat POSTROUTING __KS_HAIRPIN_CHAIN__ first &&
     jump_ok nat POSTROUTING __KS_CHAIN__ last &&
+    jump_ok filter INPUT __KS_INPUT_CHAIN__ first &&
     jump_ok mangle PREROUTING __KS_SWITCH_CHAIN__ first
 }
 
@@ -67,5 +69,6 @@ else
 fi
 ensure_jump nat POSTROUTING __KS_HAIRPIN_CHAIN__ first
 ensure_jump nat POSTROUTING __KS_CHAIN__ last
+ensure_jump filter INPUT __KS_INPUT_CHAIN__ first
 ensure_jump mangle PREROUTING __KS_SWITCH_CHAIN__ first
 live_ok || { echo "net-load: the live rules still differ from $rules / $switch" >&2; exit 1; }

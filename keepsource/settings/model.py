@@ -10,6 +10,7 @@ from pydantic import Field, field_validator
 from keepsource.settings.base import IPv4, Model
 from keepsource.settings.checks import HealthCheck, Verify
 from keepsource.settings.lb import Lb, Ssh
+from keepsource.settings.metrics import Metrics
 from keepsource.settings.network import Apiserver, Network, Worker
 from keepsource.settings.services import ClientNet, Exposed, ServiceSpec, exposed
 from keepsource.settings.workload import Kubernetes, Workload
@@ -63,8 +64,13 @@ class Settings(Model):
     health_check: HealthCheck = Field(default_factory=HealthCheck)
     kubernetes: Kubernetes = Field(default_factory=Kubernetes)
     verify: Verify | None = Field(default=None, description="End-state check clients.")
+    metrics: Metrics | None = Field(
+        default=None,
+        description="Prometheus's view of the LB: Debian's node exporter (IPVS) on each LB "
+        "host's internal address, for the named scrapers only.",
+    )
 
-    @field_validator("verify", "workload", mode="before")
+    @field_validator("verify", "workload", "metrics", mode="before")
     @classmethod
     def _empty_verify(cls, value: Any) -> Any:
         """``{}`` (Pulumi.yaml's default for the key) means: no such section."""

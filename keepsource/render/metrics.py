@@ -1,0 +1,49 @@
+"""Prometheus's view of an LB host (``keepsource:metrics``): Debian's
+prometheus-node-exporter with its IPVS collector only, bound to the host's own
+internal address (its health checks' source), started after the network is
+online and restarted when it fails (binding needs the address). The gateway's
+filter chain (render/gateway.py ``render_input_rules``) admits the scrapers."""
+
+from __future__ import annotations
+
+from keepsource.settings import Settings
+from keepsource.settings.model import LbNode
+
+UNIT = "prometheus-node-exporter.service"
+DROPIN_PATH = f"/etc/systemd/system/{UNIT}.d/keepsource.conf"
+#: The collectors: IPVS only (the rest is the host's business, and costs CPU
+#: at every scrape).
+COLLECTORS = ("ipvs",)
+
+
+def listen(settings: Settings, node: LbNode | None = None) -> str:
+    """Where the exporter listens on ``node``: its own internal address."""
+    assert settings.metrics is not None
+    host = node or settings.lb_nodes[0]
+    return f"{host.check_source}:{settings.metrics.port}"
+
+
+def render_dropin(settings: Settings, node: LbNode | None = None) -> str:
+    flags = " ".join(
+        [
+            "--web.listen-address=" + listen(settings, node),
+            "--collector.disable-defaults",
+            *(f"--collector.{c}" for c in COLLECTORS),
+        ]
+    )
+    return "\n".join(
+        [
+            "# Managed by keepsource: the node exporter on this host's internal address,",
+            "# for Prometheus (keepsource:metrics); IPVS collector only.",
+            "[Unit]",
+            "Wants=network-online.target",
+            "After=network-online.target",
+            "",
+            "[Service]",
+            "ExecStart=",
+            f"ExecStart=/usr/bin/prometheus-node-exporter {flags}",
+            "Restart=always",
+            "RestartSec=2",
+            "",
+        ]
+    )

@@ -11,12 +11,15 @@ every row ran and held.
 
 from __future__ import annotations
 
+import re
 import subprocess
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from keepsource.render.scripts import steps as lb_steps
+from keepsource.verify import runner_for
 from lab import guest, hosts, paths, plan, run
 from lab.plan import PAIR
 
@@ -225,18 +228,24 @@ def scenario(p: run.Plan, table: run.Table) -> str | None:
         failover["victim"] = victim
         failover["log_lines"] = len(run.pod_peers(p))
         probe = run.Probe(host01.netns, page, interval=INTERVAL, limit=120, timeout=REQUEST_TIMEOUT)
-        with ThreadPoolExecutor(1) as pool:
+        watch = VrrpWatch(p)
+        with ThreadPoolExecutor(2) as pool:
+            watching = pool.submit(watch.run)
             time.sleep(1.0)
             big = pool.submit(run.download, host01.netns, page + hosts.BIG_NAME, BIG_RATE)
             time.sleep(2.0)  # the transfer is under way
             killed_at = time.monotonic()
+            failover["killed_at"] = killed_at
             run.kill_lb(victim)
             try:
                 failover["download"] = big.result(timeout=150)
             finally:
                 time.sleep(1.0)
                 seen = probe.stop()
+                watch.stop.set()
+                watching.result(timeout=30)
         failover["probe"] = seen
+        failover["watch"] = watch
         resumed = resume_after(seen, killed_at)
         ok = resumed is not None and resumed <= RESUME_WITHIN
         shown = "never" if resumed is None else f"{resumed:.2f} s"
@@ -263,6 +272,22 @@ def scenario(p: run.Plan, table: run.Table) -> str | None:
         served, detail = gets_page(host01.netns, page)
         rc, _ = run.curl(host02.netns, page)
         return rc == 28 and served, f"host02: curl exit {rc}; host01: {detail}"
+
+    def metrics_saw() -> tuple[bool, str]:
+        watch: VrrpWatch | None = failover.get("watch")
+        victim = failover.get("victim")
+        if watch is None or victim is None:
+            return False, "no failover ran"
+        killed_at = failover["killed_at"]
+        (survivor,) = [g.name for g in p.guests if g.name != victim]
+        before = {g: watch.last(g, until=killed_at) for g in (victim, survivor)}
+        took = watch.first(survivor, "master", after=killed_at)
+        ok = before == {victim: "master", survivor: "backup"} and took is not None
+        shown = "never" if took is None else f"{took - killed_at:.2f} s after the kill"
+        return ok, (
+            f"{len(watch.samples)} scrapes from {METRICS_SCRAPER}; before the kill {before}; "
+            f"{survivor} master {shown}"
+        )
 
     def vips_moved() -> tuple[bool, str]:
         survivors = [g for g in p.guests if g.name != failover.get("victim")]
@@ -306,6 +331,10 @@ def scenario(p: run.Plan, table: run.Table) -> str | None:
     phase(f"failover: the pod saw {host01.address} only", pod_saw)
     phase("failover: host02 still times out", host02_times_out)
     phase("failover: VIP and gateway on the other LB", vips_moved)
+    if s.metrics is not None:
+        phase(
+            "failover: the exporters, scraped throughout, show the VIP holder change", metrics_saw
+        )
     side("after")
     phase("start the killed LB: nothing breaks, no VIP moves back", restart)
     phase("verify after failover (both LBs)", do_verify)
@@ -315,10 +344,46 @@ def scenario(p: run.Plan, table: run.Table) -> str | None:
 
 # up, then the scenario's: 3 fault rows, lb2, apply, overlap, verify, rogue,
 # page, 2 before, 5 failover, 2 after, restart, verify
-SCENARIO_ROWS = 20
+SCENARIO_ROWS = 21  # 20 without keepsource:metrics
 DEMO_HA_ROWS = 1 + SCENARIO_ROWS
 
 
 def _step_names(p: run.Plan) -> tuple[str, ...]:
     """The steps the program declares for each host of ``p``'s stack."""
     return tuple(st.name for st in lb_steps(p.settings))
+
+
+#: The lab's Prometheus stand-in (the stack's metrics.scrapers).
+METRICS_SCRAPER = "ks-master"
+_STATE = re.compile(r'^keepsource_vrrp_state\{group="KEEPSOURCE",state="(\w+)"\} 1$', re.M)
+
+
+class VrrpWatch:
+    """Each LB host's node exporter scraped from :data:`METRICS_SCRAPER` every
+    0.2 s until ``stop`` is set (at most 10 minutes): (time, host, the VRRP
+    state its textfile says, or None when the scrape failed)."""
+
+    def __init__(self, p: run.Plan) -> None:
+        m = p.settings.metrics
+        assert m is not None
+        self.urls = {g.name: f"http://{g.own_internal}:{m.port}/metrics" for g in p.guests}
+        self.samples: list[tuple[float, str, str | None]] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        scrape = runner_for("netns", METRICS_SCRAPER, timeout=5)
+        for _ in range(3000):
+            if self.stop.is_set():
+                break
+            for name, url in self.urls.items():
+                rc, text = scrape(f"curl -s -m 1 {url}")
+                m = _STATE.search(text) if rc == 0 else None
+                self.samples.append((time.monotonic(), name, m.group(1) if m else None))
+            time.sleep(0.2)
+
+    def last(self, host: str, until: float) -> str | None:
+        seen = [s for t, h, s in self.samples if h == host and t <= until]
+        return seen[-1] if seen else None
+
+    def first(self, host: str, state: str, after: float) -> float | None:
+        return next((t for t, h, s in self.samples if h == host and t > after and s == state), None)

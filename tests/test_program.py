@@ -147,7 +147,9 @@ def _one_lbs_order(stack: str, run: mockrun.Run, cmds: dict[str, mockrun.Registe
 
     assert deps("packages") == set()
     assert deps("gateway") == set()
-    assert deps("keepalived-config") == {urn["packages"]}
+    # A pair's keepalived.conf names the metrics step's VRRP notify script.
+    config_after = {"packages", "metrics"} if load(stack).metrics is not None else {"packages"}
+    assert deps("keepalived-config") == {urn[n] for n in config_after}
     assert deps("cutover") - set(run_cutovers(run)) == {urn["keepalived-config"], urn["gateway"]}
     k8s = {r.urn for r in run.resources if r.type in K8S}
     # Only the cut-over waits for Kubernetes: the Deployment, the Service and

@@ -192,6 +192,8 @@ def test_a_pairs_checks_and_repairs_name_the_host() -> None:
         **GOOD,
         "sha256sum < /etc/keepalived/keepalived.conf": f"{conf_sha}\n{conf_sha}",
         "systemctl is-active haproxy": "active",
+        "systemctl is-active prometheus-node-exporter": "active",
+        "ss -Hltn 'sport = :9100'": "172.16.0.253:9100",  # lb2's own internal address
     }
     checks = lb_checks(s, _lb(answers), settle_s=0.5, node=lb2)
     failed = [c for c in checks if not c.ok]

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from keepsource.render.metrics import VRRP_NOTIFY_PATH
 from keepsource.settings import HealthCheck, Settings
 from keepsource.settings.model import LbNode
 from keepsource.settings.services import check_payload
@@ -178,6 +179,8 @@ def _vrrp(settings: Settings, node: LbNode) -> list[str]:
         f"        {VRRP_EXTERNAL}",
         f"        {VRRP_INTERNAL}",
         "    }",
+        # With metrics: each state change, for the node exporter's textfile collector.
+        *([f"    notify {VRRP_NOTIFY_PATH}"] if settings.metrics is not None else []),
         "}",
     ]
     for name, iface, vrid, own, peer, address, prefix in instances:
@@ -233,6 +236,9 @@ def render_keepalived(
         "global_defs {",
         f"    router_id keepsource-{node.name}" if settings.is_pair else "    router_id keepsource",
     ]
+    if settings.is_pair and settings.metrics is not None:
+        # The notify script runs as root; keepalived checks no one else can write it.
+        lines += ["    script_user root", "    enable_script_security"]
     if settings.is_pair:
         lines += [
             "    vrrp_version 3",

@@ -11,9 +11,24 @@ from keepsource.settings.model import LbNode
 
 UNIT = "prometheus-node-exporter.service"
 DROPIN_PATH = f"/etc/systemd/system/{UNIT}.d/keepsource.conf"
-#: The collectors: IPVS only (the rest is the host's business, and costs CPU
-#: at every scrape).
+#: The collectors: IPVS (the pools) and, for a pair, the textfile the VRRP
+#: notify writes (the rest is the host's business, and costs CPU at every scrape).
 COLLECTORS = ("ipvs",)
+#: Debian's node exporter's textfile directory (its package makes it).
+TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
+#: keepalived's notify of the pair's sync group (installed by the metrics step).
+VRRP_NOTIFY_PATH = "/usr/local/lib/keepsource/vrrp-state"
+VRRP_COUNT_PATH = "/var/lib/keepsource/vrrp-transitions"
+
+
+def vrrp_state_script() -> str:
+    """The notify script, exactly as installed on a pair's hosts."""
+    from importlib import resources
+
+    text = resources.files("keepsource.scripts").joinpath("vrrp_state.sh").read_text()
+    return text.replace("__KS_TEXTFILE_DIR__", TEXTFILE_DIR).replace(
+        "__KS_COUNT_FILE__", VRRP_COUNT_PATH
+    )
 
 
 def listen(settings: Settings, node: LbNode | None = None) -> str:
@@ -29,6 +44,11 @@ def render_dropin(settings: Settings, node: LbNode | None = None) -> str:
             "--web.listen-address=" + listen(settings, node),
             "--collector.disable-defaults",
             *(f"--collector.{c}" for c in COLLECTORS),
+            *(
+                ["--collector.textfile", f"--collector.textfile.directory={TEXTFILE_DIR}"]
+                if settings.is_pair
+                else []
+            ),
         ]
     )
     return "\n".join(

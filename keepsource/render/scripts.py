@@ -200,9 +200,23 @@ def metrics_script(settings: Settings, node: LbNode | None = None) -> str:
             "__KS_DROPIN__": metrics.render_dropin(settings, node).rstrip("\n"),
             "__KS_LISTEN__": address,
             "__KS_PORT__": port,
+            "__KS_VRRP_NOTIFY__": _vrrp_notify() if settings.is_pair else "",
         },
     )
     return _script("metrics", body)
+
+
+def _vrrp_notify() -> str:
+    """The metrics step's part for a pair: keepalived's notify script (keepalived.conf names it)."""
+    path = metrics.VRRP_NOTIFY_PATH
+    return "\n".join(
+        [
+            f'install -d -m 0755 "$(dirname {path})"',
+            f"ks_put {path} 0755 <<'KEEPSOURCE_VRRP_NOTIFY'",
+            metrics.vrrp_state_script().rstrip("\n"),
+            "KEEPSOURCE_VRRP_NOTIFY",
+        ]
+    )
 
 
 def host_steps(settings: Settings, node: LbNode | None = None) -> list[Step]:
@@ -250,7 +264,8 @@ def service_steps(settings: Settings, node_port: int, node: LbNode | None = None
             "keepalived-config",
             keepalived_config_script(settings, conf, node),
             KEEPALIVED_CONF,
-            ("packages",),
+            # With metrics, a pair's keepalived.conf names the metrics step's notify script.
+            ("packages", "metrics") if settings.metrics is not None else ("packages",),
             "check keepalived.conf on the host (digest, local addresses, owner, keepalived -t)"
             " and stage it",
         ),

@@ -15,6 +15,7 @@ if [ "$ks_changed" != "$before" ]; then
   systemctl daemon-reload
 fi
 ks_install prometheus-node-exporter
+__KS_VRRP_NOTIFY__
 unit=prometheus-node-exporter.service
 if [ "$dropin_changed" -eq 1 ] || [ "$(systemctl is-active "$unit" 2>/dev/null || true)" != active ]; then
   systemctl restart "$unit" || ks_fail "$unit failed: $(systemctl status "$unit" --no-pager -n 5 2>&1 || true)"

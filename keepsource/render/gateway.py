@@ -104,6 +104,8 @@ def render_input_rules(settings: Settings) -> list[str]:
         listen = [str(a) for a in dict.fromkeys(settings.check_sources)]
         port = f"-p tcp -m tcp --dport {m.port}"
         for dest in listen:
+            # The host itself (the metrics step's own check, a local agent).
+            lines.append(f"-A {INPUT_CHAIN} -d {dest}/32 -i lo {port} -j ACCEPT")
             for cidr in m.scrapers:
                 lines.append(f"-A {INPUT_CHAIN} -s {cidr} -d {dest}/32 {port} -j ACCEPT")
         for dest in listen:

@@ -25,13 +25,13 @@ if [ "$(systemctl is-enabled "$unit" 2>/dev/null || true)" != enabled ]; then
   systemctl enable --quiet "$unit"
   ks_changed=1
 fi
-# It answers with the IPVS collector's metrics (bounded: 50 tries, 3 s each at most).
+# It answers with the IPVS collector's metrics (bounded: 40 tries, 2 s each at most).
 scrape() {
-  timeout 3 bash -c 'exec 3<>/dev/tcp/__KS_LISTEN__/__KS_PORT__ &&
+  timeout 2 bash -c 'exec 3<>/dev/tcp/__KS_LISTEN__/__KS_PORT__ &&
     printf "GET /metrics HTTP/1.0\r\nHost: __KS_LISTEN__\r\n\r\n" >&3 &&
     grep -q "^node_ipvs_" <&3'
 }
-for _ in $(seq 1 50); do
+for _ in $(seq 1 40); do
   if scrape; then break; fi
   sleep 0.2
 done

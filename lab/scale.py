@@ -6,8 +6,9 @@ seed's fault, then applied again; the time of each, per N, on one boot.
 
 Each N: the guest back at its fault snapshot (HAProxy serves), a generated
 stack file (``local-services`` in the run dir: the apiserver and N web
-services ``svc-001`` ... on TCP ports 30100 + i, each admitting host01, one
-replica in namespace ``scale``), a fresh stack in the lab's backend, the
+services ``svc-001`` (on the seed's port 30080, so the seed's HAProxy serves
+nothing the stack leaves out), ``svc-002`` ... on TCP ports 30100 + i, each
+admitting host01, one replica in namespace ``scale``), a fresh stack in the lab's backend, the
 follower on that stack, ``pulumi up``, host01 served by the first and the last
 service, every pool healthy, and ``pulumi up --expect-no-changes``. Not in the
 test suite (minutes per N): a measured run for the README and the notes.
@@ -24,7 +25,7 @@ import yaml
 
 from keepsource.render import kube as render
 from keepsource.stackfile import load_config
-from lab import engine, full, guest, paths, plan, run, services
+from lab import engine, full, guest, kube, paths, plan, run, services
 from lab.run import Plan, State
 
 #: Where the generated stack files are (one per N, made again each run).
@@ -40,7 +41,8 @@ def config(n: int) -> dict[str, Any]:
     web = next(s for s in cfg["keepsource:services"] if s["name"] == "web")
     listed = [api]
     for i in range(1, n + 1):
-        port = FIRST_PORT + i
+        # The first on the seed's port: HAProxy serves nothing the stack leaves out.
+        port = web["ports"][0]["port"] if i == 1 else FIRST_PORT + i
         listed.append(
             {
                 "name": f"svc-{i:03d}",
@@ -137,6 +139,11 @@ def measure(counts: list[int]) -> int:
         p = run.make_plan(plan.SERVICES)
         full.up(p)
         guest.save_state(p.guests[0])
+        for ex in render.managed(p.settings):  # the checkout's services: their nodePorts free
+            kube.kubectl(
+                "delete", "-n", render.namespace_of(ex), "deployment,service,networkpolicy",
+                ex.name, "--ignore-not-found", "--wait=true", timeout=120,
+            )  # fmt: skip
         for n in counts:
             times[n] = one(n, table)
     finally:

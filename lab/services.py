@@ -129,7 +129,12 @@ def pool_members(plan_: Plan) -> dict[str, set[str]]:
     """Each service port's IPVS real servers (their addresses) on the guest, by pool name."""
     from keepsource.render.keepalived import pools
 
-    table = parse_ipvs_table(guest.ssh("ipvsadm -Ln", lb=plan_.guests[0]).stdout)
+    done = guest.ssh("ipvsadm -Ln", lb=plan_.guests[0])
+    if done.returncode != 0:
+        raise SystemExit(
+            f"lab: ipvsadm -Ln on the guest: exit {done.returncode}: {done.stderr[-300:]}"
+        )
+    table = parse_ipvs_table(done.stdout)
     return {
         vs.name: {r.address.rsplit(":", 1)[0] for r in table.get(f"FWM {vs.fwmark}", [])}
         for vs in pools(plan_.settings, plan_.settings.node_port)

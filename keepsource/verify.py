@@ -342,6 +342,16 @@ def _lb_checks(settings: Settings, lb: Runner, settle_s: float, node: LbNode) ->
             ("cutover",),
         )
     )
+    return checks + _serving_checks(settings, lb, settle_s, node)
+
+
+def _serving_checks(settings: Settings, lb: Runner, settle_s: float, node: LbNode) -> list[Check]:
+    """The exporter (with metrics) and every pool: exactly its healthy real servers."""
+    checks: list[Check] = []
+
+    def state(command: str) -> str:
+        return lb(command)[1].strip()
+
     if settings.metrics is not None:
         serving = metrics.listen(settings, node)
         active = state(f"systemctl is-active {metrics.UNIT}")

@@ -273,22 +273,6 @@ def scenario(p: run.Plan, table: run.Table) -> str | None:
         rc, _ = run.curl(host02.netns, page)
         return rc == 28 and served, f"host02: curl exit {rc}; host01: {detail}"
 
-    def metrics_saw() -> tuple[bool, str]:
-        watch: VrrpWatch | None = failover.get("watch")
-        victim = failover.get("victim")
-        if watch is None or victim is None:
-            return False, "no failover ran"
-        killed_at = failover["killed_at"]
-        (survivor,) = [g.name for g in p.guests if g.name != victim]
-        before = {g: watch.last(g, until=killed_at) for g in (victim, survivor)}
-        took = watch.first(survivor, "master", after=killed_at)
-        ok = before == {victim: "master", survivor: "backup"} and took is not None
-        shown = "never" if took is None else f"{took - killed_at:.2f} s after the kill"
-        return ok, (
-            f"{len(watch.samples)} scrapes from {METRICS_SCRAPER}; before the kill {before}; "
-            f"{survivor} master {shown}"
-        )
-
     def vips_moved() -> tuple[bool, str]:
         survivors = [g for g in p.guests if g.name != failover.get("victim")]
         held = {g.name: run.addresses(g) for g in survivors}
@@ -333,7 +317,8 @@ def scenario(p: run.Plan, table: run.Table) -> str | None:
     phase("failover: VIP and gateway on the other LB", vips_moved)
     if s.metrics is not None:
         phase(
-            "failover: the exporters, scraped throughout, show the VIP holder change", metrics_saw
+            "failover: the exporters, scraped throughout, show the VIP holder change",
+            lambda: metrics_saw(p, failover),
         )
     side("after")
     phase("start the killed LB: nothing breaks, no VIP moves back", restart)
@@ -351,6 +336,25 @@ DEMO_HA_ROWS = 1 + SCENARIO_ROWS
 def _step_names(p: run.Plan) -> tuple[str, ...]:
     """The steps the program declares for each host of ``p``'s stack."""
     return tuple(st.name for st in lb_steps(p.settings))
+
+
+def metrics_saw(p: run.Plan, failover: dict[str, Any]) -> tuple[bool, str]:
+    """Before the kill the victim's exporter said master and the survivor's
+    backup; after it, how soon the survivor's said master."""
+    watch: VrrpWatch | None = failover.get("watch")
+    victim = failover.get("victim")
+    if watch is None or victim is None:
+        return False, "no failover ran"
+    killed_at = failover["killed_at"]
+    (survivor,) = [g.name for g in p.guests if g.name != victim]
+    before = {g: watch.last(g, until=killed_at) for g in (victim, survivor)}
+    took = watch.first(survivor, "master", after=killed_at)
+    ok = before == {victim: "master", survivor: "backup"} and took is not None
+    shown = "never" if took is None else f"{took - killed_at:.2f} s after the kill"
+    return ok, (
+        f"{len(watch.samples)} scrapes from {METRICS_SCRAPER}; before the kill {before}; "
+        f"{survivor} master {shown}"
+    )
 
 
 #: The lab's Prometheus stand-in (the stack's metrics.scrapers).

@@ -259,50 +259,6 @@ def scenario(plan_: Plan, table: run.Table) -> dict[str, Any]:
         last = [ln for ln in out.splitlines() if ln.startswith("verify ")]
         return rc == 0, last[-1] if last else out[-300:]
 
-    def metrics_view() -> tuple[bool, str]:
-        rc, text = scrape(plan_, METRICS_SCRAPER)
-        by_metrics = metric_pools(plan_, text)
-        by_ipvsadm = pool_members(plan_)
-        # A host on the LB's internal link that is no scraper: dropped (a timeout).
-        other = plan_.workers[0]
-        denied, _ = scrape(plan_, other.netns)
-        ok = rc == 0 and by_metrics == by_ipvsadm and denied == full.CURL_TIMED_OUT
-        return ok, (
-            f"scraped from {METRICS_SCRAPER}: curl exit {rc}, pools as ipvsadm has them: "
-            f"{by_metrics == by_ipvsadm}; from {other.name} (no scraper): curl exit {denied}"
-        )
-
-    def drain_one() -> tuple[bool, str]:
-        w1 = s.workers[0]
-        web_pool, dns_pool = _pool_names(plan_, web, dns_)
-        others = workers - {str(w1.address)}
-        want = {dns_pool: others, web_pool: workers}
-        start = time.monotonic()
-        moved = drain(s, dns_, w1.name)
-        ready = time.monotonic()
-        seen_at: dict[str, float] = {}
-        for _ in range(150):  # 0.2 s apart: 30 s at most
-            now = time.monotonic()
-            if "ipvsadm" not in seen_at and _holds(pool_members(plan_), want):
-                seen_at["ipvsadm"] = now
-            if "metrics" not in seen_at and _holds(
-                metric_pools(plan_, scrape(plan_, METRICS_SCRAPER)[1]), want
-            ):
-                seen_at["metrics"] = now
-            if len(seen_at) == 2:
-                break
-            time.sleep(0.2)
-        seen["drain"] = {k: v - start for k, v in seen_at.items()}
-        said = ", ".join(
-            f"{k} {v - start:.1f} s after the delete ({v - ready:.1f} s after the new pod's Ready)"
-            for k, v in seen_at.items()
-        )
-        ok = len(seen_at) == 2
-        return (
-            ok,
-            f"dns pod off {w1.name} in {moved:.1f} s; dns pool {sorted(others)} seen by {said}",
-        )
-
     def again() -> tuple[bool, str]:
         spread(s)
         full.sync_workers(plan_)
@@ -316,9 +272,8 @@ def scenario(plan_: Plan, table: run.Table) -> dict[str, Any]:
         probe = run.Probe("ks-host01", url, env=full.api_probe_env())
         time.sleep(2)
         r = probe.stop()
-        return r["requests"] > 0 and r[
-            "failures"
-        ] == 0, f"{r['requests']} requests, {r['failures']} failed"
+        ok = r["requests"] > 0 and r["failures"] == 0
+        return ok, f"{r['requests']} requests, {r['failures']} failed"
 
     table.phase("services: pulumi up of web (TCP), dns (UDP) and the apiserver", first_up)
     table.phase("services: host01 gets the page and no DNS answer, host02 the reverse", each_client)
@@ -326,11 +281,66 @@ def scenario(plan_: Plan, table: run.Table) -> dict[str, Any]:
     table.phase("services: the apiserver answers through VIP:6443", api)
     table.phase("services: verify checks each service (pools and clients)", verify)
     table.phase(
-        "services: the LB's node exporter shows the pools, for the scrapers only", metrics_view
+        "services: the LB's node exporter shows the pools, for the scrapers only",
+        lambda: metrics_view(plan_),
     )
-    table.phase("services: worker01's dns pod removed drains only the dns pool", drain_one)
+    table.phase(
+        "services: worker01's dns pod removed drains only the dns pool",
+        lambda: drain_one(plan_, dns_, web, seen),
+    )
     table.phase("services: pulumi up again --expect-no-changes", again)
     return seen
+
+
+def metrics_view(plan_: Plan) -> tuple[bool, str]:
+    """The exporter's pools are ipvsadm's, scraped from the scraper; a host on
+    the LB's internal link that is no scraper is dropped (a timeout)."""
+    rc, text = scrape(plan_, METRICS_SCRAPER)
+    by_metrics = metric_pools(plan_, text)
+    by_ipvsadm = pool_members(plan_)
+    other = plan_.workers[0]
+    denied, _ = scrape(plan_, other.netns)
+    ok = rc == 0 and by_metrics == by_ipvsadm and denied == full.CURL_TIMED_OUT
+    return ok, (
+        f"scraped from {METRICS_SCRAPER}: curl exit {rc}, pools as ipvsadm has them: "
+        f"{by_metrics == by_ipvsadm}; from {other.name} (no scraper): curl exit {denied}"
+    )
+
+
+def drain_one(
+    plan_: Plan, drained: Exposed, kept: Exposed, seen: dict[str, Any]
+) -> tuple[bool, str]:
+    """``drained``'s pod removed from the first worker: seconds until ipvsadm
+    and the exporter show its pool without that worker while ``kept``'s pool
+    keeps every worker (sampled every 0.2 s, 30 s at most)."""
+    s = plan_.settings
+    w1 = s.workers[0]
+    workers = {str(w.address) for w in s.workers}
+    others = workers - {str(w1.address)}
+    want = {_pool_names(plan_, drained)[0]: others, _pool_names(plan_, kept)[0]: workers}
+    start = time.monotonic()
+    moved = drain(s, drained, w1.name)
+    ready = time.monotonic()
+    seen_at: dict[str, float] = {}
+    for _ in range(150):
+        now = time.monotonic()
+        if "ipvsadm" not in seen_at and _holds(pool_members(plan_), want):
+            seen_at["ipvsadm"] = now
+        scraped = metric_pools(plan_, scrape(plan_, METRICS_SCRAPER)[1])
+        if "metrics" not in seen_at and _holds(scraped, want):
+            seen_at["metrics"] = now
+        if len(seen_at) == 2:
+            break
+        time.sleep(0.2)
+    seen["drain"] = {k: v - start for k, v in seen_at.items()}
+    said = ", ".join(
+        f"{k} {v - start:.1f} s after the delete ({v - ready:.1f} s after the new pod's Ready)"
+        for k, v in seen_at.items()
+    )
+    name = drained.name
+    return len(seen_at) == 2, (
+        f"{name} pod off {w1.name} in {moved:.1f} s; {name} pool {sorted(others)} seen by {said}"
+    )
 
 
 def _pool_names(plan_: Plan, *services: Exposed) -> list[str]:

@@ -161,7 +161,8 @@ def test_the_program_declares_commands_for_both_guests(pair: run.Plan) -> None:
     (apply and verify of the pair run end to end in `lab/lab demo --ha`)."""
     steps = run.plan_steps(pair)
     assert run.unserved(steps, pair.guests) == []
-    assert len(steps) == 4 * len(pair.guests)
+    per_host = 5 if pair.settings.metrics is not None else 4  # the metrics step with metrics
+    assert len(steps) == per_host * len(pair.guests)
 
 
 def test_the_demo_scenario_on_this_boot(pair: run.Plan) -> None:

@@ -196,6 +196,11 @@ BAD: list[tuple[str, Mutation, str, str]] = [
     ("long-float-string", _set("keepsource:healthCheck.delayLoop", "0." + "9" * 5000), "keepsource:healthCheck.delayLoop", "5001 digits"),
     ("long-float-top", _set("keepsource:lb.cutoverTimeout", "1" * 30 + ".5"), "keepsource:lb.cutoverTimeout", "31 digits"),
     ("verify-target-not-ssh", _set("keepsource:verify.deniedClient.target", "host02"), "keepsource:verify.deniedClient.target", "user@host"),
+    # issue 18: the metrics exporter's port and scrapers
+    ("metrics-world-open", _set("keepsource:metrics", {"scrapers": ["0.0.0.0/0"]}), "keepsource:metrics.scrapers[0]", "whole world"),
+    ("metrics-no-scrapers", _set("keepsource:metrics", {"scrapers": []}), "keepsource:metrics.scrapers", "at least 1"),
+    ("metrics-on-ssh-port", _set("keepsource:metrics", {"scrapers": ["172.16.0.1/32"], "port": 22}), "keepsource:metrics.port", "SSH port of the LB"),
+    ("metrics-port-bool", _set("keepsource:metrics", {"scrapers": ["172.16.0.1/32"], "port": True}), "keepsource:metrics.port", "true/false"),
 ]  # fmt: skip
 
 

@@ -343,6 +343,23 @@ def verify_clients(s: Settings) -> list[Fault]:
     return faults
 
 
+def metrics_port(s: Settings) -> list[Fault]:
+    """The exporter's port is dropped on the LB's internal addresses for anyone
+    but the scrapers: never SSH's (keepsource, operators and verify come in there)."""
+    if s.metrics is None:
+        return []
+    ssh_ports = {22} | {node.ssh.port for node in s.lb_nodes}
+    if s.metrics.port in ssh_ports:
+        return [
+            Fault(
+                key(("metrics", "port")),
+                f"{s.metrics.port} is an SSH port of the LB: keepsource's INPUT chain would drop "
+                "SSH to the LB's internal address from everyone but the scrapers",
+            )
+        ]
+    return []
+
+
 RULES: tuple[Rule, ...] = (
     subnets,
     addresses,
@@ -353,6 +370,7 @@ RULES: tuple[Rule, ...] = (
     host_keys,
     lb_only,
     verify_clients,
+    metrics_port,
 )
 
 

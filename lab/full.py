@@ -98,18 +98,24 @@ def _selector(ex: Exposed) -> str:
     return ",".join(f"{k}={v}" for k, v in render.labels(ex).items())
 
 
-def ready_pod_nodes(s: Settings, ex: Exposed | None = None) -> list[str]:
+def pods(s: Settings, ex: Exposed | None = None) -> list[tuple[str, str, bool, bool]]:
+    """(pod name, node, Ready, terminating) of a service's pods (default: the
+    seed's workload), as the API lists them."""
     ex = _one(s, ex)
     ns = render.namespace_of(ex)
     out = kube.kubectl("get", "pods", "-n", ns, "-l", _selector(ex), "-o", "json")
-    nodes = []
+    found = []
     for pod in json.loads(out)["items"]:
         conds = pod.get("status", {}).get("conditions", [])
-        if any(c["type"] == "Ready" and c["status"] == "True" for c in conds):
-            node = pod.get("spec", {}).get("nodeName")
-            if node:
-                nodes.append(node)
-    return nodes
+        ready = any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
+        node = pod.get("spec", {}).get("nodeName") or ""
+        terminating = bool(pod["metadata"].get("deletionTimestamp"))
+        found.append((pod["metadata"]["name"], node, ready, terminating))
+    return found
+
+
+def ready_pod_nodes(s: Settings, ex: Exposed | None = None) -> list[str]:
+    return [node for _, node, ready, _ in pods(s, ex) if ready and node]
 
 
 def wait_ready(s: Settings, timeout: float, ex: Exposed | None = None) -> list[str]:
@@ -214,17 +220,10 @@ def back_to_fault(plan_: Plan) -> dict[str, float]:
         guest.close_shared_connection(g)
         guest.stop(g, hard=True)
         t["boot_to_ssh"] = guest.boot(g, fresh=True)
-    for ex in _services(s):
-        kube.kubectl(
-            "delete", "-n", render.namespace_of(ex), "deployment,service,networkpolicy", ex.name,
-            "--ignore-not-found", "--wait=true", timeout=120,
-        )  # fmt: skip
+    delete_objects(s)
     make_fault(s)
     t["pod_placed"] = place_pod(s, s.workers[0].name)
-    p = engine_cli(plan_)
-    # `stack rm` removes its stack file too: the shadow takes the checkout's again.
-    p.run("stack", "rm", "--yes", "--force", stack=plan_.stack)
-    engine_cli(plan_)  # the stack again, with the lab's key as its secret
+    fresh_stack(plan_)
     sync_workers(plan_)
     log("back to the fault: " + ", ".join(f"{k} {v:.1f} s" for k, v in t.items()))
     return t
@@ -297,6 +296,28 @@ def stop_follower() -> bool:
             os.killpg(pid, signal.SIGTERM)
     FOLLOW_PID.unlink(missing_ok=True)
     return True
+
+
+def delete_objects(s: Settings) -> None:
+    """Every managed service's Deployment, Service and NetworkPolicy deleted
+    with kubectl (waited for: their nodePorts are free after it)."""
+    for ex in _services(s):
+        kube.kubectl(
+            "delete", "-n", render.namespace_of(ex), "deployment,service,networkpolicy", ex.name,
+            "--ignore-not-found", "--wait=true", timeout=120,
+        )  # fmt: skip
+
+
+def fresh_stack(plan_: Plan, stack_file: str | None = None, check: bool = True) -> None:
+    """The plan's stack removed from the lab's backend and made again, with the
+    lab's key as its secret. `stack rm` removes its stack file too: the shadow
+    takes the checkout's again, or ``stack_file`` (a generated one's text).
+    ``check``: fail when there was no stack to remove."""
+    p = engine_cli(plan_)
+    p.run("stack", "rm", "--yes", "--force", stack=plan_.stack, check=check)
+    if stack_file is not None:
+        (engine.SHADOW / f"Pulumi.{plan_.stack}.yaml").write_text(stack_file)
+    engine_cli(plan_)
 
 
 @contextlib.contextmanager

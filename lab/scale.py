@@ -25,7 +25,7 @@ import yaml
 
 from keepsource.render import kube as render
 from keepsource.stackfile import load_config
-from lab import engine, full, guest, kube, paths, plan, run, services
+from lab import full, guest, paths, plan, run, services
 from lab.run import Plan, State
 
 #: Where the generated stack files are (one per N, made again each run).
@@ -66,19 +66,11 @@ def write(n: int) -> Path:
 
 def _use(p: Plan, root: Path) -> None:
     """The follower and the lab's backend on the stack file in ``root``."""
-    full.stop_follower()
-    state = State.load()
-    state.root = str(root)
-    state.save()
-    full.sync_workers(p)
-    state = State.load()
-    state.pids.append(full.start_follower())
-    state.save()
-    cli = run.engine_cli(p)
-    cli.run("stack", "rm", "--yes", "--force", stack=p.stack, check=False)
-    shadow_file = engine.SHADOW / f"Pulumi.{p.stack}.yaml"
-    shadow_file.write_text((root / shadow_file.name).read_text())
-    run.engine_cli(p)
+    with full.follower_paused(p):
+        state = State.load()
+        state.root = str(root)
+        state.save()
+    full.fresh_stack(p, (root / f"Pulumi.{p.stack}.yaml").read_text(), check=False)
 
 
 def one(n: int, table: run.Table) -> dict[str, float]:
@@ -139,11 +131,7 @@ def measure(counts: list[int]) -> int:
         p = run.make_plan(plan.SERVICES)
         full.up(p)
         guest.save_state(p.guests[0])
-        for ex in render.managed(p.settings):  # the checkout's services: their nodePorts free
-            kube.kubectl(
-                "delete", "-n", render.namespace_of(ex), "deployment,service,networkpolicy",
-                ex.name, "--ignore-not-found", "--wait=true", timeout=120,
-            )  # fmt: skip
+        full.delete_objects(p.settings)  # the checkout's services: their nodePorts free
         for n in counts:
             times[n] = one(n, table)
     finally:

@@ -12,7 +12,6 @@ from one worker drains that service's pool only.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from typing import Any
@@ -31,19 +30,8 @@ def log(msg: str) -> None:
 
 
 def pods(s: Settings, ex: Exposed) -> list[tuple[str, str, bool]]:
-    """(pod name, node, Ready) of a service's pods."""
-    out = kube.kubectl(
-        "get", "pods", "-n", render.namespace_of(ex), "-l",
-        ",".join(f"{k}={v}" for k, v in render.labels(ex).items()), "-o", "json",
-    )  # fmt: skip
-    found = []
-    for pod in json.loads(out)["items"]:
-        if pod["metadata"].get("deletionTimestamp"):
-            continue
-        conds = pod.get("status", {}).get("conditions", [])
-        ready = any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
-        found.append((pod["metadata"]["name"], pod.get("spec", {}).get("nodeName", ""), ready))
-    return found
+    """(pod name, node, Ready) of a service's pods, those being deleted left out."""
+    return [(name, node, ready) for name, node, ready, gone in full.pods(s, ex) if not gone]
 
 
 def _move_one(s: Settings, ex: Exposed, node: str, want: set[str], timeout: float) -> None:
@@ -94,30 +82,19 @@ def switch(single: Plan) -> Plan:
     the single stack's objects deleted, the DNS stand-ins started, the seed's
     objects of every service made with kubectl, one pod per worker, the
     follower on the new stack."""
-    full.stop_follower()
-    g = single.guests[0]
-    restored = guest.restore_state(g)
-    for ex in render.managed(single.settings):
-        kube.kubectl(
-            "delete", "-n", render.namespace_of(ex), "deployment,service,networkpolicy",
-            ex.name, "--ignore-not-found", "--wait=true", timeout=120,
-        )  # fmt: skip
     p = run.make_plan(plan.SERVICES)
-    state = State.load()
-    ports = [(f.protocol, f.pod_port) for f in run._filters(p, "seed") if f.protocol == "udp"]
-    state.pids += hosts.start_pods(p.workers, ports)
-    state.layout = p.layout
-    state.save()
-    hosts.wait_listening([(w, port) for w in p.workers for _, port in ports], protocol="udp")
-    full.make_fault(p.settings)
-    spread_s = spread(p.settings)
-    full.sync_workers(p)
-    state = State.load()
-    state.pids.append(full.start_follower())
-    state.save()
-    cli = run.engine_cli(p)
-    cli.run("stack", "rm", "--yes", "--force", stack=p.stack, check=False)
-    run.engine_cli(p)  # the stack again, from the checkout's file
+    with full.follower_paused(p):  # started again on the services stack (the state's layout)
+        restored = guest.restore_state(single.guests[0])
+        full.delete_objects(single.settings)
+        state = State.load()
+        ports = [(f.protocol, f.pod_port) for f in run._filters(p, "seed") if f.protocol == "udp"]
+        state.pids += hosts.start_pods(p.workers, ports)
+        state.layout = p.layout
+        state.save()
+        hosts.wait_listening([(w, port) for w in p.workers for _, port in ports], protocol="udp")
+        full.make_fault(p.settings)
+        spread_s = spread(p.settings)
+    full.fresh_stack(p, check=False)  # the stack again, from the checkout's file
     log(
         f"switched to {p.stack}: guest restored in {restored:.1f} s, "
         f"pods spread in {spread_s:.1f} s"

@@ -199,32 +199,26 @@ def client_checks(settings: Settings, allowed: Runner, denied: Runner) -> list[C
         if ex.workload is None:
             continue
         for port in ex.ports:
-            where = f"{vip}:{port.port}" if port.protocol == "UDP" else ""
-            url = f"http://{vip}:{port.port}/"
             for client, run in clients:
                 admitted = any(client.address in net for net in ex.allowed_clients)
-                what = where or url
                 if port.protocol == "UDP":
                     checks.append(_udp_check(ex, port.port, client.name, run, admitted, str(vip)))
-                    continue
-                rc, out = run(curl_command(url))
-                if admitted:
-                    # The workload answered: any 2xx or 3xx, whatever the image serves.
-                    status = out.strip().splitlines()[-1] if out.strip() else ""
-                    page = rc == 0 and re.fullmatch(r"HTTP [23]\d\d", status) is not None
-                    checks.append(
-                        Check(
-                            f"{client.name} is served from {what}",
-                            page,
-                            f"curl exit {rc}, {status}",
-                        )
-                    )
                 else:
-                    # curl exit 28: timed out (the policy drops); 7 would mean refused, 0 served.
                     checks.append(
-                        Check(f"{client.name} times out on {what}", rc == 28, f"curl exit {rc}")
+                        _tcp_check(f"http://{vip}:{port.port}/", client.name, run, admitted)
                     )
     return checks
+
+
+def _tcp_check(url: str, client: str, run: Runner, admitted: bool) -> Check:
+    rc, out = run(curl_command(url))
+    if admitted:
+        # The workload answered: any 2xx or 3xx, whatever the image serves.
+        status = out.strip().splitlines()[-1] if out.strip() else ""
+        page = rc == 0 and re.fullmatch(r"HTTP [23]\d\d", status) is not None
+        return Check(f"{client} is served from {url}", page, f"curl exit {rc}, {status}")
+    # curl exit 28: timed out (the policy drops); 7 would mean refused, 0 served.
+    return Check(f"{client} times out on {url}", rc == 28, f"curl exit {rc}")
 
 
 def _udp_check(ex: Exposed, port: int, client: str, run: Runner, admitted: bool, vip: str) -> Check:

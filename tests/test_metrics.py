@@ -1,11 +1,12 @@
 """keepsource:metrics with the real tools: the VRRP notify script (shellcheck,
 then run: the file it writes, the count it keeps) read by Debian's own node
 exporter's textfile collector, and the exporter's drop-in flags accepted by
-that binary. The exporter comes from Debian's package, unpacked (never
-installed: its service would start on this machine)."""
+that binary. The exporter comes from Debian's package, unpacked by run-tests
+(never installed: its service would start on this machine)."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import time
@@ -22,17 +23,13 @@ PACKAGE = "prometheus-node-exporter"
 
 
 @pytest.fixture(scope="module")
-def node_exporter(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Debian's node exporter binary, unpacked from its package."""
-    d = tmp_path_factory.mktemp("deb")
-    done = subprocess.run(
-        ["apt-get", "download", PACKAGE], cwd=d, capture_output=True, text=True, timeout=300
-    )
-    if done.returncode != 0:
-        pytest.fail(f"apt-get download {PACKAGE} failed: {done.stderr[-500:]}")
-    deb = next(d.glob("*.deb"))
-    subprocess.run(["dpkg-deb", "-x", str(deb), str(d / "x")], check=True, timeout=120)
-    return d / "x/usr/bin/prometheus-node-exporter"
+def node_exporter() -> Path:
+    """Debian's node exporter binary, unpacked from its package by run-tests
+    (KEEPSOURCE_NODE_EXPORTER): no network in the test."""
+    path = Path(os.environ.get("KEEPSOURCE_NODE_EXPORTER", "/nonexistent"))
+    if not path.is_file():
+        pytest.fail(f"{PACKAGE} is not unpacked: run ./run-tests (KEEPSOURCE_NODE_EXPORTER={path})")
+    return path
 
 
 def _script(tmp: Path) -> Path:

@@ -161,7 +161,7 @@ def demo() -> int:
             scenario(p, table)
     finally:
         run.down()
-    return table.report("demo --ha", DEMO_HA_ROWS)
+    return table.report("demo --ha", 1 + scenario_rows(p))
 
 
 def scenario(p: run.Plan, table: run.Table) -> str | None:
@@ -329,8 +329,9 @@ def scenario(p: run.Plan, table: run.Table) -> str | None:
 
 # up, then the scenario's: 3 fault rows, lb2, apply, overlap, verify, rogue,
 # page, 2 before, 5 failover, 2 after, restart, verify
-SCENARIO_ROWS = 21  # 20 without keepsource:metrics
-DEMO_HA_ROWS = 1 + SCENARIO_ROWS
+def scenario_rows(p: run.Plan) -> int:
+    """Rows of :func:`scenario`: 20, and the exporters' row with keepsource:metrics."""
+    return 20 + (p.settings.metrics is not None)
 
 
 def _step_names(p: run.Plan) -> tuple[str, ...]:

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from keepsource.render import metrics
-from keepsource.stackfile import load
+from keepsource.settings import parse
+from keepsource.stackfile import load_config
 from tests.conftest import require_tool
 
 PACKAGE = "prometheus-node-exporter"
@@ -73,7 +74,9 @@ def test_the_exporter_serves_the_state_keepalived_reported(
     node exporter, with the flags keepsource's drop-in gives it (its address
     made loopback here), serves the state and the count of changes."""
     script = _script(tmp_path)
-    s = load("local-ha")
+    cfg = load_config("local-ha")  # the pair, with metrics turned on
+    cfg["keepsource:metrics"] = {"scrapers": ["172.16.0.1/32"]}
+    s = parse(cfg)
     dropin = metrics.render_dropin(s, s.lb_nodes[0])
     line = next(ln for ln in dropin.splitlines() if ln.startswith("ExecStart=/"))
     flags = line.split(" ", 1)[1]

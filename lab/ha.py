@@ -228,9 +228,9 @@ def scenario(p: run.Plan, table: run.Table) -> str | None:
         failover["victim"] = victim
         failover["log_lines"] = len(run.pod_peers(p))
         probe = run.Probe(host01.netns, page, interval=INTERVAL, limit=120, timeout=REQUEST_TIMEOUT)
-        watch = VrrpWatch(p)
+        watch = VrrpWatch(p) if p.settings.metrics is not None else None
         with ThreadPoolExecutor(2) as pool:
-            watching = pool.submit(watch.run)
+            watching = pool.submit(watch.run) if watch else None
             time.sleep(1.0)
             big = pool.submit(run.download, host01.netns, page + hosts.BIG_NAME, BIG_RATE)
             time.sleep(2.0)  # the transfer is under way
@@ -242,8 +242,9 @@ def scenario(p: run.Plan, table: run.Table) -> str | None:
             finally:
                 time.sleep(1.0)
                 seen = probe.stop()
-                watch.stop.set()
-                watching.result(timeout=30)
+                if watch and watching:
+                    watch.stop.set()
+                    watching.result(timeout=30)
         failover["probe"] = seen
         failover["watch"] = watch
         resumed = resume_after(seen, killed_at)

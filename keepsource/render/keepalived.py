@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from keepsource.render.metrics import VRRP_NOTIFY_PATH
+from keepsource.render.metrics import VRRP_FIFO_PATH, VRRP_NOTIFY_PATH
 from keepsource.settings import HealthCheck, Settings
 from keepsource.settings.model import LbNode
 from keepsource.settings.services import check_payload
@@ -179,8 +179,6 @@ def _vrrp(settings: Settings, node: LbNode) -> list[str]:
         f"        {VRRP_EXTERNAL}",
         f"        {VRRP_INTERNAL}",
         "    }",
-        # With metrics: each state change, for the node exporter's textfile collector.
-        *([f"    notify {VRRP_NOTIFY_PATH}"] if settings.metrics is not None else []),
         "}",
     ]
     for name, iface, vrid, own, peer, address, prefix in instances:
@@ -237,8 +235,16 @@ def render_keepalived(
         f"    router_id keepsource-{node.name}" if settings.is_pair else "    router_id keepsource",
     ]
     if settings.is_pair and settings.metrics is not None:
-        # The notify script runs as root; keepalived checks no one else can write it.
-        lines += ["    script_user root", "    enable_script_security"]
+        # Each VRRP state change, in order, into a FIFO that one reader of
+        # keepsource's turns into the node exporter's textfile (notify scripts,
+        # one process per change, can finish out of order). It runs as root;
+        # keepalived checks no one else can write it.
+        lines += [
+            "    script_user root",
+            "    enable_script_security",
+            f"    vrrp_notify_fifo {VRRP_FIFO_PATH}",
+            f"    vrrp_notify_fifo_script {VRRP_NOTIFY_PATH}",
+        ]
     if settings.is_pair:
         lines += [
             "    vrrp_version 3",

@@ -16,13 +16,15 @@ DROPIN_PATH = f"/etc/systemd/system/{UNIT}.d/keepsource.conf"
 COLLECTORS = ("ipvs",)
 #: Debian's node exporter's textfile directory (its package makes it).
 TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
-#: keepalived's notify of the pair's sync group (installed by the metrics step).
+#: keepalived's vrrp_notify_fifo_script (installed by the metrics step) and the
+#: FIFO keepalived makes and writes each VRRP state change into, in order.
 VRRP_NOTIFY_PATH = "/usr/local/lib/keepsource/vrrp-state"
+VRRP_FIFO_PATH = "/run/keepsource-vrrp.fifo"
 VRRP_COUNT_PATH = "/var/lib/keepsource/vrrp-transitions"
 
 
 def vrrp_state_script() -> str:
-    """The notify script, exactly as installed on a pair's hosts."""
+    """The FIFO reader, exactly as installed on a pair's hosts."""
     from importlib import resources
 
     text = resources.files("keepsource.scripts").joinpath("vrrp_state.sh").read_text()

@@ -207,7 +207,7 @@ def metrics_script(settings: Settings, node: LbNode | None = None) -> str:
 
 
 def _vrrp_notify() -> str:
-    """The metrics step's part for a pair: keepalived's notify script (keepalived.conf names it)."""
+    """The metrics step's part for a pair: keepalived's VRRP FIFO reader."""
     path = metrics.VRRP_NOTIFY_PATH
     return "\n".join(
         [
@@ -264,7 +264,7 @@ def service_steps(settings: Settings, node_port: int, node: LbNode | None = None
             "keepalived-config",
             keepalived_config_script(settings, conf, node),
             KEEPALIVED_CONF,
-            # With metrics, a pair's keepalived.conf names the metrics step's notify script.
+            # With metrics, a pair's keepalived.conf names the metrics step's VRRP FIFO reader.
             ("packages", "metrics") if settings.metrics is not None else ("packages",),
             "check keepalived.conf on the host (digest, local addresses, owner, keepalived -t)"
             " and stage it",

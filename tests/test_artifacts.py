@@ -145,7 +145,7 @@ def test_shellcheck_passes_every_remote_script(tmp_path: Path, stack: str) -> No
     out = _write(tmp_path, stack)
     hosts = [Path(_confs(stack)[n.name]).parent for n in load(stack).lb_nodes]
     scripts = [p for h in hosts for p in sorted((out / h / "steps").glob("*.sh"))]
-    names = ["packages", "gateway", "keepalived-config", "cutover"]
+    names = ["gateway", "packages", "keepalived-config", "cutover"]
     if load(stack).metrics is not None:
         names.insert(2, "metrics")
     assert [p.name for p in scripts] == [f"{i:02d}-{n}.sh" for i, n in enumerate(names, 1)] * len(

@@ -57,7 +57,7 @@ from keepsource.verify import parse_ipvs  # noqa: E402
 from lab import engine, full, guest, hosts, image, kube, net, paths  # noqa: E402
 from lab import run as lab  # noqa: E402
 
-STEPS = ("lb-packages", "lb-gateway", "lb-keepalived-config", "lb-cutover")
+STEPS = ("lb-gateway", "lb-packages", "lb-keepalived-config", "lb-cutover")
 STATE_DIR = "/var/lib/keepsource"
 CONF = "/etc/keepalived/keepalived.conf"
 DROPIN = "/etc/systemd/system/keepalived.service.d/lab-fault.conf"

@@ -9,7 +9,8 @@ from __future__ import annotations
 from keepsource.settings import Settings
 from keepsource.settings.model import LbNode
 
-UNIT = "prometheus-node-exporter.service"
+PACKAGE = "prometheus-node-exporter"
+UNIT = f"{PACKAGE}.service"
 DROPIN_PATH = f"/etc/systemd/system/{UNIT}.d/keepsource.conf"
 #: The collectors: IPVS (the pools) and, for a pair, the textfile the VRRP
 #: notify writes (the rest is the host's business, and costs CPU at every scrape).

@@ -206,6 +206,30 @@ def metrics_script(settings: Settings, node: LbNode | None = None) -> str:
     return _script("metrics", body)
 
 
+def packages_script(settings: Settings, node: LbNode | None = None) -> str:
+    """keepalived and ipvsadm; with metrics, the node exporter in the same apt
+    run, its drop-in written first (only before its first install: later
+    changes to it are the metrics step's, which restarts it)."""
+    if settings.metrics is None:
+        fills = {"__KS_BEFORE_INSTALL__": "", "__KS_PACKAGES__": PACKAGES}
+    else:
+        before = "\n".join(
+            [
+                "# The node exporter's drop-in before its package: it never listens anywhere else.",
+                f"if ! ks_installed {metrics.PACKAGE}; then",
+                f"  ks_dropin {metrics.DROPIN_PATH} <<'KEEPSOURCE_DROPIN'",
+                metrics.render_dropin(settings, node).rstrip("\n"),
+                "KEEPSOURCE_DROPIN",
+                "fi",
+            ]
+        )
+        fills = {
+            "__KS_BEFORE_INSTALL__": before,
+            "__KS_PACKAGES__": f"{PACKAGES} {metrics.PACKAGE}",
+        }
+    return _script("packages", _fill(_template("packages.sh"), fills))
+
+
 def _vrrp_notify() -> str:
     """The metrics step's part for a pair: keepalived's VRRP FIFO reader."""
     path = metrics.VRRP_NOTIFY_PATH
@@ -222,13 +246,6 @@ def _vrrp_notify() -> str:
 def host_steps(settings: Settings, node: LbNode | None = None) -> list[Step]:
     """The steps that need nothing from Kubernetes (known at preview)."""
     return [
-        Step(
-            "packages",
-            _script("packages", _fill(_template("packages.sh"), {"__KS_PACKAGES__": PACKAGES})),
-            None,
-            (),
-            "install keepalived and ipvsadm; refuse if apt would remove a package",
-        ),
         # The gateway needs nothing of the packages step (iptables, the ip_vs
         # and xt_ipvs modules are the host's own): the engine starts it at once (on
         # the host the steps take turns: lib.sh's lock).
@@ -238,6 +255,16 @@ def host_steps(settings: Settings, node: LbNode | None = None) -> list[Step]:
             None,
             (),
             "ip_forward, MASQUERADE and the hairpin SNAT, loaded now and at boot by a unit",
+        ),
+        Step(
+            "packages",
+            packages_script(settings, node),
+            None,
+            # With metrics the exporter starts in this step: after the
+            # gateway's filter chain admits only the scrapers.
+            ("gateway",) if settings.metrics is not None else (),
+            "install keepalived and ipvsadm (and the node exporter, with metrics);"
+            " refuse if apt would remove a package",
         ),
         *(
             [
@@ -283,7 +310,7 @@ def service_steps(settings: Settings, node_port: int, node: LbNode | None = None
 #: Steps that switch traffic: they wait for the Workload (Deployment, NetworkPolicy).
 CUTOVER_STEPS = frozenset({"cutover"})
 #: Every step, in apply order ("metrics" only with ``keepsource:metrics``).
-STEP_NAMES = ("packages", "gateway", "metrics", "keepalived-config", "cutover")
+STEP_NAMES = ("gateway", "packages", "metrics", "keepalived-config", "cutover")
 #: The program's project, LoadBalancerHost resource name and type (__main__.py, components/lb.py).
 PROJECT = "keepsource"
 LB_NAME = SINGLE_LB_NAME

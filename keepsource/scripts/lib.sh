@@ -32,6 +32,23 @@ ks_put() {
   mv -f "$tmp" "$file"
   ks_changed=1
 }
+# ks_dropin FILE: ks_put stdin as a systemd drop-in (its folder made), then
+# daemon-reload if it changed; ks_dropin_changed says whether it did.
+ks_dropin_changed=0
+ks_dropin() {
+  local before="$ks_changed"
+  install -d -m 0755 "$(dirname "$1")"
+  ks_put "$1" 0644
+  if [ "$ks_changed" != "$before" ]; then
+    # shellcheck disable=SC2034 # read by the steps that restart the unit
+    ks_dropin_changed=1
+    systemctl daemon-reload
+  fi
+}
+# ks_installed PACKAGE: dpkg has it installed.
+ks_installed() {
+  [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)" = "install ok installed" ]
+}
 ks_has_unit() {
   [ -n "$(systemctl list-unit-files "$1.service" --no-legend 2>/dev/null)" ]
 }
@@ -45,11 +62,10 @@ ks_sha() { sha256sum "$1" | cut -d ' ' -f 1; }
 # apt removes nothing; a package's own service starts as its unit (and any
 # drop-in written before) says.
 ks_install() {
-  local missing=() pkg status apt_opts simulation removed
+  local missing=() pkg apt_opts simulation removed
   export DEBIAN_FRONTEND=noninteractive
   for pkg in "$@"; do
-    status="$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)"
-    if [ "$status" != "install ok installed" ]; then
+    if ! ks_installed "$pkg"; then
       missing+=("$pkg")
     fi
   done

@@ -3,21 +3,15 @@
 # __KS_LISTEN__:__KS_PORT__. keepsource's INPUT chain (the gateway step, run
 # before this one) admits the scrapers only. The drop-in goes in before the
 # package: the exporter never listens anywhere else, not even once.
-dropin=__KS_DROPIN_PATH__
-install -d -m 0755 "$(dirname "$dropin")"
-before="$ks_changed"
-ks_put "$dropin" 0644 <<'KEEPSOURCE_DROPIN'
+ks_dropin __KS_DROPIN_PATH__ <<'KEEPSOURCE_DROPIN'
 __KS_DROPIN__
 KEEPSOURCE_DROPIN
-dropin_changed=0
-if [ "$ks_changed" != "$before" ]; then
-  dropin_changed=1
-  systemctl daemon-reload
-fi
+# The packages step installed it, in the same apt run as keepalived: a no-op
+# here unless the package went away since.
 ks_install prometheus-node-exporter
 __KS_VRRP_NOTIFY__
 unit=prometheus-node-exporter.service
-if [ "$dropin_changed" -eq 1 ] || [ "$(systemctl is-active "$unit" 2>/dev/null || true)" != active ]; then
+if [ "$ks_dropin_changed" -eq 1 ] || [ "$(systemctl is-active "$unit" 2>/dev/null || true)" != active ]; then
   systemctl restart "$unit" || ks_fail "$unit failed: $(systemctl status "$unit" --no-pager -n 5 2>&1 || true)"
   ks_changed=1
 fi

@@ -355,3 +355,53 @@ def test_a_second_step_on_the_host_waits_for_the_lock_then_fails_clearly(tmp_pat
     finally:
         holder.kill()
         holder.wait()
+
+
+def _stub(bin_dir: Path, name: str, body: str) -> None:
+    path = bin_dir / name
+    path.write_text("#!/bin/bash\n" + body + "\n")
+    path.chmod(0o755)
+
+
+def _install_with_dpkg(
+    tmp_path: Path, dpkg_fails: int
+) -> tuple[subprocess.CompletedProcess[str], float]:
+    """ks_install keepalived with stub dpkg/apt-get (the real bash, timeout and
+    lib.sh): dpkg --configure -a fails its first ``dpkg_fails`` tries."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls"
+    _stub(bin_dir, "dpkg-query", "exit 1")  # nothing installed
+    _stub(
+        bin_dir,
+        "dpkg",
+        f'echo dpkg >> {calls}; n=$(grep -c dpkg {calls}); [ "$n" -gt {dpkg_fails} ]',
+    )
+    _stub(bin_dir, "apt-get", f'echo "apt-get $*" >> {calls}')
+    prelude = _lib_until_lock(tmp_path, 5).replace("ks_dpkg_wait=300", "ks_dpkg_wait=3")
+    script = prelude.replace("\nks_say locked\n", "\nks_install keepalived\nks_done\n")
+    start = time.monotonic()
+    done = subprocess.run(
+        ["bash", "-c", f"export PATH={bin_dir}:$PATH\n{script}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return done, time.monotonic() - start
+
+
+def test_a_dpkg_that_stays_broken_fails_the_install_in_bounded_time(tmp_path: Path) -> None:
+    done, seconds = _install_with_dpkg(tmp_path, dpkg_fails=1000)
+    assert done.returncode == 1
+    assert "FAILED: dpkg --configure -a still fails after 3 s" in done.stderr
+    assert "apt-get" not in (tmp_path / "calls").read_text()  # apt never ran
+    assert seconds < 30  # retried for ks_dpkg_wait (3 s here), not for hours
+
+
+def test_a_dpkg_that_recovers_lets_the_install_go_on(tmp_path: Path) -> None:
+    done, _ = _install_with_dpkg(tmp_path, dpkg_fails=1)
+    assert done.returncode == 0, done.stderr
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert calls[:2] == ["dpkg", "dpkg"]
+    assert any(c.startswith("apt-get") and " install " in c for c in calls)
+    assert done.stdout.strip().endswith("keepsource: test: changed")

@@ -9,6 +9,8 @@ line ``keepsource: STEP: changed`` or ``... unchanged``.
 
 from __future__ import annotations
 
+import base64
+import gzip
 import hashlib
 import math
 import shlex
@@ -17,12 +19,18 @@ from importlib import resources
 
 from keepsource.render import gateway, metrics
 from keepsource.render.keepalived import HEADER, pools, render_keepalived
-from keepsource.settings import Settings
+from keepsource.settings import NAMESPACE, Fault, Settings
 from keepsource.settings.model import SINGLE_LB_NAME, LbNode
 
 
 def _template(name: str) -> str:
     return resources.files("keepsource.scripts").joinpath(name).read_text()
+
+
+#: The longest command line sent as plain text (see ``Step.command_line``).
+INLINE_MAX = 64 * 1024
+#: What one argument may hold on Linux (MAX_ARG_STRLEN: 32 pages of 4 KiB).
+ARG_MAX_ONE = 128 * 1024
 
 
 #: The artifact a step reads on stdin (only keepalived-config takes one: the
@@ -48,9 +56,27 @@ class Step:
 
     @staticmethod
     def command_line(script: str, name: str, user: str) -> str:
-        """The remote command line; non-root users go through ``sudo -n`` (no TTY)."""
+        """The remote command line; non-root users go through ``sudo -n`` (no TTY).
+
+        sshd hands the whole command to the login shell as one argument, and
+        Linux caps one argument at MAX_ARG_STRLEN (128 KiB). A script that
+        fits in :data:`INLINE_MAX` travels as it is (readable in `pulumi
+        preview`); a bigger one (thousands of real servers) travels gzipped
+        and base64-encoded, checked whole (gzip's CRC) before bash reads it
+        from a pipe, so stdin stays the step's own.
+        """
         prefix = "" if user == "root" else "sudo -n "
-        return f"{prefix}/bin/bash -c {shlex.quote(script)} keepsource-{name}"
+        inline = f"{prefix}/bin/bash -c {shlex.quote(script)} keepsource-{name}"
+        if len(inline.encode()) <= INLINE_MAX:
+            return inline
+        packed = base64.b64encode(gzip.compress(script.encode(), 9, mtime=0)).decode()
+        loader = (
+            f"z={packed}; "
+            'printf %s "$z" | base64 -d | gzip -t 2>/dev/null || '
+            "{ echo 'keepsource: the step script arrived damaged; nothing ran' >&2; exit 1; }; "
+            'exec /bin/bash <(printf %s "$z" | base64 -d | gzip -dc)'
+        )
+        return f"{prefix}/bin/bash -c {shlex.quote(loader)} keepsource-{name}"
 
     def digest(self, stdin: str | None = None) -> str:
         return self.digest_of(self.script, stdin)
@@ -333,3 +359,29 @@ def steps(
     """An LB host's steps in apply order (by default the only host's)."""
     port = settings.node_port if node_port is None else node_port
     return [*host_steps(settings, node), *service_steps(settings, port, node)]
+
+
+def oversize_faults(settings: Settings) -> list[Fault]:
+    """A step whose command would not fit in one argument even compressed:
+    one fault naming the list that makes it big (checked when parsing, before
+    any resource is declared). Under a thousand real servers every script fits
+    inline (measured: 1,000 workers make a 50 KiB cut-over), so nothing is
+    rendered then."""
+    real_servers = sum(len(vs.real_servers) for vs in pools(settings, settings.node_port))
+    if real_servers < 1000:
+        return []
+    key = f"{NAMESPACE}:services" if settings.services is not None else f"{NAMESPACE}:workers"
+    for node in settings.lb_nodes:
+        for step in steps(settings, None, node):
+            size = len(step.command(node.ssh.user).encode())
+            if size >= ARG_MAX_ONE:
+                return [
+                    Fault(
+                        key,
+                        f"{real_servers} real servers make the LB's {step.name} command "
+                        f"{size // 1024} KiB even compressed; one SSH command holds at most "
+                        f"{ARG_MAX_ONE // 1024} KiB (Linux's MAX_ARG_STRLEN): fewer workers per "
+                        "LB stack, or the services split across LB stacks",
+                    )
+                ]
+    return []

@@ -10,6 +10,8 @@ ks_fail() { printf 'keepsource: %s: FAILED: %s\n' "$ks_step" "$*" >&2; exit 1; }
 # ks_lock_wait seconds, then fails saying so, before it changed anything. The
 # lock goes with the step's shell (its fd), also when its connection is cut.
 ks_lock_wait=600
+# How long ks_install retries a dpkg left half done or locked.
+ks_dpkg_wait=300
 ks_lock_file=/run/keepsource.lock
 ks_lock() {
   exec 9>>"$ks_lock_file"
@@ -62,7 +64,7 @@ ks_sha() { sha256sum "$1" | cut -d ' ' -f 1; }
 # apt removes nothing; a package's own service starts as its unit (and any
 # drop-in written before) says.
 ks_install() {
-  local missing=() pkg apt_opts simulation removed
+  local missing=() pkg apt_opts simulation removed deadline
   export DEBIAN_FRONTEND=noninteractive
   for pkg in "$@"; do
     if ! ks_installed "$pkg"; then
@@ -73,10 +75,14 @@ ks_install() {
     ks_say "installing ${missing[*]}"
     apt_opts=(-q -y -o DPkg::Lock::Timeout=120 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
     # A run cut mid-install may still hold the dpkg lock, or have left dpkg half
-    # done: wait (bounded) and finish that first.
-    for _ in $(seq 1 120); do
-      if timeout 600 dpkg --configure -a >/dev/null 2>&1; then break; fi
-      sleep 1
+    # done: finish that first, retried for ks_dpkg_wait seconds at most (one
+    # try at most 120 s), then fail before apt runs.
+    deadline=$((SECONDS + ks_dpkg_wait))
+    until timeout 120 dpkg --configure -a >/dev/null 2>&1; do
+      if [ "$SECONDS" -ge "$deadline" ]; then
+        ks_fail "dpkg --configure -a still fails after ${ks_dpkg_wait} s (another apt or dpkg run holds its lock, or a package is broken): nothing installed"
+      fi
+      sleep 2
     done
     timeout 600 apt-get "${apt_opts[@]}" update >/dev/null
     # apt resolves a conflict by removing the other package without asking

@@ -279,6 +279,12 @@ def parse(config: Mapping[str, Any], secret_keys: Iterable[str] = ()) -> Setting
     except ValidationError as error:
         raise ConfigError(faults + faults_from(error)) from None
     faults += cross_faults(settings)
+    if not faults:
+        # What the settings make on the LB must fit, too (rendered: imported
+        # here, as the renderers import the settings).
+        from keepsource.render.scripts import oversize_faults
+
+        faults += oversize_faults(settings)
     if faults:
         raise ConfigError(faults)
     return settings

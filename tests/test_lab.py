@@ -56,6 +56,7 @@ from keepsource.render.keepalived import HEADER, WORKLOAD_FWMARK  # noqa: E402
 from keepsource.verify import parse_ipvs  # noqa: E402
 from lab import engine, full, guest, hosts, image, kube, net, paths  # noqa: E402
 from lab import run as lab  # noqa: E402
+from lab.plan import EXT_IF  # noqa: E402
 
 STEPS = ("lb-gateway", "lb-packages", "lb-keepalived-config", "lb-cutover")
 STATE_DIR = "/var/lib/keepsource"
@@ -521,6 +522,67 @@ def test_a_foreign_keepalived_conf_is_refused_then_taken_over_with_a_backup(
     backups = guest.ssh(f"cat {STATE_DIR}/backup/keepalived.conf.*").stdout
     assert backups == foreign
     assert guest.ssh(f"head -n 1 {CONF}").stdout.strip() == HEADER
+
+
+def _holds(address: str) -> bool:
+    return bool(guest.ssh(f"ip -o addr show to {address}").stdout.strip())
+
+
+def _until_holds(address: str, want: bool, seconds: float = 20) -> bool:
+    for _ in range(int(seconds / 0.5)):
+        if _holds(address) == want:
+            return True
+        time.sleep(0.5)
+    return _holds(address) == want
+
+
+def test_a_taken_over_config_whose_vrrp_held_the_vip_is_rolled_back(
+    fault_again: lab.Plan,
+) -> None:
+    """A site's keepalived.conf holds the VIP by VRRP (not as a static
+    address). Taking it over with keepsource's single-LB config would drop the
+    VIP: the cut-over sees it gone after the reload and rolls back (the site's
+    config and its VIP back), the step fails naming the address. Then, the VIP
+    static again, the same apply converges."""
+    plan = fault_again
+    vip = str(plan.settings.network.vip)
+    prefix = plan.settings.network.external_subnet.prefixlen
+    routes = guest.ssh(f"ip -4 route show dev {EXT_IF}").stdout.splitlines()
+    site = (
+        "# a site's own keepalived.conf: the VIP by VRRP\n"
+        "global_defs {\n    router_id site\n}\n"
+        f"vrrp_instance SITE {{\n    state MASTER\n    interface {EXT_IF}\n"
+        "    virtual_router_id 77\n    priority 200\n    advert_int 1\n"
+        f"    virtual_ipaddress {{\n        {vip}/{prefix} dev {EXT_IF}\n    }}\n}}\n"
+    )
+    assert guest.ssh(f"cat > {CONF}", stdin=site).returncode == 0
+    held = guest.ssh(
+        f"ip addr del {vip}/{prefix} dev {EXT_IF} && systemctl reload keepalived", timeout=30
+    )
+    assert held.returncode == 0, held.stderr
+    try:
+        assert _until_holds(vip, True), "the site's VRRP never took the VIP"
+        steps = engine.steps_of(lab.engine_cli(plan).export(plan.stack))
+        replace = [f"--replace={steps[n].urn}" for n in ("lb-keepalived-config", "lb-cutover")]
+        with lab.stack_config(
+            plan, lambda c: c["keepsource:lb"].update(takeOver=["keepalived.conf"])
+        ):
+            refused = _up(plan, *replace)
+            out = _failed(refused, "lb-cutover")
+            assert f"no longer holds {vip}" in out and "Rolled back" in out, out
+            assert guest.ssh(f"cat {CONF}").stdout == site  # the site's config back
+            assert _until_holds(vip, True), "the VIP did not come back with the site's config"
+            # The VIP a static address again: the same take-over converges.
+            fix = f"systemctl stop keepalived && ip addr add {vip}/{prefix} dev {EXT_IF}"
+            assert guest.ssh(fix, timeout=30).returncode == 0
+            _ok(_up(plan, *replace))
+        assert guest.ssh(f"head -n 1 {CONF}").stdout.strip() == HEADER
+        assert _holds(vip)
+    finally:
+        restore = f"ip addr add {vip}/{prefix} dev {EXT_IF} 2>/dev/null; " + "; ".join(
+            f"ip route replace {r} dev {EXT_IF}" for r in routes if r.strip()
+        )
+        guest.ssh(restore, timeout=30)
 
 
 def test_a_sudo_user_without_tty_applies_too(fault_again: lab.Plan) -> None:

@@ -211,6 +211,8 @@ def cutover_script(
             "__KS_SS_FILTER__": ports,
             "__KS_STOP_HAPROXY__": "yes" if HAPROXY in settings.lb.take_over else "no",
             "__KS_VIP__": str(settings.network.vip),
+            "__KS_FLOATING__": f"{settings.network.vip} {settings.network.lb_internal_address}",
+            "__KS_PAIR__": "yes" if settings.is_pair else "no",
             "__KS_OWN_PORTS__": " ".join(sorted({str(vs.port) for vs in services})),
         },
     )

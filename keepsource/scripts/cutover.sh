@@ -19,6 +19,9 @@ check_source=__KS_CHECK_SOURCE__
 stop_haproxy=__KS_STOP_HAPROXY__
 vip=__KS_VIP__
 own_ports="__KS_OWN_PORTS__"
+# The VIP and the nodes' gateway address; a pair's VRRP moves them.
+floating="__KS_FLOATING__"
+pair=__KS_PAIR__
 # fwmark name vip port protocol, one pool a line
 pools="$(cat <<'KEEPSOURCE_POOLS'
 __KS_POOLS__
@@ -85,6 +88,23 @@ diagnose() {
       *) printf '; %s %s:%s refuses (nothing listens there: wrong address or port)' "$name" "$addr" "$port" ;;
     esac
   done <<<"$real_servers"
+}
+
+# What this host must still hold once keepalived runs the new config: each
+# floating address it held before (a replaced keepalived.conf's VRRP may have
+# held it: the new config must not drop it), and a single LB's VIP.
+has_address() { [ -n "$(ip -o addr show to "$1" 2>/dev/null)" ]; }
+must_hold=""
+for a in $floating; do
+  if has_address "$a"; then must_hold="$must_hold $a"; fi
+done
+if [ "$pair" != yes ] && [[ " $must_hold " != *" $vip "* ]]; then must_hold="$must_hold $vip"; fi
+missing_addresses() {
+  local a out=""
+  for a in $must_hold; do
+    has_address "$a" || out="$out $a"
+  done
+  printf '%s' "${out# }"
 }
 
 t0="$(date +%s.%N)"
@@ -198,6 +218,16 @@ if [ "$need_load" = yes ] || [ "$switch_live" = no ]; then
     sleep 0.5
   done
   ks_say "every pool holds a healthy real server ($(since))"
+  # The addresses it held are still here (bounded: 5 s).
+  gone=""
+  for _ in $(seq 1 25); do
+    gone="$(missing_addresses)"
+    [ -z "$gone" ] && break
+    sleep 0.2
+  done
+  if [ -n "$gone" ]; then
+    rollback "with the new keepalived.conf this host no longer holds $gone (it did before: did the replaced config's VRRP hold it?)"
+  fi
 fi
 rm -f "$prev"
 printf '%s\n' "$want_sha" > "$loaded"

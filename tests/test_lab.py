@@ -385,12 +385,20 @@ def test_a_haproxy_that_serves_more_is_not_stopped_unless_the_stack_says_so(
 
 def test_first_apply_keeps_the_apiserver_answering(fault_again: lab.Plan) -> None:
     """From the fault state, with ``lb.takeOver: [haproxy]`` (its :80 and
-    :8404 stop with it, and the cut-over says so); the first up's SSH
+    :8404 stop with it, and the cut-over says so) and the site's own HAProxy
+    unit file in /etc/systemd/system (kept in the backups, then masked); the first up's SSH
     connection is cut during the cut-over, the second converges. host01 and
     worker01 ask the API through VIP:6443 every 0.2 s throughout: no request
     may fail."""
     plan = fault_again
     _, page = _urls(plan)
+    # The site keeps its own HAProxy unit file where mask's link goes.
+    unit = "/etc/systemd/system/haproxy.service"
+    site_unit = guest.ssh(
+        f"cp /lib/systemd/system/haproxy.service {unit} && echo '# the site s own' >> {unit} "
+        f"&& systemctl daemon-reload && cat {unit}"
+    )
+    assert site_unit.returncode == 0 and "the site s own" in site_unit.stdout
     probes = _probes(plan, "ks-host01", plan.workers[0].netns)
     time.sleep(1)
     try:
@@ -414,6 +422,10 @@ def test_first_apply_keeps_the_apiserver_answering(fault_again: lab.Plan) -> Non
     for ns, probe in seen.items():
         assert probe["requests"] > 50 and probe["failures"] == 0, (ns, probe)
     assert guest.ssh("systemctl is-enabled haproxy").stdout.strip() == "masked"
+    # Said by the run that masked it (the cut one, if the cut came that late).
+    assert any(f"its own unit file {unit} kept as" in s for s in (said, cut.output)), said
+    kept = guest.ssh(f"cat {STATE_DIR}/backup/haproxy.service.*").stdout
+    assert kept == site_unit.stdout  # nothing lost
     rc, said = lab.verify_output(plan, lab.engine_cli(plan).env(), engine.SHADOW)
     assert rc == 0, said
 

@@ -262,6 +262,17 @@ if ks_has_unit haproxy; then
   fi
   if [ "$enabled" != masked ]; then
     systemctl disable --quiet haproxy 2>/dev/null || true
+    # mask's link goes where a site may keep its own unit file (or a link to
+    # one), and mask refuses to replace it: it is kept in the backups first.
+    unit_file=/etc/systemd/system/haproxy.service
+    if [ -e "$unit_file" ] || [ -L "$unit_file" ]; then
+      install -d -m 0700 "$state/backup"
+      kept="$state/backup/haproxy.service.$(date -u +%Y%m%dT%H%M%SZ)"
+      cp -pP "$unit_file" "$kept"
+      rm -f "$unit_file"
+      systemctl daemon-reload
+      did+=("its own unit file $unit_file kept as $kept")
+    fi
     systemctl mask --quiet haproxy
     did+=("disabled and masked (was $enabled)")
   fi

@@ -347,14 +347,29 @@ frontend stats
     stats enable
     stats uri /
 """
+#: A HAProxy someone started by hand, outside the unit (its own config).
+STRAY_HAPROXY = """
+global
+    daemon
+    pidfile /run/stray-haproxy.pid
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 5s
+    timeout server 5s
+frontend stray
+    bind :8405
+    http-request return status 200 content-type text/plain string stray-ok
+"""
 
 
 def test_a_haproxy_that_serves_more_is_not_stopped_unless_the_stack_says_so(
     fault_again: lab.Plan,
 ) -> None:
-    """HAProxy also serves :80 and :8404: the cut-over refuses and names both,
-    HAProxy serves them still, keepalived never started. (The next test
-    applies with ``lb.takeOver: [haproxy]``.)"""
+    """HAProxy also serves :80 and :8404, and a HAProxy started by hand
+    outside its unit serves :8405: the cut-over refuses and names all three,
+    they serve still, keepalived never started. (The next test applies with
+    ``lb.takeOver: [haproxy]``.)"""
     plan = fault_again
     vip = plan.settings.network.vip
     added = guest.ssh(
@@ -364,6 +379,12 @@ def test_a_haproxy_that_serves_more_is_not_stopped_unless_the_stack_says_so(
         timeout=60,
     )
     assert added.returncode == 0, added.stdout + added.stderr
+    stray = guest.ssh(
+        "cat > /root/stray-haproxy.cfg && haproxy -f /root/stray-haproxy.cfg",
+        stdin=STRAY_HAPROXY,
+        timeout=60,
+    )
+    assert stray.returncode == 0, stray.stdout + stray.stderr
     # The reload is asynchronous (HAProxy's master re-executes): bounded wait.
     for _ in range(40):
         if _answers("ks-host01", f"http://{vip}/"):
@@ -375,11 +396,13 @@ def test_a_haproxy_that_serves_more_is_not_stopped_unless_the_stack_says_so(
     said = _failed(done, "lb-cutover")
     # The engine's error holds the command line (the script's text) first.
     named = said.rsplit("FAILED: haproxy also serves ", 1)[-1].split(",", 1)[0].split()
-    assert sorted(w.rsplit(":", 1)[-1] for w in named if ":" in w) == ["80", "8404"], said
+    ports = sorted(w.rsplit(":", 1)[-1] for w in named if ":" in w)
+    assert ports == ["80", "8404", "8405"], said
     assert "keepsource:lb.takeOver" in said and "nothing changed" in said
     rc, out = lab.curl("ks-host01", f"http://{vip}/")
     assert rc == 0 and "web-ok" in out, out
     assert _answers("ks-host01", f"http://{vip}:8404/")
+    assert _answers("ks-host01", f"http://{vip}:8405/")
     assert guest.ssh("systemctl is-active keepalived").stdout.strip() != "active"
 
 
@@ -415,6 +438,10 @@ def test_first_apply_keeps_the_apiserver_answering(fault_again: lab.Plan) -> Non
     said = done.steps["lb-cutover"].stdout
     assert "haproxy also serves" in said and ":8404" in said and "stop with it" in said, said
     assert lab.curl("ks-host01", f"http://{plan.settings.network.vip}/")[0] != 0  # :80 is dark
+    # The HAProxy outside its unit stopped too.
+    assert any("haproxy outside its unit stopped" in s for s in (said, cut.output)), said
+    assert not _answers("ks-host01", f"http://{plan.settings.network.vip}:8405/")
+    assert guest.ssh("pgrep -x haproxy || true").stdout.strip() == ""
     rc, out = lab.curl("ks-host01", page)
     assert rc == 0 and "Welcome to nginx" in out, out
     assert lab.curl("ks-host02", page)[0] == full.CURL_TIMED_OUT

@@ -150,7 +150,16 @@ haproxy_others() {
       if (!ours) print $1 " " local
     }' | sort -u
 }
-if systemctl is-active --quiet haproxy 2>/dev/null; then
+# HAProxy processes outside its systemd unit (started by hand, or by another
+# supervisor): stopping the unit would leave them serving.
+stray_haproxy() {
+  local pid out=""
+  for pid in $(pgrep -x haproxy 2>/dev/null || true); do
+    grep -q '/haproxy\.service' "/proc/$pid/cgroup" 2>/dev/null || out="$out $pid"
+  done
+  printf '%s' "${out# }"
+}
+if systemctl is-active --quiet haproxy 2>/dev/null || [ -n "$(stray_haproxy)" ]; then
   others="$(haproxy_others | tr '\n' ' ')"
   others="${others% }"
   if [ -n "$others" ]; then
@@ -291,5 +300,21 @@ if ks_has_unit haproxy; then
   fi
 else
   ks_say "haproxy is not installed"
+fi
+# Those outside the unit go the same way (they serve nothing keepsource does
+# not take over, or the stack said haproxy goes: checked before any change).
+strays="$(stray_haproxy)"
+if [ -n "$strays" ]; then
+  # shellcheck disable=SC2086 # one pid a word
+  kill -TERM $strays 2>/dev/null || true
+  for _ in $(seq 1 25); do
+    [ -z "$(stray_haproxy)" ] && break
+    sleep 0.2
+  done
+  left="$(stray_haproxy)"
+  # shellcheck disable=SC2086
+  if [ -n "$left" ]; then kill -KILL $left 2>/dev/null || true; fi
+  ks_say "haproxy outside its unit stopped (pid $strays)"
+  ks_changed=1
 fi
 ks_done

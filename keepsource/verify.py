@@ -243,6 +243,15 @@ def parse_ipvs(text: str, vip: str, port: int, fwmark: int | None = None) -> set
     return {r.address for key in wanted for r in table.get(key, [])}
 
 
+#: ssh's own exit code when the connection failed (not the remote command's).
+SSH_FAILED = 255
+
+
+def _transport_failed(rc: int, out: str) -> bool:
+    """The command never ran to an answer: ssh failed, or no answer in time."""
+    return rc == SSH_FAILED or (rc == 124 and out.startswith("no answer within"))
+
+
 def _read_node(settings: Settings, node: LbNode) -> LbNode:
     """The same host in settings whose host key files were read."""
     return next(n for n in settings.lb_nodes if n.name == node.name)
@@ -253,7 +262,27 @@ def lb_checks(
 ) -> list[Check]:
     """The LB host's state (by default the only host's; a pair's are named)."""
     node = node or settings.lb_nodes[0]
-    checks = _lb_checks(settings, lb, settle_s, node)
+    lost: list[str] = []
+
+    def watched(command: str) -> tuple[int, str]:
+        rc, out = lb(command)
+        if _transport_failed(rc, out):
+            lost.append(command)
+        return rc, out
+
+    checks = _lb_checks(settings, watched, settle_s, node)
+    if lost:
+        # A check whose command got no answer was not made: none of them may
+        # pass on an empty answer. Only the failures stand, and the loss.
+        checks = [
+            Check(
+                "the LB answered every check over SSH",
+                False,
+                f"{len(lost)} commands got no answer (the first: {lost[0][:80]!r}); "
+                "the checks that passed are not shown: run verify again",
+            ),
+            *(c for c in checks if not c.ok),
+        ]
     if not settings.is_pair:
         return checks
     return [replace(c, name=f"{node.name}: {c.name}", lb=node.name) for c in checks]
@@ -404,13 +433,21 @@ def vip_holder(settings: Settings, runners: Mapping[str, Runner]) -> Check:
     nodes' gateway), and says which."""
     want = {str(settings.network.vip), str(settings.network.lb_internal_address)}
     held: dict[str, set[str]] = {}
+    unknown: dict[str, int] = {}
     for name, run in runners.items():
         rc, out = run("ip -4 -o addr show")
+        if rc != 0:
+            unknown[name] = rc  # not "holds none": it could not be asked
         held[name] = want & ipv4_addresses(out) if rc == 0 else set()
     holders = [name for name, got in held.items() if got == want]
     partial = [name for name, got in held.items() if got and got != want]
-    ok = len(holders) == 1 and not partial
-    detail = ", ".join(f"{n}: {sorted(got) or 'none'}" for n, got in held.items())
+    ok = len(holders) == 1 and not partial and not unknown
+    detail = ", ".join(
+        f"{n}: could not check (exit {unknown[n]})"
+        if n in unknown
+        else f"{n}: {sorted(got) or 'none'}"
+        for n, got in held.items()
+    )
     what = f"{holders[0]} holds the VIP and the gateway" if ok else "VIP holder unclear"
     return Check(f"one LB host holds the VIP and the gateway ({what})", ok, detail)
 

@@ -52,6 +52,8 @@ def _lb(answers: dict[str, str]) -> Callable[[str], tuple[int, str]]:
     def run(command: str) -> tuple[int, str]:
         for key, out in answers.items():
             if key in command:
+                if out is LOST:
+                    return 255, "ssh: connect to host 127.0.0.1 port 2222: Connection refused"
                 return (1, "") if out is FAIL else (0, out)
         return 1, ""
 
@@ -59,6 +61,7 @@ def _lb(answers: dict[str, str]) -> Callable[[str], tuple[int, str]]:
 
 
 FAIL = "<rc 1>"
+LOST = "<ssh failed>"
 SWITCH = """\
 -A KEEPSOURCE-SWITCH -d 192.168.0.1/32 -p tcp -m tcp --dport 6443 -j MARK --set-xmark 0x6b730001/0xffffffff
 -A KEEPSOURCE-SWITCH -d 192.168.0.1/32 -p tcp -m tcp --dport 30080 -j MARK --set-xmark 0x6b730002/0xffffffff
@@ -97,6 +100,16 @@ def test_an_unreachable_lb_fails() -> None:
         load("local"), _lb({**GOOD, "echo keepsource-reachable": FAIL}), settle_s=0.5
     )
     assert [c.ok for c in checks] == [False]
+
+
+def test_a_check_the_lb_never_answered_does_not_pass() -> None:
+    """The SSH connection drops on one command (haproxy's unit): the answer
+    would read "not installed", a pass; no check passes then, the loss is named."""
+    for key in ("systemctl cat haproxy.service", "systemctl is-active keepalived"):
+        checks = lb_checks(load("local"), _lb({**GOOD, key: LOST}), settle_s=0.5)
+        assert checks and not any(c.ok for c in checks), [c.line() for c in checks]
+        assert checks[0].name == "the LB answered every check over SSH"
+        assert key in checks[0].line()
 
 
 def test_haproxy_not_installed_counts_as_off() -> None:
@@ -182,6 +195,9 @@ def test_a_pair_says_which_host_holds_the_vips() -> None:
     split = _addrs("192.168.0.3/24", "192.168.0.1/24")
     assert not vip_holder(s, {"lb1": split, "lb2": backup}).ok
     assert not vip_holder(s, {"lb1": lambda _: (255, "no route"), "lb2": backup}).ok
+    # One host that cannot be asked is not a host that holds nothing.
+    check = vip_holder(s, {"lb1": lambda _: (255, "no route"), "lb2": master})
+    assert not check.ok and "lb1: could not check (exit 255)" in check.line()
 
 
 def test_a_pairs_checks_and_repairs_name_the_host() -> None:

@@ -328,7 +328,11 @@ def _policy_first(plan_: Plan, state: State) -> None:
 
 
 def apply(
-    plan_: Plan, *extra: str, cut: tuple[str, float] | None = None, timeout: float = 1200
+    plan_: Plan,
+    *extra: str,
+    cut: tuple[str, float] | None = None,
+    timeout: float = 1200,
+    hard: bool = False,
 ) -> engine.Up:
     """``pulumi up`` of the plan's stack with the real CLI (./build-engine) on
     the lab's shadow project (lab/engine.py): an ``engine.Up``. ``extra``: more
@@ -336,7 +340,9 @@ def apply(
     Workload side comes first, as a GitOps sync of its manifests would (the
     CNI stand-in enforces the rendered NetworkPolicy). ``cut=(STEP, SECONDS)``:
     SECONDS after the guest starts that step's script, its SSH connection is
-    killed on the guest (:class:`Cut`), as a dropped link would end it."""
+    killed on the guest (:class:`Cut`), as a dropped link would end it;
+    ``hard``: the script's own processes are killed with it, as a power loss
+    or the OOM killer would end them (nothing of the script runs on)."""
     require_root()
     _require_settings(plan_)
     if not plan_.settings.manages_workload:
@@ -344,7 +350,8 @@ def apply(
     cli = engine_cli(plan_)
     if cut is None:
         return engine.up(cli, plan_.stack, *extra, timeout=timeout)
-    with Cut(f"{plan_.guests[0].name}-{cut[0]}" if plan_.layout == PAIR else cut[0], cut[1]) as c:
+    step = f"{plan_.guests[0].name}-{cut[0]}" if plan_.layout == PAIR else cut[0]
+    with Cut(step, cut[1], hard=hard) as c:
         done = engine.up(cli, plan_.stack, *extra, timeout=timeout)
     done.output += f"\nlab: {c.said}"
     log(c.said)
@@ -358,8 +365,16 @@ class Cut:
     engine's command provider) sees the connection drop mid-step. Looks every
     0.3 s, for at most ``limit`` seconds."""
 
-    def __init__(self, step: str, after: float, lb: Guest | None = None, limit: float = 600):
+    def __init__(
+        self,
+        step: str,
+        after: float,
+        lb: Guest | None = None,
+        limit: float = 600,
+        hard: bool = False,
+    ):
         self.step, self.after, self.lb, self.limit = step.removeprefix("lb-"), after, lb, limit
+        self.hard = hard
         self.said = f"cut of {step}: its script was never seen"
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -382,8 +397,13 @@ class Cut:
             pid = found.stdout.strip()
             if pid.isdigit():
                 self._stop.wait(self.after)
+                # hard: the script's session too (its process group: bash and
+                # whatever it runs), before its connection.
+                group = (
+                    f'kill -KILL -- -"$(ps -o pgid= -p {pid} | tr -d " ")"; ' if self.hard else ""
+                )
                 killed = guest.ssh(
-                    f"p=$(ps -o ppid= -p {pid} | tr -d ' '); ps -o comm= -p \"$p\";"
+                    f"p=$(ps -o ppid= -p {pid} | tr -d ' '); ps -o comm= -p \"$p\"; {group}"
                     f' kill -KILL "$p" && echo killed',
                     timeout=20,
                     lb=self.lb,

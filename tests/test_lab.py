@@ -319,15 +319,26 @@ def test_keepalived_cannot_start_haproxy_keeps_serving(fault_again: lab.Plan) ->
 
 
 def test_a_pool_that_never_gets_healthy_keeps_haproxy_serving(fault_again: lab.Plan) -> None:
-    """The workers drop the LB's checks: the workload's pool stays empty, the
-    cut-over gives up after lb.cutoverTimeout and says why."""
+    """The workers drop the LB's checks: the workload's pool stays empty. A
+    first run is killed (its SSH connection cut) while it waits, after it
+    installed keepsource's keepalived.conf and started keepalived; the next
+    gives up after lb.cutoverTimeout, says why, and its rollback puts back
+    what was there before the killed run (no keepalived.conf, keepalived
+    stopped), not what that run installed."""
     pod_on = full.ready_pod_nodes(fault_again.settings)
     with (
         lab.stack_config(fault_again, lambda c: c["keepsource:lb"].update(cutoverTimeout=8)),
         _checks_dropped(fault_again),
     ):
+        killed = lab.apply(fault_again, cut=("lb-cutover", 5.0), hard=True)
+        between = guest.ssh(f"systemctl is-active keepalived; head -n 1 {CONF}").stdout.split("\n")
         done = _up(fault_again)
+    _failed(killed, "lb-cutover")
+    assert "killed: True" in killed.output, killed.output[-2000:]
+    assert between[:2] == ["active", HEADER], between  # the killed run's own config ran
     out = _failed(done, "lb-cutover")
+    assert "an earlier run stopped before its load ended healthy" in out, out
+    assert "keepalived.conf removed (there was none)" in out and "keepalived stopped" in out
     assert "pool nginx (192.168.0.1:30080/tcp) has no healthy real server after 8 s" in out
     w = next(w for w in fault_again.workers if w.name == pod_on[0])
     assert f"{w.name} {w.address}:30080 does not answer" in out

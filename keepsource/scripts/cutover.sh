@@ -111,21 +111,33 @@ t0="$(date +%s.%N)"
 since() { awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f s", b - a }'; }
 was_active=no
 systemctl is-active --quiet keepalived && was_active=yes
-prev=""
+# What was here before keepsource's load (keepalived.conf, or none, and
+# whether keepalived ran), kept until a load ends healthy: also across a run
+# that was killed half way, so its rollback restores the original, not the
+# config the killed run installed.
+undo_dir="$state/undo"
 rollback() {
-  local why="$1" undo
-  if [ -n "$prev" ]; then
-    mv -f "$prev" "$conf"
-    undo="keepalived.conf restored"
-  else
-    rm -f "$conf"
-    undo="keepalived.conf removed (there was none)"
-  fi
-  if [ "$was_active" = yes ]; then
-    if systemctl reload keepalived >/dev/null 2>&1; then
-      undo="$undo, keepalived reloaded with it"
+  local why="$1" undo orig_active="$was_active" act past
+  if [ -f "$undo_dir/was-active" ]; then
+    orig_active="$(cat "$undo_dir/was-active")"
+    if [ -f "$undo_dir/keepalived.conf" ]; then
+      mv -f "$undo_dir/keepalived.conf" "$conf"
+      undo="keepalived.conf restored"
     else
-      undo="$undo (keepalived's reload failed too: it still runs the config it had)"
+      rm -f "$conf"
+      undo="keepalived.conf removed (there was none)"
+    fi
+    rm -rf "$undo_dir"
+  else
+    undo="keepalived.conf left as it was (this run did not replace it)"
+  fi
+  if [ "$orig_active" = yes ]; then
+    act=reload past=reloaded
+    systemctl is-active --quiet keepalived || { act=start past=started; }
+    if systemctl "$act" keepalived >/dev/null 2>&1; then
+      undo="$undo, keepalived $past with it"
+    else
+      undo="$undo (keepalived's $act failed too: it still runs the config it had)"
     fi
   else
     systemctl stop keepalived >/dev/null 2>&1 || true
@@ -193,9 +205,14 @@ if [ "$need_load" = yes ]; then
     cp -p "$conf" "$backup"
     ks_say "took over $conf (not keepsource's); backup: $backup"
   fi
-  if [ -f "$conf" ]; then
-    prev="$state/keepalived.conf.prev"
-    cp -p "$conf" "$prev"
+  if [ -f "$undo_dir/was-active" ]; then
+    ks_say "an earlier run stopped before its load ended healthy: a rollback restores what was here before that run"
+  else
+    rm -rf "$undo_dir" "$undo_dir.new"
+    install -d -m 0700 "$undo_dir.new"
+    if [ -f "$conf" ]; then cp -p "$conf" "$undo_dir.new/keepalived.conf"; fi
+    echo "$was_active" >"$undo_dir.new/was-active"
+    mv -T "$undo_dir.new" "$undo_dir"
   fi
   install -m 0644 "$staged" "$conf.keepsource-new"
   mv -f "$conf.keepsource-new" "$conf"
@@ -238,7 +255,7 @@ if [ "$need_load" = yes ] || [ "$switch_live" = no ]; then
     rollback "with the new keepalived.conf this host no longer holds $gone (it did before: did the replaced config's VRRP hold it?)"
   fi
 fi
-rm -f "$prev"
+rm -rf "$undo_dir"
 printf '%s\n' "$want_sha" > "$loaded"
 
 if [ "$switch_live" = no ]; then

@@ -96,7 +96,8 @@ def render_rules_v4(settings: Settings) -> str:
 
 
 def render_input_rules(settings: Settings) -> list[str]:
-    """The filter fragment: the metrics port for the scrapers only."""
+    """The filter fragment: the metrics port for the scrapers only; a pair's
+    VRRP and IPVS sync from the pair only."""
     lines = [f"# {INPUT_CHAIN}: keepsource's listeners on the LB, for their clients only.",
              "*filter", f":{INPUT_CHAIN} - [0:0]"]  # fmt: skip
     m = settings.metrics
@@ -110,7 +111,31 @@ def render_input_rules(settings: Settings) -> list[str]:
                 lines.append(f"-A {INPUT_CHAIN} -s {cidr} -d {dest}/32 {port} -j ACCEPT")
         for dest in listen:
             lines.append(f"-A {INPUT_CHAIN} -d {dest}/32 {port} -j DROP")
+    if settings.is_pair:
+        lines += _pair_rules(settings)
     return [*lines, "COMMIT"]
+
+
+#: The IPVS sync daemon's UDP port (the kernel's default; keepalived's
+#: lvs_sync_daemon uses it unless told otherwise).
+SYNC_PORT = 8848
+
+
+def _pair_rules(settings: Settings) -> list[str]:
+    """A pair's VRRP adverts and IPVS sync messages from the pair's own
+    addresses only: anyone else on the link could take the VIPs (keepalived's
+    check_unicast_src refuses them too) or write the backup's connection table
+    (the sync daemon itself checks no source). The same rules on both hosts."""
+    nodes = settings.lb_nodes
+    own = sorted({str(a) for n in nodes for a in (n.external_address, n.check_source) if a})
+    internal = sorted({str(n.check_source) for n in nodes})
+    sync = f"-p udp -m udp --dport {SYNC_PORT}"
+    return [
+        *(f"-A {INPUT_CHAIN} -s {a}/32 -p vrrp -j ACCEPT" for a in own),
+        f"-A {INPUT_CHAIN} -p vrrp -j DROP",
+        *(f"-A {INPUT_CHAIN} -s {a}/32 {sync} -j ACCEPT" for a in internal),
+        f"-A {INPUT_CHAIN} {sync} -j DROP",
+    ]
 
 
 def render_switch_rules(settings: Settings, node_port: int | None = None) -> str:

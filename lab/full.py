@@ -104,14 +104,15 @@ def pods(s: Settings, ex: Exposed | None = None) -> list[tuple[str, str, bool, b
     ex = _one(s, ex)
     ns = render.namespace_of(ex)
     out = kube.kubectl("get", "pods", "-n", ns, "-l", _selector(ex), "-o", "json")
-    found = []
-    for pod in json.loads(out)["items"]:
-        conds = pod.get("status", {}).get("conditions", [])
-        ready = any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
-        node = pod.get("spec", {}).get("nodeName") or ""
-        terminating = bool(pod["metadata"].get("deletionTimestamp"))
-        found.append((pod["metadata"]["name"], node, ready, terminating))
-    return found
+    return [_pod_row(pod) for pod in json.loads(out)["items"]]
+
+
+def _pod_row(pod: dict[str, Any]) -> tuple[str, str, bool, bool]:
+    conds = pod.get("status", {}).get("conditions", [])
+    ready = any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
+    node = pod.get("spec", {}).get("nodeName") or ""
+    terminating = bool(pod["metadata"].get("deletionTimestamp"))
+    return pod["metadata"]["name"], node, ready, terminating
 
 
 def ready_pod_nodes(s: Settings, ex: Exposed | None = None) -> list[str]:
@@ -134,10 +135,19 @@ def views(s: Settings) -> View:
     """What the API says the workers must do, per Service port of every
     service: the filter and the nodes with a Ready pod of that service."""
     nodes = tuple(str(w.address) for w in s.workers)
+    # One kubectl for every service (the follower looks twice a second).
+    items = json.loads(kube.kubectl("get", "services,networkpolicies,pods", "-A", "-o", "json"))
     out: list[tuple[hosts.PodFilter, tuple[str, ...]]] = []
     for ex in _services(s):
-        objs = api_objects(s, ex)
-        on = tuple(ready_pod_nodes(s, ex))
+        ns, want = render.namespace_of(ex), render.labels(ex).items()
+        mine = [i for i in items["items"] if i["metadata"].get("namespace") == ns]
+        objs = {i["kind"]: i for i in mine if i["metadata"]["name"] == ex.name}
+        pods_ = [
+            _pod_row(i)
+            for i in mine
+            if i["kind"] == "Pod" and want <= i["metadata"].get("labels", {}).items()
+        ]
+        on = tuple(node for _, node, ready, _ in pods_ if ready and node)
         out += [(f, on) for f in hosts.api_filters(objs["Service"], objs["NetworkPolicy"], nodes)]
     return tuple(out)
 
@@ -232,14 +242,14 @@ def back_to_fault(plan_: Plan) -> dict[str, float]:
 FOLLOW_STOP = paths.RUN / "follow.stop"
 FOLLOW_PID = paths.RUN / "follow.pid"
 FOLLOW_LOG = paths.RUN / "follow.log"
-#: The follower's bounds: one look a second, for at most this long.
-FOLLOW_INTERVAL = 1.0
+#: The follower's bounds: one look every half second, for at most this long.
+FOLLOW_INTERVAL = 0.5
 FOLLOW_LIMIT = 6 * 3600
 
 
 def follow(plan_: Plan) -> int:
     """Keep the stand-ins on what the API holds, as kube-proxy and a CNI do:
-    look once a second, re-apply when the view changed. Ends when
+    look every FOLLOW_INTERVAL, re-apply when the view changed. Ends when
     FOLLOW_STOP exists or after FOLLOW_LIMIT seconds."""
     last: View | None = None
     start = time.monotonic()

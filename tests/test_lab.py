@@ -586,6 +586,10 @@ def _until_holds(address: str, want: bool, seconds: float = 20) -> bool:
     return _holds(address) == want
 
 
+#: The site's VRRP advertises from this address while the VIP is not static.
+SITE_SOURCE = "192.168.0.5"
+
+
 def test_a_taken_over_config_whose_vrrp_held_the_vip_is_rolled_back(
     fault_again: lab.Plan,
 ) -> None:
@@ -605,12 +609,19 @@ def test_a_taken_over_config_whose_vrrp_held_the_vip_is_rolled_back(
         "    virtual_router_id 77\n    priority 200\n    advert_int 1\n"
         f"    virtual_ipaddress {{\n        {vip}/{prefix} dev {EXT_IF}\n    }}\n}}\n"
     )
-    assert guest.ssh(f"cat > {CONF}", stdin=site).returncode == 0
-    held = guest.ssh(
-        f"ip addr del {vip}/{prefix} dev {EXT_IF} && systemctl reload keepalived", timeout=30
-    )
-    assert held.returncode == 0, held.stderr
+    ours = guest.ssh(f"cat {CONF}").stdout
+    assert ours.startswith(HEADER)
     try:
+        assert guest.ssh(f"cat > {CONF}", stdin=site).returncode == 0
+        # VRRP needs an address of the interface to advertise from: a /32 of
+        # its own (it leaves the VIP's subnet alone). A restart: keepalived
+        # starts its VRRP process only when its config at start has VRRP.
+        held = guest.ssh(
+            f"ip addr del {vip}/{prefix} dev {EXT_IF} && ip addr add {SITE_SOURCE}/32 dev {EXT_IF}"
+            " && systemctl restart keepalived",
+            timeout=30,
+        )
+        assert held.returncode == 0, held.stderr
         assert _until_holds(vip, True), "the site's VRRP never took the VIP"
         steps = engine.steps_of(lab.engine_cli(plan).export(plan.stack))
         replace = [f"--replace={steps[n].urn}" for n in ("lb-keepalived-config", "lb-cutover")]
@@ -629,10 +640,16 @@ def test_a_taken_over_config_whose_vrrp_held_the_vip_is_rolled_back(
         assert guest.ssh(f"head -n 1 {CONF}").stdout.strip() == HEADER
         assert _holds(vip)
     finally:
-        restore = f"ip addr add {vip}/{prefix} dev {EXT_IF} 2>/dev/null; " + "; ".join(
+        # Whatever happened: keepsource's config, the static VIP and its
+        # routes back, keepalived restarted on them (the next tests start there).
+        if not guest.ssh(f"head -n 1 {CONF}").stdout.startswith(HEADER):
+            guest.ssh(f"cat > {CONF}", stdin=ours)
+            guest.ssh("systemctl stop keepalived", timeout=30)
+        restore = f"ip addr del {SITE_SOURCE}/32 dev {EXT_IF} 2>/dev/null; "
+        restore += f"ip addr add {vip}/{prefix} dev {EXT_IF} 2>/dev/null; " + "; ".join(
             f"ip route replace {r} dev {EXT_IF}" for r in routes if r.strip()
         )
-        guest.ssh(restore, timeout=30)
+        guest.ssh(restore + "; systemctl restart keepalived", timeout=60)
 
 
 def test_a_sudo_user_without_tty_applies_too(fault_again: lab.Plan) -> None:

@@ -5,6 +5,7 @@ COMMAND``), stdin passed through."""
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 from typing import Any
 
@@ -66,8 +67,6 @@ def test_the_stacks_scripts_stay_readable() -> None:
 
 
 def _unquote(command: str) -> str:
-    import shlex
-
     return " ".join(shlex.split(command))
 
 

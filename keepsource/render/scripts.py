@@ -219,13 +219,26 @@ def cutover_script(
     return _script("cutover", body)
 
 
+def _exporter_dropin(settings: Settings, node: LbNode | None) -> str:
+    """The node exporter's systemd drop-in, written by ``ks_dropin`` (the
+    packages step before the first install, the metrics step every run)."""
+    return "\n".join(
+        [
+            f"ks_dropin {metrics.DROPIN_PATH} <<'KEEPSOURCE_DROPIN'",
+            metrics.render_dropin(settings, node).rstrip("\n"),
+            "KEEPSOURCE_DROPIN",
+        ]
+    )
+
+
 def metrics_script(settings: Settings, node: LbNode | None = None) -> str:
     address, port = metrics.listen(settings, node).rsplit(":", 1)
     body = _fill(
         _template("metrics.sh"),
         {
-            "__KS_DROPIN_PATH__": metrics.DROPIN_PATH,
-            "__KS_DROPIN__": metrics.render_dropin(settings, node).rstrip("\n"),
+            "__KS_PUT_DROPIN__": _exporter_dropin(settings, node),
+            "__KS_PACKAGE__": metrics.PACKAGE,
+            "__KS_UNIT__": metrics.UNIT,
             "__KS_LISTEN__": address,
             "__KS_PORT__": port,
             "__KS_VRRP_NOTIFY__": _vrrp_notify() if settings.is_pair else "",
@@ -245,9 +258,7 @@ def packages_script(settings: Settings, node: LbNode | None = None) -> str:
             [
                 "# The node exporter's drop-in before its package: it never listens anywhere else.",
                 f"if ! ks_installed {metrics.PACKAGE}; then",
-                f"  ks_dropin {metrics.DROPIN_PATH} <<'KEEPSOURCE_DROPIN'",
-                metrics.render_dropin(settings, node).rstrip("\n"),
-                "KEEPSOURCE_DROPIN",
+                "  " + _exporter_dropin(settings, node),
                 "fi",
             ]
         )

@@ -3,14 +3,12 @@
 # __KS_LISTEN__:__KS_PORT__. keepsource's INPUT chain (the gateway step, run
 # before this one) admits the scrapers only. The drop-in goes in before the
 # package: the exporter never listens anywhere else, not even once.
-ks_dropin __KS_DROPIN_PATH__ <<'KEEPSOURCE_DROPIN'
-__KS_DROPIN__
-KEEPSOURCE_DROPIN
+__KS_PUT_DROPIN__
 # The packages step installed it, in the same apt run as keepalived: a no-op
 # here unless the package went away since.
-ks_install prometheus-node-exporter
+ks_install __KS_PACKAGE__
 __KS_VRRP_NOTIFY__
-unit=prometheus-node-exporter.service
+unit=__KS_UNIT__
 if [ "$ks_dropin_changed" -eq 1 ] || [ "$(systemctl is-active "$unit" 2>/dev/null || true)" != active ]; then
   systemctl restart "$unit" || ks_fail "$unit failed: $(systemctl status "$unit" --no-pager -n 5 2>&1 || true)"
   ks_changed=1

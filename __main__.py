@@ -44,6 +44,7 @@ for node in settings.lb_nodes:
             LoadBalancerHostArgs(
                 settings=settings,
                 private_key=credentials.private_key,
+                private_key_password=credentials.private_key_password,
                 cutover_after=after,
                 node=node,
             ),

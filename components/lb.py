@@ -41,6 +41,9 @@ class LoadBalancerHostArgs:
     """SSH private key of the LB host (and of the jump host): a secret Output.
     None: the SSH agent is used."""
 
+    private_key_password: pulumi.Input[str] | None = None
+    """The passphrase of an encrypted ``private_key``: a secret Output."""
+
     cutover_after: Sequence[pulumi.Resource] = ()
     """Resources the cut-over (switching traffic from HAProxy to IPVS) waits
     for: the Workload's Deployment, Service and NetworkPolicy. No other step
@@ -61,6 +64,11 @@ def _connection(args: LoadBalancerHostArgs) -> remote.ConnectionArgs:
     does not check the key), the jump host as ``proxy``, one secret key."""
     conn = lb_connection(args.settings, args.host())
     key = pulumi.Output.secret(args.private_key) if args.private_key is not None else None
+    password = (
+        pulumi.Output.secret(args.private_key_password)
+        if args.private_key_password is not None
+        else None
+    )
     proxy = None
     if conn.jump is not None:
         proxy = remote.ProxyConnectionArgs(
@@ -68,6 +76,7 @@ def _connection(args: LoadBalancerHostArgs) -> remote.ConnectionArgs:
             port=conn.jump.port,
             user=conn.jump.user,
             private_key=key,
+            private_key_password=password,
             host_key=conn.jump.host_key,
         )
     return remote.ConnectionArgs(
@@ -75,6 +84,7 @@ def _connection(args: LoadBalancerHostArgs) -> remote.ConnectionArgs:
         port=conn.lb.port,
         user=conn.lb.user,
         private_key=key,
+        private_key_password=password,
         host_key=conn.lb.host_key,
         proxy=proxy,
         dial_error_limit=10,

@@ -403,7 +403,33 @@ def _serving_checks(settings: Settings, lb: Runner, settle_s: float, node: LbNod
                 ("cutover",),
             )
         )
+        relay = _relay_check(settings, vs, lb, healthy, node)
+        checks += [relay] if relay is not None else []
     return checks
+
+
+def _relay_check(
+    settings: Settings, vs: VirtualService, lb: Runner, healthy: set[str], node: LbNode
+) -> Check | None:
+    """With a checkAddress, a connection the LB makes from anywhere else (a
+    relay: it leaves from the host's internal address) must not reach a pod
+    that its checks reach: the NetworkPolicy admits the check address only.
+    TCP pools of keepsource's own workloads, one healthy real server each."""
+    ex = next((e for e in settings.exposed if e.name == vs.service), None)
+    if vs.protocol != "TCP" or ex is None or not ex.managed or not healthy:
+        return None
+    if node.check_source == node.internal_address:
+        return None
+    target = sorted(healthy)[0]
+    source = node.internal_address
+    rc, out = lb(f"curl -s -o /dev/null -m 2 --interface {source} http://{target}/; echo rc=$?")
+    got = out.strip().rsplit("rc=", 1)[-1] if rc == 0 else f"could not check (exit {rc})"
+    return Check(
+        f"a relay on the LB (from {node.internal_address}) does not reach {target} "
+        f"(the policy admits the checks' {node.check_source} only)",
+        got in ("7", "28"),
+        f"curl exit {got} (28: dropped, 7: refused)",
+    )
 
 
 def _legacy_name(settings: Settings, vs: VirtualService) -> bool:

@@ -185,6 +185,8 @@ def single_guests(config: dict[str, Any], stack: str = LAYOUT_STACKS[SINGLE]) ->
     """The seed's one LB: the VIP and the nodes' gateway on the guest."""
     _check_seed(config, stack)
     ext, inner = _get(config, "network.externalSubnet"), _get(config, "network.internalSubnet")
+    check = config["keepsource:network"].get("checkAddress")
+    checks = (_with_prefix(str(check), inner, "network.checkAddress"),) if check else ()
     return [
         Guest(
             name="lb",
@@ -197,6 +199,7 @@ def single_guests(config: dict[str, Any], stack: str = LAYOUT_STACKS[SINGLE]) ->
                     inner,
                     "network.lbInternalAddress",
                 ),
+                *checks,
             ),
             haproxy=True,
         )
@@ -237,13 +240,15 @@ def pair_guests(config: dict[str, Any]) -> list[Guest]:
         if own_ext == vip or own_int == gateway:
             raise SystemExit(f"lab: keepsource:{key}: its own addresses must not be the VIPs")
         holder = i == 0
+        check = host.get("checkAddress")
+        checks = (_with_prefix(str(check), inner, f"{key}.checkAddress"),) if check else ()
         guests.append(
             Guest(
                 name=name,
                 index=i,
                 ssh_port=int(field("ssh.port")),
                 external=(own_ext, vip) if holder else (own_ext,),
-                internal=(own_int, gateway) if holder else (own_int,),
+                internal=(own_int, gateway, *checks) if holder else (own_int, *checks),
                 haproxy=holder,
             )
         )

@@ -82,7 +82,10 @@ class Plan:
     def check_sources(self) -> tuple[str, ...]:
         """Every address an LB's health checks may come from (the seed's policy admits none)."""
         own = tuple(g.own_internal for g in self.guests if len(self.guests) > 1)
-        return (str(self.settings.network.lb_internal_address), *own)
+        dedicated = tuple(str(a) for a in self.settings.check_sources)
+        return tuple(
+            dict.fromkeys((str(self.settings.network.lb_internal_address), *own, *dedicated))
+        )
 
 
 def _settings(layout: str, root: Path | None = None) -> tuple[Settings, bool]:
@@ -148,12 +151,7 @@ def _filters(plan_: Plan, phase: str) -> tuple[hosts.PodFilter, ...]:
     """Every Service port of the rendered manifests, filtered by its policy
     ("seed": the seed's policy, without the LB's checks)."""
     manifests = artifacts(plan_.settings)["manifests.yaml"]
-    sources: str | tuple[str, ...] = (
-        str(plan_.settings.network.lb_internal_address)
-        if len(plan_.guests) == 1
-        else plan_.check_sources
-    )
-    return hosts.pod_filters(manifests, phase == "seed", sources)
+    return hosts.pod_filters(manifests, phase == "seed", plan_.check_sources)
 
 
 def _filter(plan_: Plan, phase: str) -> hosts.PodFilter:

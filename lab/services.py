@@ -176,7 +176,7 @@ def scrape(plan_: Plan, ns: str) -> tuple[int, str]:
     m = plan_.settings.metrics
     if m is None:
         raise SystemExit(f"lab: stack {plan_.stack} has no keepsource:metrics")
-    url = f"http://{plan_.settings.lb_nodes[0].check_source}:{m.port}/metrics"
+    url = f"http://{plan_.settings.lb_nodes[0].internal_address}:{m.port}/metrics"
     return runner_for("netns", ns)(f"curl -s -m 2 {url}")
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import runpy
 import sys
 from collections.abc import Mapping
@@ -202,8 +203,12 @@ def run_program(
     allocated_node_port: int | None = None,
     unknown_service_spec: bool = False,
     cwd: Path | None = None,
+    agent: str | None = "/run/mockrun-ssh-agent.sock",
 ) -> Run:
     """Run the program once with this config (``{"keepsource:key": value}``).
+
+    ``agent``: SSH_AUTH_SOCK during the run (the engine's environment, which
+    the program reads when the stack holds no private key); None: unset.
 
     ``cwd``: the working directory during the run (default :data:`PROJECT_DIR`),
     as the Pulumi CLI runs a program in its project root."""
@@ -231,8 +236,16 @@ def run_program(
         stack_resource._outputs_registered = False
         stack_resource._finish()
 
-    with contextlib.chdir(cwd or PROJECT_DIR):
-        _go()
+    saved = os.environ.pop("SSH_AUTH_SOCK", None)
+    if agent is not None:
+        os.environ["SSH_AUTH_SOCK"] = agent
+    try:
+        with contextlib.chdir(cwd or PROJECT_DIR):
+            _go()
+    finally:
+        os.environ.pop("SSH_AUTH_SOCK", None)
+        if saved is not None:
+            os.environ["SSH_AUTH_SOCK"] = saved
     return Run(
         list(monitor.recorded.values()), monitor.stack_outputs, monitor.stack_urn, logger.warnings
     )

@@ -346,12 +346,15 @@ def test_a_second_step_on_the_host_waits_for_the_lock_then_fails_clearly(tmp_pat
             ["bash", "-c", _lib_until_lock(tmp_path, 1)], capture_output=True, text=True
         )
         assert refused.returncode == 1 and "locked" not in refused.stdout
+        assert "waiting up to 1 s" in refused.stderr
         assert "FAILED: another keepsource step has held" in refused.stderr
         assert "nothing changed" in refused.stderr
         waited = subprocess.run(
             ["bash", "-c", _lib_until_lock(tmp_path, 20)], capture_output=True, text=True
         )
         assert waited.returncode == 0 and waited.stdout.strip() == "keepsource: test: locked"
+        assert "holds" in waited.stderr and "waiting up to 20 s" in waited.stderr
+        assert "got " in waited.stderr and "after waiting" in waited.stderr
     finally:
         holder.kill()
         holder.wait()

@@ -26,6 +26,7 @@ the API. Needs root, qemu and the built engine (run-tests builds it).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import ipaddress
 import json
@@ -33,6 +34,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,6 +55,7 @@ if os.geteuid() != 0 or _MISSING:
 
 from engine.build import build  # noqa: E402
 from keepsource.render.keepalived import HEADER, WORKLOAD_FWMARK  # noqa: E402
+from keepsource.render.scripts import step_urn  # noqa: E402
 from keepsource.verify import parse_ipvs  # noqa: E402
 from lab import engine, full, guest, hosts, image, kube, net, paths  # noqa: E402
 from lab import run as lab  # noqa: E402
@@ -258,6 +261,146 @@ def test_the_real_engine_takes_the_lab_from_fault_to_fix(plan: lab.Plan) -> None
         "-o", "jsonpath={.spec.externalTrafficPolicy}",
     )  # fmt: skip
     assert out == "Local"
+
+
+# -- the LB's credentials and overlapping applies (issue 15), on the fixed state -------------
+
+
+def _set_secret(p: Any, stack: str, key: str, value: str) -> None:
+    p.run("config", "set", "--secret", f"keepsource:{key}", stack=stack, stdin=value)
+
+
+def _gateway_only(plan: lab.Plan, p: Any, stack: str | None = None) -> engine.Up:
+    """`pulumi up --replace` of the gateway step alone: one SSH login, an
+    idempotent script (it reports unchanged on the fixed state)."""
+    stack = stack or plan.stack
+    return engine.up(p, stack, f"--replace={step_urn(stack, 'gateway')}", timeout=600)
+
+
+def test_the_lb_key_may_be_encrypted_or_held_by_an_agent(plan: lab.Plan, tmp_path: Path) -> None:
+    """pulumi-command logs in with an encrypted key and its passphrase (both
+    secrets), with an SSH agent and no key in the stack, and not at all
+    without either: then `up` stops naming keepsource:lbPrivateKey."""
+    p = lab.engine_cli(plan)
+    stack = plan.stack
+    passphrase = "pp-" + hashlib.sha256(os.urandom(16)).hexdigest()[:20]
+    encrypted = tmp_path / "id_encrypted"
+    shutil.copyfile(paths.KEY, encrypted)
+    encrypted.chmod(0o600)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-p", "-P", "", "-N", passphrase, "-f", str(encrypted)],
+        check=True, timeout=30, capture_output=True,
+    )  # fmt: skip
+    # really encrypted: no public key without the passphrase
+    assert (
+        subprocess.run(
+            ["ssh-keygen", "-y", "-P", "", "-f", str(encrypted)], capture_output=True, timeout=30
+        ).returncode
+        != 0
+    )
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+    try:
+        _set_secret(p, stack, "lbPrivateKey", encrypted.read_text())
+        _set_secret(p, stack, "lbPrivateKeyPassword", passphrase)
+        # a whole up (the scenario before ended with a destroy; alone, this
+        # test starts at the fault): every step logs in with the encrypted key
+        with_password = engine.up(p, stack, timeout=900)
+        _ok(with_password)
+        assert len(with_password.ran()) == len(STEPS), with_password.ops()
+        state = json.dumps(p.export(stack))
+        assert passphrase not in state and "OPENSSH PRIVATE KEY" not in state
+        assert passphrase not in with_password.output
+
+        p.run("config", "rm", "keepsource:lbPrivateKey", stack=stack)
+        p.run("config", "rm", "keepsource:lbPrivateKeyPassword", stack=stack)
+        for _ in range(50):
+            if sock.exists():
+                break
+            time.sleep(0.1)
+        added = subprocess.run(
+            ["ssh-add", str(paths.KEY)], env={**os.environ, "SSH_AUTH_SOCK": str(sock)},
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert added.returncode == 0, added.stderr
+        with_agent = _gateway_only(
+            plan, dataclasses.replace(p, env_extra={"SSH_AUTH_SOCK": str(sock)})
+        )
+        _ok(with_agent)
+        assert "gateway" in " ".join(with_agent.ran()), with_agent.ops()
+
+        nothing = _gateway_only(plan, dataclasses.replace(p, env_extra={"SSH_AUTH_SOCK": ""}))
+        assert not nothing.ok and not nothing.ran()
+        assert "keepsource:lbPrivateKey: not set, and the environment has no SSH agent" in (
+            nothing.output
+        ), nothing.output[-3000:]
+        assert "Traceback" not in nothing.output
+    finally:
+        agent.terminate()
+        agent.wait(timeout=10)
+        p.run("config", "rm", "keepsource:lbPrivateKeyPassword", stack=stack, check=False)
+        _set_secret(p, stack, "lbPrivateKey", paths.KEY.read_text())
+
+
+def test_two_applies_at_once_one_fails_clearly_or_both_take_turns(plan: lab.Plan) -> None:
+    """Two `pulumi up` of the same stack within a second: the backend's lock
+    (pulumi/pulumi pkg/backend/diy/lock.go, Lock: check, write, check again)
+    refuses the other, naming the lock. Two stacks on the same LB host (two
+    operators) both run: keepsource's lock on the host makes their steps take
+    turns (a step already holds it when they start: both wait, say so, and
+    go on). The end state verifies."""
+    p = lab.engine_cli(plan)
+    stack = plan.stack
+
+    def both(runs: list[tuple[Any, str]]) -> list[engine.Up]:
+        results: list[engine.Up | None] = [None] * len(runs)
+
+        def go(i: int) -> None:
+            results[i] = _gateway_only(plan, runs[i][0], runs[i][1])
+
+        threads = [threading.Thread(target=go, args=(i,)) for i in range(len(runs))]
+        for th in threads:
+            th.start()
+            time.sleep(0.3)
+        for th in threads:
+            th.join(timeout=700)
+        assert all(r is not None for r in results)
+        return [r for r in results if r is not None]
+
+    same = both([(p, stack), (p, stack)])
+    refused = [u for u in same if not u.ok]
+    assert refused, [u.output[-1500:] for u in same]
+    for u in refused:
+        assert "the stack is currently locked by" in u.output, u.output[-2000:]
+        assert "Traceback" not in u.output
+
+    twin = "local-twin"
+    shutil.copyfile(engine.SHADOW / f"Pulumi.{stack}.yaml", engine.SHADOW / f"Pulumi.{twin}.yaml")
+    p.select(twin)
+    try:
+        first = engine.up(
+            p, twin, timeout=900
+        )  # the twin's own first up: adopts, unchanged on the LB
+        _ok(first)
+        # a step of keepsource's holds the host's lock when both start
+        guest.ssh(
+            "nohup flock /run/keepsource.lock sleep 8 </dev/null >/dev/null 2>&1 &", timeout=30
+        )
+        time.sleep(0.5)
+        turns = both([(p, stack), (p, twin)])
+        for u in turns:
+            _ok(u)
+        waited = []
+        for s in (stack, twin):
+            for r in p.export(s)["deployment"]["resources"]:
+                if r["urn"].endswith("::lb-gateway"):
+                    waited.append(str(r.get("outputs", {}).get("stderr", "")))
+        assert len(waited) == 2 and all("waiting up to" in w for w in waited), waited
+    finally:
+        p.run("stack", "rm", "--force", "--yes", twin, check=False)
+        (engine.SHADOW / f"Pulumi.{twin}.yaml").unlink(missing_ok=True)
+    rc, said = lab.verify_output(plan, p.env(), engine.SHADOW)
+    assert rc == 0, said[-3000:]
 
 
 # -- faults, from the seed's state again -----------------------------------------------------

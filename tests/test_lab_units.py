@@ -28,9 +28,10 @@ def _manifests() -> str:
 
 
 def test_filter_follows_the_rendered_policy() -> None:
-    fixed = hosts.pod_filter(_manifests(), seed=False, check_source="172.16.0.254")
-    assert fixed == hosts.PodFilter(30080, 80, ("192.168.0.10/32", "172.16.0.254/32"))
-    seed = hosts.pod_filter(_manifests(), seed=True, check_source="172.16.0.254")
+    # the local stack's checkAddress: the policy admits it, not the gateway
+    fixed = hosts.pod_filter(_manifests(), seed=False, check_source="172.16.0.250")
+    assert fixed == hosts.PodFilter(30080, 80, ("192.168.0.10/32", "172.16.0.250/32"))
+    seed = hosts.pod_filter(_manifests(), seed=True, check_source="172.16.0.250")
     assert seed.admitted == ("192.168.0.10/32",)
 
 
@@ -49,7 +50,7 @@ def test_filter_refuses_a_cluster_service() -> None:
 @pytest.mark.parametrize("mode", ["pod", "drop", "refuse"])
 def test_worker_rules_pass_iptables_restore(tmp_path: Path, mode: str) -> None:
     tool = require_tool("iptables-restore")
-    f = hosts.pod_filter(_manifests(), seed=False, check_source="172.16.0.254")
+    f = hosts.pod_filter(_manifests(), seed=False, check_source="172.16.0.250")
     rules = hosts.worker_rules(f, mode)
     (tmp_path / "rules").write_text(rules)
     done = subprocess.run(
@@ -61,7 +62,8 @@ def test_worker_rules_pass_iptables_restore(tmp_path: Path, mode: str) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert ("REDIRECT --to-ports 80" in rules) == (mode == "pod")
-    assert ("-s 172.16.0.254/32 --dport 80 -j ACCEPT" in rules) == (mode == "pod")
+    assert ("-s 172.16.0.250/32 --dport 80 -j ACCEPT" in rules) == (mode == "pod")
+    assert "172.16.0.254" not in rules  # the gateway address is no check source
     assert ("--dport 30080 -j DROP" in rules) == (mode == "drop")
     assert ("tcp-reset" in rules) == (mode == "refuse")
 
@@ -96,6 +98,8 @@ BEFORE_THE_PAIR = {
     "20-lbext.network": "[Match]\nName=lbext\n\n[Network]\nAddress=192.168.0.1/24\n"
     "LinkLocalAddressing=no\nIPv6AcceptRA=no\nConfigureWithoutCarrier=yes\n",
     "20-lbint.network": "[Match]\nName=lbint\n\n[Network]\nAddress=172.16.0.254/24\n"
+    # the local stack's checkAddress (issue 15), after the gateway: secondary
+    "Address=172.16.0.250/24\n"
     "LinkLocalAddressing=no\nIPv6AcceptRA=no\nConfigureWithoutCarrier=yes\n",
 }
 
@@ -123,7 +127,7 @@ def test_single_layout_is_the_seed_lb_from_the_local_stack() -> None:
         "lb",
         2222,
         ("192.168.0.1/24",),
-        ("172.16.0.254/24",),
+        ("172.16.0.254/24", "172.16.0.250/24"),  # the gateway, then the checks' own
         True,
     )
     # as before the pair: the same taps, files and MACs
@@ -154,9 +158,12 @@ def test_pair_from_the_draft_stack_file() -> None:
     assert (lb1.name, lb1.ssh_port, lb2.name, lb2.ssh_port) == ("lb1", 2222, "lb2", 2223)
     # lb1: its own addresses first, then the VIP and the gateway (the seed's fault state)
     assert lb1.external == ("192.168.0.2/24", "192.168.0.1/24")
-    assert lb1.internal == ("172.16.0.252/24", "172.16.0.254/24")
+    assert lb1.internal == ("172.16.0.252/24", "172.16.0.254/24", "172.16.0.250/24")
     assert lb1.haproxy and not lb2.haproxy
-    assert (lb2.external, lb2.internal) == (("192.168.0.3/24",), ("172.16.0.253/24",))
+    assert (lb2.external, lb2.internal) == (
+        ("192.168.0.3/24",),
+        ("172.16.0.253/24", "172.16.0.249/24"),
+    )
     # one bridge pair, so every NIC differs; every file and tap is the guest's own
     assert not set(lb1.macs.values()) & set(lb2.macs.values())
     for attr in ("overlay", "console", "pidfile", "known_hosts"):
@@ -213,14 +220,18 @@ def test_pair_identity_on_the_kernel_command_line(tmp_path: Path) -> None:
     rc, err, files = _identity(tmp_path / "lb1", line1)
     assert rc == 0, err
     assert "Address=192.168.0.2/24\nAddress=192.168.0.1/24\n" in files["20-lbext.network"]
-    assert "Address=172.16.0.252/24\nAddress=172.16.0.254/24\n" in files["20-lbint.network"]
+    assert (
+        "Address=172.16.0.252/24\nAddress=172.16.0.254/24\nAddress=172.16.0.250/24\n"
+        in files["20-lbint.network"]
+    )
     rc, err, files = _identity(tmp_path / "lb2", line2)
     assert rc == 0, err
     assert [ln for ln in files["20-lbext.network"].splitlines() if ln.startswith("Address=")] == [
         "Address=192.168.0.3/24"
     ]
     assert [ln for ln in files["20-lbint.network"].splitlines() if ln.startswith("Address=")] == [
-        "Address=172.16.0.253/24"
+        "Address=172.16.0.253/24",
+        "Address=172.16.0.249/24",
     ]
     # HAProxy's unit skips itself on the guest booted with ks.haproxy=off
     dropin = image._files()["/etc/systemd/system/haproxy.service.d/keepsource-lab.conf"]
@@ -315,7 +326,10 @@ def test_plans_of_both_layouts_share_the_namespaces() -> None:
     # the seed's policy (the fault) admits no LB's check source, in either layout
     assert run._filter(single, "seed").admitted == ("192.168.0.10/32",)
     assert run._filter(pair, "seed").admitted == ("192.168.0.10/32",)
-    assert set(pair.check_sources) == {"172.16.0.254", "172.16.0.252", "172.16.0.253"}
+    assert set(pair.check_sources) == {
+        *("172.16.0.254", "172.16.0.252", "172.16.0.253"),  # the gateway, the hosts' own
+        *("172.16.0.250", "172.16.0.249"),  # their checkAddresses
+    }
 
 
 def _step(port: int) -> run.Declared:
@@ -515,11 +529,11 @@ def test_the_stand_ins_follow_the_apis_traffic_policy() -> None:
     service = next(d for d in docs if d["kind"] == "Service")
     policy = next(d for d in docs if d["kind"] == "NetworkPolicy")
     local = hosts.api_filter(service, policy, ("172.16.0.11", "172.16.0.12"))
-    assert local.admitted == ("192.168.0.10/32", "172.16.0.254/32")
+    assert local.admitted == ("192.168.0.10/32", "172.16.0.250/32")
     cluster = {**service, "spec": {**service["spec"], "externalTrafficPolicy": "Cluster"}}
     assert hosts.api_filter(cluster, policy, ("172.16.0.11",)).admitted == ()
     with pytest.raises(SystemExit, match="admits a node address"):
-        hosts.api_filter(cluster, policy, ("172.16.0.254",))
+        hosts.api_filter(cluster, policy, ("172.16.0.250",))
 
 
 def test_the_engines_event_order_and_step_reports_are_read_from_its_own_records() -> None:

@@ -77,10 +77,10 @@ def test_the_pack_sees_the_programs_relations(pack: Pack) -> None:
     for r in resources:
         if r.type == "kubernetes:networking.k8s.io/v1:NetworkPolicy":
             rule = r.props["spec"]["ingress"][0]
-            rule["from"] = [b for b in rule["from"] if b["ipBlock"]["cidr"] != "172.16.0.254/32"]
+            rule["from"] = [b for b in rule["from"] if b["ipBlock"]["cidr"] != "172.16.0.250/32"]
     diags = pack.analyze(resources)
     assert [(d.policyName, level(d)) for d in diags] == [("lb-health-checks-admitted", "mandatory")]
-    assert "check source 172.16.0.254" in diags[0].message
+    assert "check source 172.16.0.250" in diags[0].message
     assert "NetworkPolicy my-ns/nginx" in diags[0].message
 
 

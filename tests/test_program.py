@@ -107,7 +107,8 @@ def test_component_outputs_are_registered(stack_run: tuple[str, mockrun.Run]) ->
         assert lb.outputs["healthCheckSources"] == [str(n.check_source) for n in s.lb_nodes]
         assert lb.outputs["commands"] == _order(s)
     if not s.is_pair:
-        assert s.lb_nodes[0].check_source == s.network.lb_internal_address
+        own = s.network.check_address or s.network.lb_internal_address
+        assert s.lb_nodes[0].check_source == own
     if s.manages_workload and s.services is None:
         wl = run.one(WORKLOAD)
         assert _ints(wl.outputs["nodePort"]) == s.node_port
@@ -314,6 +315,43 @@ def test_private_key_stays_secret() -> None:
         assert r.inputs["connection"]["value"]["privateKey"] == key
 
 
+def test_an_encrypted_keys_password_stays_secret_beside_the_key() -> None:
+    marker = "PASSPHRASEMARKER-0123456789"
+    cfg = dev_config()
+    cfg["keepsource:lbPrivateKey"] = "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n"
+    cfg["keepsource:lbPrivateKeyPassword"] = marker
+    secret = ["keepsource:lbPrivateKey", "keepsource:lbPrivateKeyPassword"]
+    run = mockrun.run_program(cfg, secret_keys=secret)
+    _appears_only_where(run, marker, lambda r, name: r.type == CMD and name == "connection")
+    for r in run.of_type(CMD):
+        assert r.inputs["connection"]["value"]["privateKeyPassword"] == marker
+        assert marker in json.dumps(r.wire["connection"])  # a secret on the wire
+
+
+def test_without_a_key_the_agent_signs_and_no_key_is_sent() -> None:
+    """No lbPrivateKey: the connection carries no key and no agent path (the
+    provider reads SSH_AUTH_SOCK itself; a path of this machine kept out of
+    the state); without an agent, `up` stops naming the key, a preview warns."""
+    run = mockrun.run_program(dev_config())
+    for r in run.of_type(CMD):
+        conn = json.dumps(r.inputs["connection"])
+        assert "privateKey" not in conn and "agentSocketPath" not in conn, conn
+    with pytest.raises(ConfigError, match=r"keepsource:lbPrivateKey: not set, and .*SSH_AUTH_SOCK"):
+        mockrun.run_program(dev_config(), agent=None)
+    assert mockrun.last_registered() == []
+    preview = mockrun.run_program(dev_config(), agent=None, preview=True)
+    assert any("`pulumi up` will stop" in w for w in preview.warnings), preview.warnings
+
+
+def test_a_password_without_a_key_or_in_plain_text_is_refused() -> None:
+    cfg = dev_config()
+    cfg["keepsource:lbPrivateKeyPassword"] = "pw"
+    with pytest.raises(ConfigError, match="keepsource:lbPrivateKeyPassword: is stored in plain"):
+        mockrun.run_program(cfg)
+    with pytest.raises(ConfigError, match="lbPrivateKeyPassword: is set but there is no lbPriv"):
+        mockrun.run_program(cfg, secret_keys=["keepsource:lbPrivateKeyPassword"])
+
+
 def test_config_errors_reach_the_cli_as_plain_messages() -> None:
     cfg = dev_config()
     cfg["keepsource:nodePort"] = 1
@@ -390,7 +428,7 @@ def test_preview_with_an_unknown_service_keeps_every_lb_step_known() -> None:
     assert not isinstance(lb.inputs["virtualServices"], Unknown)
     assert lb.inputs["forwardingMethod"] == "NAT"
     assert lb.inputs["preservesClientAddress"] is True
-    assert lb.inputs["healthCheckSource"] == "172.16.0.254"
+    assert lb.inputs["healthCheckSource"] == "172.16.0.250"  # the stack's checkAddress
     assert "192.168.0.1:30080/tcp" in run.exports["keepalivedConf"]
     cmds = _commands(run)
     assert set(cmds) == set(ORDER)
@@ -403,7 +441,7 @@ def test_preview_with_an_unknown_service_keeps_every_lb_step_known() -> None:
     # The NetworkPolicy does not wait for anything the cluster computes.
     policy = run.one("kubernetes:networking.k8s.io/v1:NetworkPolicy")
     cidrs = [p["ipBlock"]["cidr"] for p in policy.inputs["spec"]["ingress"][0]["from"]]
-    assert cidrs == ["192.168.0.10/32", "172.16.0.254/32"]
+    assert cidrs == ["192.168.0.10/32", "172.16.0.250/32"]  # not the gateway 172.16.0.254
 
 
 def test_preview_mocks_leave_computed_outputs_unknown() -> None:
@@ -445,10 +483,10 @@ def test_lb_only_mode_declares_no_kubernetes_and_uses_the_config() -> None:
     assert {r.type for r in run.resources} == {LB, CMD}
     assert not [r for r in run.resources if r.type.startswith(("kubernetes:", "pulumi:providers"))]
     assert "192.168.0.1:31234/tcp" in run.exports["keepalivedConf"]
-    assert run.exports["admittedSources"] == ["192.168.0.10/32", "172.16.0.254/32"]
+    assert run.exports["admittedSources"] == ["192.168.0.10/32", "172.16.0.250/32"]
     assert run.exports["workloadManagedBy"] == "external"
     lb = run.one(LB)
-    assert lb.outputs["healthCheckSource"] == "172.16.0.254"
+    assert lb.outputs["healthCheckSource"] == "172.16.0.250"
 
 
 def test_adoption_forces_server_side_apply_and_retains_every_object() -> None:
@@ -574,3 +612,15 @@ def test_opting_out_of_pinning_is_loud() -> None:
     assert "hostKey" not in _connection(run)
     assert any("NOT checked" in w for w in run.warnings), run.warnings
     assert mockrun.run_program(dev_config()).warnings == []
+
+
+def test_a_stack_without_a_check_address_is_warned_at_preview() -> None:
+    """The seed's way (no network.checkAddress) still runs; the operator is
+    told, in the preview, that the NetworkPolicy admits the LB's own address."""
+    cfg = dev_config()
+    del cfg["keepsource:network"]["checkAddress"]
+    run = mockrun.run_program(cfg, preview=True)
+    assert any("network.checkAddress is not set" in w for w in run.warnings), run.warnings
+    policy = run.one("kubernetes:networking.k8s.io/v1:NetworkPolicy")
+    cidrs = [p["ipBlock"]["cidr"] for p in policy.inputs["spec"]["ingress"][0]["from"]]
+    assert cidrs == ["192.168.0.10/32", "172.16.0.254/32"]

@@ -49,7 +49,8 @@ def test_committed_block_is_the_generated_one() -> None:
 def test_every_settings_key_is_declared_with_its_type() -> None:
     block = _block()
     aliases = {f.alias or n for n, f in Settings.model_fields.items()}
-    assert set(block) == aliases | {PRIVATE_KEY_KEY}
+    assert set(block) == aliases  # the SSH credentials are not declared (an agent needs none)
+    assert PRIVATE_KEY_KEY not in block
     for name, decl in block.items():
         assert decl["type"] in SIMPLE, name
         assert ":" not in name  # the project's own namespace
@@ -64,11 +65,12 @@ def test_every_settings_key_is_declared_with_its_type() -> None:
 
 def test_required_and_secret_keys() -> None:
     """A declared key without a default is required by the CLI; so the model's
-    required keys (and the secret key) are exactly the ones without a default."""
+    required keys are exactly the ones without a default, and no key is declared
+    secret (the CLI would require it: an SSH agent needs no private key)."""
     block = _block()
     required = set(Settings.model_json_schema(by_alias=True)["required"])
-    assert {k for k, d in block.items() if "default" not in d} == required | {PRIVATE_KEY_KEY}
-    assert {k for k, d in block.items() if d.get("secret")} == {PRIVATE_KEY_KEY}
+    assert {k for k, d in block.items() if "default" not in d} == required
+    assert {k for k, d in block.items() if d.get("secret")} == set()
 
 
 def test_defaults_mean_what_the_model_means() -> None:

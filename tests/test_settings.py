@@ -396,13 +396,73 @@ def _faults(cfg: dict[str, Any]) -> str:
 def test_a_pair_has_two_nodes_each_checking_from_its_own_address() -> None:
     s = parse(_pair())
     assert s.is_pair and [n.name for n in s.lb_nodes] == ["lb1", "lb2"]
-    assert [str(a) for a in s.check_sources] == ["172.16.0.252", "172.16.0.253"]
+    # each checks from its checkAddress; VRRP and sync go between the own addresses
+    assert [str(a) for a in s.check_sources] == ["172.16.0.250", "172.16.0.249"]
     lb1, lb2 = s.lb_nodes
-    assert (lb1.peer_internal, lb2.peer_internal) == (lb2.check_source, lb1.check_source)
+    assert [str(n.internal_address) for n in s.lb_nodes] == ["172.16.0.252", "172.16.0.253"]
+    assert (lb1.peer_internal, lb2.peer_internal) == (lb2.internal_address, lb1.internal_address)
     assert lb1.priority > lb2.priority
-    # One LB: its node is lb.ssh, checking from lbInternalAddress.
+    # One LB: its node is lb.ssh, checking from its checkAddress.
     one = load("dev")
-    assert not one.is_pair and one.check_sources == [one.network.lb_internal_address]
+    assert not one.is_pair and one.check_sources == [one.network.check_address]
+    assert one.lb_nodes[0].internal_address == one.network.lb_internal_address
+    assert one.shared_check_sources == []
+
+
+def test_the_check_address_must_be_an_own_address_of_the_lb() -> None:
+    """The preflight requires it on the host, as it does the VIP."""
+    (node,) = load("dev").lb_nodes
+    assert (node.check_source, "network.checkAddress") in node.own_addresses
+    lb2 = parse(_pair()).lb_nodes[1]
+    assert (lb2.check_source, "lb.hosts[1].checkAddress") in lb2.own_addresses
+
+
+def test_without_a_check_address_the_checks_share_the_internal_address() -> None:
+    """A stack written before checkAddress keeps working; the program warns
+    (shared_check_warning) that the policy then admits the LB's own address."""
+    from keepsource.settings import shared_check_warning
+
+    cfg = dev_config()
+    del cfg["keepsource:network"]["checkAddress"]
+    s = parse(cfg)
+    assert s.check_sources == [s.network.lb_internal_address] == s.shared_check_sources
+    warning = shared_check_warning(s)
+    assert "keepsource:network.checkAddress is not set" in warning and "172.16.0.254" in warning
+    pair = _pair()
+    for host in pair["keepsource:lb"]["hosts"]:
+        del host["checkAddress"]
+    s = parse(pair)
+    assert [str(a) for a in s.shared_check_sources] == ["172.16.0.252", "172.16.0.253"]
+    assert "lb.hosts[i].checkAddress" in shared_check_warning(s)
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("172.16.0.254", "duplicate address 172.16.0.254"),  # the gateway
+        ("172.16.0.11", "duplicate address 172.16.0.11"),  # a worker
+        ("192.168.0.5", "outside internalSubnet"),
+        ("172.16.0.255", "broadcast"),
+        ("nope", "IPv4"),
+    ],
+)
+def test_a_bad_check_address_is_refused_naming_the_key(value: str, reason: str) -> None:
+    cfg = dev_config()
+    cfg["keepsource:network"]["checkAddress"] = value
+    faults = _faults(cfg)
+    assert "keepsource:network.checkAddress" in faults and reason in faults, faults
+
+
+def test_a_pair_sets_its_check_addresses_per_host() -> None:
+    cfg = _pair()
+    cfg["keepsource:network"]["checkAddress"] = "172.16.0.240"
+    assert "keepsource:network.checkAddress: is for one LB" in _faults(cfg)
+    cfg = _pair()
+    cfg["keepsource:lb"]["hosts"][1]["checkAddress"] = "172.16.0.250"  # lb1's
+    assert "keepsource:lb.hosts[1].checkAddress" in _faults(cfg)
+    cfg = _pair()
+    cfg["keepsource:network"]["hairpinSource"] = "172.16.0.249"  # lb2's checkAddress
+    assert "health-check source" in _faults(cfg)
 
 
 @pytest.mark.parametrize(

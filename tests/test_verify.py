@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 import mockrun
 from keepsource.render import gateway
 from keepsource.render.keepalived import (
@@ -87,12 +89,36 @@ GOOD = {
     "-A KEEPSOURCE-POSTROUTING -s 172.16.0.0/24 ! -d 172.16.0.0/24 -j MASQUERADE",
     "ipvsadm -Ln": f"up {APISERVER_FWMARK} 172.16.0.1:6443\n"
     f"up {WORKLOAD_FWMARK} 172.16.0.11:30080\ndown {WORKLOAD_FWMARK} 172.16.0.12:30080\n" + IPVSADM,
+    # a relay on the LB: curl from the gateway address to the healthy worker, dropped
+    "--interface 172.16.0.254 http://": "rc=28",
 }
 
 
 def test_lb_checks_pass_on_the_fixed_state() -> None:
     checks = lb_checks(load("local"), _lb(GOOD), settle_s=0.5)
-    assert [c.ok for c in checks] == [True] * 10, [c.line() for c in checks]
+    assert [c.ok for c in checks] == [True] * 11, [c.line() for c in checks]
+    assert checks[-1].name.startswith("a relay on the LB (from 172.16.0.254) does not reach")
+
+
+@pytest.mark.parametrize(("answer", "why"), [("rc=0", "curl exit 0"), (FAIL, "could not check")])
+def test_a_relay_that_reaches_the_pod_or_an_unanswered_probe_fails(answer: str, why: str) -> None:
+    """The policy admits the checkAddress only: a connection from the LB's
+    gateway address that gets an answer fails the check, as does no answer."""
+    key = "--interface 172.16.0.254 http://"
+    checks = lb_checks(load("local"), _lb({**GOOD, key: answer}), settle_s=0.5)
+    failed = [c for c in checks if not c.ok]
+    assert [c.name.split(" (")[0] for c in failed] == ["a relay on the LB"], failed
+    assert why in failed[0].line()
+
+
+def test_without_a_check_address_no_relay_check_is_made() -> None:
+    """Without network.checkAddress the checks come from the gateway address,
+    which the policy admits: a relay from it cannot be told apart (the program
+    warns at preview instead)."""
+    s = load("local")
+    s = s.model_copy(update={"network": s.network.model_copy(update={"check_address": None})})
+    checks = lb_checks(s, _lb(GOOD), settle_s=0.5)
+    assert not [c for c in checks if c.name.startswith("a relay")]
 
 
 def test_an_unreachable_lb_fails() -> None:
@@ -276,7 +302,7 @@ def test_every_services_pool_is_checked_with_its_protocols_probe() -> None:
     ]
     assert all(c.ok for c in checks), [c.line() for c in checks]
     probes = " ".join(c for c in commands if "ipvsadm -Ln" in c)
-    assert "/dev/udp/172.16.0.11/30053" in probes and "--interface 172.16.0.254" in probes
+    assert "/dev/udp/172.16.0.11/30053" in probes and "--interface 172.16.0.250" in probes
     # One worker of the DNS pool out of IPVS while its check answers: that pool fails, alone.
     broken = {**answers, "ipvsadm -Ln": answers["ipvsadm -Ln"] + "up "
               f"{pools(s)[2].fwmark} 172.16.0.12:30053\n"}  # fmt: skip

@@ -102,7 +102,7 @@ def render_input_rules(settings: Settings) -> list[str]:
              "*filter", f":{INPUT_CHAIN} - [0:0]"]  # fmt: skip
     m = settings.metrics
     if m is not None:
-        listen = [str(a) for a in dict.fromkeys(settings.check_sources)]
+        listen = [str(a) for a in dict.fromkeys(n.internal_address for n in settings.lb_nodes)]
         port = f"-p tcp -m tcp --dport {m.port}"
         for dest in listen:
             # The host itself (the metrics step's own check, a local agent).
@@ -127,8 +127,8 @@ def _pair_rules(settings: Settings) -> list[str]:
     check_unicast_src refuses them too) or write the backup's connection table
     (the sync daemon itself checks no source). The same rules on both hosts."""
     nodes = settings.lb_nodes
-    own = sorted({str(a) for n in nodes for a in (n.external_address, n.check_source) if a})
-    internal = sorted({str(n.check_source) for n in nodes})
+    own = sorted({str(a) for n in nodes for a in (n.external_address, n.internal_address) if a})
+    internal = sorted({str(n.internal_address) for n in nodes})
     sync = f"-p udp -m udp --dport {SYNC_PORT}"
     return [
         *(f"-A {INPUT_CHAIN} -s {a}/32 -p vrrp -j ACCEPT" for a in own),

@@ -168,7 +168,7 @@ def _vrrp(settings: Settings, node: LbNode) -> list[str]:
     instances = [
         (VRRP_EXTERNAL, node.external_interface, vrrp.virtual_router_id, node.external_address,
          node.peer_external, net.vip, net.external_subnet.prefixlen),
-        (VRRP_INTERNAL, node.internal_interface, vrrp.virtual_router_id + 1, node.check_source,
+        (VRRP_INTERNAL, node.internal_interface, vrrp.virtual_router_id + 1, node.internal_address,
          node.peer_internal, net.lb_internal_address, net.internal_subnet.prefixlen),
     ]  # fmt: skip
     lines = [

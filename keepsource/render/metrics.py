@@ -38,7 +38,7 @@ def listen(settings: Settings, node: LbNode | None = None) -> str:
     """Where the exporter listens on ``node``: its own internal address."""
     assert settings.metrics is not None
     host = node or settings.lb_nodes[0]
-    return f"{host.check_source}:{settings.metrics.port}"
+    return f"{host.internal_address}:{settings.metrics.port}"
 
 
 def render_dropin(settings: Settings, node: LbNode | None = None) -> str:

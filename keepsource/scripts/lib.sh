@@ -15,8 +15,11 @@ ks_dpkg_wait=300
 ks_lock_file=/run/keepsource.lock
 ks_lock() {
   exec 9>>"$ks_lock_file"
+  flock -n 9 && return 0
+  ks_say "another keepsource step holds $ks_lock_file (a second apply on this host?): waiting up to ${ks_lock_wait} s" >&2
   flock -w "$ks_lock_wait" 9 ||
     ks_fail "another keepsource step has held $ks_lock_file for ${ks_lock_wait} s (a second apply on this host?); nothing changed"
+  ks_say "got $ks_lock_file after waiting" >&2
 }
 ks_done() {
   if [ "$ks_changed" -eq 1 ]; then ks_say "changed"; else ks_say "unchanged"; fi

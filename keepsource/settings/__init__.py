@@ -20,8 +20,14 @@ from keepsource.settings.base import IPv4, Net4
 from keepsource.settings.checks import Client, HealthCheck, Verify
 from keepsource.settings.errors import NAMESPACE, ConfigError, Fault
 from keepsource.settings.lb import Lb, Ssh
-from keepsource.settings.loader import ENCRYPTED, PRIVATE_KEY_KEY, SECRET_PATHS, parse
-from keepsource.settings.model import Settings
+from keepsource.settings.loader import (
+    ENCRYPTED,
+    PRIVATE_KEY_KEY,
+    PRIVATE_KEY_PASSWORD_KEY,
+    SECRET_PATHS,
+    parse,
+)
+from keepsource.settings.model import Settings, shared_check_warning
 from keepsource.settings.network import Apiserver, Network, Worker
 from keepsource.settings.rules import cross_faults
 from keepsource.settings.schema import json_schema, project_config
@@ -31,6 +37,7 @@ __all__ = [
     "ENCRYPTED",
     "NAMESPACE",
     "PRIVATE_KEY_KEY",
+    "PRIVATE_KEY_PASSWORD_KEY",
     "SECRET_PATHS",
     "SYSTEM_NAMESPACES",
     "Apiserver",
@@ -52,4 +59,5 @@ __all__ = [
     "json_schema",
     "parse",
     "project_config",
+    "shared_check_warning",
 ]

@@ -163,7 +163,12 @@ class PairHost(Model):
     external_address: IPv4 = Field(description="This host's own address on the external subnet.")
     internal_address: IPv4 = Field(
         description="This host's own address on the internal subnet: the source of its "
-        "health checks (admitted by the NetworkPolicy) and of its VRRP adverts."
+        "VRRP adverts and IPVS sync (and of its health checks when there is no checkAddress)."
+    )
+    check_address: IPv4 | None = Field(
+        default=None,
+        description="An address of this host's own on the internal subnet that its health "
+        "checks come from and nothing else; the NetworkPolicies admit exactly it.",
     )
     external_interface: IfName = Field(description="Interface on the external subnet.")
     internal_interface: IfName = Field(description="Interface on the internal subnet.")

@@ -22,6 +22,9 @@ from keepsource.settings.workload import looks_like_contents
 
 #: The SSH private key: a secret only, never part of :class:`Settings`.
 PRIVATE_KEY_KEY = "lbPrivateKey"
+#: The passphrase of an encrypted lbPrivateKey: a secret only, never part of
+#: :class:`Settings`. Without lbPrivateKey the SSH agent signs (no passphrase).
+PRIVATE_KEY_PASSWORD_KEY = "lbPrivateKeyPassword"
 #: Nested keys that may carry credentials: read as secrets (pydantic SecretStr);
 #: as contents they must be set with --secret.
 CREDENTIAL_PATHS: frozenset[tuple[str, ...]] = frozenset({("kubernetes", "kubeconfig")})
@@ -206,7 +209,8 @@ def _replace_encrypted(values: dict[str, Any]) -> list[Fault]:
                     Fault(
                         f"{NAMESPACE}:{'.'.join(here)}",
                         "is encrypted, but keepsource uses it in plain text (rendered "
-                        f"configs, exports); only {PRIVATE_KEY_KEY} and "
+                        f"configs, exports); only {PRIVATE_KEY_KEY}, "
+                        f"{PRIVATE_KEY_PASSWORD_KEY} and "
                         + ", ".join(".".join(p) for p in sorted(SECRET_PATHS))
                         + " are secrets",
                     )
@@ -243,14 +247,28 @@ def _plain_credentials(values: dict[str, Any], secret_keys: set[str]) -> list[Fa
 
 def _take_secrets(values: dict[str, Any], secret_keys: set[str]) -> list[Fault]:
     faults: list[Fault] = []
-    full_key = f"{NAMESPACE}:{PRIVATE_KEY_KEY}"
-    if PRIVATE_KEY_KEY in values:
-        raw = values.pop(PRIVATE_KEY_KEY)
-        if full_key not in secret_keys and not _is_secure(raw):
+    credentials = (PRIVATE_KEY_KEY, PRIVATE_KEY_PASSWORD_KEY)
+    has_key = PRIVATE_KEY_KEY in values
+    for name in credentials:
+        if name not in values:
+            continue
+        raw = values.pop(name)
+        if f"{NAMESPACE}:{name}" not in secret_keys and not _is_secure(raw):
             faults.append(
-                Fault(full_key, "is stored in plain text; set it with `pulumi config set --secret`")
+                Fault(
+                    f"{NAMESPACE}:{name}",
+                    "is stored in plain text; set it with `pulumi config set --secret`",
+                )
             )
-    allowed = {full_key} | {f"{NAMESPACE}:{p[0]}" for p in SECRET_PATHS}
+        elif name == PRIVATE_KEY_PASSWORD_KEY and not has_key:
+            faults.append(
+                Fault(
+                    f"{NAMESPACE}:{name}",
+                    f"is set but there is no {PRIVATE_KEY_KEY} (an SSH agent's keys need none)",
+                )
+            )
+    allowed = {f"{NAMESPACE}:{n}" for n in credentials}
+    allowed |= {f"{NAMESPACE}:{p[0]}" for p in SECRET_PATHS}
     for name in sorted(secret_keys):
         if name.startswith(f"{NAMESPACE}:") and name not in allowed:
             faults.append(

@@ -29,7 +29,11 @@ class LbNode:
     ssh_at: tuple[int | str, ...]
     """Where its ssh block sits in the config (for messages)."""
     check_source: IPv4
-    """Its health checks' source address (the NetworkPolicy admits it)."""
+    """Its health checks' source address (the NetworkPolicy admits it): its
+    checkAddress, else its internal address."""
+    internal_address: IPv4
+    """Its own address on the internal subnet (the gateway address for one LB):
+    VRRP, IPVS sync and the metrics listener; what a relay on it leaves from."""
     own_addresses: tuple[tuple[IPv4, str], ...]
     """(address, config key) that must be this host's own before anything changes."""
     external_address: IPv4 | None = None
@@ -104,25 +108,35 @@ class Settings(Model):
                 (net.lb_internal_address, "network.lbInternalAddress"),
             ]
             own += [hairpin] if net.hairpin_source not in (net.vip, net.lb_internal_address) else []
+            check = net.check_address
+            own += [(check, "network.checkAddress")] if check is not None else []
             return (
                 LbNode(
-                    SINGLE_LB_NAME, self.lb.ssh, ("lb", "ssh"), net.lb_internal_address, (*own,)
+                    SINGLE_LB_NAME,
+                    self.lb.ssh,
+                    ("lb", "ssh"),
+                    check_source=check or net.lb_internal_address,
+                    internal_address=net.lb_internal_address,
+                    own_addresses=(*own,),
                 ),
             )
         hosts = self.lb.hosts
         nodes = []
         for i, h in enumerate(hosts):
             peer = hosts[1 - i]
-            pair_own = (
+            pair_own: tuple[tuple[IPv4, str], ...] = (
                 (h.external_address, f"lb.hosts[{i}].externalAddress"),
                 (h.internal_address, f"lb.hosts[{i}].internalAddress"),
             )
+            if h.check_address is not None:
+                pair_own += ((h.check_address, f"lb.hosts[{i}].checkAddress"),)
             nodes.append(
                 LbNode(
                     name=h.name,
                     ssh=h.ssh,
                     ssh_at=("lb", "hosts", i, "ssh"),
-                    check_source=h.internal_address,
+                    check_source=h.check_address or h.internal_address,
+                    internal_address=h.internal_address,
                     own_addresses=pair_own,
                     external_address=h.external_address,
                     external_interface=h.external_interface,
@@ -139,6 +153,12 @@ class Settings(Model):
     @property
     def check_sources(self) -> list[IPv4]:
         return [n.check_source for n in self.lb_nodes]
+
+    @property
+    def shared_check_sources(self) -> list[IPv4]:
+        """Check sources that are also an LB host's internal address (no
+        checkAddress): a relay on that host passes the NetworkPolicies too."""
+        return [n.check_source for n in self.lb_nodes if n.check_source == n.internal_address]
 
     @property
     def exposed(self) -> tuple[Exposed, ...]:
@@ -158,3 +178,15 @@ class Settings(Model):
         if self.workload is None:
             raise ValueError("this stack lists services: it has no single workload")
         return self.workload
+
+
+def shared_check_warning(settings: Settings) -> str:
+    """What a stack without a checkAddress admits, and the key that fixes it."""
+    where = "lb.hosts[i].checkAddress" if settings.is_pair else "network.checkAddress"
+    shared = ", ".join(str(a) for a in settings.shared_check_sources)
+    return (
+        f"keepsource:{where} is not set: the LB's health checks come from {shared}, its "
+        "internal address, so the NetworkPolicies admit every connection the LB itself "
+        "makes from it (a relay on the LB, ssh -L, a local proxy reaches the pods). Give "
+        "the checks an address of their own on the LB and set it there."
+    )

@@ -17,7 +17,14 @@ class Network(Model):
     vip: IPv4 = Field(description="Virtual IP the clients connect to; an address of the LB host.")
     lb_internal_address: IPv4 = Field(
         description="The LB's address on the internal subnet: the nodes' default "
-        "gateway and the source of the LB's health checks."
+        "gateway (and the health checks' source when there is no checkAddress)."
+    )
+    check_address: IPv4 | None = Field(
+        default=None,
+        description="One LB: an address of the LB's own on the internal subnet that its "
+        "health checks come from and nothing else; the NetworkPolicies admit exactly it "
+        "(a relay on the LB, which leaves from lbInternalAddress, is not admitted). "
+        "Configure it on the LB host as you do the VIP; a pair sets it per host.",
     )
     hairpin_source_config: IPv4 | None = Field(
         default=None,

@@ -27,8 +27,12 @@ def _inside(s: Settings) -> list[tuple[Loc, IPv4]]:
         (("network", "lbInternalAddress"), s.network.lb_internal_address),
         (("apiserver", "address"), s.apiserver.address),
     ]
+    if s.network.check_address is not None:
+        found.append((("network", "checkAddress"), s.network.check_address))
     found += [(("lb", "hosts", i, "internalAddress"), h.internal_address)
               for i, h in enumerate(s.lb.hosts)]  # fmt: skip
+    found += [(("lb", "hosts", i, "checkAddress"), h.check_address)
+              for i, h in enumerate(s.lb.hosts) if h.check_address is not None]  # fmt: skip
     return found + [(("workers", i, "address"), w.address) for i, w in enumerate(s.workers)]
 
 
@@ -51,6 +55,13 @@ def lb_layout(s: Settings) -> list[Fault]:
     if lb.hosts and len(lb.hosts) != 2:
         return [Fault(key(("lb", "hosts")), f"lists {len(lb.hosts)} hosts: a pair is two")]
     faults = []
+    if lb.hosts and s.network.check_address is not None:
+        faults.append(
+            Fault(
+                key(("network", "checkAddress")),
+                "is for one LB: a pair sets lb.hosts[i].checkAddress, one for each host",
+            )
+        )
     if len({h.name for h in lb.hosts}) != len(lb.hosts):
         faults.append(Fault(key(("lb", "hosts", 1, "name")), "duplicate host name"))
     ends = [(h.ssh.host, h.ssh.port) for h in lb.hosts]
@@ -261,12 +272,18 @@ def hairpin(s: Settings) -> list[Fault]:
     src = net.hairpin_source
     where = "" if net.hairpin_source_config is not None else f" (defaults to the VIP {src})"
     faults = []
-    if src in (net.lb_internal_address, *s.check_sources):
+    lb_inside = (
+        net.lb_internal_address,
+        *s.check_sources,
+        *(h.internal_address for h in s.lb.hosts),
+    )
+    if src in lb_inside:
         faults.append(
             Fault(
                 key(("network", "hairpinSource")),
-                f"{src}{where} is a health-check source (lbInternalAddress or an LB host's "
-                "internalAddress): hairpinned clients would pass as the LB's checks",
+                f"{src}{where} is a health-check source or an LB's internal address "
+                "(lbInternalAddress, a checkAddress or an LB host's internalAddress): "
+                "hairpinned clients would pass as the LB's checks",
             )
         )
     for loc, cidr in _clients(s):

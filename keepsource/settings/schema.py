@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from keepsource.settings.errors import NAMESPACE
-from keepsource.settings.loader import PRIVATE_KEY_KEY
+from keepsource.settings.loader import PRIVATE_KEY_KEY, PRIVATE_KEY_PASSWORD_KEY
 from keepsource.settings.model import Settings
 
 _SECURE = {
@@ -36,7 +36,12 @@ def json_schema() -> dict[str, Any]:
     kubeconfig["anyOf"] = [{"type": "string"}, _SECURE, {"type": "null"}]
     props = {f"{NAMESPACE}:{k}": v for k, v in inner["properties"].items()}
     props[f"{NAMESPACE}:{PRIVATE_KEY_KEY}"] = {
-        "description": "SSH private key of the LB host (and the jump host): only as a secret.",
+        "description": "SSH private key of the LB host (and the jump host): only as a "
+        "secret. Without it the SSH agent of pulumi's environment signs.",
+        **_SECURE,
+    }
+    props[f"{NAMESPACE}:{PRIVATE_KEY_PASSWORD_KEY}"] = {
+        "description": "The passphrase of an encrypted lbPrivateKey: only as a secret.",
         **_SECURE,
     }
     config_block: dict[str, Any] = {
@@ -95,12 +100,10 @@ def project_config() -> dict[str, Any]:
                 default = []
             entry["default"] = {} if entry["type"] == "object" else default
         block[name] = entry
-    # Secret and required: the CLI refuses a plain value before the program
-    # runs (config.go:126-133); a default would be plain text, so there is none.
-    block[PRIVATE_KEY_KEY] = {
-        "type": "string",
-        "secret": True,
-        "description": "SSH private key of the LB host (and the jump host): "
-        "pulumi config set --secret keepsource:lbPrivateKey < KEYFILE.",
-    }
+    # lbPrivateKey and lbPrivateKeyPassword are not declared: a key declared
+    # secret must be set (pkg/workspace/config.go:316-323) and cannot have a
+    # default (the CLI reads a default as a plain value of a secret key and
+    # refuses it, config.go:126-133; tried with the CLI built here), yet an
+    # SSH agent needs neither. The program refuses them in plain text instead
+    # (loader._take_secrets), before any resource is declared.
     return block

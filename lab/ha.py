@@ -12,15 +12,20 @@ every row ran and held.
 from __future__ import annotations
 
 import re
+import shlex
 import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from keepsource.render import gateway
+from keepsource.render.keepalived import pools
 from keepsource.render.scripts import steps as lb_steps
+from keepsource.stackfile import PROJECT_ROOT
 from keepsource.verify import runner_for
-from lab import guest, hosts, paths, plan, run
+from lab import forge, guest, hosts, paths, plan, run
 from lab.plan import PAIR
 
 #: The probe's pace and the time one request may take during the failover.
@@ -138,6 +143,140 @@ def rogue_advert(p: run.Plan, client: Any) -> tuple[bool, str]:
     )
 
 
+#: How long the forged adverts of a node run (the issue's 10 s).
+FORGE_S = 10.0
+
+
+def _floating(p: run.Plan) -> dict[str, tuple[bool, bool]]:
+    """Each guest: (holds the VIP, holds the gateway address)."""
+    vip, gw = str(p.settings.network.vip), str(p.settings.network.lb_internal_address)
+    held = {}
+    for g in p.guests:
+        a = run.addresses(g)
+        held[g.name] = (
+            any(x.split("/")[0] == vip for x in a[plan.EXT_IF]),
+            any(x.split("/")[0] == gw for x in a[plan.INT_IF]),
+        )
+    return held
+
+
+def input_drops(g: plan.Guest) -> dict[str, int]:
+    """Packets the guest's KEEPSOURCE-INPUT chain dropped: VRRP and IPVS sync."""
+    out = guest.ssh(f"iptables -L {gateway.INPUT_CHAIN} -v -n -x", lb=g, timeout=30).stdout
+    found = {"vrrp": 0, "sync": 0}
+    for line in out.splitlines():
+        f = line.split()
+        if len(f) < 4 or f[2] != "DROP" or not f[0].isdigit():
+            continue
+        if f[3] in ("vrrp", "112"):
+            found["vrrp"] += int(f[0])
+        elif f[3] == "udp" and f"dpt:{gateway.SYNC_PORT}" in line:
+            found["sync"] += int(f[0])
+    return found
+
+
+def _forge(ns: str, *args: str, timeout: float) -> tuple[int, str]:
+    done = subprocess.run(
+        ["ip", "netns", "exec", ns, sys.executable, "-m", "lab.forge", *args],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=timeout, check=False,
+    )  # fmt: skip
+    return done.returncode, (done.stdout + done.stderr).strip()
+
+
+def forged_adverts(p: run.Plan, node: Any, client: Any, page: str) -> tuple[bool, str]:
+    """A node claims the nodes' gateway (its VRRP id: the pair's sync group
+    would take the VIP along) at priority 254, adverts every 0.1 s to each
+    LB's own internal address for FORGE_S seconds, while ``client`` asks
+    ``page`` every 0.1 s. Nothing may move and no request fail; each LB's
+    chain must have dropped what reached it."""
+    s = p.settings
+    before, drops = _floating(p), {g.name: input_drops(g) for g in p.guests}
+    probe = run.Probe(client.netns, page, interval=INTERVAL, limit=60, timeout=REQUEST_TIMEOUT)
+    try:
+        rc, said = _forge(
+            node.netns, "vrrp", "--src", node.address,
+            "--dst", ",".join(g.own_internal for g in p.guests),
+            "--vrid", str(s.lb.vrrp.virtual_router_id + 1), "--priority", "254",
+            "--interval", "0.1", "--seconds", str(FORGE_S),
+            "--address", str(s.network.lb_internal_address),
+            timeout=FORGE_S + 30,
+        )  # fmt: skip
+        time.sleep(1.0)  # a takeover would show within a few advert intervals
+    finally:
+        seen = probe.stop()
+    after = _floating(p)
+    dropped = sum(input_drops(g)["vrrp"] - drops[g.name]["vrrp"] for g in p.guests)
+    sent = int(said) if rc == 0 and said.isdigit() else 0
+    ok = rc == 0 and sent > 0 and dropped >= sent and after == before and seen["failures"] == 0
+    holder = [n for n, (v, gw) in after.items() if v and gw]
+    return ok, (
+        f"{node.name} sent {sent} adverts in {FORGE_S:g} s, the LBs dropped {dropped}; "
+        f"VIP and gateway on {holder} before and after: {after == before}; "
+        f"{seen['failures']} of {seen['requests']} requests from {client.name} failed"
+    )
+
+
+def _conns(g: plan.Guest) -> str:
+    return guest.ssh("ipvsadm -Lnc", lb=g, timeout=30).stdout
+
+
+def forged_sync(p: run.Plan, node: Any) -> tuple[bool, str]:
+    """A node sends the backup IPVS sync messages (a connection of a made-up
+    client): the backup's connection table must not change. The control: the
+    same message from the master's own internal address is taken, so the
+    message itself is one the kernel accepts."""
+    s = p.settings
+    holders = run.vip_holders(p)
+    if len(holders) != 1:
+        return False, f"VIP on {holders}: no one master"
+    master = next(g for g in p.guests if g.name == holders[0])
+    backup = next(g for g in p.guests if g.name != master.name)
+    fwmark = next(vs.fwmark for vs in pools(s) if vs.port == s.node_port)
+    vip, port = str(s.network.vip), s.node_port
+    real = f"{p.workers[-1].address}:{port}"
+    forged_client, control_client = "192.168.0.98:40001", "192.168.0.99:40002"
+    drops = input_drops(backup)["sync"]
+    rc, forged = _forge(
+        node.netns, "sync", "--src", node.address, "--syncid", str(s.lb.vrrp.virtual_router_id),
+        "--client", forged_client, "--virtual", f"{vip}:{port}", "--real", real,
+        "--fwmark", str(fwmark), "--count", "5", timeout=30,
+    )  # fmt: skip
+    time.sleep(1.0)
+    table = _conns(backup)
+    dropped = input_drops(backup)["sync"] - drops
+    c_host, c_port = control_client.split(":")
+    v_host, r_host = vip, real.split(":")[0]
+    message = forge.sync_message(
+        s.lb.vrrp.virtual_router_id, (c_host, int(c_port)), (v_host, port),
+        (r_host, port), fwmark,
+    ).hex()  # fmt: skip
+    perl = (
+        "use Socket; socket(my $s, PF_INET, SOCK_DGRAM, 0) or die qq(socket: $!); "
+        f"bind($s, pack_sockaddr_in(0, inet_aton(qq({master.own_internal})))) or die qq(bind: $!); "
+        f"for (1..5) {{ send($s, pack(qq(H*), qq({message})), 0, "
+        f"pack_sockaddr_in({forge.SYNC_PORT}, inet_aton(qq({forge.SYNC_GROUP})))) "
+        "or die qq(send: $!); select(undef, undef, undef, 0.05); }"
+    )
+    sent = guest.ssh(f"perl -e {shlex.quote(perl)}", lb=master, timeout=30)
+    time.sleep(1.0)
+    control = _conns(backup)
+    ok = (
+        rc == 0
+        and forged_client not in table
+        and dropped >= 5
+        and sent.returncode == 0
+        and control_client in control
+    )
+    return ok, (
+        f"{node.name}'s 5 messages (client {forged_client}): dropped {dropped} by "
+        f"{backup.name}, in its table: {forged_client in table}; the same from "
+        f"{master.name}'s own address (client {control_client}): in the table: "
+        f"{control_client in control}"
+        + ("" if sent.returncode == 0 else f" (perl: {sent.stderr.strip()[-200:]})")
+        + ("" if rc == 0 else f" (forge: {forged[-200:]})")
+    )
+
+
 def demo() -> int:
     """``lab/lab demo --ha``: boot the pair, run :func:`scenario`, take it down."""
     from engine.build import build
@@ -213,6 +352,12 @@ def scenario(p: run.Plan, table: run.Table) -> str | None:
 
     def rogue() -> tuple[bool, str]:
         return rogue_advert(p, host01)
+
+    def node_adverts() -> tuple[bool, str]:
+        return forged_adverts(p, p.workers[0], host01, page)
+
+    def node_sync() -> tuple[bool, str]:
+        return forged_sync(p, p.workers[0])
 
     def side(when: str) -> None:
         phase(f"{when}: worker01 -> {p.repo.address} (outside)", lambda: answers(worker, outside))
@@ -309,6 +454,12 @@ def scenario(p: run.Plan, table: run.Table) -> str | None:
     phase("apply: the engine ran both LBs' steps at once (its event log)", steps_overlap)
     phase("verify after apply (both LBs)", do_verify)
     phase("a rogue VRRP advert from host01 (priority 254) moves no VIP", rogue)
+    phase(
+        f"forged VRRP adverts from worker01 for {FORGE_S:g} s (the gateway's id, priority "
+        "254): nothing moves, no request from host01 fails",
+        node_adverts,
+    )
+    phase("forged IPVS sync from worker01: the backup's connection table unchanged", node_sync)
     phase("before: host01 gets the page", lambda: gets_page(host01.netns, page))
     side("before")
     phase("failover: requests every 0.1 s resume within 1 s", do_failover)
@@ -329,10 +480,10 @@ def scenario(p: run.Plan, table: run.Table) -> str | None:
 
 
 # up, then the scenario's: 3 fault rows, lb2, apply, overlap, verify, rogue,
-# page, 2 before, 5 failover, 2 after, restart, verify
+# forged adverts, forged sync, page, 2 before, 5 failover, 2 after, restart, verify
 def scenario_rows(p: run.Plan) -> int:
-    """Rows of :func:`scenario`: 20, and the exporters' row with keepsource:metrics."""
-    return 20 + (p.settings.metrics is not None)
+    """Rows of :func:`scenario`: 22, and the exporters' row with keepsource:metrics."""
+    return 22 + (p.settings.metrics is not None)
 
 
 def _step_names(p: run.Plan) -> tuple[str, ...]:

@@ -161,7 +161,8 @@ def _floating(p: run.Plan) -> dict[str, tuple[bool, bool]]:
 
 
 def input_drops(g: plan.Guest) -> dict[str, int]:
-    """Packets the guest's KEEPSOURCE-INPUT chain dropped: VRRP and IPVS sync."""
+    """Packets the guest's KEEPSOURCE-INPUT chain dropped: VRRP and IPVS sync
+    (`iptables -n` prints protocols as numbers on the guest: 112, 17)."""
     out = guest.ssh(f"iptables -L {gateway.INPUT_CHAIN} -v -n -x", lb=g, timeout=30).stdout
     found = {"vrrp": 0, "sync": 0}
     for line in out.splitlines():
@@ -170,7 +171,7 @@ def input_drops(g: plan.Guest) -> dict[str, int]:
             continue
         if f[3] in ("vrrp", "112"):
             found["vrrp"] += int(f[0])
-        elif f[3] == "udp" and f"dpt:{gateway.SYNC_PORT}" in line:
+        elif f[3] in ("udp", "17") and f"dpt:{gateway.SYNC_PORT}" in line:
             found["sync"] += int(f[0])
     return found
 

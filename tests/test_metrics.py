@@ -88,10 +88,11 @@ class Reader:
                 f.flush()
 
     def wait_count(self, n: int) -> str:
-        """The textfile once the script has counted ``n`` changes (at most 10 s)."""
+        """The textfile once the script has counted ``n`` changes (at most 30 s:
+        200 changes took over 10 s once, with two other test runs on the 2 cores)."""
         want = f'keepsource_vrrp_transitions_total{{group="KEEPSOURCE"}} {n}\n'
         text = ""
-        for _ in range(200):
+        for _ in range(600):
             text = self.prom.read_text() if self.prom.exists() else ""
             if want in text:
                 return text

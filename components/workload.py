@@ -134,13 +134,16 @@ class Workload(pulumi.ComponentResource):
             }
         )
 
-    def _child(self, *deps: pulumi.Resource) -> pulumi.ResourceOptions:
+    def _child(self, *deps: pulumi.Resource, was: str | None = None) -> pulumi.ResourceOptions:
+        """``was``: the resource's name in the seed's layout, when a stack moved
+        to the ``services`` list may still hold it (see :meth:`_declare`)."""
         return pulumi.ResourceOptions(
             parent=self,
             provider=self.provider,
             depends_on=list(deps),
             # Never delete what keepsource may not have created (see above).
             retain_on_delete=True,
+            aliases=[pulumi.Alias(name=was)] if was is not None else None,
         )
 
     def _declare(
@@ -152,16 +155,25 @@ class Workload(pulumi.ComponentResource):
         legacy: bool,
     ) -> None:
         """The namespaces once each, then each service's three objects. The
-        seed's single workload keeps its resource names (and so its URNs)."""
+        seed's single workload keeps its resource names (and so its URNs). In a
+        ``services`` list, the first workload service's objects and their
+        namespace carry aliases to the seed's names: a stack moved to the list
+        (its old workload listed first) renames them in the state and changes
+        nothing in the cluster, rather than a create (an adoption) and a
+        retained delete under new names. An alias that names nothing in the
+        state is ignored by the engine, so a list written from scratch is not
+        touched by it."""
 
         def body(obj: dict[str, Any]) -> dict[str, Any]:
             return {k: v for k, v in obj.items() if k not in ("apiVersion", "kind")}
 
+        moved = None if legacy or not services else services[0]
+        first_ns = kube.namespace_of(moved) if moved is not None else None
         self.namespace_objects = {
             ns: Namespace(
                 f"{name}-ns" if legacy else f"{name}-ns-{ns}",
                 **body(kube.namespace(ns)),
-                opts=self._child(),
+                opts=self._child(was=f"{name}-ns" if ns == first_ns else None),
             )
             for ns in namespaces
         }
@@ -169,14 +181,18 @@ class Workload(pulumi.ComponentResource):
         for ex in services:
             ns = self.namespace_objects[kube.namespace_of(ex)]
             prefix = name if legacy else f"{name}-{ex.name}"
+
+            def opts(kind: str, ex: Exposed = ex, ns: Namespace = ns) -> pulumi.ResourceOptions:
+                return self._child(ns, was=f"{name}-{kind}" if ex is moved else None)
+
             self.parts[ex.name] = (
                 Deployment(
-                    f"{prefix}-deployment", **body(kube.deployment(ex)), opts=self._child(ns)
+                    f"{prefix}-deployment", **body(kube.deployment(ex)), opts=opts("deployment")
                 ),
-                Service(f"{prefix}-service", **body(kube.service(ex)), opts=self._child(ns)),
+                Service(f"{prefix}-service", **body(kube.service(ex)), opts=opts("service")),
                 NetworkPolicy(
                     f"{prefix}-networkpolicy",
                     **body(kube.network_policy(ex, sources)),
-                    opts=self._child(ns),
+                    opts=opts("networkpolicy"),
                 ),
             )

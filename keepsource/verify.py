@@ -172,12 +172,35 @@ def curl_command(url: str) -> str:
     return f"curl -s -m 2 -o - -w '\\nHTTP %{{http_code}}\\n' {shlex.quote(url)}"
 
 
-def udp_command(address: str, port: int, payload_hex: str | None, timeout: float = 2) -> str:
-    """Send one datagram (the service's check payload) with bash's /dev/udp and
-    wait ``timeout`` s for a reply: exit 0 on a reply, 124 when none came, 1
-    when the host refused (an ICMP port unreachable). Bash and coreutils only,
-    so it runs on any Debian client or LB."""
+#: One datagram from a given source address (bash's /dev/udp cannot bind one),
+#: then one reply: exit 0 on a reply, 1 when refused (ICMP port unreachable),
+#: 3 when the socket could not be made. perl-base is Essential in Debian, so
+#: every LB has it; ``Socket`` is part of it.
+_UDP_FROM = (
+    "use Socket; socket(my $s, PF_INET, SOCK_DGRAM, 0) or exit 3; "
+    "bind($s, pack_sockaddr_in(0, inet_aton($ARGV[0]))) or exit 3; "
+    "connect($s, pack_sockaddr_in($ARGV[2], inet_aton($ARGV[1]))) or exit 3; "
+    'send($s, pack("H*", $ARGV[3]), 0) or exit 1; '
+    "defined(recv($s, my $r, 4096, 0)) or exit 1; exit 0"
+)
+
+
+def udp_command(
+    address: str,
+    port: int,
+    payload_hex: str | None,
+    timeout: float = 2,
+    source: str | None = None,
+) -> str:
+    """Send one datagram (the service's check payload) and wait ``timeout`` s
+    for a reply: exit 0 on a reply, 124 when none came, 1 when the host
+    refused (an ICMP port unreachable). Without ``source``: bash's /dev/udp and
+    coreutils, so it runs on any Debian client. With ``source`` (the LB's
+    check address, which the NetworkPolicy admits): perl's socket bound to it."""
     hexs = payload_hex or ""
+    if source is not None:
+        args = " ".join(shlex.quote(a) for a in (source, address, str(port), hexs))
+        return f"timeout {timeout:g} perl -e {shlex.quote(_UDP_FROM)} {args}"
     data = "".join(f"\\x{hexs[i : i + 2]}" for i in range(0, len(hexs), 2))
     script = f"exec 3<>/dev/udp/{address}/{port} && printf '{data}' >&3 && head -c 1 <&3 >/dev/null"
     return f"timeout {timeout:g} bash -c {shlex.quote(script)}"
@@ -487,7 +510,7 @@ def probe_command(vs: VirtualService, rs: RealServer) -> str:
     tag = f"{vs.fwmark} {rs.address}:{rs.port}"
     if vs.protocol == "UDP":
         ok = "[ $rc -eq 0 ]" if vs.udp_payload else "[ $rc -ne 1 ]"
-        send = udp_command(rs.address, rs.port, vs.udp_payload)
+        send = udp_command(rs.address, rs.port, vs.udp_payload, source=vs.check_source)
     else:
         ok = "[ $rc -ne 7 ] && [ $rc -ne 28 ]"
         send = (

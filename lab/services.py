@@ -234,7 +234,8 @@ def scenario(plan_: Plan, table: run.Table) -> dict[str, Any]:
         rc, out = run.verify_output(plan_, p.env(), engine.SHADOW)
         seen["verify"] = out
         last = [ln for ln in out.splitlines() if ln.startswith("verify ")]
-        return rc == 0, last[-1] if last else out[-300:]
+        failed = [ln for ln in out.splitlines() if ln.startswith("FAIL")]
+        return rc == 0, "; ".join([last[-1] if last else out[-300:], *failed])
 
     def again() -> tuple[bool, str]:
         spread(s)

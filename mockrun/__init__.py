@@ -51,6 +51,8 @@ class Registered:
     retain_on_delete: bool = False
     protect: bool = False
     outputs: dict[str, Any] = field(default_factory=dict)
+    aliases: list[dict[str, Any]] = field(default_factory=list)
+    """The request's alias specs (``aliases``), as the engine receives them."""
 
 
 @dataclass
@@ -154,6 +156,7 @@ class _Monitor(mocks.MockMonitor):
             wire=json_format.MessageToDict(request.object),
             retain_on_delete=bool(request.retainOnDelete),
             protect=bool(request.protect),
+            aliases=[json_format.MessageToDict(a) for a in request.aliases],
         )
         return response
 

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 pytestmark = pytest.mark.lab
 
@@ -177,7 +178,7 @@ def _lab_fault_off() -> None:
 def _checks_dropped(plan: lab.Plan) -> Iterator[None]:
     """Every worker drops the LB's health checks (its raw table, which the
     stand-ins' own rules never touch): no pool can become healthy."""
-    source = str(plan.settings.network.lb_internal_address)
+    source = str(plan.settings.lb_nodes[0].check_source)  # the checkAddress
     rule = ["PREROUTING", "-s", source, "-p", "tcp", "--dport", str(plan.settings.node_port)]
     for w in plan.workers:
         net.sh("ip", "netns", "exec", w.netns, "iptables", "-t", "raw", "-I", *rule, "-j", "DROP")
@@ -401,6 +402,56 @@ def test_two_applies_at_once_one_fails_clearly_or_both_take_turns(plan: lab.Plan
         (engine.SHADOW / f"Pulumi.{twin}.yaml").unlink(missing_ok=True)
     rc, said = lab.verify_output(plan, p.env(), engine.SHADOW)
     assert rc == 0, said[-3000:]
+
+
+def test_a_stack_moved_to_the_services_list_changes_nothing(plan: lab.Plan) -> None:
+    """The README's recipe (tests/test_services.py ``as_services``) on the
+    applied stack: the first workload service's objects carry aliases to the
+    seed's names, so the preview changes no resource (only the Workload
+    component's outputs take the list's shape), no step runs, every object
+    keeps its uid, and verify passes."""
+    from tests.test_services import as_services
+
+    p = lab.engine_cli(plan)
+    stack = plan.stack
+    s = plan.settings
+    ns, name = s.single.namespace, s.single.name
+    what = [f"namespace/{ns}", f"deployment/{name}", f"service/{name}", f"networkpolicy/{name}"]
+
+    def uids() -> str:
+        return kube.kubectl("get", "-n", ns, *what, "-o", "jsonpath={.items[*].metadata.uid}")
+
+    up = engine.up(p, stack, timeout=900)  # the stack applied again (the test before ran steps)
+    _ok(up)
+    before = uids()
+    assert len(before.split()) == 4, before
+    path = engine.SHADOW / f"Pulumi.{stack}.yaml"
+    original = path.read_text()
+    doc = yaml.safe_load(original)
+    doc["config"] = as_services(doc["config"])
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    try:
+        preview = p.run("preview", "--json", stack=stack, check=False)
+        assert preview.returncode == 0, (preview.stdout + preview.stderr)[-4000:]
+        changed = [
+            (st["op"], st["urn"].rsplit("::", 2)[-2])
+            for st in json.loads(preview.stdout).get("steps", [])
+            if st["op"] != "same"
+        ]
+        # Only the Workload component's outputs take the list's shape (namespaces,
+        # per-service admitted sources): no resource is created, deleted or replaced.
+        assert changed == [("update", "keepsource:k8s:Workload")], changed
+        moved = engine.up(p, stack, timeout=900)
+        _ok(moved)
+        assert moved.ran() == [], moved.ops()
+        assert uids() == before
+        names = {r["urn"].rsplit("::", 1)[-1] for r in p.export(stack)["deployment"]["resources"]}
+        assert {"workload-nginx-deployment", "workload-ns-my-ns"} <= names, sorted(names)
+        assert "workload-deployment" not in names
+        rc, said = lab.verify_output(plan, p.env(), engine.SHADOW)
+        assert rc == 0, said[-3000:]
+    finally:
+        path.write_text(original)
 
 
 # -- faults, from the seed's state again -----------------------------------------------------

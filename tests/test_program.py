@@ -624,3 +624,29 @@ def test_a_stack_without_a_check_address_is_warned_at_preview() -> None:
     policy = run.one("kubernetes:networking.k8s.io/v1:NetworkPolicy")
     cidrs = [p["ipBlock"]["cidr"] for p in policy.inputs["spec"]["ingress"][0]["from"]]
     assert cidrs == ["192.168.0.10/32", "172.16.0.254/32"]
+
+
+def test_a_stack_moved_to_the_services_list_keeps_its_objects_by_alias() -> None:
+    """The first workload service of a list carries aliases to the seed's
+    resource names (and its namespace to the seed's namespace resource): a
+    moved stack renames them in the state. The seed's layout has none; later
+    services have none (one old name, one new resource)."""
+
+    def renamed(run: mockrun.Run) -> dict[str, list[dict[str, Any]]]:
+        """Aliases by name (the SDK adds its own by older API type)."""
+        found = {
+            r.name: [a for a in r.aliases if "name" in a.get("spec", {})] for r in run.resources
+        }
+        return {k: v for k, v in found.items() if v}
+
+    assert renamed(mockrun.run_stack("local")) == {}
+    aliased = renamed(mockrun.run_stack("local-services"))
+    assert sorted(aliased) == [
+        "workload-ns-my-ns",
+        "workload-web-deployment",
+        "workload-web-networkpolicy",
+        "workload-web-service",
+    ]
+    spec = aliased["workload-web-deployment"][0]["spec"]
+    assert spec["name"] == "workload-deployment", spec
+    assert aliased["workload-ns-my-ns"][0]["spec"]["name"] == "workload-ns"

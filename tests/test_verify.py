@@ -302,7 +302,8 @@ def test_every_services_pool_is_checked_with_its_protocols_probe() -> None:
     ]
     assert all(c.ok for c in checks), [c.line() for c in checks]
     probes = " ".join(c for c in commands if "ipvsadm -Ln" in c)
-    assert "/dev/udp/172.16.0.11/30053" in probes and "--interface 172.16.0.250" in probes
+    assert "--interface 172.16.0.250" in probes  # TCP: curl from the check address
+    assert "172.16.0.250 172.16.0.11 30053" in probes  # UDP: perl bound to it
     # One worker of the DNS pool out of IPVS while its check answers: that pool fails, alone.
     broken = {**answers, "ipvsadm -Ln": answers["ipvsadm -Ln"] + "up "
               f"{pools(s)[2].fwmark} 172.16.0.12:30053\n"}  # fmt: skip
@@ -354,7 +355,7 @@ def test_the_udp_probe_tells_an_answer_from_silence_and_refusal() -> None:
     port = answering.getsockname()[1]
     answering.close()
     log = Path(tempfile.mkdtemp()) / "dns.log"
-    threading.Thread(target=dns.serve, args=("127.0.0.1", port, log, 8), daemon=True).start()
+    threading.Thread(target=dns.serve, args=("127.0.0.1", port, log, 30), daemon=True).start()
     silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     silent.bind(("127.0.0.1", 0))
     closed = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -362,15 +363,17 @@ def test_the_udp_probe_tells_an_answer_from_silence_and_refusal() -> None:
     closed_port = closed.getsockname()[1]
     closed.close()
 
-    def rc(p: int) -> int:
-        cmd = udp_command("127.0.0.1", p, payload, timeout=1)
+    def rc(p: int, source: str | None = None) -> int:
+        cmd = udp_command("127.0.0.1", p, payload, timeout=1, source=source)
         return subprocess.run(["bash", "-c", cmd], timeout=10, check=False).returncode
 
     deadline = time.monotonic() + 5
     while rc(port) != 0 and time.monotonic() < deadline:  # the stand-in binds in its thread
         time.sleep(0.1)
-    assert rc(port) == 0
-    assert dns.peers(log.read_text())[-1] == "127.0.0.1"
-    assert rc(silent.getsockname()[1]) == 124
-    assert rc(closed_port) == 1
+    # bash's /dev/udp (clients), and perl bound to a source (the LB's check address)
+    for source in (None, "127.0.0.2"):
+        assert rc(port, source) == 0, source
+        assert dns.peers(log.read_text())[-1] == (source or "127.0.0.1")
+        assert rc(silent.getsockname()[1], source) == 124, source
+        assert rc(closed_port, source) == 1, source
     silent.close()

@@ -162,8 +162,8 @@ def main() -> None:
     ratio = results["500 apps"] / results["50 apps"]
     print(f"500/50 apps time ratio: {ratio:.1f} (10x the resources; linear growth is about 10)")
     # The guard's own share, in this process: model built and judged once.
-    import guard_verdicts
-    from guard_base import Resource, normalize
+    from guard import verdicts as guard_verdicts
+    from guard.base import Resource, normalize
 
     own = {}
     for label, resources in sizes[1:]:

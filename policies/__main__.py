@@ -5,7 +5,7 @@ Run: pulumi preview --policy-pack policies
 
 import gc
 
-from keepsource_pack import PACK_NAME, policies
+from guard.pack import PACK_NAME, policies
 from pulumi_policy import PolicyPack
 
 # pulumi-policy deserializes the whole stack once per stack policy; with the

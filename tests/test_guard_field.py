@@ -119,7 +119,7 @@ def test_secret_fragments() -> None:
     from tests.guard_harness import POLICIES
 
     sys.path.insert(0, str(POLICIES))
-    import guard_secrets
+    from guard import secrets as guard_secrets
 
     frags = guard_secrets.fragments("stats auth admin:Tr0ub4dor&3\n  mode http\nEOF")
     assert "admin:Tr0ub4dor&3" in frags and "stats auth admin:Tr0ub4dor&3" in frags

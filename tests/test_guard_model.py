@@ -10,12 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import guard_kube as kube
-import guard_verdicts as verdicts
-import keepsource_pack
 import pytest
 import yaml
-from guard_base import Asset, Finding, Malformed, Resource, Unknown, as_port, normalize
+from guard import kube, verdicts
+from guard import pack as keepsource_pack
+from guard.base import Asset, Finding, Malformed, Resource, Unknown, as_port, normalize
 from pulumi_policy.deserialize import deserialize_properties
 from pulumi_policy.proxy import unknown_checking_proxy
 

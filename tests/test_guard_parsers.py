@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import proxy_caddy
-import proxy_envoy
-import proxy_haproxy
-import proxy_keepalived
-import proxy_nginx
-import proxy_socat
-import proxy_traefik
 import pytest
-from proxy_base import Backend, ConfigError, split_hostport
+from guard.proxies import caddy as proxy_caddy
+from guard.proxies import envoy as proxy_envoy
+from guard.proxies import haproxy as proxy_haproxy
+from guard.proxies import keepalived as proxy_keepalived
+from guard.proxies import nginx as proxy_nginx
+from guard.proxies import socat as proxy_socat
+from guard.proxies import traefik as proxy_traefik
+from guard.proxies.base import Backend, ConfigError, split_hostport
 
 from lab.image import SEED_HAPROXY
 
@@ -442,8 +442,8 @@ def test_haproxy_server_without_port_uses_the_clients_port() -> None:
 
 def test_calico_selectors() -> None:
     """Calico's selector language as the guard reads it (docs: "Selectors")."""
-    import guard_cni
-    from guard_base import Malformed
+    from guard import cni as guard_cni
+    from guard.base import Malformed
 
     def sel(text: str) -> object:
         return guard_cni.calico_selector(text, "spec.selector")
@@ -473,8 +473,8 @@ def test_calico_selectors() -> None:
 def test_nat_rules_hops_and_source_nats() -> None:
     """guard_nat: DNAT and ipvsadm services are hops; a MASQUERADE hides a hop's
     clients only when it matches that hop's traffic and names no sources."""
-    import guard_nat as nat
-    from guard_base import Resource
+    from guard import nat
+    from guard.base import Resource
 
     by = Resource("command:remote:Command", "urn:x", "x", {})
 
@@ -513,8 +513,8 @@ def test_nat_rules_hops_and_source_nats() -> None:
 
 
 def test_nft_rules() -> None:
-    import guard_nat as nat
-    from guard_base import Resource
+    from guard import nat
+    from guard.base import Resource
 
     by = Resource("command:remote:Command", "urn:x", "x", {})
     text = """
@@ -566,7 +566,7 @@ def test_the_blind_nft_ruleset_is_valid_nftables() -> None:
 
 def test_more_proxies() -> None:
     """stunnel, Apache mod_proxy, systemd-socket-proxyd, kubectl port-forward."""
-    import proxy_more
+    from guard.proxies import more as proxy_more
 
     (plain, transparent) = proxy_more.stunnel(
         "pid = /run/s.pid\n; comment\n[mqtts]\naccept = 8883\nconnect = 10.0.0.11:31883\n"
@@ -629,7 +629,7 @@ def test_caddy_layer4_dial_lists() -> None:
 def test_ssh_local_forwards() -> None:
     """``ssh -L`` in its three spellings is a terminating hop to HOST:PORT;
     remote and dynamic forwards and a socket forward are not read."""
-    import proxy_more
+    from guard.proxies import more as proxy_more
 
     hops = proxy_more.ssh_forward(
         [
@@ -650,8 +650,8 @@ def test_rulesets_loaded_from_files() -> None:
     """nftables ``define`` variables are expanded; an ``iptables-save`` file
     given to ``iptables-restore`` is read (its ``*nat`` table only); checks
     (``nft -c``, ``iptables-restore --test``) load nothing (third blind set)."""
-    import guard_nat as nat
-    from guard_base import Resource
+    from guard import nat
+    from guard.base import Resource
 
     by = Resource("command:remote:Command", "gw", "urn:x::gw", {})
     nft = (
@@ -689,7 +689,7 @@ def test_rulesets_loaded_from_files() -> None:
 
 
 def test_apache_arguments_may_be_quoted() -> None:
-    import proxy_more
+    from guard.proxies import more as proxy_more
 
     hops = proxy_more.apache(
         '<Proxy "balancer://ui">\n  BalancerMember "http://10.0.0.11:31880" retry=30\n</Proxy>\n'

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import guard_hosts as hosts
-import guard_shell as shell
 import pytest
-from guard_base import Resource
+from guard import hosts, shell
+from guard.base import Resource
 
 
 def kinds(script: str, stdin: str | None = None) -> list[tuple[str, str, str]]:

@@ -21,11 +21,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import guard_hosts
-import proxy_more
 import pytest
 import yaml
-from guard_base import Resource, normalize
+from guard import hosts as guard_hosts
+from guard.base import Resource, normalize
+from guard.proxies import more as proxy_more
 
 from tests.conftest import require_tool
 

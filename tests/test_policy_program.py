@@ -127,7 +127,7 @@ def test_pack_lists_its_policies_with_a_config_schema(pack: Pack) -> None:
 def test_pack_version_is_declared() -> None:
     """The CLI takes a Python pack's version from PulumiPolicy.yaml (the SDK
     reports 0.0.1: pulumi_policy/policy.py:113-116)."""
-    import keepsource_pack
+    from guard import pack as keepsource_pack
 
     declared = yaml.safe_load((POLICIES / "PulumiPolicy.yaml").read_text())["version"]
     assert declared == keepsource_pack.PACK_VERSION
@@ -169,8 +169,8 @@ def test_pack_startup_is_quick_enough_to_measure() -> None:
         [
             sys.executable,
             "-c",
-            f"import sys; sys.path.insert(0, {str(POLICIES)!r}); import keepsource_pack; "
-            "keepsource_pack.policies()",
+            f"import sys; sys.path.insert(0, {str(POLICIES)!r}); from guard import pack; "
+            "pack.policies()",
         ],
         capture_output=True,
         text=True,

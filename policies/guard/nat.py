@@ -25,8 +25,8 @@ import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from guard_base import Resource
-from proxy_base import Backend, split_hostport
+from guard.base import Resource
+from guard.proxies.base import Backend, split_hostport
 
 Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 

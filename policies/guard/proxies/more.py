@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 import shlex
 
-from proxy_base import Backend, ConfigError, Hop, split_hostport
+from guard.proxies.base import Backend, ConfigError, Hop, split_hostport
 
 
 def stunnel(text: str) -> list[Hop]:

@@ -15,9 +15,8 @@ import ipaddress
 from collections.abc import Sequence
 from typing import Any
 
-import guard_kube as kube
-import guard_paths as paths
-from guard_base import (
+from guard import kube, paths
+from guard.base import (
     HEALTH,
     MALFORMED,
     SNAT,

@@ -7,7 +7,7 @@ options follow a comma.
 
 from __future__ import annotations
 
-from proxy_base import Backend, Hop
+from guard.proxies.base import Backend, Hop
 
 PROXY = "socat"
 LISTEN = (

@@ -16,13 +16,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import guard_cloud as cloud
-import guard_hosts as hosts
-import guard_nat as nat
-import proxy_socat
-from guard_base import Malformed, Resource, Unknown, as_address, as_port, dig, is_ip
-from guard_kube import Cluster, Pods, Svc, SvcPort, View, service_port
-from proxy_base import Backend, ConfigError, Hop, Mode
+from guard import cloud, hosts, nat
+from guard.base import Malformed, Resource, Unknown, as_address, as_port, dig, is_ip
+from guard.kube import Cluster, Pods, Svc, SvcPort, View, service_port
+from guard.proxies import socat as proxy_socat
+from guard.proxies.base import Backend, ConfigError, Hop, Mode
 
 KEEPSOURCE_LB = "keepsource:lb:LoadBalancerHost"
 

@@ -2,7 +2,7 @@
 
 Plain data only: this module imports neither Pulumi nor pulumi-policy, so every
 part of the guard can be tested without an engine. The pulumi-policy adapter
-(keepsource_pack.py) turns what the engine sends into these types.
+(pack.py) turns what the engine sends into these types.
 """
 
 from __future__ import annotations

@@ -16,18 +16,19 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import guard_shell as shell
-import proxy_caddy
-import proxy_envoy
-import proxy_haproxy
-import proxy_keepalived
-import proxy_more
-import proxy_nginx
-import proxy_socat
-import proxy_traefik
 import yaml
-from guard_base import Asset, Malformed, Resource, Unknown, as_str, dig
-from proxy_base import ConfigError, Hop
+
+from guard import shell
+from guard.base import Asset, Malformed, Resource, Unknown, as_str, dig
+from guard.proxies import caddy as proxy_caddy
+from guard.proxies import envoy as proxy_envoy
+from guard.proxies import haproxy as proxy_haproxy
+from guard.proxies import keepalived as proxy_keepalived
+from guard.proxies import more as proxy_more
+from guard.proxies import nginx as proxy_nginx
+from guard.proxies import socat as proxy_socat
+from guard.proxies import traefik as proxy_traefik
+from guard.proxies.base import ConfigError, Hop
 
 REMOTE_COMMAND = "command:remote:Command"
 COPY_TO_REMOTE = "command:remote:CopyToRemote"

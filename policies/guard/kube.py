@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from guard_base import Malformed, Resource, Unknown, as_cidr, as_list, as_map, as_port, as_str, dig
+from guard.base import Malformed, Resource, Unknown, as_cidr, as_list, as_map, as_port, as_str, dig
 
 Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 Addr = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -868,7 +868,7 @@ def is_router(res: Resource) -> bool:
 
 
 def build(resources: Sequence[Resource], note: Note, unknown: Unk) -> Cluster:
-    import guard_cni  # imports this module's types
+    from guard import cni as guard_cni  # imports this module's types
 
     c = Cluster()
     cni: list[tuple[Resource, str]] = []

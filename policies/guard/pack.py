@@ -23,11 +23,20 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import guard_secrets as secrets
-import guard_verdicts as verdicts
-import guard_wire
 import pulumi
-from guard_base import (
+from pulumi_policy import (
+    EnforcementLevel,
+    PolicyConfigSchema,
+    PolicyResource,
+    ReportViolation,
+    StackValidationArgs,
+    StackValidationPolicy,
+)
+from pulumi_policy.proxy import UnknownValueError
+
+from guard import secrets, verdicts
+from guard import wire as guard_wire
+from guard.base import (
     HEALTH,
     MALFORMED,
     SNAT,
@@ -39,15 +48,6 @@ from guard_base import (
     Resource,
     Unknown,
 )
-from pulumi_policy import (
-    EnforcementLevel,
-    PolicyConfigSchema,
-    PolicyResource,
-    ReportViolation,
-    StackValidationArgs,
-    StackValidationPolicy,
-)
-from pulumi_policy.proxy import UnknownValueError
 
 PACK_NAME = "keepsource-guard"
 secrets.install()

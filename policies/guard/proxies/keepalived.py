@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from proxy_base import Backend, ConfigError, Hop
+from guard.proxies.base import Backend, ConfigError, Hop
 
 PROXY = "keepalived/LVS"
 CHECKS = ("TCP_CHECK", "HTTP_GET", "SSL_GET", "SMTP_CHECK", "DNS_CHECK", "MISC_CHECK", "BFD_CHECK")

@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import yaml
-from proxy_base import ConfigError, Hop, split_hostport
+
+from guard.proxies.base import ConfigError, Hop, split_hostport
 
 PROXY = "Traefik"
 

@@ -13,7 +13,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import yaml
-from proxy_base import Backend, ConfigError, Hop, port_number
+
+from guard.proxies.base import Backend, ConfigError, Hop, port_number
 
 PROXY = "Envoy"
 

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from proxy_base import Backend, ConfigError, Hop, split_hostport
+from guard.proxies.base import Backend, ConfigError, Hop, split_hostport
 
 PROXY = "Caddy"
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from proxy_base import Backend, ConfigError, Hop, split_hostport
+from guard.proxies.base import Backend, ConfigError, Hop, split_hostport
 
 PROXY = "HAProxy"
 SECTIONS = (

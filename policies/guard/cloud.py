@@ -32,9 +32,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from guard_base import Malformed, Resource, Unknown, as_port, dig, is_ip
-from guard_kube import Svc
-from proxy_base import Backend
+from guard.base import Malformed, Resource, Unknown, as_port, dig, is_ip
+from guard.kube import Svc
+from guard.proxies.base import Backend
 
 LB = "aws:lb/loadBalancer:LoadBalancer"
 TARGET_GROUP = "aws:lb/targetGroup:TargetGroup"

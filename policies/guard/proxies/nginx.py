@@ -15,7 +15,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import crossplane
-from proxy_base import Backend, ConfigError, Hop, split_hostport
+
+from guard.proxies.base import Backend, ConfigError, Hop, split_hostport
 
 PROXY = "nginx"
 PASSES = ("proxy_pass", "grpc_pass", "fastcgi_pass", "uwsgi_pass", "scgi_pass", "memcached_pass")

@@ -37,8 +37,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from guard_base import Malformed, Resource, Unknown, as_cidr, as_list, as_map, as_port, dig
-from guard_kube import Block, Policy, Rule, Selector, name_of, namespace_of, selector
+from guard.base import Malformed, Resource, Unknown, as_cidr, as_list, as_map, as_port, dig
+from guard.kube import Block, Policy, Rule, Selector, name_of, namespace_of, selector
 
 CALICO_GROUPS = ("projectcalico.org/v3", "crd.projectcalico.org/v1")
 CILIUM_GROUPS = ("cilium.io/v2",)

@@ -14,7 +14,18 @@ import pytest
 import yaml
 from guard import kube, verdicts
 from guard import pack as keepsource_pack
-from guard.base import Asset, Finding, Malformed, Resource, Unknown, as_port, normalize
+from guard.base import (
+    MALFORMED,
+    TERMINATING,
+    WORLD,
+    Asset,
+    Finding,
+    Malformed,
+    Resource,
+    Unknown,
+    as_port,
+    normalize,
+)
 from pulumi_policy.deserialize import deserialize_properties
 from pulumi_policy.proxy import unknown_checking_proxy
 
@@ -323,11 +334,25 @@ def test_router_messages_say_once_that_the_connection_ends() -> None:
         assert found[0].message.count("ends the client") == 1, found[0].message
 
 
-def test_a_fault_of_the_guard_is_reported_not_raised(monkeypatch: pytest.MonkeyPatch) -> None:
-    def boom(_: Any) -> list[Finding]:
+def test_a_fault_of_the_guard_is_reported_not_raised() -> None:
+    args = type("Args", (), {"resources": []})()
+
+    def boom(_: Any) -> verdicts.Stack:
         raise RuntimeError("model bug")
 
-    monkeypatch.setattr(verdicts, "judge", boom)
-    found = keepsource_pack._judge_safely(type("Args", (), {"resources": []})())  # type: ignore[arg-type]
-    assert [(f.policy, f.level) for f in found] == [("readable-guard-inputs", "violation")]
+    found = keepsource_pack._PerRequest(build=boom).findings(MALFORMED, args)  # type: ignore[arg-type]
+    assert [(f.policy, f.level) for f in found] == [(MALFORMED, "violation")]
     assert "RuntimeError: model bug" in found[0].message
+    assert "no path was checked" in found[0].message
+
+    def unreadable(resources: Any) -> verdicts.Stack:
+        """A model one verdict trips over: only that policy says so."""
+        s = verdicts.model(resources)
+        s.model.paths = None  # type: ignore[assignment]
+        return s
+
+    request = keepsource_pack._PerRequest(build=unreadable)
+    found = request.findings(TERMINATING, args)  # type: ignore[arg-type]
+    assert [(f.policy, f.level) for f in found] == [(TERMINATING, "violation")]
+    assert f"the policy {TERMINATING} was not checked" in found[0].message
+    assert request.findings(WORLD, args) == []  # type: ignore[arg-type]

@@ -467,54 +467,82 @@ def policies(
     """The Policy (or, for Cilium's ``specs``, Policies) a CNI object makes."""
     ns = "*" if kind in CLUSTER_WIDE else namespace_of(res)
     name = name_of(res)
-    unknowns: list[tuple[str, Unknown]] = []
-    found: list[Policy] = []
     frozen_ns = tuple((k, tuple(sorted(v.items()))) for k, v in ns_labels.items())
     if kind.startswith("Calico"):
-        spec = as_map(dig(res.props, "spec"), "spec")
-        if isinstance(spec, Unknown):
-            return [Policy(res, ns, name, spec, True, [], [("spec", spec)], kind=kind)]
-        sel = calico_selector(spec.get("selector"), "spec.selector")
-        if ns == "*" and not isinstance(sel, Unknown):
-            nsel = spec.get("namespaceSelector")
-            nss = calico_selector(nsel, "spec.namespaceSelector") if nsel is not None else None
-            if isinstance(nss, Unknown):
-                unknowns.append(("spec.namespaceSelector", nss))
-                nss = None
-            sel = ScopedSelector((), (), sel, nss, frozen_ns)
-        if isinstance(sel, Unknown):
-            unknowns.append(("spec.selector", sel))
-        types = spec.get("types")
-        ingress_v = spec.get("ingress")
-        if isinstance(types, list):
-            ingress_type = "Ingress" in types
+        return [_calico_policy(res, kind, ns, name, frozen_ns, note)]
+    return _cilium_policies(res, kind, ns, name, frozen_ns, note)
+
+
+_FrozenNs = tuple[tuple[str, tuple[tuple[str, str], ...]], ...]
+
+
+def _calico_policy(
+    res: Resource,
+    kind: str,
+    ns: str,
+    name: str,
+    frozen_ns: _FrozenNs,
+    note: Callable[[Resource, str, Any, str], None],
+) -> Policy:
+    """A Calico NetworkPolicy or GlobalNetworkPolicy (of :func:`policies`)."""
+    unknowns: list[tuple[str, Unknown]] = []
+    spec = as_map(dig(res.props, "spec"), "spec")
+    if isinstance(spec, Unknown):
+        return Policy(res, ns, name, spec, True, [], [("spec", spec)], kind=kind)
+    sel = calico_selector(spec.get("selector"), "spec.selector")
+    if ns == "*" and not isinstance(sel, Unknown):
+        nsel = spec.get("namespaceSelector")
+        nss = calico_selector(nsel, "spec.namespaceSelector") if nsel is not None else None
+        if isinstance(nss, Unknown):
+            unknowns.append(("spec.namespaceSelector", nss))
+            nss = None
+        sel = ScopedSelector((), (), sel, nss, frozen_ns)
+    if isinstance(sel, Unknown):
+        unknowns.append(("spec.selector", sel))
+    types = spec.get("types")
+    ingress_v = spec.get("ingress")
+    if isinstance(types, list):
+        ingress_type = "Ingress" in types
+    else:
+        ingress_type = ingress_v is not None or spec.get("egress") is None
+    rules: list[Rule] = []
+    denies: list[Rule] = []
+    ing = as_list(ingress_v, "spec.ingress")
+    if isinstance(ing, Unknown):
+        unknowns.append(("spec.ingress", ing))
+        ing = []
+    for i, r in enumerate(ing):
+        if isinstance(r, Unknown):
+            unknowns.append((f"spec.ingress[{i}]", r))
+        elif not isinstance(r, Mapping):
+            note(res, f"spec.ingress[{i}]", r, "is not an object")
         else:
-            ingress_type = ingress_v is not None or spec.get("egress") is None
-        rules: list[Rule] = []
-        denies: list[Rule] = []
-        ing = as_list(ingress_v, "spec.ingress")
-        if isinstance(ing, Unknown):
-            unknowns.append(("spec.ingress", ing))
-            ing = []
-        for i, r in enumerate(ing):
-            if isinstance(r, Unknown):
-                unknowns.append((f"spec.ingress[{i}]", r))
-            elif not isinstance(r, Mapping):
-                note(res, f"spec.ingress[{i}]", r, "is not an object")
+            try:
+                rule = _calico_rule(r, f"spec.ingress[{i}]", f"{ns}/{name}", unknowns)
+            except Malformed as err:
+                note(res, err.field, err.value, err.reason)
+                continue
+            if rule is None:
+                continue
+            if r.get("action") == "Deny":
+                if _modelled_deny(rule):
+                    denies.append(rule)
             else:
-                try:
-                    rule = _calico_rule(r, f"spec.ingress[{i}]", f"{ns}/{name}", unknowns)
-                except Malformed as err:
-                    note(res, err.field, err.value, err.reason)
-                    continue
-                if rule is None:
-                    continue
-                if r.get("action") == "Deny":
-                    if _modelled_deny(rule):
-                        denies.append(rule)
-                else:
-                    rules.append(rule)
-        return [Policy(res, ns, name, sel, ingress_type, rules, unknowns, kind=kind, denies=denies)]
+                rules.append(rule)
+    return Policy(res, ns, name, sel, ingress_type, rules, unknowns, kind=kind, denies=denies)
+
+
+def _cilium_policies(
+    res: Resource,
+    kind: str,
+    ns: str,
+    name: str,
+    frozen_ns: _FrozenNs,
+    note: Callable[[Resource, str, Any, str], None],
+) -> list[Policy]:
+    """A CiliumNetworkPolicy or CiliumClusterwideNetworkPolicy: one Policy for its
+    ``spec`` and one for each of its ``specs`` (of :func:`policies`)."""
+    found: list[Policy] = []
     specs: list[tuple[str, Any]] = []
     if dig(res.props, "spec") is not None:
         specs.append(("spec", dig(res.props, "spec")))

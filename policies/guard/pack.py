@@ -110,48 +110,57 @@ def facts(resources: Sequence[PolicyResource]) -> list[Resource]:
 
 
 class _PerRequest:
-    """The stack's findings, judged once per AnalyzeStack request.
+    """The stack's model, built once per AnalyzeStack request; each policy
+    judges it with its own verdict function.
 
     pulumi-policy runs a request's stack policies one after another, in the
     order the pack lists them, each with its own deserialized copy of the same
     resources (policy.py:1031-1078: the loop over the pack's policies). The
-    first policy of a request judges; the later ones reuse its findings. A
+    first policy of a request builds the model; the later ones reuse it. A
     policy that does not come after the last one served starts a new request
     (whichever policies are enabled); a change in the resources' URNs does too.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, build: Callable[[Sequence[Resource]], verdicts.Stack] = verdicts.model):
+        self.build = build
         self.urns: tuple[str, ...] | None = None
         self.last = -1
-        self.findings: list[Finding] = []
+        self.stack: verdicts.Stack | Finding | None = None
 
-    def get(self, policy: str, args: StackValidationArgs) -> list[Finding]:
+    def findings(self, policy: str, args: StackValidationArgs) -> list[Finding]:
         position = list(POLICIES).index(policy)
         urns = tuple(r.urn for r in args.resources)
-        if urns != self.urns or position <= self.last:
+        if urns != self.urns or position <= self.last or self.stack is None:
             secrets.begin()
-            self.findings = _judge_safely(args)
+            self.stack = self._build_safely(args)
             self.urns = urns
         else:
             secrets.absorb()
         self.last = position
-        return self.findings
+        if isinstance(self.stack, Finding):
+            return [self.stack]
+        try:
+            return verdicts.VERDICTS[policy](self.stack)
+        except Exception as err:  # reported, not swallowed
+            return [_fault(err, policy)]
+
+    def _build_safely(self, args: StackValidationArgs) -> verdicts.Stack | Finding:
+        try:
+            return self.build(facts(args.resources))
+        except Exception as err:  # reported, not swallowed
+            return _fault(err, None)
 
 
-def _judge_safely(args: StackValidationArgs) -> list[Finding]:
+def _fault(err: Exception, policy: str | None) -> Finding:
     """The last net under "never a crash": a fault of the guard itself becomes a
     violation that says so, instead of an AnalyzeStack error."""
-    try:
-        return verdicts.judge(facts(args.resources))
-    except Exception as err:  # reported, not swallowed
-        return [
-            Finding(
-                MALFORMED,
-                "violation",
-                f"keepsource-guard could not judge this stack ({type(err).__name__}: {err}); "
-                "no path was checked. This is a fault of the pack: please report it.",
-            )
-        ]
+    what = "no path was checked" if policy is None else f"the policy {policy} was not checked"
+    return Finding(
+        policy or MALFORMED,
+        "violation",
+        f"keepsource-guard could not judge this stack ({type(err).__name__}: {err}); "
+        f"{what}. This is a fault of the pack: please report it.",
+    )
 
 
 _REQUEST = _PerRequest()
@@ -166,7 +175,7 @@ def _validate(policy: str) -> Callable[[StackValidationArgs, ReportViolation], N
     def validate(args: StackValidationArgs, report_violation: ReportViolation) -> None:
         config = args.get_config() or {}
         exemptions = [str(e) for e in config.get("exemptions") or []]
-        for f in _REQUEST.get(policy, args):
+        for f in _REQUEST.findings(policy, args):
             if f.policy == policy and not _exempt(f, exemptions):
                 report_violation(secrets.scrub(f.message), f.urn)
 

@@ -90,21 +90,7 @@ def _lb_entries(
     for fld, val in (("preservesClientAddress", keeps), ("forwardingMethod", method)):
         if isinstance(val, Unknown):
             unknown(res, fld, val)
-    sources: list[str] = []
-    for fld in ("healthCheckSource", "healthCheckSources"):
-        val = dig(p, fld)
-        vals = val if isinstance(val, list) else [val]
-        for i, s in enumerate(vals):
-            if s is None:
-                continue
-            f = fld if not isinstance(val, list) else f"{fld}[{i}]"
-            if isinstance(s, Unknown):
-                unknown(res, f, s)
-                continue
-            try:
-                sources.append(str(as_address(s, f)))
-            except Malformed as err:
-                note(res, err.field, err.value, err.reason)
+    sources = _lb_check_sources(res, note, unknown)
     ctype = dig(p, "healthCheckType")
     checks = not isinstance(ctype, str) or ctype.upper() in (
         "TCP",
@@ -139,27 +125,7 @@ def _lb_entries(
                 own.append(str(as_address(src, f"virtualServices[{i}].check.source")))
             except Malformed as err:
                 note(res, err.field, err.value, err.reason)
-        backends = []
-        rss = dig(vs, "realServers")
-        if isinstance(rss, Unknown):
-            unknown(res, f"virtualServices[{i}].realServers", rss)
-        for j, rs in enumerate(rss if isinstance(rss, list) else []):
-            port = dig(rs, "port")
-            addr = dig(rs, "address")
-            if isinstance(port, Unknown) or isinstance(addr, Unknown):
-                unknown(
-                    res,
-                    f"virtualServices[{i}].realServers[{j}]",
-                    port if isinstance(port, Unknown) else addr,
-                )
-                continue
-            try:
-                rport = as_port(port, f"virtualServices[{i}].realServers[{j}].port")
-            except Malformed as err:
-                note(res, err.field, err.value, err.reason)
-                continue
-            if isinstance(rport, int) and isinstance(addr, str):
-                backends.append(Backend(addr, rport))
+        backends = _real_servers(res, i, vs, note, unknown)
         try:
             vport = as_port(dig(vs, "port"), f"virtualServices[{i}].port")
         except Malformed as err:
@@ -187,6 +153,63 @@ def _lb_entries(
             )
         )
     return entries
+
+
+def _lb_check_sources(
+    res: Resource,
+    note: Callable[[Resource, str, Any, str], None],
+    unknown: Callable[[Resource, str, Unknown], None],
+) -> list[str]:
+    """The addresses a LoadBalancerHost's health checks come from
+    (``healthCheckSource``, ``healthCheckSources``)."""
+    sources: list[str] = []
+    for fld in ("healthCheckSource", "healthCheckSources"):
+        val = dig(res.props, fld)
+        vals = val if isinstance(val, list) else [val]
+        for i, s in enumerate(vals):
+            if s is None:
+                continue
+            f = fld if not isinstance(val, list) else f"{fld}[{i}]"
+            if isinstance(s, Unknown):
+                unknown(res, f, s)
+                continue
+            try:
+                sources.append(str(as_address(s, f)))
+            except Malformed as err:
+                note(res, err.field, err.value, err.reason)
+    return sources
+
+
+def _real_servers(
+    res: Resource,
+    i: int,
+    vs: Mapping[str, Any],
+    note: Callable[[Resource, str, Any, str], None],
+    unknown: Callable[[Resource, str, Unknown], None],
+) -> list[Backend]:
+    """The real servers of a LoadBalancerHost's virtual service ``i`` as backends."""
+    backends = []
+    rss = dig(vs, "realServers")
+    if isinstance(rss, Unknown):
+        unknown(res, f"virtualServices[{i}].realServers", rss)
+    for j, rs in enumerate(rss if isinstance(rss, list) else []):
+        port = dig(rs, "port")
+        addr = dig(rs, "address")
+        if isinstance(port, Unknown) or isinstance(addr, Unknown):
+            unknown(
+                res,
+                f"virtualServices[{i}].realServers[{j}]",
+                port if isinstance(port, Unknown) else addr,
+            )
+            continue
+        try:
+            rport = as_port(port, f"virtualServices[{i}].realServers[{j}].port")
+        except Malformed as err:
+            note(res, err.field, err.value, err.reason)
+            continue
+        if isinstance(rport, int) and isinstance(addr, str):
+            backends.append(Backend(addr, rport))
+    return backends
 
 
 def _host_entries(proxy: hosts.Proxy, lb_sources: Mapping[str, tuple[str, ...]]) -> list[Entry]:
@@ -487,39 +510,7 @@ def build(
                 continue
             entries += es
             lb_sources[res.urn] = tuple(dict.fromkeys(s for e in es for s in e.check_sources))
-    for host in hosts.build(resources, note, unknown).values():
-        for proxy in hosts.proxies(host, lb_sources):
-            if proxy.managed_by is not None and proxy.kind == "keepalived":
-                continue  # its LoadBalancerHost registers the same virtual services as facts
-            if proxy.config_error:
-                note(
-                    proxy.by,
-                    "config",
-                    None,
-                    f"{proxy.label} on host {proxy.host}: {proxy.config_error}",
-                )
-            if proxy.config_missing and proxy.kind != "keepalived":
-                opaque.append(
-                    Opaque(
-                        proxy.by,
-                        f"{proxy.label} is {proxy.state} on host {proxy.host}, but its config is not in the stack: the pack cannot tell which pods it fronts. A proxy ends the client's connection; if it fronts ipBlock-restricted pods, they see its address. Put the config in the stack (stdin, heredoc, CopyToRemote) or stop it.",
-                    )
-                )
-            if proxy.missing_paths and not proxy.config_missing:
-                opaque.append(
-                    Opaque(
-                        proxy.by,
-                        f"{proxy.label} is {proxy.state} on host {proxy.host}, and part of its config "
-                        f"({', '.join(proxy.missing_paths)}) is not in the stack: the pack judged the "
-                        "rest, and cannot tell which pods that part fronts. A proxy ends the client's "
-                        "connection; if it fronts ipBlock-restricted pods, they see its address. Put "
-                        "that config in the stack too.",
-                    )
-                )
-            entries += _host_entries(proxy, lb_sources)
-        if host.netfilter:
-            entries += _nat_entries(host, [e for e in entries if e.host == host.address])
-        opaque += _scripts(host)
+    _host_hops(resources, note, unknown, lb_sources, entries, opaque)
     entries += _incluster_entries(cluster, note, opaque)
     lb_why = "so the pods see the load balancer's address"
     for res, label, detail, backends, fix in cloud.elbv2(resources, note, unknown):
@@ -538,6 +529,66 @@ def build(
         es, ops = _release(rel, unknown)
         entries += es
         opaque += ops
+    paths = _paths(cluster, entries, opaque)
+    return Model(cluster, entries, paths, opaque)
+
+
+def _host_hops(
+    resources: Sequence[Resource],
+    note: Callable[[Resource, str, Any, str], None],
+    unknown: Callable[[Resource, str, Unknown], None],
+    lb_sources: Mapping[str, tuple[str, ...]],
+    entries: list[Entry],
+    opaque: list[Opaque],
+) -> None:
+    """The hosts' proxies and NAT rules as hops (into ``entries``), and what the
+    pack cannot see on them (into ``opaque``); of :func:`build`."""
+    for host in hosts.build(resources, note, unknown).values():
+        for proxy in hosts.proxies(host, lb_sources):
+            if proxy.managed_by is not None and proxy.kind == "keepalived":
+                continue  # its LoadBalancerHost registers the same virtual services as facts
+            _proxy_gaps(proxy, note, opaque)
+            entries += _host_entries(proxy, lb_sources)
+        if host.netfilter:
+            entries += _nat_entries(host, [e for e in entries if e.host == host.address])
+        opaque += _scripts(host)
+
+
+def _proxy_gaps(
+    proxy: hosts.Proxy, note: Callable[[Resource, str, Any, str], None], opaque: list[Opaque]
+) -> None:
+    """A host proxy's config error (noted), and its config or part of it not in
+    the stack (into ``opaque``)."""
+    if proxy.config_error:
+        note(
+            proxy.by,
+            "config",
+            None,
+            f"{proxy.label} on host {proxy.host}: {proxy.config_error}",
+        )
+    if proxy.config_missing and proxy.kind != "keepalived":
+        opaque.append(
+            Opaque(
+                proxy.by,
+                f"{proxy.label} is {proxy.state} on host {proxy.host}, but its config is not in the stack: the pack cannot tell which pods it fronts. A proxy ends the client's connection; if it fronts ipBlock-restricted pods, they see its address. Put the config in the stack (stdin, heredoc, CopyToRemote) or stop it.",
+            )
+        )
+    if proxy.missing_paths and not proxy.config_missing:
+        opaque.append(
+            Opaque(
+                proxy.by,
+                f"{proxy.label} is {proxy.state} on host {proxy.host}, and part of its config "
+                f"({', '.join(proxy.missing_paths)}) is not in the stack: the pack judged the "
+                "rest, and cannot tell which pods that part fronts. A proxy ends the client's "
+                "connection; if it fronts ipBlock-restricted pods, they see its address. Put "
+                "that config in the stack too.",
+            )
+        )
+
+
+def _paths(cluster: Cluster, entries: list[Entry], opaque: list[Opaque]) -> list[Path]:
+    """Every path from an entry through a Service port to its pods; an entry with
+    backends the pack cannot resolve goes into ``opaque`` (of :func:`build`)."""
     paths = []
     for e in entries:
         seen: set[tuple[int, int, int]] = set()
@@ -559,7 +610,7 @@ def build(
                 )
         if names and (e.mode == "terminating" or e.checks):
             opaque.append(_unresolved(e, list(dict.fromkeys(names))))
-    return Model(cluster, entries, paths, opaque)
+    return paths
 
 
 def _unresolved(e: Entry, names: list[str]) -> Opaque:

@@ -5,19 +5,20 @@ jump host, with both host keys pinned (or pinning refused by name with
 ``lb.ssh.insecureAcceptAnyHostKey``), and commands wrapped in ``sudo -n`` for a
 non-root user (no TTY: sudo cannot prompt). ``components/lb.py`` turns a
 :class:`Connection` into pulumi-command's ``ConnectionArgs`` (``host_key`` and
-``proxy``); :func:`ssh_argv` turns the same record into an OpenSSH client
-command line for ``keepsource verify``.
+``proxy``); :func:`ssh_options` turns the same record into the options of
+an OpenSSH client (:mod:`keepsource.transport`) for ``keepsource verify``.
 """
 
 from __future__ import annotations
 
-import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
 from keepsource.settings import ConfigError, Fault, Settings
 from keepsource.settings.lb import Ssh, host_key_line
 from keepsource.settings.model import LbNode
+from keepsource.transport import Destination, SshOptions, as_root, parse_destination
+from keepsource.transport import ssh_argv as _ssh_argv
 
 INSECURE_WARNING = (
     "keepsource:lb.ssh.insecureAcceptAnyHostKey is true: the LB's (and the jump host's) "
@@ -58,7 +59,7 @@ class Connection:
         """A shell command as it runs on the LB: through ``sudo -n`` unless root."""
         if not self.sudo:
             return shell_command
-        return f"sudo -n /bin/sh -c {shlex.quote(shell_command)}"
+        return as_root(self.lb.user, ["/bin/sh", "-c", shell_command])
 
     def known_hosts(self) -> str:
         lines = [h.known_hosts_line for h in (self.lb, self.jump) if h is not None]
@@ -66,9 +67,8 @@ class Connection:
 
 
 def _hop(user_host_port: str, key: str | None) -> Hop:
-    user, _, hostport = user_host_port.partition("@")
-    host, _, port = hostport.partition(":")
-    return Hop(host=host, port=int(port or 22), user=user, host_key=key)
+    d = parse_destination(user_host_port)
+    return Hop(host=d.host, port=d.port or 22, user=d.user, host_key=key)
 
 
 def lb_connection(settings: Settings, node: LbNode | None = None) -> Connection:
@@ -118,37 +118,31 @@ def read_host_key_file(settings: Settings, root: Path) -> Settings:
     return settings.model_copy(update={"lb": lb.model_copy(update={"hosts": hosts})})
 
 
-def _common(known_hosts: Path | None, identity: str | None, insecure: bool) -> list[str]:
-    argv = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR"]
-    if insecure:
-        argv += ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"]
-    else:
-        assert known_hosts is not None
-        argv += [
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            f"UserKnownHostsFile={known_hosts}",
-            "-o",
-            "GlobalKnownHostsFile=/dev/null",
-        ]
-    if identity:
-        argv += ["-i", identity, "-o", "IdentitiesOnly=yes"]
-    return argv
+def ssh_options(
+    conn: Connection,
+    known_hosts: Path | None,
+    identity: str | None,
+    control_dir: Path | None = None,
+) -> SshOptions:
+    """The OpenSSH client options for this connection (the remote command
+    goes after the argv). ``known_hosts`` is a file holding
+    :meth:`Connection.known_hosts` (None only when pinning is refused); the
+    jump host's ssh checks its pinned key against it too. ``control_dir``:
+    one connection shared among commands."""
+    jump = conn.jump
+    return SshOptions(
+        user=conn.lb.user,
+        host=conn.lb.host,
+        port=conn.lb.port,
+        identity=identity,
+        known_hosts=None if conn.insecure else known_hosts,
+        pinned_only=not conn.insecure,
+        accept_any_host_key=conn.insecure,
+        control_dir=control_dir,
+        jump=None if jump is None else Destination(jump.user, jump.host, jump.port),
+    )
 
 
 def ssh_argv(conn: Connection, known_hosts: Path | None, identity: str | None) -> list[str]:
-    """OpenSSH client argv (without the remote command) for this connection.
-
-    ``known_hosts`` is a file holding :meth:`Connection.known_hosts`. The jump
-    goes through an explicit ``ProxyCommand`` so the jump's own ssh checks its
-    pinned key too (``-J`` does not pass ``-o`` options on to the jump)."""
-    common = _common(known_hosts, identity, conn.insecure)
-    argv = ["ssh", *common, "-p", str(conn.lb.port)]
-    if conn.jump is not None:
-        j = conn.jump
-        proxy = ["ssh", *common, "-p", str(j.port), "-W", "%h:%p", "--", f"{j.user}@{j.host}"]
-        argv += ["-o", "ProxyCommand=" + shlex.join(proxy)]
-    # "--": the destination is never read as an option (the settings refuse a
-    # leading "-" too; this is defence in depth).
-    return [*argv, "--", f"{conn.lb.user}@{conn.lb.host}"]
+    """OpenSSH client argv (without the remote command) for this connection."""
+    return _ssh_argv(ssh_options(conn, known_hosts, identity))

@@ -16,18 +16,15 @@ import threading
 import time
 from pathlib import Path
 
-from keepsource.verify import shared_connection
+from keepsource import transport
 from lab import image, net, paths, plan
+from lab.log import log
 from lab.plan import Guest
 
 
 def single() -> Guest:
     """The single layout's guest, from Pulumi.local.yaml."""
     return plan.guests(plan.SINGLE)[0]
-
-
-def log(msg: str) -> None:
-    print(f"[lab] {msg}", flush=True)
 
 
 def port_free(port: int) -> bool:
@@ -43,7 +40,7 @@ def port_free(port: int) -> bool:
     return True
 
 
-def _mux_options() -> list[str]:
+def _mux_dir() -> Path:
     """One SSH connection per guest shared by the lab's own commands (ssh's
     ControlMaster): a new connection costs ~0.8 s under TCG, a session on a
     shared one ~0.1 s. Never used for keepsource's steps (the engine's
@@ -51,7 +48,40 @@ def _mux_options() -> list[str]:
     checkout gets none (the socket path would be too long)."""
     control = paths.RUN / "mux"
     control.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return shared_connection(control, persist_s=60)
+    return control
+
+
+def ssh_options(
+    *,
+    batch: bool = True,
+    port: int | None = None,
+    user: str = "root",
+    host: str = "127.0.0.1",
+    mux: bool = False,
+) -> transport.SshOptions:
+    """ssh to a guest with the lab's key and its pinned host key (one image:
+    every guest has the same host key). One known_hosts file per endpoint, so
+    sessions to both guests at once never see each other's file half-written.
+    ``mux``: share one connection per guest (see :func:`_mux_dir`)."""
+    port = single().ssh_port if port is None else port
+    paths.RUN.mkdir(parents=True, exist_ok=True)
+    key = paths.HOST_KEY.read_text().split()
+    known = paths.RUN / f"known_hosts.{host}.{port}"
+    tmp = known.with_suffix(f".{os.getpid()}.{threading.get_ident()}")
+    tmp.write_text(f"[{host}]:{port} {key[0]} {key[1]}\n")
+    tmp.replace(known)
+    return transport.SshOptions(
+        user,
+        host,
+        port,
+        identity=str(paths.KEY),
+        known_hosts=known,
+        batch=batch,
+        connect_timeout=5,
+        server_alive=(5, 3),
+        control_dir=_mux_dir() if mux else None,
+        control_persist=60,
+    )
 
 
 def ssh_argv(
@@ -62,42 +92,8 @@ def ssh_argv(
     host: str = "127.0.0.1",
     mux: bool = False,
 ) -> list[str]:
-    """ssh to a guest with the lab's key and its pinned host key (one image:
-    every guest has the same host key). One known_hosts file per endpoint, so
-    sessions to both guests at once never see each other's file half-written.
-    ``mux``: share one connection per guest (see :func:`_mux_options`)."""
-    port = single().ssh_port if port is None else port
-    paths.RUN.mkdir(parents=True, exist_ok=True)
-    key = paths.HOST_KEY.read_text().split()
-    known = paths.RUN / f"known_hosts.{host}.{port}"
-    tmp = known.with_suffix(f".{os.getpid()}.{threading.get_ident()}")
-    tmp.write_text(f"[{host}]:{port} {key[0]} {key[1]}\n")
-    tmp.replace(known)
-    return [
-        "ssh",
-        *(_mux_options() if mux else []),
-        "-p",
-        str(port),
-        "-i",
-        str(paths.KEY),
-        "-o",
-        "IdentitiesOnly=yes",
-        "-o",
-        f"UserKnownHostsFile={known}",
-        "-o",
-        "StrictHostKeyChecking=yes",
-        "-o",
-        "ConnectTimeout=5",
-        "-o",
-        "ServerAliveInterval=5",
-        "-o",
-        "ServerAliveCountMax=3",
-        "-o",
-        "LogLevel=ERROR",
-        "-o",
-        f"BatchMode={'yes' if batch else 'no'}",
-        f"{user}@{host}",
-    ]
+    """The ssh argv of :func:`ssh_options` (the remote command goes after)."""
+    return transport.ssh_argv(ssh_options(batch=batch, port=port, user=user, host=host, mux=mux))
 
 
 def ssh(
@@ -123,11 +119,7 @@ def ssh(
 def close_shared_connection(lb: Guest | None = None) -> None:
     """End the guest's shared connection: once its qemu is stopped, and before
     it is told to reboot (see :func:`reboot`)."""
-    argv = ssh_argv(port=(lb or single()).ssh_port, mux=True)
-    if "ControlMaster=auto" in argv:
-        subprocess.run(
-            [*argv[:-1], "-O", "exit", argv[-1]], capture_output=True, timeout=10, check=False
-        )
+    transport.close_shared(ssh_options(port=(lb or single()).ssh_port, mux=True))
 
 
 def ssh_banner(port: int, timeout: float = 1.0) -> bool:

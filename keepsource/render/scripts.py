@@ -13,7 +13,6 @@ import base64
 import gzip
 import hashlib
 import math
-import shlex
 from dataclasses import dataclass
 from importlib import resources
 
@@ -21,6 +20,7 @@ from keepsource.render import gateway, metrics
 from keepsource.render.keepalived import HEADER, pools, render_keepalived
 from keepsource.settings import NAMESPACE, Fault, Settings
 from keepsource.settings.model import SINGLE_LB_NAME, LbNode
+from keepsource.transport import as_root
 
 
 def _template(name: str) -> str:
@@ -65,8 +65,7 @@ class Step:
         and base64-encoded, checked whole (gzip's CRC) before bash reads it
         from a pipe, so stdin stays the step's own.
         """
-        prefix = "" if user == "root" else "sudo -n "
-        inline = f"{prefix}/bin/bash -c {shlex.quote(script)} keepsource-{name}"
+        inline = as_root(user, ["/bin/bash", "-c", script, f"keepsource-{name}"])
         if len(inline.encode()) <= INLINE_MAX:
             return inline
         packed = base64.b64encode(gzip.compress(script.encode(), 9, mtime=0)).decode()
@@ -76,7 +75,7 @@ class Step:
             "{ echo 'keepsource: the step script arrived damaged; nothing ran' >&2; exit 1; }; "
             'exec /bin/bash <(printf %s "$z" | base64 -d | gzip -dc)'
         )
-        return f"{prefix}/bin/bash -c {shlex.quote(loader)} keepsource-{name}"
+        return as_root(user, ["/bin/bash", "-c", loader, f"keepsource-{name}"])
 
     def digest(self, stdin: str | None = None) -> str:
         return self.digest_of(self.script, stdin)

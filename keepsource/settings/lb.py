@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field, field_validator
 
 from keepsource.settings.base import DnsLabel, IPv4, Model, Port, Text
+from keepsource.transport import parse_destination, ssh_word
 
 _KEY_TYPES = (
     "ssh-ed25519",
@@ -22,7 +23,6 @@ _KEY_TYPES = (
     "ecdsa-sha2-nistp521",
 )
 _KEY_LINE = re.compile(r"(?P<type>[a-z0-9-]+) (?P<blob>[A-Za-z0-9+/]+={0,2})( [^\x00-\x1f\x7f]*)?")
-_USER_HOST_PORT = re.compile(r"[^@\s:]+@[^@\s:]+(:\d{1,5})?")
 
 
 def host_key_line(value: str) -> str:
@@ -46,35 +46,9 @@ def host_key_line(value: str) -> str:
     return value
 
 
-#: What a user, host or namespace name may hold: letters, digits and
-#: ``._-:%@[]`` (IPv6 literals, zone ids, user@host:port). Nothing a shell
-#: reads specially (``;$()`|&<>*?'"\``, spaces): these words reach command
-#: lines (ssh's, ``ip netns exec``'s, the commands' descriptions).
-_SSH_WORD = re.compile(r"[A-Za-z0-9._:%@\[\]-]+")
-
-
-def ssh_word(value: str) -> str:
-    """A user or host name as ssh takes it: one word that cannot be read as an
-    option (``-oProxyCommand=...`` as a user or host would run a command) and
-    holds no shell metacharacter."""
-    if any(part.startswith("-") for part in value.split("@")):
-        raise ValueError("must not start with '-' (ssh would read it as an option)")
-    if any(ch.isspace() for ch in value):
-        raise ValueError("must be one word (no space)")
-    if not _SSH_WORD.fullmatch(value):
-        raise ValueError("may hold only letters, digits and '._-:%@[]' (no shell metacharacter)")
-    return value
-
-
 def user_host_port(value: str) -> str:
-    if not _USER_HOST_PORT.fullmatch(value):
-        raise ValueError("must look like user@host or user@host:port")
-    user, _, hostport = value.partition("@")
-    for part in (user, hostport):
-        ssh_word(part)
-    _, colon, port = hostport.partition(":")
-    if colon and not 1 <= int(port) <= 65535:
-        raise ValueError(f"has port {int(port)}: a port is 1-65535")
+    """``user@host[:port]`` as :func:`keepsource.transport.parse_destination` reads it."""
+    parse_destination(value)
     return value
 
 

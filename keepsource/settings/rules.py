@@ -15,6 +15,7 @@ from keepsource.settings.base import IPv4, Net4
 from keepsource.settings.errors import Fault, Loc, key
 from keepsource.settings.lb import host_key_faults, user_host_port
 from keepsource.settings.model import Settings
+from keepsource.transport import parse_destination
 
 Rule = Callable[[Settings], list[Fault]]
 #: Numeric host strings inet_aton reads as IPv4 (decimal, octal, hex parts).
@@ -228,9 +229,8 @@ def _ssh_endpoints(s: Settings) -> list[tuple[str, str, int]]:
         ssh, at = node.ssh, key(node.ssh_at)
         found.append((f"{at}.host", ssh.host, ssh.port))
         if ssh.jump_host is not None:
-            hostport = ssh.jump_host.partition("@")[2]
-            host, _, port = hostport.partition(":")
-            found.append((f"{at}.jumpHost", host, int(port or 22)))
+            jump = parse_destination(ssh.jump_host)
+            found.append((f"{at}.jumpHost", jump.host, jump.port or 22))
     return found
 
 

@@ -12,49 +12,23 @@ gateway. The same facts Prometheus gets from the LB's exporters (README).
 
 from __future__ import annotations
 
-import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from keepsource import facts
 from keepsource.render.keepalived import VirtualService, pools
 from keepsource.settings import Settings
 
 #: Markers between the command's parts in its output.
 _PARTS = ("@@ipvs", "@@keepalived", "@@addr")
+_KEEPALIVED = facts.unit_active("keepalived")
 COMMAND = (
-    "echo @@ipvs; ipvsadm -Ln 2>&1; echo @@keepalived; systemctl is-active keepalived 2>&1; "
-    "echo @@addr; ip -4 -o addr show 2>&1"
+    f"echo @@ipvs; {facts.IPVS_TABLE.command} 2>&1; "
+    f"echo @@keepalived; {_KEEPALIVED.command} 2>&1; "
+    f"echo @@addr; {facts.IPV4_ADDRESSES.command} 2>&1"
 )
-
-
-@dataclass(frozen=True)
-class Real:
-    address: str  # ip:port
-    weight: int
-    active: int
-    inactive: int
-
-
-def parse_ipvs_table(text: str) -> dict[str, list[Real]]:
-    """``ipvsadm -Ln``: each virtual service (``FWM 1802698754``, ``TCP
-    192.168.0.1:80``, ``UDP ...``) with its real servers."""
-    table: dict[str, list[Real]] = {}
-    current: str | None = None
-    for line in text.splitlines():
-        f = line.split()
-        if len(f) >= 2 and f[0] in ("TCP", "UDP", "FWM"):
-            current = f"{f[0]} {f[1]}"
-            table[current] = []
-        elif current and len(f) >= 6 and f[0] == "->" and re.match(r"^\d", f[1]):
-            table[current].append(Real(f[1], int(f[3]), int(f[4]), int(f[5])))
-    return table
-
-
-def ipv4_addresses(text: str) -> set[str]:
-    """The addresses in ``ip -4 -o addr show`` output (its fourth field, ADDR/LEN)."""
-    return {fld.split("/")[0] for line in text.splitlines() for fld in line.split()[3:4]}
 
 
 def _split(out: str) -> dict[str, str]:
@@ -74,7 +48,7 @@ class HostState:
     reachable: bool
     keepalived: str
     addresses: frozenset[str]
-    table: dict[str, list[Real]]
+    table: facts.IpvsTable
 
 
 def read_host(name: str, run: Callable[[str], tuple[int, str]]) -> HostState:
@@ -82,9 +56,10 @@ def read_host(name: str, run: Callable[[str], tuple[int, str]]) -> HostState:
     if rc == 255 or "@@ipvs" not in out:
         return HostState(name, False, "unknown", frozenset(), {})
     parts = _split(out)
-    addrs = ipv4_addresses(parts["@@addr"])
-    state = (parts["@@keepalived"].strip().splitlines() or ["unknown"])[-1]
-    return HostState(name, True, state, frozenset(addrs), parse_ipvs_table(parts["@@ipvs"]))
+    addrs = facts.ips(facts.IPV4_ADDRESSES.parse(parts["@@addr"]))
+    state = _KEEPALIVED.parse(parts["@@keepalived"])
+    table = facts.IPVS_TABLE.parse(parts["@@ipvs"])
+    return HostState(name, True, state, frozenset(addrs), table)
 
 
 def rows(vss: list[VirtualService], host: HostState) -> list[list[str]]:

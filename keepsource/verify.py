@@ -18,14 +18,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from keepsource.connection import INSECURE_WARNING, lb_connection, read_host_key_file, ssh_argv
+from keepsource import facts
+from keepsource.connection import INSECURE_WARNING, lb_connection, read_host_key_file, ssh_options
 from keepsource.render import gateway, metrics
 from keepsource.render.keepalived import RealServer, VirtualService, pools, render_keepalived
 from keepsource.render.scripts import LB_NAME, PACKAGES, STATE_DIR, STEP_NAMES, step_urn
 from keepsource.settings import Settings
 from keepsource.settings.model import LbNode
 from keepsource.settings.services import Exposed, check_payload
-from keepsource.status import ipv4_addresses, parse_ipvs_table
+from keepsource.transport import SshOptions, exit_argv, parse_destination, ssh_argv
 
 Runner = Callable[[str], tuple[int, str]]
 KEEPALIVED_CONF_PATH = "/etc/keepalived/keepalived.conf"
@@ -53,17 +54,12 @@ class Check:
 
 
 def _ssh_argv(target: str, identity: str | None, known_hosts: str | None = None) -> list[str]:
-    """ssh to a client host: its key must already be known (never trusted on first use)."""
-    user_host, _, port = target.partition(":")
-    argv = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR"]
-    argv += ["-o", "StrictHostKeyChecking=yes"]
-    if known_hosts:
-        argv += ["-o", f"UserKnownHostsFile={known_hosts}"]
-    if port:
-        argv += ["-p", port]
-    if identity:
-        argv += ["-i", identity, "-o", "IdentitiesOnly=yes"]
-    return [*argv, "--", user_host]  # "--": never read as an option
+    """ssh to a client host (``user@host[:port]``): its key must already be
+    known (never trusted on first use)."""
+    d = parse_destination(target)
+    return ssh_argv(
+        SshOptions(d.user, d.host, d.port, identity=identity, known_hosts=known_hosts or None)
+    )
 
 
 def _run(argv: list[str], timeout: float) -> tuple[int, str]:
@@ -74,45 +70,28 @@ def _run(argv: list[str], timeout: float) -> tuple[int, str]:
     return done.returncode, (done.stdout + done.stderr).strip()
 
 
-#: A socket path holds at most 108 bytes; ssh stops with a fatal error beyond.
-SOCKET_PATH_MAX = 100
-
-
-def shared_connection(control_dir: Path, persist_s: int = 30) -> list[str]:
-    """OpenSSH options that share one connection per host among a run's
-    commands (ControlMaster): each command would otherwise pay a connection
-    setup and key exchange. The sockets live in ``control_dir`` (private to
-    the caller; ssh makes each socket 0600). No options (one connection per
-    command) when the socket path would be too long: %C is 40 hex digits."""
-    if len(str(control_dir)) + len("/") + 40 > SOCKET_PATH_MAX:
-        return []
-    return [
-        "-o",
-        "ControlMaster=auto",
-        "-o",
-        f"ControlPath={control_dir}/%C",
-        "-o",
-        f"ControlPersist={persist_s}",
-    ]
-
-
 @dataclass(frozen=True)
 class LbRunner:
     """Runs a shell command on one LB over ssh: (status, output)."""
 
-    argv: tuple[str, ...]
-    """ssh and its options, ending ``-- user@host``."""
+    ssh: SshOptions
     wrap: Callable[[str], str]
     """The connection's command form (``sudo -n`` for a non-root user)."""
     timeout: float
+
+    @property
+    def argv(self) -> tuple[str, ...]:
+        """ssh and its options, ending ``-- user@host``."""
+        return tuple(ssh_argv(self.ssh))
 
     def __call__(self, command: str) -> tuple[int, str]:
         return _run([*self.argv, self.wrap(command)], self.timeout)
 
     def close(self) -> None:
         """End a shared connection, if this runner has one."""
-        if "ControlMaster=auto" in self.argv and self.argv[-2] == "--":
-            _run([*self.argv[:-2], "-O", "exit", *self.argv[-2:]], 10)
+        argv = exit_argv(self.ssh)
+        if argv is not None:
+            _run(argv, 10)
 
 
 def lb_runner(
@@ -142,11 +121,8 @@ def lb_runner(
             handle.write(conn.known_hosts())
         known = Path(handle.name)
         atexit.register(known.unlink, missing_ok=True)
-    prefix = ssh_argv(conn, known, identity)
-    if control_dir is not None:  # with a long TMPDIR: one connection per command
-        prefix = [prefix[0], *shared_connection(control_dir), *prefix[1:]]
-
-    return LbRunner(tuple(prefix), conn.command, timeout)
+    # With a long TMPDIR, control_dir gives no shared connection (one per command).
+    return LbRunner(ssh_options(conn, known, identity, control_dir), conn.command, timeout)
 
 
 def runner_for(
@@ -258,14 +234,6 @@ def _udp_check(ex: Exposed, port: int, client: str, run: Runner, admitted: bool,
     return Check(f"{client} gets no answer from {where}", rc == 124, f"exit {rc}")
 
 
-def parse_ipvs(text: str, vip: str, port: int, fwmark: int | None = None) -> set[str]:
-    """Real servers ('ip:port') of one virtual service in `ipvsadm -Ln` output:
-    the ``TCP vip:port`` service, or the ``FWM fwmark`` one when given."""
-    table = parse_ipvs_table(text)
-    wanted = [f"TCP {vip}:{port}"] + ([f"FWM {fwmark}"] if fwmark is not None else [])
-    return {r.address for key in wanted for r in table.get(key, [])}
-
-
 #: ssh's own exit code when the connection failed (not the remote command's).
 SSH_FAILED = 255
 
@@ -327,7 +295,7 @@ def _lb_checks(settings: Settings, lb: Runner, settle_s: float, node: LbNode) ->
     )
     have = {entry for entry in got_pkgs.split(";") if entry}
     checks.append(Check("keepalived and ipvsadm installed", have == want, got_pkgs, ("packages",)))
-    got = (state("systemctl is-active keepalived"), state("systemctl is-enabled keepalived"))
+    got = (facts.unit_active("keepalived").read(lb), facts.unit_enabled("keepalived").read(lb))
     checks.append(
         Check(
             "keepalived active and enabled",
@@ -352,7 +320,7 @@ def _lb_checks(settings: Settings, lb: Runner, settle_s: float, node: LbNode) ->
     )
     installed = lb("systemctl cat haproxy.service >/dev/null 2>&1 || test -L "
                    "/etc/systemd/system/haproxy.service")[0] == 0  # fmt: skip
-    got = (state("systemctl is-active haproxy"), state("systemctl is-enabled haproxy"))
+    got = (facts.unit_active("haproxy").read(lb), facts.unit_enabled("haproxy").read(lb))
     off = got[0] != "active" and (got[1] == "masked" or not installed)
     detail = "/".join(got) if installed else "not installed"
     checks.append(Check("haproxy stopped, disabled and masked", off, detail, ("cutover",)))
@@ -364,7 +332,7 @@ def _lb_checks(settings: Settings, lb: Runner, settle_s: float, node: LbNode) ->
     jump = f"-A POSTROUTING -j {gateway.CHAIN}" in nat.splitlines()
     checks.append(Check(f"MASQUERADE of {inner} present", rule in nat and jump, rule, ("gateway",)))
     loaded, _ = lb(f"{gateway.LOADER_PATH} --check")
-    unit = state(f"systemctl is-enabled {gateway.UNIT}")
+    unit = facts.unit_enabled(gateway.UNIT).read(lb)
     checks.append(
         Check(
             "keepsource's rules and sysctl live as persisted, loaded at boot",
@@ -400,7 +368,7 @@ def _serving_checks(settings: Settings, lb: Runner, settle_s: float, node: LbNod
 
     if settings.metrics is not None:
         serving = metrics.listen(settings, node)
-        active = state(f"systemctl is-active {metrics.UNIT}")
+        active = facts.unit_active(metrics.UNIT).read(lb)
         port = settings.metrics.port
         listening = state(f"ss -Hltn 'sport = :{port}' | awk '{{print $4}}'").split()
         checks.append(
@@ -484,10 +452,10 @@ def vip_holder(settings: Settings, runners: Mapping[str, Runner]) -> Check:
     held: dict[str, set[str]] = {}
     unknown: dict[str, int] = {}
     for name, run in runners.items():
-        rc, out = run("ip -4 -o addr show")
+        rc, out = run(facts.IPV4_ADDRESSES.command)
         if rc != 0:
             unknown[name] = rc  # not "holds none": it could not be asked
-        held[name] = want & ipv4_addresses(out) if rc == 0 else set()
+        held[name] = want & facts.ips(facts.IPV4_ADDRESSES.parse(out)) if rc == 0 else set()
     holders = [name for name, got in held.items() if got == want]
     partial = [name for name, got in held.items() if got and got != want]
     ok = len(holders) == 1 and not partial and not unknown
@@ -529,12 +497,12 @@ def _pool(vs: VirtualService, lb: Runner, settle_s: float) -> tuple[set[str], se
     table: set[str] = set()
     deadline = time.monotonic() + settle_s
     for _ in range(max(1, int(settle_s / 0.5))):
-        out = lb(f"{probes}; ipvsadm -Ln")[1]
+        out = lb(f"{probes}; {facts.IPVS_TABLE.command}")[1]
         healthy = {
             f[2] for f in (line.split() for line in out.splitlines())
             if len(f) == 3 and f[0] == "up" and f[1] == str(vs.fwmark)
         }  # fmt: skip
-        table = parse_ipvs(out, vs.vip, vs.port, vs.fwmark)
+        table = facts.parse_ipvs(out, vs.vip, vs.port, vs.fwmark)
         if (table == healthy and healthy) or time.monotonic() > deadline:
             break
         time.sleep(0.5)

@@ -11,6 +11,7 @@ import statistics
 import sys
 
 from lab import guest, paths, plan, run
+from lab.log import log
 from lab.run import (
     STACK,
     Plan,
@@ -28,10 +29,6 @@ from lab.run import (
 )
 
 __all__ = ["STACK", "engine_demo", "main"]
-
-
-def log(msg: str) -> None:
-    print(f"[lab] {msg}", flush=True)
 
 
 def _run_plan() -> Plan:
@@ -103,6 +100,12 @@ def bench_boot(g: plan.Guest, n: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    done = _without_plan(args)
+    return done if done is not None else _with_plan(args, _run_plan())
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lab/lab", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
     u = sub.add_parser(
@@ -168,7 +171,11 @@ def main(argv: list[str] | None = None) -> int:
         " and again, on one boot: the time of each (lab/scale.py)",
     )
     sc.add_argument("-n", type=int, nargs="+", default=[1, 10, 50], help="service counts")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _without_plan(args: argparse.Namespace) -> int | None:
+    """The commands that make their own plan (or need none); None for the others."""
     if args.cmd == "scale":
         from lab import scale
 
@@ -213,36 +220,15 @@ def main(argv: list[str] | None = None) -> int:
         build()  # the control plane's binaries (cached)
         full.up(plan_)  # with the API when the layout's stack manages the Workload
         return 0
-    plan_ = _run_plan()
+    return None
+
+
+def _with_plan(args: argparse.Namespace, plan_: Plan) -> int:
+    """The commands on the lab that is up (its plan)."""
     if args.cmd == "apply":
-        from lab import full
-
-        cut = None
-        if args.cut:
-            name, _, secs = args.cut.rpartition(":")
-            cut = (name, float(secs))
-        result = apply(plan_, *[f"--replace={u}" for u in args.replace or []], cut=cut)
-        if not result.ok:
-            for name, why in result.failed().items():
-                print(f"{name}: {why.strip()[-2000:]}", file=sys.stderr)
-            print(result.output[-2000:], file=sys.stderr)
-            return 1
-        if plan_.settings.manages_workload:
-            full.sync_workers(plan_)
-        return 0
-    elif args.cmd == "pod":
-        if args.worker not in [w.name for w in plan_.workers]:
-            raise SystemExit(f"lab: no worker {args.worker!r}")
-        state = State.load()
-        if state.phase == "api":
-            from lab import full
-
-            seconds = full.place_pod(plan_.settings, args.worker)
-            log(f"the pod is Ready on {args.worker} after {seconds:.1f} s (through the API)")
-        else:
-            state.pod = args.worker
-            set_pod(plan_, state)
-            log(f"the pod is on {state.pod}")
+        return _apply(args, plan_)
+    if args.cmd == "pod":
+        _pod(args.worker, plan_)
     elif args.cmd == "reboot":
         for k_, v in reboot(args.lb).items():
             log(f"{k_}: {v:.1f} s")
@@ -252,6 +238,39 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{'PASS' if ok else 'FAIL'}  {name}: {detail}")
         return 0 if all(ok for _, ok, _ in rows) else 1
     return 0
+
+
+def _apply(args: argparse.Namespace, plan_: Plan) -> int:
+    from lab import full
+
+    cut = None
+    if args.cut:
+        name, _, secs = args.cut.rpartition(":")
+        cut = (name, float(secs))
+    result = apply(plan_, *[f"--replace={u}" for u in args.replace or []], cut=cut)
+    if not result.ok:
+        for name, why in result.failed().items():
+            print(f"{name}: {why.strip()[-2000:]}", file=sys.stderr)
+        print(result.output[-2000:], file=sys.stderr)
+        return 1
+    if plan_.settings.manages_workload:
+        full.sync_workers(plan_)
+    return 0
+
+
+def _pod(worker: str, plan_: Plan) -> None:
+    if worker not in [w.name for w in plan_.workers]:
+        raise SystemExit(f"lab: no worker {worker!r}")
+    state = State.load()
+    if state.phase == "api":
+        from lab import full
+
+        seconds = full.place_pod(plan_.settings, worker)
+        log(f"the pod is Ready on {worker} after {seconds:.1f} s (through the API)")
+    else:
+        state.pod = worker
+        set_pod(plan_, state)
+        log(f"the pod is on {state.pod}")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from typing import Any
 from engine.cli import Pulumi, PulumiError, events, resources
 from keepsource.stackfile import PROJECT_ROOT
 from lab import paths
+from lab.log import log
 
 SHADOW = paths.RUN / "project"
 STATE = paths.RUN / "pulumi"
@@ -40,10 +41,6 @@ COMMAND = "command:remote:Command"
 #: delete-replaced of the old one, which runs nothing: keepsource declares no
 #: ``delete``); ``same`` runs nothing.
 RAN_OPS = ("create", "update", "create-replacement")
-
-
-def log(msg: str) -> None:
-    print(f"[lab] {msg}", flush=True)
 
 
 def link_project(dest: Path, names: tuple[str, ...], venv: Path) -> None:

@@ -29,14 +29,11 @@ from keepsource.render import kube as render
 from keepsource.settings import Settings
 from keepsource.settings.services import Exposed
 from lab import engine, hosts, kube, paths
+from lab.log import log
 from lab.plan import SERVICES
 from lab.run import VENV, Plan, State, engine_cli
 
 CURL_TIMED_OUT = 28
-
-
-def log(msg: str) -> None:
-    print(f"[lab] {msg}", flush=True)
 
 
 def master(plan_: Plan) -> kube.Master:
@@ -474,117 +471,149 @@ def policy_pack() -> Path:
 def scenario(plan_: Plan, table: Any, reboot: bool = True) -> dict[str, Any]:
     """Everything of the real engine's must-show after ``up`` (with the API): rows in
     ``table`` (lab.run.Table); returns what tests look at further."""
-    from lab import run
+    return _Demo(plan_, table).play(reboot)
 
-    s = plan_.settings
-    stack = plan_.stack
-    vip = str(s.network.vip)
-    page = f"http://{vip}:{s.node_port}/"
-    seen: dict[str, Any] = {}
-    rows, phase = table.rows, table.phase
-    rows.extend(run.fault(plan_))
-    p = engine_cli(plan_)
 
-    def bad_preview() -> tuple[bool, str]:
-        d = haproxy_project(stack)
-        bad = Pulumi(project=d, state=engine.STATE, passphrase=p.passphrase)
-        done = preview(bad, stack)
+class _Demo:
+    """The rows of :func:`scenario`, one method each, in the order they run."""
+
+    def __init__(self, plan_: Plan, table: Any) -> None:
+        from lab import run
+
+        self.run = run
+        self.plan = plan_
+        self.s = plan_.settings
+        self.stack = plan_.stack
+        self.vip = str(self.s.network.vip)
+        self.page = f"http://{self.vip}:{self.s.node_port}/"
+        self.seen: dict[str, Any] = {}
+        self.table = table
+
+    def play(self, reboot: bool) -> dict[str, Any]:
+        phase = self.table.phase
+        self.table.rows.extend(self.run.fault(self.plan))
+        self.p = engine_cli(self.plan)
+        phase("preview --policy-pack: HAProxy kept in front fails", self.bad_preview)
+        phase("preview --policy-pack: keepsource's stack passes", self.good_preview)
+        if not phase("pulumi up from the fault state", self.first_up):
+            return self.seen
+        self.first_up_rows()
+        sync_workers(self.plan)
+        phase("host01 gets the page, host02 times out", self.clients)
+        phase("second pulumi up --expect-no-changes", self.no_changes)
+        phase("every LB step replaced: each reports unchanged", self.replace_all)
+        phase("pulumi refresh, then preview --expect-no-changes", self.refresh_then_preview)
+        phase(
+            "drift: haproxy re-enabled by hand, named, repaired by the printed command", self.drift
+        )
+        phase(
+            "stack export: no secret in clear, no machine path in any resource's inputs or outputs",
+            self.export_clean,
+        )
+        if reboot:
+            phase(
+                "after the LB reboots: host01 gets the page, host02 times out, verify passes",
+                self.after_reboot,
+            )
+        phase(
+            "pulumi destroy: adopted objects stay, state empty, the LB keeps serving",
+            self.destroy,
+        )
+        return self.seen
+
+    def bad_preview(self) -> tuple[bool, str]:
+        d = haproxy_project(self.stack)
+        bad = Pulumi(project=d, state=engine.STATE, passphrase=self.p.passphrase)
+        done = preview(bad, self.stack)
         out = done.stdout + done.stderr
-        seen["bad_preview"] = out
+        self.seen["bad_preview"] = out
         ok = done.returncode != 0 and "mandatory" in out
         return ok, f"exit {done.returncode}, mandatory violation: {'mandatory' in out}"
 
-    def good_preview() -> tuple[bool, str]:
-        done = preview(p, stack)
+    def good_preview(self) -> tuple[bool, str]:
+        done = preview(self.p, self.stack)
         out = done.stdout + done.stderr
-        seen["good_preview"] = out
+        self.seen["good_preview"] = out
         return done.returncode == 0, f"exit {done.returncode}"
 
-    phase("preview --policy-pack: HAProxy kept in front fails", bad_preview)
-    phase("preview --policy-pack: keepsource's stack passes", good_preview)
-
-    def first_up() -> tuple[bool, str]:
-        api = f"https://{vip}:{s.apiserver.port}/readyz"
+    def first_up(self) -> tuple[bool, str]:
+        api = f"https://{self.vip}:{self.s.apiserver.port}/readyz"
         env = api_probe_env()
         probes = {
-            "host01": run.Probe("ks-host01", api, env=env),
-            "worker01": run.Probe(plan_.workers[0].netns, api, env=env),
+            "host01": self.run.Probe("ks-host01", api, env=env),
+            "worker01": self.run.Probe(self.plan.workers[0].netns, api, env=env),
         }
         time.sleep(1)
         try:
-            done = engine.up(p, stack)
+            done = engine.up(self.p, self.stack)
         finally:
-            seen["probes"] = {n: pr.stop() for n, pr in probes.items()}
-        seen["first_up"] = done
+            self.seen["probes"] = {n: pr.stop() for n, pr in probes.items()}
+        self.seen["first_up"] = done
         if not done.ok:
             return False, done.output[-600:]
         return True, f"{done.seconds:.1f} s, changed: {', '.join(done.changed())}"
 
-    if not phase("pulumi up from the fault state", first_up):
-        return seen
-    for name, pr in seen["probes"].items():
+    def first_up_rows(self) -> None:
+        """What the first up showed: the API answered throughout, the LB's
+        first steps started before the Deployment was Ready."""
+        rows = self.table.rows
+        for name, pr in self.seen["probes"].items():
+            rows.append(
+                (
+                    f"up: {name} -> the API through VIP:6443 answered throughout",
+                    pr["failures"] == 0 and pr["requests"] > 0,
+                    f"{pr['requests']} requests, {pr['failures']} failed, "
+                    f"longest gap {pr['longest_gap_s']} s",
+                )
+            )
+        up1 = self.seen["first_up"]
+        dep = up1.sequence("resOutputsEvent", "::workload-deployment")
+        early = {n: up1.sequence("resourcePreEvent", f"::lb-{n}") for n in ("packages", "gateway")}
         rows.append(
             (
-                f"up: {name} -> the API through VIP:6443 answered throughout",
-                pr["failures"] == 0 and pr["requests"] > 0,
-                f"{pr['requests']} requests, {pr['failures']} failed, "
-                f"longest gap {pr['longest_gap_s']} s",
+                "up: packages and gateway start before the Deployment is Ready",
+                dep is not None and all(v is not None and v < dep for v in early.values()),
+                f"event sequence: packages {early['packages']}, gateway {early['gateway']},"
+                f" Deployment ready {dep}",
             )
         )
-    up1 = seen["first_up"]
-    dep = up1.sequence("resOutputsEvent", "::workload-deployment")
-    early = {n: up1.sequence("resourcePreEvent", f"::lb-{n}") for n in ("packages", "gateway")}
-    rows.append(
-        (
-            "up: packages and gateway start before the Deployment is Ready",
-            dep is not None and all(v is not None and v < dep for v in early.values()),
-            f"event sequence: packages {early['packages']}, gateway {early['gateway']},"
-            f" Deployment ready {dep}",
-        )
-    )
-    sync_workers(plan_)
 
-    def clients() -> tuple[bool, str]:
-        rc1, out1 = run.curl("ks-host01", page)
-        rc2, _ = run.curl("ks-host02", page)
+    def clients(self) -> tuple[bool, str]:
+        rc1, out1 = self.run.curl("ks-host01", self.page)
+        rc2, _ = self.run.curl("ks-host02", self.page)
         ok = rc1 == 0 and "Welcome to nginx" in out1 and rc2 == CURL_TIMED_OUT
         return ok, f"host01 curl exit {rc1}, host02 curl exit {rc2} (28: timed out)"
 
-    phase("host01 gets the page, host02 times out", clients)
-
-    def no_changes() -> tuple[bool, str]:
-        done = engine.up(p, stack, "--expect-no-changes")
+    def no_changes(self) -> tuple[bool, str]:
+        done = engine.up(self.p, self.stack, "--expect-no-changes")
         return done.ok, f"exit {'0' if done.ok else 'non-zero'} in {done.seconds:.1f} s"
 
-    phase("second pulumi up --expect-no-changes", no_changes)
-
-    def replace_all() -> tuple[bool, str]:
-        urns = [st.urn for st in up1.steps.values()]
-        done = engine.up(p, stack, *(f"--replace={u}" for u in urns))
-        seen["replaced"] = done
+    def replace_all(self) -> tuple[bool, str]:
+        urns = [st.urn for st in self.seen["first_up"].steps.values()]
+        done = engine.up(self.p, self.stack, *(f"--replace={u}" for u in urns))
+        self.seen["replaced"] = done
         reports = {n: st.report for n, st in done.steps.items()}
         ok = done.ok and len(reports) == len(urns) and not done.changed()
         return ok, "; ".join(f"{n}: {r.rsplit(':', 1)[-1].strip()}" for n, r in reports.items())
 
-    phase("every LB step replaced: each reports unchanged", replace_all)
-
-    def refresh_then_preview() -> tuple[bool, str]:
-        r = p.run("refresh", "--yes", stack=stack, check=False)
-        pv = p.run("preview", "--expect-no-changes", stack=stack, check=False)
+    def refresh_then_preview(self) -> tuple[bool, str]:
+        r = self.p.run("refresh", "--yes", stack=self.stack, check=False)
+        pv = self.p.run("preview", "--expect-no-changes", stack=self.stack, check=False)
         return (
             r.returncode == 0 and pv.returncode == 0,
             f"refresh exit {r.returncode}, preview --expect-no-changes exit {pv.returncode}",
         )
 
-    phase("pulumi refresh, then preview --expect-no-changes", refresh_then_preview)
-
-    def drift() -> tuple[bool, str]:
+    def drift(self) -> tuple[bool, str]:
         import shlex
 
         from lab import guest
 
-        guest.ssh("systemctl unmask haproxy && systemctl enable --now haproxy", lb=plan_.guests[0])
-        v1 = run.verify_output(plan_, p.env(), engine.SHADOW)
+        run, p, stack = self.run, self.p, self.stack
+        guest.ssh(
+            "systemctl unmask haproxy && systemctl enable --now haproxy", lb=self.plan.guests[0]
+        )
+        v1 = run.verify_output(self.plan, p.env(), engine.SHADOW)
         line = next(
             (ln.strip() for ln in v1[1].splitlines() if ln.strip().startswith("pulumi up ")), ""
         )
@@ -594,7 +623,7 @@ def scenario(plan_: Plan, table: Any, reboot: bool = True) -> dict[str, Any]:
         argv = shlex.split(line)[1:]
         replaced = [argv[i + 1] for i, w in enumerate(argv) if w == "--replace"]
         fix = p.run(*argv, check=False)
-        v2 = run.verify_output(plan_, p.env(), engine.SHADOW)
+        v2 = run.verify_output(self.plan, p.env(), engine.SHADOW)
         cutover = engine.steps_of(p.export(stack)).get("lb-cutover")
         said = cutover.stdout if cutover else ""
         masked = "haproxy: disabled and masked (was enabled) stopped (was active)" in said
@@ -606,10 +635,8 @@ def scenario(plan_: Plan, table: Any, reboot: bool = True) -> dict[str, Any]:
             f" haproxy was re-masked: {masked}; verify exit {v2[0]}",
         )
 
-    phase("drift: haproxy re-enabled by hand, named, repaired by the printed command", drift)
-
-    def export_clean() -> tuple[bool, str]:
-        state = p.export(stack)
+    def export_clean(self) -> tuple[bool, str]:
+        state = self.p.export(self.stack)
         key = paths.KEY.read_text().strip().splitlines()[1]
         secret = leaks(state, [key])
         found = leaks(state, _local_paths())
@@ -622,58 +649,50 @@ def scenario(plan_: Plan, table: Any, reboot: bool = True) -> dict[str, Any]:
         # manifest may list plugin paths.
         engine_own = [w for w in found if _ENGINE_OWN.search(w)]
         ours = [w for w in found if w not in engine_own]
-        seen["export_leaks"] = found
+        self.seen["export_leaks"] = found
         return not secret and not ours, (
             f"{len(json.dumps(state))} bytes; the SSH key in clear: {bool(secret)}; machine"
             f" paths in resources' inputs or outputs: {ours or 'none'}; in Pulumi's own stack"
             f" traces and plugin manifest: {len(engine_own)}"
         )
 
-    phase(
-        "stack export: no secret in clear, no machine path in any resource's inputs or outputs",
-        export_clean,
-    )
-
-    if reboot:
-
-        def after_reboot() -> tuple[bool, str]:
-            t = run.reboot()
-            sync_workers(plan_)
-            # keepalived is active; its pools start empty (alpha) until a
-            # check passes: wait for host01's page, bounded.
-            waited = wait_page("ks-host01", page, 30)
-            ok, detail = clients()
-            # As test_lab's reboot test had it: verify passes, a worker reaches
-            # the API through VIP:6443 (hairpin), the host's NAT rule first.
-            v, _ = run.verify_output(plan_, p.env(), engine.SHADOW)
-            api_ok, api = run.answers(plan_.workers[0].netns, f"http://{vip}:{s.apiserver.port}/")
-            first, _ = run.host_rule_first()
-            ok = ok and v == 0 and api_ok and first
-            detail += f"; verify exit {v}; worker01 -> VIP:6443 {api}; host rule first: {first}"
-            return ok, (
-                f"reboot to SSH {t.get('reboot_to_ssh', 0):.0f} s, keepalived active after"
-                f" {t.get('ssh_to_keepalived_active', 0):.1f} s, page after {waited:.1f} s;"
-                f" {detail}"
-            )
-
-        phase(
-            "after the LB reboots: host01 gets the page, host02 times out, verify passes",
-            after_reboot,
+    def after_reboot(self) -> tuple[bool, str]:
+        run, vip = self.run, self.vip
+        t = run.reboot()
+        sync_workers(self.plan)
+        # keepalived is active; its pools start empty (alpha) until a
+        # check passes: wait for host01's page, bounded.
+        waited = wait_page("ks-host01", self.page, 30)
+        ok, detail = self.clients()
+        # As test_lab's reboot test had it: verify passes, a worker reaches
+        # the API through VIP:6443 (hairpin), the host's NAT rule first.
+        v, _ = run.verify_output(self.plan, self.p.env(), engine.SHADOW)
+        api_ok, api = run.answers(
+            self.plan.workers[0].netns, f"http://{vip}:{self.s.apiserver.port}/"
+        )
+        first, _ = run.host_rule_first()
+        ok = ok and v == 0 and api_ok and first
+        detail += f"; verify exit {v}; worker01 -> VIP:6443 {api}; host rule first: {first}"
+        return ok, (
+            f"reboot to SSH {t.get('reboot_to_ssh', 0):.0f} s, keepalived active after"
+            f" {t.get('ssh_to_keepalived_active', 0):.1f} s, page after {waited:.1f} s;"
+            f" {detail}"
         )
 
-    def destroy() -> tuple[bool, str]:
-        d = p.run("destroy", "--yes", "--skip-preview", stack=stack, check=False)
-        left = api_objects(s)
-        state = [r for r in resources(p.export(stack)) if r.get("type") != "pulumi:pulumi:Stack"]
-        ok_lb, why = run.answers("ks-host01", page)
+    def destroy(self) -> tuple[bool, str]:
+        d = self.p.run("destroy", "--yes", "--skip-preview", stack=self.stack, check=False)
+        left = api_objects(self.s)
+        state = [
+            r
+            for r in resources(self.p.export(self.stack))
+            if r.get("type") != "pulumi:pulumi:Stack"
+        ]
+        ok_lb, why = self.run.answers("ks-host01", self.page)
         ok = d.returncode == 0 and len(left) == 3 and not state and ok_lb
         return ok, (
             f"destroy exit {d.returncode}; still in the API: {sorted(left)}; "
             f"state holds {len(state)} resources; host01 after destroy: {why}"
         )
-
-    phase("pulumi destroy: adopted objects stay, state empty, the LB keeps serving", destroy)
-    return seen
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from keepsource import facts
 from keepsource.render import gateway
 from keepsource.render.keepalived import pools
 from keepsource.render.scripts import steps as lb_steps
@@ -69,7 +70,8 @@ def lb2_rows(p: run.Plan) -> list[Row]:
     for g in p.guests[1:]:
         got = run.addresses(g)
         own = {plan.EXT_IF: list(g.external), plan.INT_IF: list(g.internal)}
-        state = guest.ssh("systemctl is-active haproxy", lb=g).stdout.strip()
+        haproxy = facts.unit_active("haproxy")
+        state = haproxy.parse(guest.ssh(haproxy.command, lb=g).stdout)
         ok = got == own and state != "active"
         rows.append(
             (f"fault: {g.name} has only its own addresses, no HAProxy", ok, f"{got}, {state}")
@@ -147,11 +149,13 @@ def rogue_advert(p: run.Plan, client: Any) -> tuple[bool, str]:
 FORGE_S = 10.0
 
 
-def _floating(p: run.Plan) -> dict[str, tuple[bool, bool]]:
-    """Each guest: (holds the VIP, holds the gateway address)."""
+def _floating(p: run.Plan, skip: str | None = None) -> dict[str, tuple[bool, bool]]:
+    """Each guest but ``skip``: (holds the VIP, holds the gateway address)."""
     vip, gw = str(p.settings.network.vip), str(p.settings.network.lb_internal_address)
     held = {}
     for g in p.guests:
+        if g.name == skip:
+            continue
         a = run.addresses(g)
         held[g.name] = (
             any(x.split("/")[0] == vip for x in a[plan.EXT_IF]),
@@ -217,8 +221,10 @@ def forged_adverts(p: run.Plan, node: Any, client: Any, page: str) -> tuple[bool
     )
 
 
-def _conns(g: plan.Guest) -> str:
-    return guest.ssh("ipvsadm -Lnc", lb=g, timeout=30).stdout
+def _conns(g: plan.Guest) -> set[str]:
+    """The clients (ip:port) of the guest's IPVS connections."""
+    fact = facts.IPVS_CONNECTIONS
+    return {c.source for c in fact.parse(guest.ssh(fact.command, lb=g, timeout=30).stdout)}
 
 
 def forged_sync(p: run.Plan, node: Any) -> tuple[bool, str]:
@@ -309,20 +315,66 @@ def scenario(p: run.Plan, table: run.Table) -> str | None:
     the caller: the demo, or the lab tests' shared boot): fault, apply,
     verify, failover, restart, verify. Returns the guest it killed (None when
     it got no VIP holder to kill)."""
-    s = p.settings
-    vip, gateway = str(s.network.vip), str(s.network.lb_internal_address)
-    page = f"http://{vip}:{s.node_port}/"
-    api = f"http://{vip}:{s.apiserver.port}/"
-    outside = f"http://{p.repo.address}/Packages"
-    host01, host02 = p.clients[0], p.clients[1]
-    worker = p.workers[0].netns
-    rows, phase = table.rows, table.phase
+    return _Failover(p, table).play()
 
-    applied: dict[str, Any] = {}
 
-    def do_apply() -> tuple[bool, str]:
+class _Failover:
+    """The rows of :func:`scenario`, one method each, in the order they run."""
+
+    def __init__(self, p: run.Plan, table: run.Table) -> None:
+        s = p.settings
+        self.p, self.table = p, table
+        self.vip = str(s.network.vip)
+        self.page = f"http://{self.vip}:{s.node_port}/"
+        self.api = f"http://{self.vip}:{s.apiserver.port}/"
+        self.outside = f"http://{p.repo.address}/Packages"
+        self.host01, self.host02 = p.clients[0], p.clients[1]
+        self.worker = p.workers[0].netns
+        self.applied: dict[str, Any] = {}
+        self.failover: dict[str, Any] = {}
+
+    def play(self) -> str | None:
+        p, phase, rows = self.p, self.table.phase, self.table.rows
+        host01, page = self.host01, self.page
+        rows.extend(run.fault(p))
+        rows.extend(lb2_rows(p))
+        phase(
+            "apply: `pulumi up` (the real engine): every command succeeded (both LBs)", self.apply
+        )
+        phase("apply: the engine ran both LBs' steps at once (its event log)", self.steps_overlap)
+        phase("verify after apply (both LBs)", self.verify)
+        phase("a rogue VRRP advert from host01 (priority 254) moves no VIP", self.rogue)
+        phase(
+            f"forged VRRP adverts from worker01 for {FORGE_S:g} s (the gateway's id, priority "
+            "254): nothing moves, no request from host01 fails",
+            lambda: forged_adverts(p, p.workers[0], host01, page),
+        )
+        phase(
+            "forged IPVS sync from worker01: the backup's connection table unchanged",
+            lambda: forged_sync(p, p.workers[0]),
+        )
+        phase("before: host01 gets the page", lambda: gets_page(host01.netns, page))
+        self.side("before")
+        phase("failover: requests every 0.1 s resume within 1 s", self.kill_the_holder)
+        phase("failover: the open transfer completes intact", self.transfer)
+        phase(f"failover: the pod saw {host01.address} only", self.pod_saw)
+        phase("failover: host02 still times out", self.host02_times_out)
+        phase("failover: VIP and gateway on the other LB", self.vips_moved)
+        if p.settings.metrics is not None:
+            phase(
+                "failover: the exporters, scraped throughout, show the VIP holder change",
+                lambda: metrics_saw(p, self.failover),
+            )
+        self.side("after")
+        phase("start the killed LB: nothing breaks, no VIP moves back", self.restart)
+        phase("verify after failover (both LBs)", self.verify)
+        victim: str | None = self.failover.get("victim")
+        return victim
+
+    def apply(self) -> tuple[bool, str]:
+        p = self.p
         up = run.apply(p)
-        applied["up"] = up
+        self.applied["up"] = up
         changed = [n for n, st in up.steps.items() if st.report.endswith(": changed")]
         detail = f"pulumi up exit {'0' if up.ok else 'non-zero'} in {up.seconds:.1f} s"
         if not up.ok:
@@ -331,17 +383,17 @@ def scenario(p: run.Plan, table: run.Table) -> str | None:
             f"{detail}; {len(up.steps)} steps, {len(changed)} changed"
         )
 
-    def steps_overlap() -> tuple[bool, str]:
-        up = applied.get("up")
+    def steps_overlap(self) -> tuple[bool, str]:
+        up = self.applied.get("up")
         if up is None:
             return False, "no pulumi up ran"
-        return run.overlap(up, [g.name for g in p.guests], _step_names(p))
+        return run.overlap(up, [g.name for g in self.p.guests], _step_names(self.p))
 
-    def do_verify() -> tuple[bool, str]:
+    def verify(self) -> tuple[bool, str]:
         if run.verify() == 0:
             return True, ""
         # What each host's keepalived said (its VRRP transitions), for the log.
-        for g in p.guests:
+        for g in self.p.guests:
             said = guest.ssh(
                 "journalctl -u keepalived -o cat --no-pager | grep -iE "
                 "'state|master|backup|unicast|vrrp' | tail -n 25",
@@ -351,34 +403,31 @@ def scenario(p: run.Plan, table: run.Table) -> str | None:
             print(f"--- keepalived on {g.name}:\n{said}", flush=True)
         return False, "see each host's keepalived log above"
 
-    def rogue() -> tuple[bool, str]:
-        return rogue_advert(p, host01)
+    def rogue(self) -> tuple[bool, str]:
+        return rogue_advert(self.p, self.host01)
 
-    def node_adverts() -> tuple[bool, str]:
-        return forged_adverts(p, p.workers[0], host01, page)
-
-    def node_sync() -> tuple[bool, str]:
-        return forged_sync(p, p.workers[0])
-
-    def side(when: str) -> None:
+    def side(self, when: str) -> None:
+        p, worker, phase = self.p, self.worker, self.table.phase
+        outside, api = self.outside, self.api
         phase(f"{when}: worker01 -> {p.repo.address} (outside)", lambda: answers(worker, outside))
-        phase(f"{when}: worker01 -> VIP:{s.apiserver.port}", lambda: answers(worker, api))
+        phase(f"{when}: worker01 -> VIP:{p.settings.apiserver.port}", lambda: answers(worker, api))
 
-    failover: dict[str, Any] = {}
-
-    def do_failover() -> tuple[bool, str]:
+    def kill_the_holder(self) -> tuple[bool, str]:
+        p, failover = self.p, self.failover
         holders = run.vip_holders(p)
         if not holders:
             return False, "no guest holds the VIP"
         victim = holders[0]
         failover["victim"] = victim
         failover["log_lines"] = len(run.pod_peers(p))
-        probe = run.Probe(host01.netns, page, interval=INTERVAL, limit=120, timeout=REQUEST_TIMEOUT)
+        probe = run.Probe(
+            self.host01.netns, self.page, interval=INTERVAL, limit=120, timeout=REQUEST_TIMEOUT
+        )
         watch = VrrpWatch(p) if p.settings.metrics is not None else None
         with ThreadPoolExecutor(2) as pool:
             watching = pool.submit(watch.run) if watch else None
             time.sleep(1.0)
-            big = pool.submit(run.download, host01.netns, page + hosts.BIG_NAME, BIG_RATE)
+            big = pool.submit(run.download, self.host01.netns, self.page + hosts.BIG_NAME, BIG_RATE)
             time.sleep(2.0)  # the transfer is under way
             killed_at = time.monotonic()
             failover["killed_at"] = killed_at
@@ -401,42 +450,42 @@ def scenario(p: run.Plan, table: run.Table) -> str | None:
             f"{seen['failures']} of {seen['requests']} failed"
         )
 
-    def transfer() -> tuple[bool, str]:
-        d: run.Download | None = failover.get("download")
+    def transfer(self) -> tuple[bool, str]:
+        d: run.Download | None = self.failover.get("download")
         if d is None:
             return False, "no transfer ran"
         want = hosts.big_sha256()
         ok = d.rc == 0 and d.size == hosts.BIG_SIZE and d.sha256 == want
         return ok, f"curl exit {d.rc}, {d.size} bytes in {d.seconds:.1f} s, sha256 match {ok}"
 
-    def pod_saw() -> tuple[bool, str]:
-        served = run.pod_peers(p)[failover.get("log_lines", 0) :]
+    def pod_saw(self) -> tuple[bool, str]:
+        served = run.pod_peers(self.p)[self.failover.get("log_lines", 0) :]
         peers = sorted({peer for peer, _, _ in served})
-        return bool(served) and peers == [host01.address], f"{len(served)} requests from {peers}"
+        return bool(served) and peers == [self.host01.address], (
+            f"{len(served)} requests from {peers}"
+        )
 
-    def host02_times_out() -> tuple[bool, str]:
+    def host02_times_out(self) -> tuple[bool, str]:
         # Only meaningful while the VIP serves: host01 gets the page at the same time.
-        served, detail = gets_page(host01.netns, page)
-        rc, _ = run.curl(host02.netns, page)
+        served, detail = gets_page(self.host01.netns, self.page)
+        rc, _ = run.curl(self.host02.netns, self.page)
         return rc == 28 and served, f"host02: curl exit {rc}; host01: {detail}"
 
-    def vips_moved() -> tuple[bool, str]:
-        survivors = [g for g in p.guests if g.name != failover.get("victim")]
-        held = {g.name: run.addresses(g) for g in survivors}
-        on = [
-            n
-            for n, a in held.items()
-            if any(x.split("/")[0] == vip for x in a[plan.EXT_IF])
-            and any(x.split("/")[0] == gateway for x in a[plan.INT_IF])
-        ]
-        return len(on) == 1, f"VIP {vip} and gateway {gateway} on {on or 'no guest'}"
+    def vips_moved(self) -> tuple[bool, str]:
+        held = _floating(self.p, skip=self.failover.get("victim"))
+        on = [name for name, (has_vip, has_gateway) in held.items() if has_vip and has_gateway]
+        gw = self.p.settings.network.lb_internal_address
+        return len(on) == 1, f"VIP {self.vip} and gateway {gw} on {on or 'no guest'}"
 
-    def restart() -> tuple[bool, str]:
-        victim = failover.get("victim")
+    def restart(self) -> tuple[bool, str]:
+        p = self.p
+        victim = self.failover.get("victim")
         if victim is None:
             return False, "no guest was killed"
         before = run.vip_holders(p)
-        probe = run.Probe(host01.netns, page, interval=INTERVAL, limit=400, timeout=REQUEST_TIMEOUT)
+        probe = run.Probe(
+            self.host01.netns, self.page, interval=INTERVAL, limit=400, timeout=REQUEST_TIMEOUT
+        )
         try:
             seconds = run.start_lb(victim)
             time.sleep(SETTLE_AFTER_START)
@@ -448,36 +497,6 @@ def scenario(p: run.Plan, table: run.Table) -> str | None:
             f"{victim} back after {seconds:.1f} s; VIP on {before} before, {after} after; "
             f"{seen['failures']} of {seen['requests']} requests failed"
         )
-
-    rows.extend(run.fault(p))
-    rows.extend(lb2_rows(p))
-    phase("apply: `pulumi up` (the real engine): every command succeeded (both LBs)", do_apply)
-    phase("apply: the engine ran both LBs' steps at once (its event log)", steps_overlap)
-    phase("verify after apply (both LBs)", do_verify)
-    phase("a rogue VRRP advert from host01 (priority 254) moves no VIP", rogue)
-    phase(
-        f"forged VRRP adverts from worker01 for {FORGE_S:g} s (the gateway's id, priority "
-        "254): nothing moves, no request from host01 fails",
-        node_adverts,
-    )
-    phase("forged IPVS sync from worker01: the backup's connection table unchanged", node_sync)
-    phase("before: host01 gets the page", lambda: gets_page(host01.netns, page))
-    side("before")
-    phase("failover: requests every 0.1 s resume within 1 s", do_failover)
-    phase("failover: the open transfer completes intact", transfer)
-    phase(f"failover: the pod saw {host01.address} only", pod_saw)
-    phase("failover: host02 still times out", host02_times_out)
-    phase("failover: VIP and gateway on the other LB", vips_moved)
-    if s.metrics is not None:
-        phase(
-            "failover: the exporters, scraped throughout, show the VIP holder change",
-            lambda: metrics_saw(p, failover),
-        )
-    side("after")
-    phase("start the killed LB: nothing breaks, no VIP moves back", restart)
-    phase("verify after failover (both LBs)", do_verify)
-    victim: str | None = failover.get("victim")
-    return victim
 
 
 # up, then the scenario's: 3 fault rows, lb2, apply, overlap, verify, rogue,

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from lab import paths, plan
+from lab.log import log
 
 SUITE = "bookworm"
 IMAGE_PACKAGES = [
@@ -92,10 +93,6 @@ ExecStart=/bin/sh -c 'iptables -t nat -C {SEED_RULE} 2>/dev/null || iptables -t 
 [Install]
 WantedBy=multi-user.target
 """
-
-
-def log(msg: str) -> None:
-    print(f"[lab image] {msg}", flush=True)
 
 
 def mirror() -> str:
@@ -372,7 +369,7 @@ def _with_progress(argv: list[str], label: str, timeout: float) -> None:
                 if elapsed > timeout:
                     proc.kill()
                     raise SystemExit(f"lab: {label} took over {timeout} s") from None
-                log(f"{label}: {elapsed:.0f} s ...")
+                log(f"{label}: {elapsed:.0f} s ...", prefix="lab image")
     if rc != 0:
         raise SystemExit(f"lab: {label} failed (exit {rc}); see {paths.CACHE / (label + '.log')}")
 
@@ -425,7 +422,7 @@ def link_shared_cache() -> None:
 def build(force: bool = False) -> None:
     link_shared_cache()
     if not force and up_to_date():
-        log(f"cached image is up to date: {paths.IMAGE}")
+        log(f"cached image is up to date: {paths.IMAGE}", prefix="lab image")
         return
     start = time.monotonic()
     cache = paths.CACHE
@@ -434,7 +431,16 @@ def build(force: bool = False) -> None:
     if tree.exists():
         shutil.rmtree(tree)
     url = mirror()
-    log("debootstrap bookworm (minbase) from the machine's apt mirror ...")
+    _debootstrap(tree, url, start)
+    _fill_repo(tree, url)
+    _configure(tree)
+    _boot_files(tree)
+    _make_image(tree)
+    log(f"image built in {time.monotonic() - start:.0f} s: {paths.IMAGE}", prefix="lab image")
+
+
+def _debootstrap(tree: Path, url: str, start: float) -> None:
+    log("debootstrap bookworm (minbase) from the machine's apt mirror ...", prefix="lab image")
     _with_progress(
         [
             "debootstrap",
@@ -447,8 +453,11 @@ def build(force: bool = False) -> None:
         "debootstrap",
         timeout=1500,
     )
-    log(f"debootstrap done in {time.monotonic() - start:.0f} s")
-    # The packages keepsource installs: downloaded now, served by the lab's repo.
+    log(f"debootstrap done in {time.monotonic() - start:.0f} s", prefix="lab image")
+
+
+def _fill_repo(tree: Path, url: str) -> None:
+    """The packages keepsource installs: downloaded now, served by the lab's repo."""
     repo = paths.REPO
     if repo.exists():
         shutil.rmtree(repo)
@@ -468,9 +477,15 @@ def build(force: bool = False) -> None:
     for deb in debs:
         shutil.copy2(deb, repo / deb.name)
     index_repo()
-    log(f"lab repository: {len(debs)} packages ({', '.join(REPO_PACKAGES)} and dependencies)")
+    log(
+        f"lab repository: {len(debs)} packages ({', '.join(REPO_PACKAGES)} and dependencies)",
+        prefix="lab image",
+    )
     _chroot(tree, "apt-get clean && rm -rf /var/lib/apt/lists/*")
 
+
+def _configure(tree: Path) -> None:
+    """The image's files, generators, the lab's SSH key, its units."""
     for path, text in _files().items():
         target = tree / path.lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -511,6 +526,10 @@ def build(force: bool = False) -> None:
         network=False,
     )
     _chroot(tree, "update-initramfs -u -k all >/dev/null 2>&1", network=False)
+
+
+def _boot_files(tree: Path) -> None:
+    """The kernel (uncompressed), initrd and host key the lab boots with."""
     kernels = sorted((tree / "boot").glob("vmlinuz-*"))
     initrds = sorted((tree / "boot").glob("initrd.img-*"))
     if not kernels or not initrds:
@@ -521,6 +540,10 @@ def build(force: bool = False) -> None:
     shutil.copy2(host_key, paths.HOST_KEY)
     paths.KERNEL.write_bytes(uncompressed_kernel(kernels[-1].read_bytes()))
     shutil.copy2(initrds[-1], paths.INITRD)
+
+
+def _make_image(tree: Path) -> None:
+    """The ext4 image made from the tree (then removed), and its recipe stamp."""
     raw = paths.IMAGE.with_suffix(".tmp")
     raw.unlink(missing_ok=True)
     _run(
@@ -544,7 +567,6 @@ def build(force: bool = False) -> None:
     raw.replace(paths.IMAGE)
     shutil.rmtree(tree)
     paths.IMAGE_STAMP.write_text(_recipe())
-    log(f"image built in {time.monotonic() - start:.0f} s: {paths.IMAGE}")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from typing import Any
 
 from engine.build import bin_dirs
 from lab import paths
+from lab.log import log
 
 #: The lab's: its files, and the kubeconfig this machine uses (server on
 #: loopback, through the forward), which the local stack file names.
@@ -33,10 +34,6 @@ KUBECONFIG = paths.RUN / "kubeconfig"
 FORWARD_PORT = 16443
 CONTEXT = "keepsource-lab"
 SERVICE_CIDR = "10.96.0.0/16"
-
-
-def log(msg: str) -> None:
-    print(f"[lab] {msg}", flush=True)
 
 
 def binary(name: str) -> str:

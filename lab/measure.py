@@ -19,25 +19,43 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Iterable, Iterator
 
+from keepsource import facts
 from keepsource.render.keepalived import WORKLOAD_FWMARK
-from keepsource.verify import parse_ipvs
 from lab import full, guest, hosts
 from lab import run as lab
 
+#: The line that ends each poll's table: ``@@poll <now> <t0>`` (the guest's clock).
+POLL_MARK = "@@poll"
+
 
 def _poller(rounds: int = 400) -> str:
-    # Waits for GO on stdin, then prints "<seconds since GO> <servers>" per
-    # poll of the workload's fwmark service (keepalived's virtual servers are
-    # fwmark services: there is no VIP:port service in IPVS).
+    # Waits for GO on stdin, then per poll of the workload's fwmark service
+    # (keepalived's virtual servers are fwmark services: there is no VIP:port
+    # service in IPVS) prints the table as ipvsadm prints it, then the
+    # marker line with the poll's time and GO's: :func:`polls` reads it.
     return (
         "read -r _go; t0=$(date +%s.%N); "
         f"for _ in $(seq 1 {rounds}); do "
         "now=$(date +%s.%N); "
-        f"s=$(ipvsadm -Ln -f {WORKLOAD_FWMARK} | "
-        """awk '$1 == "->" && $2 ~ /^[0-9]/ {printf "%s,", $2}'); """
-        'echo "$now $t0 $s"; sleep 0.05; done'
+        f"{facts.ipvs_service(WORKLOAD_FWMARK).command}; "
+        f'echo "{POLL_MARK} $now $t0"; sleep 0.05; done'
     )
+
+
+def polls(lines: Iterable[str]) -> Iterator[tuple[float, set[str]]]:
+    """The poller's output, one poll at a time: (seconds since GO, the real
+    servers ('ip:port') in the table it printed)."""
+    table: list[str] = []
+    for line in lines:
+        f = line.split()
+        if len(f) == 3 and f[0] == POLL_MARK:
+            parsed = facts.ipvs_service(WORKLOAD_FWMARK).parse("\n".join(table))
+            yield float(f[1]) - float(f[2]), {r.address for v in parsed.values() for r in v}
+            table = []
+        else:
+            table.append(line)
 
 
 def watch_change(
@@ -61,12 +79,10 @@ def watch_change(
     hosts.set_workers(plan.workers, modes, f)
     seen: dict[str, float] = {}
     deadline = time.monotonic() + timeout
-    for line in proc.stdout:
-        now, t0, *rest = line.split()
-        servers = set(rest[0].strip(",").split(",")) if rest else set()
+    for since_go, servers in polls(proc.stdout):
         for name, inside in want.items():
             if name not in seen and (addr[name] in servers) == inside:
-                seen[name] = float(now) - float(t0)
+                seen[name] = since_go
         if len(seen) == len(want) or time.monotonic() > deadline:
             break
     proc.kill()
@@ -128,9 +144,10 @@ def _one_pod(plan: lab.Plan, worker: str) -> None:
 def main() -> None:
     plan = lab.current_plan()
     state = lab.State.load()
+    keepalived = facts.unit_active("keepalived")
     if (
         state.phase not in ("fixed", "api")
-        or guest.ssh("systemctl is-active keepalived").stdout.strip() != "active"
+        or keepalived.parse(guest.ssh(keepalived.command).stdout) != "active"
     ):
         raise SystemExit("measure: apply first (lab/lab up && lab/lab apply)")
     paused = full.follower_paused(plan) if state.phase == "api" else contextlib.nullcontext()
@@ -152,8 +169,8 @@ def _measure(plan: lab.Plan) -> None:
         rows.append(("recovered worker re-added", t.get(w1)))
     _one_pod(plan, w1)
     time.sleep(3)
-    servers = parse_ipvs(
-        guest.ssh("ipvsadm -Ln").stdout,
+    servers = facts.parse_ipvs(
+        guest.ssh(facts.IPVS_TABLE.command).stdout,
         str(plan.settings.network.vip),
         plan.settings.node_port,
         WORKLOAD_FWMARK,

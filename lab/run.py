@@ -26,18 +26,16 @@ from typing import Any
 
 import mockrun
 from engine.cli import Pulumi
+from keepsource import facts
 from keepsource.artifacts import artifacts
 from keepsource.settings import ConfigError, Settings
 from keepsource.stackfile import PROJECT_ROOT, load
 from keepsource.verify import curl_command, runner_for
 from lab import engine, guest, hosts, image, kube, net, paths, plan
+from lab.log import log
 from lab.plan import PAIR, SINGLE, Guest
 
 STACK = plan.LAYOUT_STACKS[SINGLE]
-
-
-def log(msg: str) -> None:
-    print(f"[lab] {msg}", flush=True)
 
 
 # -- the lab's plan, from the layout's stack file ---------------------------------
@@ -498,11 +496,9 @@ class Probe:
 
 def wait_keepalived(timeout: float = 60, lb: Guest | None = None) -> float:
     start = time.monotonic()
+    active = facts.unit_active("keepalived")
     while time.monotonic() - start < timeout:
-        if (
-            guest.ssh("systemctl is-active keepalived", timeout=10, lb=lb).stdout.strip()
-            == "active"
-        ):
+        if active.parse(guest.ssh(active.command, timeout=10, lb=lb).stdout) == "active":
             return time.monotonic() - start
         time.sleep(0.5)
     raise SystemExit(f"lab: keepalived not active {timeout} s after boot")
@@ -617,7 +613,8 @@ def fault(plan_: Plan) -> list[tuple[str, bool, str]]:
     url = f"http://{plan_.settings.network.vip}:{plan_.settings.node_port}/"
     holder = plan_.guests[0]
     rows = []
-    active = guest.ssh("systemctl is-active haproxy", lb=holder).stdout.strip()
+    haproxy = facts.unit_active("haproxy")
+    active = haproxy.parse(guest.ssh(haproxy.command, lb=holder).stdout)
     where = "" if len(plan_.guests) == 1 else f" on {holder.name}"
     rows.append((f"fault: haproxy serves the VIP{where}", active == "active", active))
     for client in plan_.clients:
@@ -639,13 +636,9 @@ def fault(plan_: Plan) -> list[tuple[str, bool, str]]:
 
 def addresses(g: Guest, timeout: float = 20) -> dict[str, list[str]]:
     """IPv4 addresses (address/prefix) on the guest's lbext and lbint."""
-    out = guest.ssh("ip -4 -o addr show", timeout=timeout, lb=g).stdout
-    found: dict[str, list[str]] = {plan.EXT_IF: [], plan.INT_IF: []}
-    for line in out.splitlines():
-        words = line.split()
-        if len(words) >= 4 and words[1] in found and words[2] == "inet":
-            found[words[1]].append(words[3])
-    return found
+    fact = facts.IPV4_ADDRESSES
+    found = fact.parse(guest.ssh(fact.command, timeout=timeout, lb=g).stdout)
+    return {name: [str(a) for a in found.get(name, [])] for name in (plan.EXT_IF, plan.INT_IF)}
 
 
 def vip_holders(plan_: Plan) -> list[str]:

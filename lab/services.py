@@ -16,17 +16,14 @@ import re
 import time
 from typing import Any
 
+from keepsource import facts
 from keepsource.render import kube as render
 from keepsource.settings import Settings
 from keepsource.settings.services import Exposed
-from keepsource.status import parse_ipvs_table
 from keepsource.verify import runner_for
 from lab import dns, engine, full, guest, hosts, kube, paths, plan, run
+from lab.log import log
 from lab.run import Plan, State
-
-
-def log(msg: str) -> None:
-    print(f"[lab] {msg}", flush=True)
 
 
 def pods(s: Settings, ex: Exposed) -> list[tuple[str, str, bool]]:
@@ -106,12 +103,13 @@ def pool_members(plan_: Plan) -> dict[str, set[str]]:
     """Each service port's IPVS real servers (their addresses) on the guest, by pool name."""
     from keepsource.render.keepalived import pools
 
-    done = guest.ssh("ipvsadm -Ln", lb=plan_.guests[0])
+    fact = facts.IPVS_TABLE
+    done = guest.ssh(fact.command, lb=plan_.guests[0])
     if done.returncode != 0:
         raise SystemExit(
-            f"lab: ipvsadm -Ln on the guest: exit {done.returncode}: {done.stderr[-300:]}"
+            f"lab: {fact.command} on the guest: exit {done.returncode}: {done.stderr[-300:]}"
         )
-    table = parse_ipvs_table(done.stdout)
+    table = fact.parse(done.stdout)
     return {
         vs.name: {r.address.rsplit(":", 1)[0] for r in table.get(f"FWM {vs.fwmark}", [])}
         for vs in pools(plan_.settings, plan_.settings.node_port)

@@ -55,9 +55,9 @@ if os.geteuid() != 0 or _MISSING:
     )
 
 from engine.build import build  # noqa: E402
+from keepsource.facts import parse_ipvs  # noqa: E402
 from keepsource.render.keepalived import HEADER, WORKLOAD_FWMARK  # noqa: E402
 from keepsource.render.scripts import step_urn  # noqa: E402
-from keepsource.verify import parse_ipvs  # noqa: E402
 from lab import engine, full, guest, hosts, image, kube, net, paths  # noqa: E402
 from lab import run as lab  # noqa: E402
 from lab.plan import EXT_IF  # noqa: E402

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import copy
 
+from keepsource.facts import parse_ipvs_table
 from keepsource.render.keepalived import pools
 from keepsource.settings import parse
 from keepsource.stackfile import load_config
-from keepsource.status import COMMAND, parse_ipvs_table, read_host, report
+from keepsource.status import COMMAND, read_host, report
 
 #: ``ipvsadm -Ln`` as the lab's guest prints it (kernel 6.1, ipvsadm 1.31).
 IPVSADM = """IP Virtual Server version 1.2.1 (size=4096)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import mockrun
+from keepsource.facts import parse_ipvs
 from keepsource.render import gateway
 from keepsource.render.keepalived import (
     APISERVER_FWMARK,
@@ -23,7 +24,6 @@ from keepsource.stackfile import load
 from keepsource.verify import (
     client_checks,
     lb_checks,
-    parse_ipvs,
     repair_line,
     udp_command,
     vip_holder,

@@ -10,13 +10,9 @@ from typing import Any
 import pulumi
 
 from keepsource.connection import lb_connection
-from keepsource.render.keepalived import (
-    CLIENT_ADDRESS_PRESERVED,
-    FORWARDING_METHOD,
-    render_keepalived,
-    virtual_services,
-)
-from keepsource.render.scripts import CUTOVER_STEPS, KEEPALIVED_CONF, LB_TYPE, steps
+from keepsource.host import lb_host
+from keepsource.render.keepalived import CLIENT_ADDRESS_PRESERVED, FORWARDING_METHOD
+from keepsource.render.scripts import CUTOVER_STEPS, LB_TYPE
 from keepsource.settings import Settings
 from keepsource.settings.model import LbNode
 
@@ -111,40 +107,28 @@ class LoadBalancerHost(pulumi.ComponentResource):
     def __init__(
         self, name: str, args: LoadBalancerHostArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
-        settings = args.settings
-        node = args.host()
-        source = str(node.check_source)
+        host = lb_host(args.settings, args.host())
         # Everything here is a plain value, known at preview. The component's
         # props must not hold an Output of another resource: the SDK registers
         # a component only once its props resolve, and its children need its
         # URN, so a prop that followed the Service would hold every LB step
         # back until the Service is ready (pulumi 3.272.0 runtime/resource.py,
         # register_resource -> prepare_resource awaits all props).
-        services = virtual_services(settings, settings.node_port, node)
-        conf = render_keepalived(settings, settings.node_port, node)
         # Facts a policy needs, as the component's own props.
-        facts: dict[str, Any] = {
-            "forwardingMethod": FORWARDING_METHOD,
-            "preservesClientAddress": CLIENT_ADDRESS_PRESERVED,
-            "healthCheckSource": source,
-            # Every host of a pair checks from its own address: all are admitted.
-            "healthCheckSources": [str(a) for a in settings.check_sources],
-            "healthCheckType": "TCP",
-            "vip": str(settings.network.vip),
-            "virtualServices": services,
-        }
+        facts = host.facts()
         super().__init__(TYPE, name, facts, opts)
 
         connection = _connection(args)
-        user = node.ssh.user
+        user = host.node.ssh.user
         self.commands = {}
-        # packages and gateway wait for nothing in Kubernetes; the cut-over
-        # also waits for the Workload (args.cutover_after).
-        for step in steps(settings, settings.node_port, node):
+        # The step graph as the host declares it; packages and gateway wait
+        # for nothing in Kubernetes, the cut-over also waits for the Workload
+        # (args.cutover_after).
+        for step in host.steps:
             after: list[pulumi.Resource] = [self.commands[d] for d in step.depends_on]
             if step.name in CUTOVER_STEPS:
                 after += list(args.cutover_after)
-            stdin = conf if step.stdin_artifact == KEEPALIVED_CONF else None
+            stdin = host.stdin(step)
             command = step.command(user)
             self.commands[step.name] = remote.Command(
                 f"{name}-{step.name}",
@@ -159,15 +143,15 @@ class LoadBalancerHost(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions(parent=self, depends_on=after),
             )
 
-        self.keepalived_conf = pulumi.Output.from_input(conf)
-        self.virtual_services = pulumi.Output.from_input(services)
-        self.health_check_source = pulumi.Output.from_input(source)
+        self.keepalived_conf = pulumi.Output.from_input(host.keepalived_conf)
+        self.virtual_services = pulumi.Output.from_input(host.virtual_services())
+        self.health_check_source = pulumi.Output.from_input(host.check_source)
         self.forwarding_method = pulumi.Output.from_input(FORWARDING_METHOD)
         self.preserves_client_address = pulumi.Output.from_input(CLIENT_ADDRESS_PRESERVED)
         self.register_outputs(
             {
                 **facts,
-                "keepalivedConf": conf,
+                "keepalivedConf": host.keepalived_conf,
                 "commands": list(self.commands),
             }
         )

@@ -13,12 +13,13 @@ gateway. The same facts Prometheus gets from the LB's exporters (README).
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from keepsource import facts
-from keepsource.render.keepalived import VirtualService, pools
+from keepsource.host import lb_host
+from keepsource.render.keepalived import VirtualService
 from keepsource.settings import Settings
 
 #: Markers between the command's parts in its output.
@@ -62,7 +63,7 @@ def read_host(name: str, run: Callable[[str], tuple[int, str]]) -> HostState:
     return HostState(name, True, state, frozenset(addrs), table)
 
 
-def rows(vss: list[VirtualService], host: HostState) -> list[list[str]]:
+def rows(vss: Sequence[VirtualService], host: HostState) -> list[list[str]]:
     """One row per configured real server of each pool, as this host serves it."""
     out = []
     for vs in vss:
@@ -110,7 +111,7 @@ def report(settings: Settings, states: dict[str, HostState]) -> tuple[str, bool]
             ok = False
             continue
         text.append(f"{node.name}: keepalived {st.keepalived}, {holds} {vip}")
-        vss = pools(settings, None, node)
+        vss = lb_host(settings, node).pools
         body = rows(vss, st)
         text.append(table(body))
         if node.name in holders:

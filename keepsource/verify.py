@@ -20,8 +20,9 @@ from pathlib import Path
 
 from keepsource import facts
 from keepsource.connection import INSECURE_WARNING, lb_connection, read_host_key_file, ssh_options
+from keepsource.host import LbHost, lb_host
 from keepsource.render import gateway, metrics
-from keepsource.render.keepalived import RealServer, VirtualService, pools, render_keepalived
+from keepsource.render.keepalived import RealServer, VirtualService
 from keepsource.render.scripts import LB_NAME, PACKAGES, STATE_DIR, STEP_NAMES, step_urn
 from keepsource.settings import Settings
 from keepsource.settings.model import LbNode
@@ -261,7 +262,7 @@ def lb_checks(
             lost.append(command)
         return rc, out
 
-    checks = _lb_checks(settings, watched, settle_s, node)
+    checks = _lb_checks(lb_host(settings, node), watched, settle_s)
     if lost:
         # A check whose command got no answer was not made: none of them may
         # pass on an empty answer. Only the failures stand, and the loss.
@@ -279,7 +280,8 @@ def lb_checks(
     return [replace(c, name=f"{node.name}: {c.name}", lb=node.name) for c in checks]
 
 
-def _lb_checks(settings: Settings, lb: Runner, settle_s: float, node: LbNode) -> list[Check]:
+def _lb_checks(host: LbHost, lb: Runner, settle_s: float) -> list[Check]:
+    settings = host.settings
     rc, out = lb("echo keepsource-reachable")
     if rc != 0:
         # An LB that cannot be reached is a failure, never a pass by default.
@@ -304,8 +306,7 @@ def _lb_checks(settings: Settings, lb: Runner, settle_s: float, node: LbNode) ->
             ("cutover",),
         )
     )
-    conf = render_keepalived(settings, settings.node_port, node)
-    conf_sha = hashlib.sha256(conf.encode()).hexdigest()
+    conf_sha = hashlib.sha256(host.keepalived_conf.encode()).hexdigest()
     live = state(
         f"sha256sum < {KEEPALIVED_CONF_PATH} 2>/dev/null | cut -d ' ' -f 1; "
         f"cat {STATE_DIR}/keepalived.loaded 2>/dev/null || echo none"
@@ -344,7 +345,7 @@ def _lb_checks(settings: Settings, lb: Runner, settle_s: float, node: LbNode) ->
     mangle = state("iptables-save -t mangle").splitlines()
     switch = [
         line
-        for line in gateway.render_switch_rules(settings, settings.node_port).splitlines()
+        for line in gateway.render_switch_rules(host.pools).splitlines()
         if line.startswith("-A ")
     ]
     missing = [line for line in switch if line not in mangle]
@@ -356,11 +357,12 @@ def _lb_checks(settings: Settings, lb: Runner, settle_s: float, node: LbNode) ->
             ("cutover",),
         )
     )
-    return checks + _serving_checks(settings, lb, settle_s, node)
+    return checks + _serving_checks(host, lb, settle_s)
 
 
-def _serving_checks(settings: Settings, lb: Runner, settle_s: float, node: LbNode) -> list[Check]:
+def _serving_checks(host: LbHost, lb: Runner, settle_s: float) -> list[Check]:
     """The exporter (with metrics) and every pool: exactly its healthy real servers."""
+    settings, node = host.settings, host.node
     checks: list[Check] = []
 
     def state(command: str) -> str:
@@ -379,7 +381,7 @@ def _serving_checks(settings: Settings, lb: Runner, settle_s: float, node: LbNod
                 ("metrics",),
             )
         )
-    for vs in pools(settings, settings.node_port, node):
+    for vs in host.pools:
         healthy, table = _pool(vs, lb, settle_s)
         what = (
             f"{vs.vip}:{vs.port}"

@@ -21,9 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from keepsource import facts
+from keepsource.host import lb_host
 from keepsource.render import gateway
-from keepsource.render.keepalived import pools
-from keepsource.render.scripts import steps as lb_steps
 from keepsource.stackfile import PROJECT_ROOT
 from keepsource.verify import runner_for
 from lab import forge, guest, hosts, paths, plan, run
@@ -238,7 +237,7 @@ def forged_sync(p: run.Plan, node: Any) -> tuple[bool, str]:
         return False, f"VIP on {holders}: no one master"
     master = next(g for g in p.guests if g.name == holders[0])
     backup = next(g for g in p.guests if g.name != master.name)
-    fwmark = next(vs.fwmark for vs in pools(s) if vs.port == s.node_port)
+    fwmark = next(vs.fwmark for vs in lb_host(s).pools if vs.port == s.node_port)
     vip, port = str(s.network.vip), s.node_port
     real = f"{p.workers[-1].address}:{port}"
     forged_client, control_client = "192.168.0.98:40001", "192.168.0.99:40002"
@@ -508,7 +507,7 @@ def scenario_rows(p: run.Plan) -> int:
 
 def _step_names(p: run.Plan) -> tuple[str, ...]:
     """The steps the program declares for each host of ``p``'s stack."""
-    return tuple(st.name for st in lb_steps(p.settings))
+    return tuple(st.name for st in lb_host(p.settings).steps)
 
 
 def metrics_saw(p: run.Plan, failover: dict[str, Any]) -> tuple[bool, str]:

@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from keepsource import facts
+from keepsource.host import lb_host
 from keepsource.render import kube as render
 from keepsource.settings import Settings
 from keepsource.settings.services import Exposed
@@ -101,8 +102,6 @@ def switch(single: Plan) -> Plan:
 
 def pool_members(plan_: Plan) -> dict[str, set[str]]:
     """Each service port's IPVS real servers (their addresses) on the guest, by pool name."""
-    from keepsource.render.keepalived import pools
-
     fact = facts.IPVS_TABLE
     done = guest.ssh(fact.command, lb=plan_.guests[0])
     if done.returncode != 0:
@@ -112,7 +111,7 @@ def pool_members(plan_: Plan) -> dict[str, set[str]]:
     table = fact.parse(done.stdout)
     return {
         vs.name: {r.address.rsplit(":", 1)[0] for r in table.get(f"FWM {vs.fwmark}", [])}
-        for vs in pools(plan_.settings, plan_.settings.node_port)
+        for vs in lb_host(plan_.settings).pools
     }
 
 
@@ -180,8 +179,6 @@ def scrape(plan_: Plan, ns: str) -> tuple[int, str]:
 
 def metric_pools(plan_: Plan, text: str) -> dict[str, set[str]]:
     """Each pool's real servers (addresses) as the node exporter's IPVS metrics show them."""
-    from keepsource.render.keepalived import pools
-
     by_mark: dict[int, set[str]] = {}
     for line in text.splitlines():
         m = _BACKEND.match(line)
@@ -191,7 +188,7 @@ def metric_pools(plan_: Plan, text: str) -> dict[str, set[str]]:
             if mark:  # decimal as node_exporter prints it; hex as /proc/net/ip_vs does
                 value = int(mark) if mark.isdigit() else int(mark, 16)
                 by_mark.setdefault(value, set()).add(labels["remote_address"])
-    return {vs.name: by_mark.get(vs.fwmark, set()) for vs in pools(plan_.settings)}
+    return {vs.name: by_mark.get(vs.fwmark, set()) for vs in lb_host(plan_.settings).pools}
 
 
 def _holds(got: dict[str, set[str]], want: dict[str, set[str]]) -> bool:

@@ -11,8 +11,9 @@ import pytest
 import yaml
 
 from keepsource.artifacts import artifacts
+from keepsource.host import lb_host
 from keepsource.render import gateway, kube
-from keepsource.render.keepalived import FWMARK_BASE, HEADER, check_budget, render_keepalived
+from keepsource.render.keepalived import FWMARK_BASE, HEADER, check_budget
 from keepsource.settings import HealthCheck, Settings
 from keepsource.stackfile import load, load_config
 from tests.conftest import ALL_STACKS, require_tool
@@ -74,7 +75,7 @@ def test_a_pairs_keepalived_check_can_fail(tmp_path: Path) -> None:
 def test_keepalived_check_does_reject_a_bad_keyword(tmp_path: Path) -> None:
     """The check above can fail: the seed's ng_get_retry is refused."""
     tool = require_tool("keepalived")
-    conf = render_keepalived(load("dev"), 30080).replace(" retry 1\n", " ng_get_retry 1\n", 1)
+    conf = lb_host(load("dev")).keepalived_conf.replace(" retry 1\n", " ng_get_retry 1\n", 1)
     path = tmp_path / "bad.conf"
     path.write_text(conf)
     done = subprocess.run(
@@ -220,12 +221,12 @@ def test_manifests_express_the_fix(stack: str) -> None:
 def test_keepalived_conf_routes_vip_to_the_nodes(stack: str) -> None:
     s = load(stack)
     for node in s.lb_nodes:
-        _routes_vip_to_the_nodes(s, render_keepalived(s, s.node_port, node), node.check_source)
+        _routes_vip_to_the_nodes(s, lb_host(s, node).keepalived_conf, node.check_source)
 
 
 def _routes_vip_to_the_nodes(s: Settings, conf: str, check_source: object) -> None:
     vip = s.network.vip
-    switch = gateway.render_switch_rules(s, s.node_port)
+    switch = gateway.render_switch_rules(lb_host(s).pools)
     # Each VIP:port/protocol is marked for exactly one fwmark virtual server,
     # in the order of the services (the seed's layout: apiserver, workload).
     pools = [(ex, p) for ex in s.exposed for p in ex.ports]
@@ -298,11 +299,9 @@ def _haproxy_others(tmp_path: Path, script: str, ss_output: str) -> list[str]:
 
 
 def test_the_cutover_names_haproxys_listeners_it_does_not_take_over(tmp_path: Path) -> None:
-    from keepsource.render.scripts import cutover_script
 
     s = load("local")
-    conf = render_keepalived(s, s.node_port)
-    script = cutover_script(s, s.node_port, conf)
+    script = lb_host(s).step("cutover").script
     assert "stop_haproxy=no" in script.splitlines()
     others = _haproxy_others(tmp_path, script, _SS)
     # VIP:6443 and VIP:30080 are taken over; sshd is not HAProxy's.
@@ -317,13 +316,12 @@ def test_the_cutover_names_haproxys_listeners_it_does_not_take_over(tmp_path: Pa
 
 
 def test_takeover_haproxy_lets_the_cutover_stop_it() -> None:
-    from keepsource.render.scripts import cutover_script
     from keepsource.settings import parse
 
     cfg = load_config("local")
     cfg["keepsource:lb"]["takeOver"] = ["haproxy"]
     s = parse(cfg)
-    script = cutover_script(s, s.node_port, render_keepalived(s, s.node_port))
+    script = lb_host(s).step("cutover").script
     assert "stop_haproxy=yes" in script.splitlines()
 
 

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from keepsource.render.scripts import ARG_MAX_ONE, INLINE_MAX, Step, steps
+from keepsource.host import lb_host
+from keepsource.render.scripts import ARG_MAX_ONE, INLINE_MAX, Step
 from keepsource.settings import ConfigError, parse
 from keepsource.stackfile import load_config
 
@@ -62,7 +63,7 @@ def test_the_stacks_scripts_stay_readable() -> None:
     """Every shipped stack's steps travel as plain text (reviewable in preview)."""
     s = parse(load_config("local-services"))
     for node in s.lb_nodes:
-        for step in steps(s, None, node):
+        for step in lb_host(s, node).steps:
             assert step.script in _unquote(step.command(node.ssh.user))
 
 
@@ -84,7 +85,7 @@ def test_thousands_of_workers_fit_and_the_cutover_runs_its_first_lines() -> None
     and the compressed cut-over unpacks, with the real base64 and gzip, to
     exactly its script (run here it would stop this machine's HAProxy: not run)."""
     s = parse(_workers(3600))
-    cutover = next(st for st in steps(s) if st.name == "cutover")
+    cutover = next(st for st in lb_host(s).steps if st.name == "cutover")
     assert len(cutover.script.encode()) > ARG_MAX_ONE  # inline it could not travel
     command = cutover.command("root")
     assert len(command.encode()) < ARG_MAX_ONE

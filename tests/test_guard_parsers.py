@@ -12,6 +12,7 @@ from guard.proxies import socat as proxy_socat
 from guard.proxies import traefik as proxy_traefik
 from guard.proxies.base import Backend, ConfigError, split_hostport
 
+from keepsource.host import lb_host
 from lab.image import SEED_HAPROXY
 
 
@@ -397,13 +398,12 @@ def test_keepalived_bad_config() -> None:
 
 
 def test_keepalived_parses_keepsources_own_config() -> None:
-    from keepsource.render.keepalived import render_keepalived
     from keepsource.settings import Settings
     from keepsource.stackfile import load_config
 
     raw = {k.split(":", 1)[1]: v for k, v in load_config("dev").items()}
     settings = Settings.model_validate(raw)
-    hops = proxy_keepalived.parse(render_keepalived(settings, 30080))
+    hops = proxy_keepalived.parse(lb_host(settings).keepalived_conf)
     assert {h.mode for h in hops} == {"preserving"}
     assert any(Backend("172.16.0.11", 30080) in h.backends for h in hops)
 

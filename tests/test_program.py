@@ -19,9 +19,8 @@ from pulumi.runtime import rpc
 
 import mockrun
 from keepsource.artifacts import artifacts
+from keepsource.host import lb_host
 from keepsource.render import kube
-from keepsource.render.keepalived import render_keepalived
-from keepsource.render.scripts import steps
 from keepsource.settings import ConfigError
 from keepsource.stackfile import PROJECT_ROOT, load, load_config
 from tests.conftest import ALL_STACKS, dev_config
@@ -173,8 +172,8 @@ def test_commands_carry_the_rendered_steps(stack_run: tuple[str, mockrun.Run]) -
     s = load(stack)
     for node in s.lb_nodes:
         cmds = _commands(run, node.name)
-        conf = render_keepalived(s, s.node_port, node)
-        for step in steps(s, s.node_port, node):
+        conf = lb_host(s, node).keepalived_conf
+        for step in lb_host(s, node).steps:
             r = cmds[step.name]
             assert r.inputs["create"] == step.command(node.ssh.user)
             assert r.inputs["update"] == r.inputs["create"]
@@ -193,10 +192,10 @@ def test_exports(stack_run: tuple[str, mockrun.Run]) -> None:
         assert run.exports["vipUrl"] == f"http://{s.network.vip}:{s.node_port}/"
     if s.is_pair:
         assert run.exports["keepalivedConf"] == {
-            n.name: render_keepalived(s, s.node_port, n) for n in s.lb_nodes
+            n.name: lb_host(s, n).keepalived_conf for n in s.lb_nodes
         }
     else:
-        assert run.exports["keepalivedConf"] == render_keepalived(s, s.node_port)
+        assert run.exports["keepalivedConf"] == lb_host(s).keepalived_conf
     checks = [f"{n.check_source}/32" for n in s.lb_nodes]
     services = _ints(run.exports["virtualServices"])
     if s.services is None:

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from keepsource.artifacts import artifacts
-from keepsource.render.keepalived import pools, render_keepalived
+from keepsource.host import lb_host
 from keepsource.settings import ConfigError, parse
 from keepsource.settings.services import dns_query_payload
 from keepsource.stackfile import load_config
@@ -67,7 +67,7 @@ def test_the_seed_layout_as_a_list_renders_the_same(stack: str) -> None:
         if name.startswith("steps/"):
             continue  # scripts carry the config's digest, equal only byte for byte
         assert after[name] == before[name], name
-    assert render_keepalived(listed) == render_keepalived(legacy)
+    assert lb_host(listed).keepalived_conf == lb_host(legacy).keepalived_conf
     if legacy.verify is not None:  # verify's section moves as it is: the same client checks
 
         def names(s: Any) -> list[tuple[str, bool]]:
@@ -82,7 +82,7 @@ def test_the_seed_layout_as_a_list_renders_the_same(stack: str) -> None:
 def test_the_three_services_stack() -> None:
     """web (TCP 30080, host01), dns (UDP 30053, host02), the apiserver."""
     s = parse(copy.deepcopy(load_config("local-services")))
-    vs = pools(s)
+    vs = lb_host(s).pools
     assert [(v.name, v.port, v.protocol, v.fwmark & 0xFF) for v in vs] == [
         ("apiserver", 6443, "TCP", 1),
         ("web", 30080, "TCP", 2),
@@ -90,7 +90,7 @@ def test_the_three_services_stack() -> None:
     ]
     assert [rs.address for rs in vs[0].real_servers] == ["172.16.0.1"]
     assert [rs.address for rs in vs[2].real_servers] == ["172.16.0.11", "172.16.0.12"]
-    conf = render_keepalived(s)
+    conf = lb_host(s).keepalived_conf
     assert conf.count("UDP_CHECK") == 2 and conf.count("require_reply") == 2
     assert conf.count("TCP_CHECK") == 3
 
@@ -99,7 +99,7 @@ def test_udp_checks_pass_keepalived(tmp_path: Path) -> None:
     """Debian's keepalived accepts the UDP pools as rendered (``-t``) and
     refuses a misspelt UDP_CHECK keyword (the check can fail)."""
     keepalived = require_tool("keepalived")
-    conf = render_keepalived(parse(copy.deepcopy(load_config("local-services"))))
+    conf = lb_host(parse(copy.deepcopy(load_config("local-services")))).keepalived_conf
     for text, ok in ((conf, True), (conf.replace("require_reply", "require_replyy"), False)):
         path = tmp_path / "keepalived.conf"
         path.write_text(text)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 
 from keepsource.facts import parse_ipvs_table
-from keepsource.render.keepalived import pools
+from keepsource.host import lb_host
 from keepsource.settings import parse
 from keepsource.stackfile import load_config
 from keepsource.status import COMMAND, read_host, report
@@ -49,7 +49,7 @@ def test_the_table_parses() -> None:
 
 def test_the_report_joins_pools_and_the_table() -> None:
     s = parse(copy.deepcopy(load_config("local-services")))
-    assert [v.fwmark for v in pools(s)] == [1802698753, 1802698754, 1802698755]
+    assert [v.fwmark for v in lb_host(s).pools] == [1802698753, 1802698754, 1802698755]
     run = _fake(f"@@ipvs\n{IPVSADM}@@keepalived\nactive\n@@addr\n{ADDR}")
     state = read_host("lb", run)
     assert run.seen == [COMMAND]  # type: ignore[attr-defined]

@@ -12,12 +12,11 @@ import pytest
 
 import mockrun
 from keepsource.facts import parse_ipvs
+from keepsource.host import lb_host
 from keepsource.render import gateway
 from keepsource.render.keepalived import (
     APISERVER_FWMARK,
     WORKLOAD_FWMARK,
-    pools,
-    render_keepalived,
 )
 from keepsource.render.scripts import LB_NAME, LB_TYPE, STEP_NAMES, step_urn
 from keepsource.stackfile import load
@@ -68,9 +67,7 @@ SWITCH = """\
 -A KEEPSOURCE-SWITCH -d 192.168.0.1/32 -p tcp -m tcp --dport 6443 -j MARK --set-xmark 0x6b730001/0xffffffff
 -A KEEPSOURCE-SWITCH -d 192.168.0.1/32 -p tcp -m tcp --dport 30080 -j MARK --set-xmark 0x6b730002/0xffffffff
 """
-CONF_SHA = hashlib.sha256(
-    render_keepalived(load("local"), load("local").node_port).encode()
-).hexdigest()
+CONF_SHA = hashlib.sha256(lb_host(load("local")).keepalived_conf.encode()).hexdigest()
 GOOD = {
     "echo keepsource-reachable": "",
     # dpkg-query prints in its own order, not the arguments'
@@ -229,7 +226,7 @@ def test_a_pair_says_which_host_holds_the_vips() -> None:
 def test_a_pairs_checks_and_repairs_name_the_host() -> None:
     s = load("local-ha")
     lb2 = s.lb_nodes[1]
-    conf_sha = hashlib.sha256(render_keepalived(s, s.node_port, lb2).encode()).hexdigest()
+    conf_sha = hashlib.sha256(lb_host(s, lb2).keepalived_conf.encode()).hexdigest()
     answers = {
         **GOOD,
         "sha256sum < /etc/keepalived/keepalived.conf": f"{conf_sha}\n{conf_sha}",
@@ -259,8 +256,8 @@ def test_a_checks_line_never_passes_escape_sequences_to_the_terminal() -> None:
 
 def _services_lb() -> dict[str, str]:
     s = load("local-services")
-    vss = pools(s, s.node_port)
-    conf = hashlib.sha256(render_keepalived(s, s.node_port).encode()).hexdigest()
+    vss = lb_host(s).pools
+    conf = hashlib.sha256(lb_host(s).keepalived_conf.encode()).hexdigest()
     table = "\n".join(
         f"FWM  {vs.fwmark} rr\n"
         + "".join(f"  -> {rs.address}:{rs.port}  Masq 1 0 0\n" for rs in vs.real_servers[:1])
@@ -271,7 +268,7 @@ def _services_lb() -> dict[str, str]:
     )
     switch = "\n".join(
         line
-        for line in gateway.render_switch_rules(s, s.node_port).splitlines()
+        for line in gateway.render_switch_rules(lb_host(s).pools).splitlines()
         if line.startswith("-A ")
     )
     return {
@@ -306,7 +303,7 @@ def test_every_services_pool_is_checked_with_its_protocols_probe() -> None:
     assert "172.16.0.250 172.16.0.11 30053" in probes  # UDP: perl bound to it
     # One worker of the DNS pool out of IPVS while its check answers: that pool fails, alone.
     broken = {**answers, "ipvsadm -Ln": answers["ipvsadm -Ln"] + "up "
-              f"{pools(s)[2].fwmark} 172.16.0.12:30053\n"}  # fmt: skip
+              f"{lb_host(s).pools[2].fwmark} 172.16.0.12:30053\n"}  # fmt: skip
     failed = [c.name for c in lb_checks(s, _lb(broken), settle_s=0.5) if not c.ok]
     assert failed == ["IPVS 192.168.0.1:30053/udp (dns) holds exactly the healthy workers"]
     # The exporter listening on every address (not only the internal one) fails, named.

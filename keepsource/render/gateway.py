@@ -30,7 +30,9 @@ saves the host's live rule set.
 
 from __future__ import annotations
 
-from keepsource.render.keepalived import FWMARK_BASE, pools
+from collections.abc import Sequence
+
+from keepsource.render.keepalived import FWMARK_BASE, VirtualService
 from keepsource.settings import Settings
 
 CHAIN = "KEEPSOURCE-POSTROUTING"
@@ -138,15 +140,16 @@ def _pair_rules(settings: Settings) -> list[str]:
     ]
 
 
-def render_switch_rules(settings: Settings, node_port: int | None = None) -> str:
-    """The mangle fragment that hands VIP:port to IPVS (the cut-over's switch)."""
+def render_switch_rules(services: Sequence[VirtualService]) -> str:
+    """The mangle fragment that hands VIP:port to IPVS (the cut-over's switch),
+    for an LB host's pools."""
     lines = [
         "# Managed by keepsource: the cut-over's switch. Each rule marks one VIP:port",
         "# for keepalived's fwmark virtual server; without it HAProxy (if any) serves.",
         "*mangle",
         f":{SWITCH_CHAIN} - [0:0]",
     ]
-    for vs in pools(settings, node_port):
+    for vs in services:
         lines.append(
             f"-A {SWITCH_CHAIN} -d {vs.vip}/32 -p {vs.protocol.lower()} -m {vs.protocol.lower()}"
             f" --dport {vs.port}"

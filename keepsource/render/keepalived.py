@@ -22,6 +22,7 @@ budget. The rendered file repeats the numbers for its own settings.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from keepsource.render.metrics import VRRP_FIFO_PATH, VRRP_NOTIFY_PATH
@@ -114,21 +115,17 @@ class VirtualService:
         }
 
 
-def pools(
-    settings: Settings, node_port: int | None = None, node: LbNode | None = None
-) -> list[VirtualService]:
+def pools(settings: Settings, node: LbNode | None = None) -> list[VirtualService]:
     """The virtual services, one per exposed port (the apiserver's, then the
     workload's in the seed's layout), as checked from ``node`` (an LB host; by
-    default the only one). ``node_port`` is the seed's workload port (default:
-    the config's)."""
+    default the only one). Read them from :class:`keepsource.host.LbHost`,
+    which computes them once per host."""
     vip = str(settings.network.vip)
     source = str((node or settings.lb_nodes[0]).check_source)
     found: list[VirtualService] = []
     for ex in settings.exposed:
         for port in ex.ports:
             backend = port.backend_port
-            if ex.legacy and node_port is not None:
-                backend = node_port
             found.append(
                 VirtualService(
                     ex.pool_name(port),
@@ -144,13 +141,6 @@ def pools(
                 )
             )
     return found
-
-
-def virtual_services(
-    settings: Settings, node_port: int | None = None, node: LbNode | None = None
-) -> list[dict[str, object]]:
-    """The virtual services as plain facts (camelCase, as a policy sees them)."""
-    return [vs.facts() for vs in pools(settings, node_port, node)]
 
 
 #: VRRP instance names of a pair (README, "An LB pair").
@@ -211,12 +201,9 @@ def _num(value: float) -> str:
     return f"{value:g}"
 
 
-def render_keepalived(
-    settings: Settings, node_port: int | None = None, node: LbNode | None = None
-) -> str:
-    """The whole /etc/keepalived/keepalived.conf of an LB host (by default the
-    only one)."""
-    node = node or settings.lb_nodes[0]
+def render_keepalived(settings: Settings, node: LbNode, services: Sequence[VirtualService]) -> str:
+    """The whole /etc/keepalived/keepalived.conf of the LB host ``node`` with
+    its ``services`` (called once per host, by :func:`keepsource.host.lb_host`)."""
     hc = settings.health_check
     budget = check_budget(hc)
     lines = [
@@ -256,7 +243,7 @@ def render_keepalived(
     lines.append("}")
     if settings.is_pair:
         lines += _vrrp(settings, node)
-    for vs in pools(settings, node_port, node):
+    for vs in services:
         lines += _virtual_server(vs, hc)
     return "\n".join(lines) + "\n"
 

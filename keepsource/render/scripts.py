@@ -13,12 +13,13 @@ import base64
 import gzip
 import hashlib
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 
 from keepsource.render import gateway, metrics
-from keepsource.render.keepalived import HEADER, pools, render_keepalived
-from keepsource.settings import NAMESPACE, Fault, Settings
+from keepsource.render.keepalived import HEADER, VirtualService
+from keepsource.settings import Settings
 from keepsource.settings.model import SINGLE_LB_NAME, LbNode
 from keepsource.transport import as_root
 
@@ -183,10 +184,8 @@ def keepalived_config_script(settings: Settings, conf: str, node: LbNode | None 
 
 
 def cutover_script(
-    settings: Settings, node_port: int | None, conf: str, node: LbNode | None = None
+    settings: Settings, node: LbNode, services: Sequence[VirtualService], conf: str
 ) -> str:
-    node = node or settings.lb_nodes[0]
-    services = pools(settings, node_port, node)
     by_pool = [f"{vs.fwmark} {vs.name} {vs.vip} {vs.port} {vs.protocol.lower()}" for vs in services]
     real = [
         f"{vs.fwmark} {rs.address} {rs.port} {rs.name}" for vs in services for rs in vs.real_servers
@@ -206,7 +205,7 @@ def cutover_script(
             "__KS_CHECK_SOURCE__": str(node.check_source),
             "__KS_POOLS__": "\n".join(by_pool),
             "__KS_REAL_SERVERS__": "\n".join(real),
-            "__KS_SWITCH__": gateway.render_switch_rules(settings, node_port).rstrip("\n"),
+            "__KS_SWITCH__": gateway.render_switch_rules(services).rstrip("\n"),
             "__KS_SS_FILTER__": ports,
             "__KS_STOP_HAPROXY__": "yes" if HAPROXY in settings.lb.take_over else "no",
             "__KS_VIP__": str(settings.network.vip),
@@ -321,9 +320,10 @@ def host_steps(settings: Settings, node: LbNode | None = None) -> list[Step]:
     ]
 
 
-def service_steps(settings: Settings, node_port: int, node: LbNode | None = None) -> list[Step]:
-    """The steps that follow the Service's nodePort (and wait for the Workload)."""
-    conf = render_keepalived(settings, node_port, node)
+def service_steps(
+    settings: Settings, node: LbNode, services: Sequence[VirtualService], conf: str
+) -> list[Step]:
+    """The steps that load the pools (the cut-over waits for the Workload)."""
     return [
         Step(
             "keepalived-config",
@@ -336,7 +336,7 @@ def service_steps(settings: Settings, node_port: int, node: LbNode | None = None
         ),
         Step(
             "cutover",
-            cutover_script(settings, node_port, conf, node),
+            cutover_script(settings, node, services, conf),
             None,
             ("keepalived-config", "gateway"),
             "keepalived up beside HAProxy, wait for healthy pools, switch the VIP to IPVS,"
@@ -366,34 +366,9 @@ def step_urn(stack: str, step: str, lb: str = LB_NAME) -> str:
 
 
 def steps(
-    settings: Settings, node_port: int | None = None, node: LbNode | None = None
+    settings: Settings, node: LbNode, services: Sequence[VirtualService], conf: str
 ) -> list[Step]:
-    """An LB host's steps in apply order (by default the only host's)."""
-    port = settings.node_port if node_port is None else node_port
-    return [*host_steps(settings, node), *service_steps(settings, port, node)]
-
-
-def oversize_faults(settings: Settings) -> list[Fault]:
-    """A step whose command would not fit in one argument even compressed:
-    one fault naming the list that makes it big (checked when parsing, before
-    any resource is declared). Under a thousand real servers every script fits
-    inline (measured: 1,000 workers make a 50 KiB cut-over), so nothing is
-    rendered then."""
-    real_servers = sum(len(vs.real_servers) for vs in pools(settings, settings.node_port))
-    if real_servers < 1000:
-        return []
-    key = f"{NAMESPACE}:services" if settings.services is not None else f"{NAMESPACE}:workers"
-    for node in settings.lb_nodes:
-        for step in steps(settings, None, node):
-            size = len(step.command(node.ssh.user).encode())
-            if size >= ARG_MAX_ONE:
-                return [
-                    Fault(
-                        key,
-                        f"{real_servers} real servers make the LB's {step.name} command "
-                        f"{size // 1024} KiB even compressed; one SSH command holds at most "
-                        f"{ARG_MAX_ONE // 1024} KiB (Linux's MAX_ARG_STRLEN): fewer workers per "
-                        "LB stack, or the services split across LB stacks",
-                    )
-                ]
-    return []
+    """An LB host's steps in apply order, each with the steps it waits for:
+    the one declaration of the step graph (read through
+    :class:`keepsource.host.LbHost`)."""
+    return [*host_steps(settings, node), *service_steps(settings, node, services, conf)]

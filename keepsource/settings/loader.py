@@ -300,7 +300,7 @@ def parse(config: Mapping[str, Any], secret_keys: Iterable[str] = ()) -> Setting
     if not faults:
         # What the settings make on the LB must fit, too (rendered: imported
         # here, as the renderers import the settings).
-        from keepsource.render.scripts import oversize_faults
+        from keepsource.host import oversize_faults
 
         faults += oversize_faults(settings)
     if faults:

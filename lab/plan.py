@@ -1,6 +1,9 @@
 """The lab's one address plan: which LB guests run, with which addresses.
 
-Pure (no root, no QEMU): read from the stack files, never typed twice.
+Pure (no root, no QEMU): read from the stack files through keepsource's
+settings model (the validation the program runs), never typed twice; the lab
+adds only what its guests can boot (the seed's addresses, two hosts named lbN,
+the image's interface names).
 
 * single layout (``lab/lab up``): one guest ``lb`` from ``Pulumi.local.yaml``:
   the VIP on ``lbext`` and the nodes' gateway on ``lbint`` (the seed's LB);
@@ -23,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from keepsource.stackfile import PROJECT_ROOT, load_config
+from keepsource.settings import ConfigError, Settings, parse
+from keepsource.stackfile import PROJECT_ROOT, load, load_config
 from lab import paths
 
 SINGLE = "single"
@@ -31,10 +35,7 @@ PAIR = "pair"
 #: The single guest with the many-services stack (issue 18): web, DNS, the apiserver.
 SERVICES = "services"
 LAYOUT_STACKS = {SINGLE: "local", PAIR: "local-ha", SERVICES: "local-services"}
-#: Where the pair's stack file is. The lead moves it to the project root once
-#: the settings model reads ``lb.hosts``: then this becomes ``PROJECT_ROOT``.
-HA_STACK_ROOT = PROJECT_ROOT
-STACK_ROOTS = {SINGLE: PROJECT_ROOT, PAIR: HA_STACK_ROOT, SERVICES: PROJECT_ROOT}
+STACK_ROOTS = {SINGLE: PROJECT_ROOT, PAIR: PROJECT_ROOT, SERVICES: PROJECT_ROOT}
 
 #: The image names the guest's NICs by MAC (.link files list every guest's MAC).
 EXT_IF, INT_IF = "lbext", "lbint"
@@ -143,26 +144,14 @@ def kernel_cmdline(guest: Guest) -> str:
     return " ".join(words)
 
 
-def _dig(value: Any, parts: list[str], key: str) -> Any:
-    for part in parts:
-        if not isinstance(value, dict) or part not in value:
-            raise SystemExit(f"lab: keepsource:{key} is missing from the stack file")
-        value = value[part]
-    if value is None:
-        raise SystemExit(f"lab: keepsource:{key} is missing from the stack file")
-    return value
-
-
-def _get(config: dict[str, Any], key: str) -> Any:
-    """``network.vip`` -> ``config["keepsource:network"]["vip"]``; SystemExit naming the key."""
-    head, *rest = key.split(".")
-    if f"keepsource:{head}" not in config:
-        raise SystemExit(f"lab: keepsource:{key} is missing from the stack file")
-    return _dig(config[f"keepsource:{head}"], rest, key)
-
-
-def _check_seed(config: dict[str, Any], stack: str) -> None:
-    got = {key: str(_get(config, key)) for key in SEED_ADDRESSES}
+def _check_seed(s: Settings, stack: str) -> None:
+    n = s.network
+    got = {
+        "network.vip": str(n.vip),
+        "network.lbInternalAddress": str(n.lb_internal_address),
+        "network.externalSubnet": str(n.external_subnet),
+        "network.internalSubnet": str(n.internal_subnet),
+    }
     if got != SEED_ADDRESSES:
         raise SystemExit(
             f"lab: the guest image's seed HAProxy is built for {SEED_ADDRESSES}; "
@@ -170,111 +159,95 @@ def _check_seed(config: dict[str, Any], stack: str) -> None:
         )
 
 
-def _with_prefix(address: str, subnet: str, key: str) -> str:
-    net = ipaddress.ip_network(subnet)
-    try:
-        addr = ipaddress.ip_address(address)
-    except ValueError:
-        raise SystemExit(f"lab: keepsource:{key} {address!r} is not an address") from None
-    if addr not in net or addr in (net.network_address, net.broadcast_address):
-        raise SystemExit(f"lab: keepsource:{key} {address} is not a host address of {subnet}")
-    return f"{addr}/{net.prefixlen}"
+def _on(address: Any, subnet: Any) -> str:
+    """An address with its subnet's prefix (the settings checked it is a host of it)."""
+    return f"{address}/{ipaddress.ip_network(subnet).prefixlen}"
 
 
-def single_guests(config: dict[str, Any], stack: str = LAYOUT_STACKS[SINGLE]) -> list[Guest]:
+def single_guests(s: Settings, stack: str = LAYOUT_STACKS[SINGLE]) -> list[Guest]:
     """The seed's one LB: the VIP and the nodes' gateway on the guest."""
-    _check_seed(config, stack)
-    ext, inner = _get(config, "network.externalSubnet"), _get(config, "network.internalSubnet")
-    check = config["keepsource:network"].get("checkAddress")
-    checks = (_with_prefix(str(check), inner, "network.checkAddress"),) if check else ()
+    _check_seed(s, stack)
+    n = s.network
+    if s.lb.ssh is None:
+        raise SystemExit(f"lab: stack {stack} has no keepsource:lb.ssh (the single layout's)")
+    checks = (_on(n.check_address, n.internal_subnet),) if n.check_address else ()
     return [
         Guest(
             name="lb",
             index=0,
-            ssh_port=int(_get(config, "lb.ssh.port")),
-            external=(_with_prefix(str(_get(config, "network.vip")), ext, "network.vip"),),
-            internal=(
-                _with_prefix(
-                    str(_get(config, "network.lbInternalAddress")),
-                    inner,
-                    "network.lbInternalAddress",
-                ),
-                *checks,
-            ),
+            ssh_port=s.lb.ssh.port,
+            external=(_on(n.vip, n.external_subnet),),
+            internal=(_on(n.lb_internal_address, n.internal_subnet), *checks),
             haproxy=True,
         )
     ]
 
 
-def pair_guests(config: dict[str, Any]) -> list[Guest]:
-    """``lb.hosts`` of the pair; the first host holds the VIP and the gateway
-    statically (the seed's fault state), the others only their own addresses."""
-    _check_seed(config, LAYOUT_STACKS[PAIR])
-    hosts = _get(config, "lb.hosts")
-    if not isinstance(hosts, list) or len(hosts) != GUESTS_MAX:
-        raise SystemExit(f"lab: keepsource:lb.hosts must list exactly {GUESTS_MAX} hosts")
-    ext, inner = _get(config, "network.externalSubnet"), _get(config, "network.internalSubnet")
-    vip = _with_prefix(str(_get(config, "network.vip")), ext, "network.vip")
-    gateway = _with_prefix(
-        str(_get(config, "network.lbInternalAddress")), inner, "network.lbInternalAddress"
-    )
-    guests: list[Guest] = []
-    for i, host in enumerate(hosts):
-        key = f"lb.hosts[{i}]"
-        if not isinstance(host, dict):
-            raise SystemExit(f"lab: keepsource:{key} must be a mapping")
-
-        def field(name: str, host: dict[str, Any] = host, key: str = key) -> Any:
-            return _dig(host, name.split("."), f"{key}.{name}")
-
-        name = str(field("name"))
-        if not re.fullmatch(r"lb[0-9]", name):
-            raise SystemExit(f"lab: keepsource:{key}.name {name!r}: the lab's guests are lbN")
-        for iface, want in (("externalInterface", EXT_IF), ("internalInterface", INT_IF)):
-            if host.get(iface, want) != want:
-                raise SystemExit(
-                    f"lab: keepsource:{key}.{iface} must be {want} (the image names its NICs)"
-                )
-        own_ext = _with_prefix(str(field("externalAddress")), ext, f"{key}.externalAddress")
-        own_int = _with_prefix(str(field("internalAddress")), inner, f"{key}.internalAddress")
-        if own_ext == vip or own_int == gateway:
-            raise SystemExit(f"lab: keepsource:{key}: its own addresses must not be the VIPs")
-        holder = i == 0
-        check = host.get("checkAddress")
-        checks = (_with_prefix(str(check), inner, f"{key}.checkAddress"),) if check else ()
-        guests.append(
-            Guest(
-                name=name,
-                index=i,
-                ssh_port=int(field("ssh.port")),
-                external=(own_ext, vip) if holder else (own_ext,),
-                internal=(own_int, gateway, *checks) if holder else (own_int, *checks),
-                haproxy=holder,
-            )
-        )
-    for attr, what in (
-        ("name", "names"),
-        ("ssh_port", "ssh ports"),
-        ("own_external", "external addresses"),
-        ("own_internal", "internal addresses"),
+def _pair_guest(s: Settings, i: int) -> Guest:
+    """``lb.hosts[i]`` as a guest; the first holds the VIP and the gateway
+    statically (the seed's fault state)."""
+    n, host, key = s.network, s.lb.hosts[i], f"lb.hosts[{i}]"
+    if not re.fullmatch(r"lb[0-9]", host.name):
+        raise SystemExit(f"lab: keepsource:{key}.name {host.name!r}: the lab's guests are lbN")
+    for iface, got, want in (
+        ("externalInterface", host.external_interface, EXT_IF),
+        ("internalInterface", host.internal_interface, INT_IF),
     ):
-        values = [getattr(g, attr) for g in guests]
-        if len(set(values)) != len(values):
-            raise SystemExit(f"lab: keepsource:lb.hosts: the hosts' {what} must differ")
+        if got != want:
+            raise SystemExit(
+                f"lab: keepsource:{key}.{iface} must be {want} (the image names its NICs)"
+            )
+    own_ext = _on(host.external_address, n.external_subnet)
+    own_int = _on(host.internal_address, n.internal_subnet)
+    vip, gateway = _on(n.vip, n.external_subnet), _on(n.lb_internal_address, n.internal_subnet)
+    checks = (_on(host.check_address, n.internal_subnet),) if host.check_address else ()
+    holder = i == 0
+    return Guest(
+        name=host.name,
+        index=i,
+        ssh_port=host.ssh.port,
+        external=(own_ext, vip) if holder else (own_ext,),
+        internal=(own_int, gateway, *checks) if holder else (own_int, *checks),
+        haproxy=holder,
+    )
+
+
+def pair_guests(s: Settings) -> list[Guest]:
+    """``lb.hosts`` of the pair (the settings made their addresses and SSH
+    endpoints distinct and inside the subnets)."""
+    _check_seed(s, LAYOUT_STACKS[PAIR])
+    if len(s.lb.hosts) != GUESTS_MAX:
+        raise SystemExit(f"lab: keepsource:lb.hosts must list exactly {GUESTS_MAX} hosts")
+    guests = [_pair_guest(s, i) for i in range(len(s.lb.hosts))]
+    if len({g.ssh_port for g in guests}) != len(guests):
+        raise SystemExit("lab: keepsource:lb.hosts: the hosts' ssh ports must differ")
     return guests
 
 
 def stack_config(layout: str) -> dict[str, Any]:
-    """The stack file's config of a layout (plain YAML, read as keepsource reads it)."""
+    """The stack file's config of a layout, as a mapping to change before
+    :func:`guests` reads it (tests, the lab's edited stacks)."""
     return load_config(LAYOUT_STACKS[layout], STACK_ROOTS[layout])
 
 
+def stack_settings(layout: str, config: dict[str, Any] | None = None) -> Settings:
+    """The layout's stack (or ``config``) through keepsource's settings model;
+    a bad one stops the lab with the settings' own error, naming each key."""
+    stack = LAYOUT_STACKS[layout]
+    try:
+        return load(stack, STACK_ROOTS[layout]) if config is None else parse(config)
+    except ConfigError as error:
+        raise SystemExit(f"lab: stack {stack}: {error}") from None
+
+
 def guests(layout: str, config: dict[str, Any] | None = None) -> list[Guest]:
-    config = stack_config(layout) if config is None else config
+    if layout not in LAYOUT_STACKS:
+        raise SystemExit(f"lab: no layout {layout!r} (single, pair or services)")
+    s = stack_settings(layout, config)
     if layout == SINGLE:
-        return single_guests(config)
+        return single_guests(s)
     if layout == PAIR:
-        return pair_guests(config)
+        return pair_guests(s)
     if layout == SERVICES:
-        return single_guests(config, LAYOUT_STACKS[SERVICES])
+        return single_guests(s, LAYOUT_STACKS[SERVICES])
     raise SystemExit(f"lab: no layout {layout!r} (single, pair or services)")

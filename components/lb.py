@@ -9,7 +9,7 @@ from typing import Any
 
 import pulumi
 
-from keepsource.connection import lb_connection
+from keepsource.connection import Hop, lb_connection
 from keepsource.host import lb_host
 from keepsource.render.keepalived import CLIENT_ADDRESS_PRESERVED, FORWARDING_METHOD
 from keepsource.render.scripts import CUTOVER_STEPS, LB_TYPE
@@ -65,26 +65,21 @@ def _connection(args: LoadBalancerHostArgs) -> remote.ConnectionArgs:
         if args.private_key_password is not None
         else None
     )
-    proxy = None
-    if conn.jump is not None:
-        proxy = remote.ProxyConnectionArgs(
-            host=conn.jump.host,
-            port=conn.jump.port,
-            user=conn.jump.user,
+
+    def hop(h: Hop) -> dict[str, Any]:
+        """One endpoint: the same key (and passphrase) for the LB and the jump."""
+        return dict(
+            host=h.host,
+            port=h.port,
+            user=h.user,
             private_key=key,
             private_key_password=password,
-            host_key=conn.jump.host_key,
+            host_key=h.host_key,
         )
+
+    proxy = remote.ProxyConnectionArgs(**hop(conn.jump)) if conn.jump is not None else None
     return remote.ConnectionArgs(
-        host=conn.lb.host,
-        port=conn.lb.port,
-        user=conn.lb.user,
-        private_key=key,
-        private_key_password=password,
-        host_key=conn.lb.host_key,
-        proxy=proxy,
-        dial_error_limit=10,
-        per_dial_timeout=15,
+        **hop(conn.lb), proxy=proxy, dial_error_limit=10, per_dial_timeout=15
     )
 
 

@@ -112,21 +112,23 @@ class _Parser:
             raise ValueError(f"unexpected {self.peek()!r}")
         return pred
 
-    def or_(self) -> Pred:
-        left = self.and_()
-        while self.peek() == "||":
+    def _chain(self, op: str, operand: Callable[[], Pred], any_: bool) -> Pred:
+        """``operand (op operand)*``, left to right: any (``||``) or all (``&&``)."""
+        preds = [operand()]
+        while self.peek() == op:
             self.take()
-            right = self.and_()
-            left = (lambda a, b: lambda labels: a(labels) or b(labels))(left, right)
-        return left
+            preds.append(operand())
+        if len(preds) == 1:
+            return preds[0]
+        if any_:
+            return lambda labels: any(p(labels) for p in preds)
+        return lambda labels: all(p(labels) for p in preds)
+
+    def or_(self) -> Pred:
+        return self._chain("||", self.and_, any_=True)
 
     def and_(self) -> Pred:
-        left = self.unary()
-        while self.peek() == "&&":
-            self.take()
-            right = self.unary()
-            left = (lambda a, b: lambda labels: a(labels) and b(labels))(left, right)
-        return left
+        return self._chain("&&", self.unary, any_=False)
 
     def unary(self) -> Pred:
         if self.peek() == "!":

@@ -34,20 +34,9 @@ from pulumi_policy import (
 )
 from pulumi_policy.proxy import UnknownValueError
 
-from guard import secrets, verdicts
+from guard import base, secrets, verdicts
 from guard import wire as guard_wire
-from guard.base import (
-    HEALTH,
-    MALFORMED,
-    SNAT,
-    TERMINATING,
-    UNKNOWN_POLICY,
-    WORLD,
-    Asset,
-    Finding,
-    Resource,
-    Unknown,
-)
+from guard.base import Asset, Finding, Resource, Unknown
 
 PACK_NAME = "keepsource-guard"
 secrets.install()
@@ -156,7 +145,7 @@ def _fault(err: Exception, policy: str | None) -> Finding:
     violation that says so, instead of an AnalyzeStack error."""
     what = "no path was checked" if policy is None else f"the policy {policy} was not checked"
     return Finding(
-        policy or MALFORMED,
+        policy or base.MALFORMED,
         "violation",
         f"keepsource-guard could not judge this stack ({type(err).__name__}: {err}); "
         f"{what}. This is a fault of the pack: please report it.",
@@ -194,29 +183,29 @@ SCHEMA = PolicyConfigSchema(
 )
 
 POLICIES: dict[str, tuple[EnforcementLevel, str]] = {
-    TERMINATING: (
+    base.TERMINATING: (
         EnforcementLevel.MANDATORY,
         "No hop that ends the client's TCP connection (HAProxy without `usesrc clientip`, nginx without "
         "`proxy_bind ... transparent`, Envoy without original_src, Traefik, Caddy, socat, an Ingress, a Gateway "
         "route, an IngressRoute, an in-cluster proxy, an LB that does not keep the client address) in front of "
         "pods whose ingress on that port an ipBlock restricts.",
     ),
-    SNAT: (
+    base.SNAT: (
         EnforcementLevel.MANDATORY,
         "A NodePort, LoadBalancer or externalIPs Service in front of ipBlock-restricted pods must set "
         "externalTrafficPolicy: Local; with Cluster, kube-proxy masquerades the client.",
     ),
-    HEALTH: (
+    base.HEALTH: (
         EnforcementLevel.MANDATORY,
         "An L4 LB whose health checks go through the pod must have every check source admitted by the "
         "policies on those pods, on the pod's port.",
     ),
-    MALFORMED: (
+    base.MALFORMED: (
         EnforcementLevel.MANDATORY,
         "Every value the guard reads (CIDRs, ports, selectors, proxy configs) must be readable; a bad one is "
         "named by resource and field instead of being skipped silently.",
     ),
-    WORLD: (
+    base.WORLD: (
         EnforcementLevel.ADVISORY,
         "An ipBlock of 0.0.0.0/0 or ::/0 without `except` admits the whole world.",
     ),
@@ -226,7 +215,7 @@ POLICIES: dict[str, tuple[EnforcementLevel, str]] = {
         "a host name it cannot resolve, an "
         "LB whose check source is not named), reported where ipBlock-restricted pods exist.",
     ),
-    UNKNOWN_POLICY: (
+    base.UNKNOWN_POLICY: (
         EnforcementLevel.ADVISORY,
         "Values unknown at preview, each named, only where they can change a path's verdict.",
     ),

@@ -87,29 +87,32 @@ def _redirected(node: Node, ctx: _Ctx, stdin: str | None) -> None:
     if body is None:
         return
     last = _last_command(body)
-    if body.type == "command":
-        cmd = _simple(body, ctx, reds)
+    if body.type in ("command", "pipeline"):
+        _with_redirects(body, node, ctx, stdin, reds)
+        return
+    # `a && cat > f <<EOF`: bash binds the redirects to the last command.
+    op = _list_op(body) if body.type == "list" else ""
+    for i, c in enumerate(body.named_children):
+        saved = _enter(ctx, _RHS.get(op, "") if i > 0 else "")
+        if c is not None and last is not None and _contains(c, last):
+            _with_redirects(c, node, ctx, stdin, reds)
+        else:
+            _walk(c, ctx, stdin)
+        _leave(ctx, saved)
+
+
+def _with_redirects(
+    c: Node, node: Node, ctx: _Ctx, stdin: str | None, reds: list[tuple[str, str | None]]
+) -> None:
+    """The command, pipeline or list ``c`` that the redirects of ``node`` bind to."""
+    if c.type == "command":
+        cmd = _simple(c, ctx, reds)
         out = _command(cmd, ctx, stdin, piped=None) if cmd else None
         _continue(node, ctx, stdin, out)
-    elif body.type == "pipeline":
-        _pipeline(body, ctx, stdin, reds)
+    elif c.type == "pipeline":
+        _pipeline(c, ctx, stdin, reds)
     else:
-        # `a && cat > f <<EOF`: bash binds the redirects to the last command.
-        op = _list_op(body) if body.type == "list" else ""
-        for i, c in enumerate(body.named_children):
-            saved = _enter(ctx, _RHS.get(op, "") if i > 0 else "")
-            if c is not None and last is not None and _contains(c, last):
-                if c.type == "command":
-                    cmd = _simple(c, ctx, reds)
-                    out = _command(cmd, ctx, stdin, piped=None) if cmd else None
-                    _continue(node, ctx, stdin, out)
-                elif c.type == "pipeline":
-                    _pipeline(c, ctx, stdin, reds)
-                else:
-                    _walk(c, ctx, stdin)
-            else:
-                _walk(c, ctx, stdin)
-            _leave(ctx, saved)
+        _walk(c, ctx, stdin)
 
 
 def _case(node: Node, ctx: _Ctx, stdin: str | None) -> None:

@@ -3,7 +3,7 @@
 Plain data, no I/O. ``engine.build`` turns each :class:`Component` into a small
 wrapper module outside the checkout, builds it with the machine's Go, and checks
 the version the binary reports. Why these versions (all read off the module
-proxy and the upstream tags on 2026-12-02; see README "The real engine"):
+proxy and the upstream tags on 2026-12-02; see docs/engine.md):
 
 * The Pulumi CLI ``pkg/v3`` v3.274.1: the module proxy serves v3.274.x but not
   v3.272.0 (the Python SDK's version in requirements.txt). A newer CLI runs an

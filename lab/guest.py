@@ -356,7 +356,7 @@ def boot_id(lb: Guest | None = None) -> str:
 
 #: A boot with no SSH after this long is taken as stalled. Under TCG on a busy
 #: 2-core host a guest's kernel can stall (seen in CI: RCU stall warnings on the
-#: console, no SSH after 240 s) where a boot takes 15-30 s (README, "The lab's guest").
+#: console, no SSH after 240 s) where a boot takes 15-30 s (docs/lab.md, "The guest's boot").
 STALL_S = 90.0
 #: Boots per start: a stalled one is shown, killed and started once more.
 BOOT_TRIES = 2
@@ -406,7 +406,7 @@ def reboot(lb: Guest | None = None, shutdown_s: float = SHUTDOWN_S) -> float:
     guest's own shutdown); seconds until SSH answers on the new boot. qemu runs
     with ``-no-reboot``, so the guest's reset ends its qemu and the lab powers
     it on at once on the same disk (a cold start: under TCG a warm reset made
-    the next kernel 1.5-3x slower, README). A shutdown that does not end within
+    the next kernel 1.5-3x slower, docs/lab.md). A shutdown that does not end within
     ``shutdown_s`` is shown and cut (SIGKILL, as a power cut); the boot then
     goes through :func:`boot` (stalls detected, one retry)."""
     g = lb or single()

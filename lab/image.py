@@ -189,7 +189,7 @@ ConditionKernelCommandLine=!ks.haproxy=off
 
 
 #: Units an LB guest does not need, each costing CPU at every boot under TCG
-#: (README, "The lab's guest": measured with systemd-analyze blame): the
+#: (docs/lab.md, "The guest's boot": measured with systemd-analyze blame): the
 #: filesystem scrub reaper, pstore, a getty on a display it has none of, daily
 #: timers, modules nothing here uses (drm, fuse, loop, dm, efi_pstore, configfs)
 #: and the debug, tracing, hugepage and config filesystems.

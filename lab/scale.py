@@ -11,7 +11,7 @@ nothing the stack leaves out), ``svc-002`` ... on TCP ports 30100 + i, each
 admitting host01, one replica in namespace ``scale``), a fresh stack in the lab's backend, the
 follower on that stack, ``pulumi up``, host01 served by the first and the last
 service, every pool healthy, and ``pulumi up --expect-no-changes``. Not in the
-test suite (minutes per N): a measured run for the README and the notes.
+test suite (minutes per N): a measured run for docs/services.md and the notes.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from pulumi_policy import PolicyPack
 
 # pulumi-policy deserializes the whole stack once per stack policy; with the
 # default GC thresholds, full collections over that many young objects made
-# AnalyzeStack grow faster than the stack (bench/guard_scale.py, README).
+# AnalyzeStack grow faster than the stack (bench/guard_scale.py, docs/policy-pack.md).
 # Imported modules never become garbage: freeze them, and collect less often.
 gc.collect()
 gc.freeze()

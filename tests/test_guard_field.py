@@ -33,7 +33,7 @@ MISSES2: dict[str, str] = {
 
 #: The third blind set (written after the fixes the second one showed): 24 of
 #: 30 right when first judged, the field measure of 2026-12-02. Its 6 misses
-#: were then fixed as model changes (README, "On stacks it has never seen").
+#: were then fixed as model changes (docs/policy-pack.md, "On stacks it has never seen").
 CASES3 = cases(BLIND3)
 MISSES3: dict[str, str] = {}
 

@@ -405,7 +405,7 @@ def test_two_applies_at_once_one_fails_clearly_or_both_take_turns(plan: lab.Plan
 
 
 def test_a_stack_moved_to_the_services_list_changes_nothing(plan: lab.Plan) -> None:
-    """The README's recipe (tests/test_services.py ``as_services``) on the
+    """docs/services.md's recipe (tests/test_services.py ``as_services``) on the
     applied stack: the first workload service's objects carry aliases to the
     seed's names, so the preview changes no resource (only the Workload
     component's outputs take the list's shape), no step runs, every object

@@ -27,7 +27,7 @@ from tests.conftest import dev_config, require_tool
 
 def as_services(cfg: dict[str, Any]) -> dict[str, Any]:
     """A stack written the seed's way, rewritten as a services list (the
-    README's recipe): the apiserver with its fixed real server, the workload
+    docs/services.md's recipe): the apiserver with its fixed real server, the workload
     with its nodePort, clients and workload."""
     out = {k: v for k, v in cfg.items() if k.split(":")[1] not in (
         "nodePort", "workload", "allowedClients")}  # fmt: skip

@@ -1,7 +1,7 @@
 """The LB host's netfilter and sysctl fragments: the gateway role, the hairpin
 for internal clients of the VIP, and the traffic switch of the cut-over.
 
-Decision (README, "The host's rules stay the host's"): keepsource owns only
+Decision (docs/design.md, "The host's rules stay the host's"): keepsource owns only
 chains of its own and the jumps into them, never the host's rule set:
 
 * nat ``KEEPSOURCE-POSTROUTING``: MASQUERADE of the internal subnet (the

@@ -37,7 +37,7 @@ HEADER = "# Managed by keepsource; changes here are overwritten."
 #: Firewall marks of keepsource's virtual services ("ks" in the high half).
 #: keepalived serves ``virtual_server fwmark N``; a mangle rule per VIP:port
 #: sets N. Until the cut-over loads those rules, IPVS sees no marked packet and
-#: HAProxy keeps serving: the rules are the switch (README, "Cut-over").
+#: HAProxy keeps serving: the rules are the switch (docs/design.md, "Cut-over").
 FWMARK_BASE = 0x6B730000
 
 #: What a keepsource LB does to a connection: LVS NAT rewrites the destination
@@ -143,7 +143,7 @@ def pools(settings: Settings, node: LbNode | None = None) -> list[VirtualService
     return found
 
 
-#: VRRP instance names of a pair (README, "An LB pair").
+#: VRRP instance names of a pair (docs/pair.md).
 VRRP_EXTERNAL = "KEEPSOURCE_EXT"
 VRRP_INTERNAL = "KEEPSOURCE_INT"
 

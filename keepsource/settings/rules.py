@@ -199,7 +199,7 @@ def services_layout(s: Settings) -> list[Fault]:
         Fault(
             key((name,)),
             "is set with services: a stack lists its services, each with its own ports, "
-            "workload and clients (README, 'Many services')",
+            "workload and clients (docs/services.md)",
         )
         for name, is_set in given.items()
         if is_set

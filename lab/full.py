@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import subprocess
@@ -246,31 +247,52 @@ FOLLOW_LIMIT = 6 * 3600
 
 def follow(plan_: Plan) -> int:
     """Keep the stand-ins on what the API holds, as kube-proxy and a CNI do:
-    look every FOLLOW_INTERVAL, re-apply when the view changed. Ends when
-    FOLLOW_STOP exists or after FOLLOW_LIMIT seconds."""
+    look at once when a pod changes (a watch on the API) and at least every
+    FOLLOW_INTERVAL, re-apply when the view changed. Ends when FOLLOW_STOP
+    exists or after FOLLOW_LIMIT seconds."""
     last: View | None = None
     start = time.monotonic()
     changes = 0
-    for _ in range(int(FOLLOW_LIMIT / FOLLOW_INTERVAL)):
-        if FOLLOW_STOP.exists() or time.monotonic() - start > FOLLOW_LIMIT:
-            break
-        now: View | None
-        try:
-            now = views(plan_.settings)
-        except (SystemExit, KeyError, ValueError, subprocess.SubprocessError) as e:
-            log(f"follow: the API did not answer ({str(e)[:200]})")
-            now = last
-        if now is not None and now != last:
-            set_views(plan_, now)
-            changes += 1
-            for f, on in now:
-                log(
-                    f"follow: {f.protocol} {f.node_port}->{f.pod_port}: pods on {list(on)}, "
-                    f"admitted {list(f.admitted)}"
-                )
-            last = now
-        time.sleep(FOLLOW_INTERVAL)
+    watch = kube.watch_pods()
+    try:
+        for _ in range(int(FOLLOW_LIMIT / 0.05)):
+            if FOLLOW_STOP.exists() or time.monotonic() - start > FOLLOW_LIMIT:
+                break
+            now = _look(plan_, last)
+            if now is not None and now != last:
+                set_views(plan_, now)
+                changes += 1
+                for f, on in now:
+                    log(
+                        f"follow: {f.protocol} {f.node_port}->{f.pod_port}: pods on {list(on)}, "
+                        f"admitted {list(f.admitted)}"
+                    )
+                last = now
+            _until_event(watch, FOLLOW_INTERVAL)
+    finally:
+        watch.kill()
+        watch.wait(timeout=10)
     return changes
+
+
+def _look(plan_: Plan, last: View | None) -> View | None:
+    try:
+        return views(plan_.settings)
+    except (SystemExit, KeyError, ValueError, subprocess.SubprocessError) as e:
+        log(f"follow: the API did not answer ({str(e)[:200]})")
+        return last
+
+
+def _until_event(watch: subprocess.Popen[str], limit: float) -> None:
+    """Wait up to ``limit`` s for the pod watch to print (then read what it
+    printed); a watch that ended (the API restarted) leaves the plain wait."""
+    out = watch.stdout
+    if out is None or watch.poll() is not None:
+        time.sleep(limit)
+        return
+    ready, _, _ = select.select([out], [], [], limit)
+    if ready:
+        os.read(out.fileno(), 65536)  # the event lines: only their arrival matters
 
 
 def start_follower() -> int:

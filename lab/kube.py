@@ -165,6 +165,22 @@ def kubectl(
     return p.stdout
 
 
+def watch_pods(files: Files = LAB) -> subprocess.Popen[str]:
+    """A kubectl that prints a line at every pod event in the cluster (added,
+    changed, deleted): what the lab's follower wakes up on, as kube-proxy
+    wakes up on its watch. The caller stops it."""
+    return subprocess.Popen(
+        [
+            binary("kubectl"),
+            f"--kubeconfig={files.kubeconfig}",
+            *("get", "pods", "-A", "--watch-only", "-o", "name"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+
+
 def _wait(f: Files, what: str, ok: Any, timeout: float) -> float:
     start = time.monotonic()
     for _ in range(int(timeout / 0.5) + 1):

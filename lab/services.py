@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 from keepsource import facts
@@ -32,13 +33,24 @@ def pods(s: Settings, ex: Exposed) -> list[tuple[str, str, bool]]:
     return [(name, node, ready) for name, node, ready, gone in full.pods(s, ex) if not gone]
 
 
-def _move_one(s: Settings, ex: Exposed, node: str, want: set[str], timeout: float) -> None:
+def _move_one(
+    s: Settings,
+    ex: Exposed,
+    node: str,
+    want: set[str],
+    timeout: float,
+    meanwhile: Callable[[float], None] | None = None,
+) -> None:
     """Delete one of ``ex``'s pods on ``node`` with ``node`` cordoned, until the
-    Ready pods' nodes are ``want`` (bounded)."""
+    Ready pods' nodes are ``want`` (bounded). ``meanwhile`` runs right after
+    the delete, given the moment it was sent (the drain's clock)."""
     name = next(p for p, n, _ in pods(s, ex) if n == node)
     kube.kubectl("cordon", node)
     try:
+        sent = time.monotonic()
         kube.kubectl("delete", "pod", "-n", render.namespace_of(ex), name, "--wait=false")
+        if meanwhile is not None:
+            meanwhile(sent)
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             if {n for _, n, r in pods(s, ex) if r} == want:
@@ -64,13 +76,19 @@ def spread(s: Settings, timeout: float = 90) -> float:
     return time.monotonic() - start
 
 
-def drain(s: Settings, ex: Exposed, worker: str, timeout: float = 90) -> float:
+def drain(
+    s: Settings,
+    ex: Exposed,
+    worker: str,
+    timeout: float = 90,
+    meanwhile: Callable[[float], None] | None = None,
+) -> float:
     """Remove ``ex``'s pod from ``worker`` the way an operator does (cordon,
     delete; the ReplicaSet's new pod goes to another worker), then uncordon:
     seconds until its Ready pods are all elsewhere."""
     start = time.monotonic()
     others = {w.name for w in s.workers if w.name != worker}
-    _move_one(s, ex, worker, others, timeout)
+    _move_one(s, ex, worker, others, timeout, meanwhile)
     return time.monotonic() - start
 
 
@@ -300,25 +318,27 @@ def drain_one(
     workers = {str(w.address) for w in s.workers}
     others = workers - {str(w1.address)}
     want = {_pool_names(plan_, drained)[0]: others, _pool_names(plan_, kept)[0]: workers}
-    start = time.monotonic()
-    moved = drain(s, drained, w1.name)
-    ready = time.monotonic()
     seen_at: dict[str, float] = {}
-    for _ in range(150):
-        now = time.monotonic()
-        if "ipvsadm" not in seen_at and _holds(pool_members(plan_), want):
-            seen_at["ipvsadm"] = now
-        scraped = metric_pools(plan_, scrape(plan_, METRICS_SCRAPER)[1])
-        if "metrics" not in seen_at and _holds(scraped, want):
-            seen_at["metrics"] = now
-        if len(seen_at) == 2:
-            break
-        time.sleep(0.2)
+    sent: list[float] = []
+
+    def watch(at: float) -> None:
+        """From the delete on: ipvsadm and the exporter, every 0.2 s, 30 s at most."""
+        sent.append(at)
+        for _ in range(150):
+            now = time.monotonic()
+            if "ipvsadm" not in seen_at and _holds(pool_members(plan_), want):
+                seen_at["ipvsadm"] = now
+            scraped = metric_pools(plan_, scrape(plan_, METRICS_SCRAPER)[1])
+            if "metrics" not in seen_at and _holds(scraped, want):
+                seen_at["metrics"] = now
+            if len(seen_at) == 2:
+                return
+            time.sleep(0.2)
+
+    moved = drain(s, drained, w1.name, meanwhile=watch)
+    start = sent[0]
     seen["drain"] = {k: v - start for k, v in seen_at.items()}
-    said = ", ".join(
-        f"{k} {v - start:.1f} s after the delete ({v - ready:.1f} s after the new pod's Ready)"
-        for k, v in seen_at.items()
-    )
+    said = ", ".join(f"{k} {v - start:.1f} s after the delete" for k, v in seen_at.items())
     name = drained.name
     return len(seen_at) == 2, (
         f"{name} pod off {w1.name} in {moved:.1f} s; {name} pool {sorted(others)} seen by {said}"

@@ -79,6 +79,8 @@ class LbRunner:
     wrap: Callable[[str], str]
     """The connection's command form (``sudo -n`` for a non-root user)."""
     timeout: float
+    run: Callable[[list[str], float], tuple[int, str]] = _run
+    """Runs an argv with a timeout (tests give a recorder)."""
 
     @property
     def argv(self) -> tuple[str, ...]:
@@ -86,13 +88,13 @@ class LbRunner:
         return tuple(ssh_argv(self.ssh))
 
     def __call__(self, command: str) -> tuple[int, str]:
-        return _run([*self.argv, self.wrap(command)], self.timeout)
+        return self.run([*self.argv, self.wrap(command)], self.timeout)
 
     def close(self) -> None:
         """End a shared connection, if this runner has one."""
         argv = exit_argv(self.ssh)
         if argv is not None:
-            _run(argv, 10)
+            self.run(argv, 10)
 
 
 def lb_runner(
@@ -102,6 +104,7 @@ def lb_runner(
     timeout: float = 30,
     node: LbNode | None = None,
     control_dir: Path | None = None,
+    run: Callable[[list[str], float], tuple[int, str]] = _run,
 ) -> LbRunner:
     """Run commands on the LB exactly as the program reaches it (keepsource's
     connection model: jump host, pinned host keys, ``sudo -n`` for a non-root
@@ -123,7 +126,7 @@ def lb_runner(
         known = Path(handle.name)
         atexit.register(known.unlink, missing_ok=True)
     # With a long TMPDIR, control_dir gives no shared connection (one per command).
-    return LbRunner(ssh_options(conn, known, identity, control_dir), conn.command, timeout)
+    return LbRunner(ssh_options(conn, known, identity, control_dir), conn.command, timeout, run)
 
 
 def runner_for(
@@ -132,6 +135,7 @@ def runner_for(
     identity: str | None = None,
     known_hosts: str | None = None,
     timeout: float = 30,
+    run_argv: Callable[[list[str], float], tuple[int, str]] = _run,
 ) -> Runner:
     """A function that runs a shell command there and returns (status, output)."""
     if via == "netns":
@@ -140,7 +144,7 @@ def runner_for(
         prefix = [*_ssh_argv(target, identity, known_hosts)]
 
     def run(command: str) -> tuple[int, str]:
-        return _run([*prefix, command], timeout)
+        return run_argv([*prefix, command], timeout)
 
     return run
 

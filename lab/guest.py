@@ -14,7 +14,10 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from keepsource import transport
 from lab import image, net, paths, plan
@@ -365,12 +368,35 @@ BOOT_TRIES = 2
 SHUTDOWN_S = 60.0
 
 
+@dataclass(frozen=True)
+class Machine:
+    """What :func:`boot` and :func:`reboot` do to a guest's qemu and ask of the
+    guest: this module's functions (:func:`qemu`); tests give stand-ins."""
+
+    start: Callable[..., Any]
+    stop: Callable[..., bool]
+    wait_ssh: Callable[..., float]
+    console_tail: Callable[..., str]
+    ssh: Callable[..., subprocess.CompletedProcess[str]]
+    boot_id: Callable[..., str]
+    qemu_pid: Callable[..., int | None]
+    close_shared_connection: Callable[..., None]
+
+
+def qemu() -> Machine:
+    """The guests as they are: qemu processes reached over SSH."""
+    return Machine(
+        start, stop, wait_ssh, console_tail, ssh, boot_id, qemu_pid, close_shared_connection
+    )
+
+
 def boot(
     lb: Guest | None = None,
     fresh: bool = True,
     stall_s: float = STALL_S,
     tries: int = BOOT_TRIES,
     started: bool = False,
+    m: Machine | None = None,
 ) -> float:
     """Start a guest and wait until it answers SSH; seconds it took. A boot with
     no SSH after ``stall_s`` is stalled: its console's last lines are shown, its
@@ -379,13 +405,13 @@ def boot(
     ``reboot``, ``start-lb``, the pair's guests) goes through here. ``started``:
     its qemu was started already (the pair's guests are started one after the
     other, then waited for at once)."""
-    g = lb or single()
+    g, m = lb or single(), m or qemu()
     begin = time.monotonic()
     for attempt in range(1, tries + 1):
         if attempt > 1 or not started:
-            start(g, fresh=fresh)
+            m.start(g, fresh=fresh)
         try:
-            wait_ssh(stall_s, lb=g)
+            m.wait_ssh(stall_s, lb=g)
             return time.monotonic() - begin
         except SystemExit as error:
             if attempt == tries:
@@ -395,13 +421,15 @@ def boot(
                 ) from None
             log(
                 f"{g.name}: boot stalled (no SSH after {stall_s:.0f} s), booting it again;"
-                f" console's last lines:\n{console_tail(600, lb=g).rstrip()}"
+                f" console's last lines:\n{m.console_tail(600, lb=g).rstrip()}"
             )
-            stop(g, hard=True)
+            m.stop(g, hard=True)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def reboot(lb: Guest | None = None, shutdown_s: float = SHUTDOWN_S) -> float:
+def reboot(
+    lb: Guest | None = None, shutdown_s: float = SHUTDOWN_S, m: Machine | None = None
+) -> float:
     """Reboot a guest the way its operator would (``systemctl reboot``: the
     guest's own shutdown); seconds until SSH answers on the new boot. qemu runs
     with ``-no-reboot``, so the guest's reset ends its qemu and the lab powers
@@ -409,28 +437,28 @@ def reboot(lb: Guest | None = None, shutdown_s: float = SHUTDOWN_S) -> float:
     the next kernel 1.5-3x slower, docs/lab.md). A shutdown that does not end within
     ``shutdown_s`` is shown and cut (SIGKILL, as a power cut); the boot then
     goes through :func:`boot` (stalls detected, one retry)."""
-    g = lb or single()
-    before = boot_id(g)
+    g, m = lb or single(), m or qemu()
+    before = m.boot_id(g)
     if not before:
         raise SystemExit(f"lab: the guest {g.name} does not answer SSH; nothing to reboot")
     begin = time.monotonic()
-    close_shared_connection(g)
+    m.close_shared_connection(g)
     # No shared connection until the guest is back: one opened to the old
     # boot while it shuts down would hold every poll until its keepalives
     # give up.
     # The connection can die with the guest's sshd: its qemu's end tells.
     with contextlib.suppress(subprocess.TimeoutExpired):
-        ssh("systemctl reboot", timeout=20, lb=g, shared=False)
-    while qemu_pid(g) is not None and time.monotonic() - begin < shutdown_s:
+        m.ssh("systemctl reboot", timeout=20, lb=g, shared=False)
+    while m.qemu_pid(g) is not None and time.monotonic() - begin < shutdown_s:
         time.sleep(0.2)
-    if qemu_pid(g) is not None:
+    if m.qemu_pid(g) is not None:
         log(
             f"{g.name}: its shutdown did not end within {shutdown_s:.0f} s; cutting its power;"
-            f" console's last lines:\n{console_tail(600, lb=g).rstrip()}"
+            f" console's last lines:\n{m.console_tail(600, lb=g).rstrip()}"
         )
-    stop(g, hard=True)  # an ended qemu: just its pidfile
-    boot(g, fresh=False)
-    after = boot_id(g)
+    m.stop(g, hard=True)  # an ended qemu: just its pidfile
+    boot(g, fresh=False, m=m)
+    after = m.boot_id(g)
     if after in ("", before):
         raise SystemExit(f"lab: the guest {g.name} answers, but not from a new boot")
     return time.monotonic() - begin

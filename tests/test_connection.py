@@ -72,9 +72,7 @@ def test_host_key_file_is_read_relative_to_the_root(tmp_path: Path) -> None:
     assert lb_connection(pinned).lb.host_key == STAND_IN_HOST_KEY.strip()
 
 
-def test_verify_reaches_the_lb_through_the_same_model(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_verify_reaches_the_lb_through_the_same_model(tmp_path: Path) -> None:
     """verify's LB runner: the program's host, port, user, jump, pinned keys, sudo."""
     seen: list[list[str]] = []
     known: list[str] = []
@@ -85,9 +83,8 @@ def test_verify_reaches_the_lb_through_the_same_model(
         known.append(Path(kh.split("=", 1)[1]).read_text())
         return 0, "ok"
 
-    monkeypatch.setattr("keepsource.verify._run", fake_run)
     s = load("lab3")
-    run = lb_runner(s, tmp_path, identity="id_test")
+    run = lb_runner(s, tmp_path, identity="id_test", run=fake_run)
     assert run("ipvsadm -Ln") == (0, "ok")
     argv = seen[0]
     assert argv[-3:-1] == ["--", "ops@10.20.0.5"]
@@ -96,9 +93,7 @@ def test_verify_reaches_the_lb_through_the_same_model(
     assert known[0] == lb_connection(s).known_hosts()
 
 
-def test_every_ssh_argv_ends_its_options_before_the_destination(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_every_ssh_argv_ends_its_options_before_the_destination() -> None:
     """Defence in depth next to the settings' refusal of a leading '-': the
     LB's argv, the jump's ProxyCommand and verify's client argv all put '--'
     right before the destination."""
@@ -115,8 +110,7 @@ def test_every_ssh_argv_ends_its_options_before_the_destination(
         seen.append(argv)
         return 0, ""
 
-    monkeypatch.setattr("keepsource.verify._run", fake_run)
-    runner_for("ssh", "root@192.168.0.10", None)("true")
+    runner_for("ssh", "root@192.168.0.10", None, run_argv=fake_run)("true")
     assert seen[0][-3:] == ["--", "root@192.168.0.10", "true"]
 
 
@@ -134,9 +128,7 @@ def test_openssh_reads_the_argv_as_meant() -> None:
     assert "-W %h:%p -- ops@bastion.example.internal" in conf["proxycommand"]
 
 
-def test_verify_shares_one_connection_per_lb_and_ends_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_verify_shares_one_connection_per_lb_and_ends_it(tmp_path: Path) -> None:
     """verify's commands on one LB share a connection (ControlMaster) in a
     private directory; close() ends it with ``-O exit`` before the ``--``."""
     seen: list[list[str]] = []
@@ -145,15 +137,14 @@ def test_verify_shares_one_connection_per_lb_and_ends_it(
         seen.append(argv)
         return 0, ""
 
-    monkeypatch.setattr("keepsource.verify._run", fake_run)
-    ctl = Path("/tmp/ks-ctl")  # nothing is created: _run is a fake
-    run = lb_runner(load("lab3"), tmp_path, identity="id_test", control_dir=ctl)
+    ctl = Path("/tmp/ks-ctl")  # nothing is created: the runner's run is a fake
+    run = lb_runner(load("lab3"), tmp_path, identity="id_test", control_dir=ctl, run=fake_run)
     run("true")
     run.close()
     assert f"ControlPath={ctl}/%C" in seen[0] and "ControlMaster=auto" in seen[0]
     assert seen[1][-4:] == ["-O", "exit", "--", "ops@10.20.0.5"]
     assert seen[1][:-4] == seen[0][:-3]  # the same options reach the same master
-    plain = lb_runner(load("lab3"), tmp_path, identity="id_test")
+    plain = lb_runner(load("lab3"), tmp_path, identity="id_test", run=fake_run)
     plain.close()  # nothing shared: nothing to end
     assert len(seen) == 2 and not any("ControlMaster" in a for a in plain.argv)
     deep = tmp_path / ("d" * 90)

@@ -593,35 +593,53 @@ def test_the_engines_event_order_and_step_reports_are_read_from_its_own_records(
 
 
 class _Qemu:
-    """guest.start/stop/wait_ssh answered without qemu: the boots in ``stalls``
-    (1-based) never answer SSH."""
+    """A guest.Machine without qemu: the boots in ``stalls`` (1-based) never
+    answer SSH; a reboot's ``systemctl reboot`` ends the qemu."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, stalls: set[int]) -> None:
+    def __init__(self, stalls: set[int], boot_ids: tuple[str, ...] = ("old", "new")) -> None:
         self.calls: list[str] = []
+        self.sent: list[str] = []
         self.boots = 0
         self.running = False
         self.stalls = stalls
+        self.boot_ids = iter(boot_ids)
 
-        def start(g: plan.Guest, fresh: bool = True) -> None:
-            self.boots += 1
-            self.running = True
-            self.calls.append(f"start fresh={fresh}")
+    def start(self, g: plan.Guest, fresh: bool = True) -> None:
+        self.boots += 1
+        self.running = True
+        self.calls.append(f"start fresh={fresh}")
 
-        def wait_ssh(timeout: float = 180, lb: plan.Guest | None = None) -> float:
-            self.calls.append(f"wait {timeout:.0f}")
-            if self.boots in self.stalls:
-                raise SystemExit(f"lab: no SSH within {timeout} s; console tail:\nrcu: INFO stall")
-            return 1.0
+    def wait_ssh(self, timeout: float = 180, lb: plan.Guest | None = None) -> float:
+        self.calls.append(f"wait {timeout:.0f}")
+        if self.boots in self.stalls:
+            raise SystemExit(f"lab: no SSH within {timeout} s; console tail:\nrcu: INFO stall")
+        return 1.0
 
-        def stop(g: plan.Guest | None = None, hard: bool = False, pidfile: Any = None) -> bool:
-            self.calls.append(f"stop hard={hard}")
-            was, self.running = self.running, False
-            return was
+    def stop(self, g: plan.Guest | None = None, hard: bool = False, pidfile: Any = None) -> bool:
+        self.calls.append(f"stop hard={hard}")
+        was, self.running = self.running, False
+        return was
 
-        monkeypatch.setattr(guest, "start", start)
-        monkeypatch.setattr(guest, "wait_ssh", wait_ssh)
-        monkeypatch.setattr(guest, "stop", stop)
-        monkeypatch.setattr(guest, "console_tail", lambda *a, **k: "rcu: INFO stall\n")
+    def ssh(self, command: str, **_: Any) -> subprocess.CompletedProcess[str]:
+        self.sent.append(command)
+        return subprocess.CompletedProcess(["ssh"], 0, "", "")
+
+    def machine(self, reset_ends_qemu: bool = True) -> guest.Machine:
+        def ssh(command: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+            if reset_ends_qemu:
+                self.running = False  # -no-reboot: the guest's reset ends its qemu
+            return self.ssh(command, **kw)
+
+        return guest.Machine(
+            start=self.start,
+            stop=self.stop,
+            wait_ssh=self.wait_ssh,
+            console_tail=lambda *a, **k: "rcu: INFO stall\n",
+            ssh=ssh,
+            boot_id=lambda lb=None: next(self.boot_ids),
+            qemu_pid=lambda lb=None, pidfile=None: 1 if self.running else None,
+            close_shared_connection=lambda lb=None: None,
+        )
 
 
 def _single_guest() -> plan.Guest:
@@ -629,74 +647,47 @@ def _single_guest() -> plan.Guest:
 
 
 def test_a_stalled_boot_is_shown_killed_and_booted_once_more(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    qemu = _Qemu(monkeypatch, stalls={1})
-    guest.boot(_single_guest(), fresh=False, stall_s=5)
+    qemu = _Qemu(stalls={1})
+    guest.boot(_single_guest(), fresh=False, stall_s=5, m=qemu.machine())
     assert qemu.calls == ["start fresh=False", "wait 5", "stop hard=True", "start fresh=False",
                           "wait 5"]  # fmt: skip
     out = capsys.readouterr().out
     assert "boot stalled (no SSH after 5 s)" in out and "rcu: INFO stall" in out
 
 
-def test_two_stalled_boots_fail_with_the_console(monkeypatch: pytest.MonkeyPatch) -> None:
-    qemu = _Qemu(monkeypatch, stalls={1, 2})
+def test_two_stalled_boots_fail_with_the_console() -> None:
+    qemu = _Qemu(stalls={1, 2})
     with pytest.raises(SystemExit) as error:
-        guest.boot(_single_guest(), stall_s=5, tries=2)
+        guest.boot(_single_guest(), stall_s=5, tries=2, m=qemu.machine())
     assert qemu.boots == 2
     assert "did not boot in 2 tries of 5 s" in str(error.value)
     assert "rcu: INFO stall" in str(error.value)
 
 
-def test_a_reboot_is_the_guests_own_then_a_cold_boot_on_the_same_disk(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    qemu = _Qemu(monkeypatch, stalls=set())
-    boot_ids = iter(["old", "new"])
-    sent: list[str] = []
-    monkeypatch.setattr(guest, "boot_id", lambda lb=None: next(boot_ids))
-    monkeypatch.setattr(guest, "close_shared_connection", lambda lb=None: None)
-
-    def ssh(command: str, **_: Any) -> subprocess.CompletedProcess[str]:
-        sent.append(command)
-        qemu.running = False  # -no-reboot: the guest's reset ends its qemu
-        return subprocess.CompletedProcess(["ssh"], 0, "", "")
-
-    monkeypatch.setattr(guest, "ssh", ssh)
-    monkeypatch.setattr(
-        guest, "qemu_pid", lambda lb=None, pidfile=None: 1 if qemu.running else None
-    )
+def test_a_reboot_is_the_guests_own_then_a_cold_boot_on_the_same_disk() -> None:
+    qemu = _Qemu(stalls=set())
     qemu.running = True
-    guest.reboot(_single_guest())
-    assert sent == ["systemctl reboot"]
+    guest.reboot(_single_guest(), m=qemu.machine())
+    assert qemu.sent == ["systemctl reboot"]
     assert qemu.calls == ["stop hard=True", "start fresh=False", f"wait {guest.STALL_S:.0f}"]
     assert "-no-reboot" in guest.qemu_argv(_single_guest())
 
 
 def test_a_shutdown_that_hangs_is_cut_like_a_power_cut(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    qemu = _Qemu(monkeypatch, stalls=set())
-    boot_ids = iter(["old", "new"])
-    monkeypatch.setattr(guest, "boot_id", lambda lb=None: next(boot_ids))
-    monkeypatch.setattr(guest, "close_shared_connection", lambda lb=None: None)
-    monkeypatch.setattr(
-        guest, "ssh", lambda *a, **k: subprocess.CompletedProcess(["ssh"], 0, "", "")
-    )
-    monkeypatch.setattr(
-        guest, "qemu_pid", lambda lb=None, pidfile=None: 1 if qemu.running else None
-    )
+    qemu = _Qemu(stalls=set())
     qemu.running = True
-    guest.reboot(_single_guest(), shutdown_s=0.5)
+    guest.reboot(_single_guest(), shutdown_s=0.5, m=qemu.machine(reset_ends_qemu=False))
     assert qemu.calls[0] == "stop hard=True"
     assert "did not end within 0 s; cutting its power" in capsys.readouterr().out
 
 
-def test_a_started_guest_is_only_waited_for_until_it_stalls(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    qemu = _Qemu(monkeypatch, stalls={0})  # the boot started outside counts as number 0
-    guest.boot(_single_guest(), stall_s=5, started=True)
+def test_a_started_guest_is_only_waited_for_until_it_stalls() -> None:
+    qemu = _Qemu(stalls={0})  # the boot started outside counts as number 0
+    guest.boot(_single_guest(), stall_s=5, started=True, m=qemu.machine())
     assert qemu.calls == ["wait 5", "stop hard=True", "start fresh=True", "wait 5"]
 
 

@@ -122,48 +122,7 @@ def mirror() -> str:
 #: The oneshot that gives a guest its identity (lab/plan.py kernel_cmdline):
 #: its addresses as networkd files in /run, written before networkd starts.
 #: Also runnable off the guest: ``sh SCRIPT CMDLINE_FILE NETWORK_DIR`` (the unit tests).
-IDENTITY_SCRIPT = """\
-#!/bin/sh
-# keepsource lab: this guest's addresses from the kernel command line
-# (ks.lbext=ADDR/PREFIX[,ADDR/PREFIX...] ks.lbint=...), written as networkd
-# files before systemd-networkd starts: one image for every lab guest.
-# Usage: keepsource-lab-identity [CMDLINE_FILE [NETWORK_DIR]]
-set -euf
-cmdline=${1:-/proc/cmdline}
-dir=${2:-/run/systemd/network}
-ext=
-int=
-read -r line <"$cmdline" || true
-for word in $line; do
-  case "$word" in
-    ks.lbext=*) ext=${word#ks.lbext=} ;;
-    ks.lbint=*) int=${word#ks.lbint=} ;;
-  esac
-done
-mkdir -p "$dir"
-for item in "lbext:$ext" "lbint:$int"; do
-  name=${item%%:*}
-  addrs=${item#*:}
-  case "$addrs" in
-    '' | *[!0-9./,]*)
-      echo "keepsource-lab-identity: no valid ks.$name= on the kernel command line" >&2
-      exit 1
-      ;;
-  esac
-  {
-    printf '[Match]\\nName=%s\\n\\n[Network]\\n' "$name"
-    old_ifs=$IFS
-    IFS=,
-    for address in $addrs; do
-      printf 'Address=%s\\n' "$address"
-    done
-    IFS=$old_ifs
-    printf 'LinkLocalAddressing=no\\nIPv6AcceptRA=no\\nConfigureWithoutCarrier=yes\\n'
-  } >"$dir/20-$name.network.tmp"
-  mv "$dir/20-$name.network.tmp" "$dir/20-$name.network"
-done
-echo "keepsource-lab-identity: $(cat /proc/sys/kernel/hostname) lbext=$ext lbint=$int"
-"""
+IDENTITY_SCRIPT = (Path(__file__).parent / "files" / "keepsource-lab-identity.sh").read_text()
 IDENTITY_UNIT = """\
 [Unit]
 Description=keepsource lab: this guest's addresses from the kernel command line
@@ -308,11 +267,12 @@ def _files() -> dict[str, str]:
 BUILD_VERSION = 3  # 3: the kernel kept uncompressed (PVH boot)
 
 
-def _recipe() -> str:
+def _recipe(files: dict[str, str] | None = None) -> str:
     """A digest of what the image is made of (packages, files): a change rebuilds it."""
+    files = _files() if files is None else files
     parts = [str(BUILD_VERSION), SUITE, *IMAGE_PACKAGES, "|", *REPO_PACKAGES, "|"]
     parts += [*MASKED_UNITS, "|", *MASKED_GENERATORS]
-    parts += [f"{k}\0{v}" for k, v in sorted(_files().items())]
+    parts += [f"{k}\0{v}" for k, v in sorted(files.items())]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 

@@ -273,11 +273,9 @@ def test_image_names_every_guests_nics_and_runs_the_identity_first() -> None:
     unit = files["/etc/systemd/system/keepsource-lab-identity.service"]
     assert "Before=systemd-networkd.service" in unit and "WantedBy=systemd-networkd.service" in unit
     before = image._recipe()
-    image.IDENTITY_SCRIPT += "# changed\n"
-    try:
-        assert image._recipe() != before  # the recipe (the cache key) follows the script
-    finally:
-        image.IDENTITY_SCRIPT = image.IDENTITY_SCRIPT.removesuffix("# changed\n")
+    changed = dict(files)
+    changed["/usr/local/sbin/keepsource-lab-identity"] += "# changed\n"
+    assert image._recipe(changed) != before  # the recipe (the cache key) follows the script
     assert image._recipe() == before
 
 

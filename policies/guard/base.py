@@ -211,6 +211,30 @@ def as_cidr(value: Any, field_: str) -> ipaddress.IPv4Network | ipaddress.IPv6Ne
         raise Malformed(field_, value, "is not a CIDR") from None
 
 
+def known_list(value: Any, field_: str, unknowns: list[tuple[str, Unknown]]) -> list[Any]:
+    """``value`` as a list; one unknown at preview is noted in ``unknowns`` and
+    read as empty (only the paths through it wait for ``pulumi up``)."""
+    items = as_list(value, field_)
+    if isinstance(items, Unknown):
+        unknowns.append((field_, items))
+        return []
+    return items
+
+
+def known_cidrs(
+    value: Any, field_: str, unknowns: list[tuple[str, Unknown]]
+) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """A list of CIDRs; each one unknown at preview is noted and left out."""
+    out = []
+    for n, v in enumerate(known_list(value, field_, unknowns)):
+        cidr = as_cidr(v, f"{field_}[{n}]")
+        if isinstance(cidr, Unknown):
+            unknowns.append((f"{field_}[{n}]", cidr))
+        else:
+            out.append(cidr)
+    return out
+
+
 def as_address(value: Any, field_: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | Unknown:
     if isinstance(value, Unknown):
         return value

@@ -37,7 +37,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from guard.base import Malformed, Resource, Unknown, as_cidr, as_list, as_map, as_port, dig
+from guard.base import (
+    Malformed,
+    Resource,
+    Unknown,
+    as_cidr,
+    as_list,
+    as_map,
+    as_port,
+    dig,
+    known_cidrs,
+)
 from guard.kube import Block, Policy, Rule, Selector, name_of, namespace_of, selector
 
 CALICO_GROUPS = ("projectcalico.org/v3", "crd.projectcalico.org/v1")
@@ -283,19 +293,8 @@ def _ports(
     return out
 
 
-def _blocks(values: Any, f: str, pol: str, unknowns: list[tuple[str, Unknown]]) -> list[Any]:
-    nets = as_list(values, f)
-    if isinstance(nets, Unknown):
-        unknowns.append((f, nets))
-        return []
-    out = []
-    for n, v in enumerate(nets):
-        cidr = as_cidr(v, f"{f}[{n}]")
-        if isinstance(cidr, Unknown):
-            unknowns.append((f"{f}[{n}]", cidr))
-        else:
-            out.append(cidr)
-    return out
+def _blocks(values: Any, f: str, unknowns: list[tuple[str, Unknown]]) -> list[Any]:
+    return list(known_cidrs(values, f, unknowns))
 
 
 def _world(version: int) -> Any:
@@ -322,8 +321,8 @@ def _calico_rule(
     if not isinstance(source, Mapping) or not source:
         return Rule(ports, None, proto)
     peers: list[Block | str] = []
-    nets = _blocks(source.get("nets"), f"{f}.source.nets", pol, unknowns)
-    not_nets = _blocks(source.get("notNets"), f"{f}.source.notNets", pol, unknowns)
+    nets = _blocks(source.get("nets"), f"{f}.source.nets", unknowns)
+    not_nets = _blocks(source.get("notNets"), f"{f}.source.notNets", unknowns)
     peers += [Block(n, (), pol) for n in nets]
     if not_nets and not nets:
         for version in sorted({n.version for n in not_nets}):
@@ -374,7 +373,7 @@ def _cilium_rule(
             if ports is None:
                 break
     peers: list[Block | str] = []
-    for cidr in _blocks(r.get("fromCIDR"), f"{f}.fromCIDR", pol, unknowns):
+    for cidr in _blocks(r.get("fromCIDR"), f"{f}.fromCIDR", unknowns):
         peers.append(Block(cidr, (), pol))
     sets = as_list(r.get("fromCIDRSet"), f"{f}.fromCIDRSet")
     if isinstance(sets, Unknown):
@@ -389,7 +388,7 @@ def _cilium_rule(
             continue
         if cidr is None:
             continue  # a cidrGroupRef: in-cluster objects the stack may not hold
-        excepts = _blocks(entry.get("except"), f"{f}.fromCIDRSet[{k}].except", pol, unknowns)
+        excepts = _blocks(entry.get("except"), f"{f}.fromCIDRSet[{k}].except", unknowns)
         peers.append(Block(cidr, tuple(excepts), pol))
     entities = as_list(r.get("fromEntities"), f"{f}.fromEntities")
     if isinstance(entities, Unknown):
@@ -470,23 +469,30 @@ def policies(
     ns = "*" if kind in CLUSTER_WIDE else namespace_of(res)
     name = name_of(res)
     frozen_ns = tuple((k, tuple(sorted(v.items()))) for k, v in ns_labels.items())
-    if kind.startswith("Calico"):
-        return [_calico_policy(res, kind, ns, name, frozen_ns, note)]
-    return _cilium_policies(res, kind, ns, name, frozen_ns, note)
+    src = _Source(res, kind, ns, name, frozen_ns, note)
+    return [_calico_policy(src)] if kind.startswith("Calico") else _cilium_policies(src)
 
 
 _FrozenNs = tuple[tuple[str, tuple[tuple[str, str], ...]], ...]
 
 
-def _calico_policy(
-    res: Resource,
-    kind: str,
-    ns: str,
-    name: str,
-    frozen_ns: _FrozenNs,
-    note: Callable[[Resource, str, Any, str], None],
-) -> Policy:
+@dataclass(frozen=True)
+class _Source:
+    """One CNI policy object as :func:`policies` read it."""
+
+    res: Resource
+    kind: str
+    ns: str
+    name: str
+    frozen_ns: _FrozenNs
+    note: Callable[[Resource, str, Any, str], None]
+
+
+def _calico_policy(src: _Source) -> Policy:
     """A Calico NetworkPolicy or GlobalNetworkPolicy (of :func:`policies`)."""
+    res, kind, ns, name, frozen_ns, note = (
+        src.res, src.kind, src.ns, src.name, src.frozen_ns, src.note
+    )  # fmt: skip
     unknowns: list[tuple[str, Unknown]] = []
     spec = as_map(dig(res.props, "spec"), "spec")
     if isinstance(spec, Unknown):
@@ -534,16 +540,12 @@ def _calico_policy(
     return Policy(res, ns, name, sel, ingress_type, rules, unknowns, kind=kind, denies=denies)
 
 
-def _cilium_policies(
-    res: Resource,
-    kind: str,
-    ns: str,
-    name: str,
-    frozen_ns: _FrozenNs,
-    note: Callable[[Resource, str, Any, str], None],
-) -> list[Policy]:
+def _cilium_policies(src: _Source) -> list[Policy]:
     """A CiliumNetworkPolicy or CiliumClusterwideNetworkPolicy: one Policy for its
     ``spec`` and one for each of its ``specs`` (of :func:`policies`)."""
+    res, kind, ns, name, frozen_ns, note = (
+        src.res, src.kind, src.ns, src.name, src.frozen_ns, src.note
+    )  # fmt: skip
     found: list[Policy] = []
     specs: list[tuple[str, Any]] = []
     if dig(res.props, "spec") is not None:

@@ -140,16 +140,10 @@ def terminating(s: Stack) -> list[Finding]:
     for p in s.model.paths:
         e, v = p.entry, p.view
         if e.mode == "terminating" and v.ipblock_restricted:
-            found.append(
-                Finding(
-                    TERMINATING,
-                    "violation",
-                    f"path: {_path_text(p)}. Breaks at: {e.label}: {e.detail}; {e.why}, "
-                    f"and the policy, which admits only {_blocks(v)}, refuses the real clients. "
-                    f"Fix: {e.fix}.",
-                    e.res.urn,
-                )
-            )
+            breaks = f"{e.label}: {e.detail}; {e.why}"
+            refused = f"the policy, which admits only {_blocks(v)}, refuses the real clients"
+            message = f"path: {_path_text(p)}. Breaks at: {breaks}, and {refused}. Fix: {e.fix}."
+            found.append(Finding(TERMINATING, "violation", message, e.res.urn))
     return _dedupe(found)
 
 

@@ -10,7 +10,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from guard.base import Malformed, Resource, Unknown, as_cidr, as_list, as_map, as_port, as_str, dig
+from guard.base import (
+    Malformed,
+    Resource,
+    Unknown,
+    as_cidr,
+    as_list,
+    as_map,
+    as_port,
+    as_str,
+    dig,
+    known_cidrs,
+    known_list,
+)
 from guard.kube.model import (
     Block,
     Note,
@@ -169,11 +181,7 @@ def _service_ports(
     """A Service's ``spec.ports`` (of :func:`_service`): a port with a bad field is
     left out, each bad field noted; one not known at preview is left out too."""
     ports = []
-    plist = as_list(spec.get("ports"), "spec.ports")
-    if isinstance(plist, Unknown):
-        unknowns.append(("spec.ports", plist))
-        plist = []
-    for i, p in enumerate(plist):
+    for i, p in enumerate(known_list(spec.get("ports"), "spec.ports", unknowns)):
         if not isinstance(p, Mapping):
             raise Malformed(f"spec.ports[{i}]", p, "is not an object")
         read: dict[str, int | str | Unknown | None] = {}
@@ -253,11 +261,7 @@ def _policy(res: Resource, note: Note) -> Policy:
     else:
         ingress_type = True  # Kubernetes: Ingress always, Egress when egress rules exist
     rules = []
-    ing = as_list(spec.get("ingress"), "spec.ingress")
-    if isinstance(ing, Unknown):
-        unknowns.append(("spec.ingress", ing))
-        ing = []
-    for i, r in enumerate(ing):
+    for i, r in enumerate(known_list(spec.get("ingress"), "spec.ingress", unknowns)):
         f = f"spec.ingress[{i}]"
         if isinstance(r, Unknown):
             unknowns.append((f, r))
@@ -334,17 +338,7 @@ def _peers(
             if isinstance(cidr, Unknown):
                 unknowns.append((f"{pf}.ipBlock.cidr", cidr))
                 continue
-            excepts = []
-            ex = as_list(dig(peer, "ipBlock", "except"), f"{pf}.ipBlock.except")
-            if isinstance(ex, Unknown):
-                unknowns.append((f"{pf}.ipBlock.except", ex))
-                ex = []
-            for n, e in enumerate(ex):
-                en = as_cidr(e, f"{pf}.ipBlock.except[{n}]")
-                if isinstance(en, Unknown):
-                    unknowns.append((f"{pf}.ipBlock.except[{n}]", en))
-                else:
-                    excepts.append(en)
+            excepts = known_cidrs(dig(peer, "ipBlock", "except"), f"{pf}.ipBlock.except", unknowns)
             peers.append(Block(cidr, tuple(excepts), pol))
         else:
             for key in ("podSelector", "namespaceSelector"):

@@ -116,7 +116,12 @@ def load(plan: lab.Plan, port: int, requests: int = 600) -> dict[str, float]:
 
 
 def haproxy_bench_config(plan: lab.Plan, port: int) -> str:
+    """HAProxy in mode tcp in front of the workers, for its throughput only:
+    it connects from the LB's check address (``source``), which the pods'
+    policy admits; from the gateway address every request would be refused
+    (the seed's fault)."""
     vip = plan.settings.network.vip
+    source = plan.settings.lb_nodes[0].check_source
     servers = "\n".join(
         f"    server {w.name} {w.address}:{plan.settings.node_port} check inter 500"
         for w in plan.workers
@@ -125,7 +130,7 @@ def haproxy_bench_config(plan: lab.Plan, port: int) -> str:
         "global\n    maxconn 2000\ndefaults\n    mode tcp\n    timeout connect 2s\n"
         "    timeout client 10s\n    timeout server 10s\n"
         f"frontend bench\n    bind {vip}:{port}\n    default_backend workers\n"
-        f"backend workers\n{servers}\n"
+        f"backend workers\n    source {source}\n{servers}\n"
     )
 
 

@@ -816,3 +816,22 @@ def test_a_port_is_free_despite_time_wait_but_not_with_a_listener() -> None:
     client.close()
     srv.close()
     assert guest.port_free(port)
+
+
+def test_the_measured_haproxy_config_is_valid_and_connects_from_the_check_address(
+    tmp_path: Path,
+) -> None:
+    """lab.measure's HAProxy (throughput only) is one HAProxy accepts, and it
+    connects from the check address the pods' policy admits."""
+    from lab import measure, run
+
+    tool = require_tool("haproxy")
+    plan_ = run.make_plan(plan.SINGLE)
+    cfg = tmp_path / "bench.cfg"
+    cfg.write_text(measure.haproxy_bench_config(plan_, 30081))
+    done = subprocess.run(
+        [tool, "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    source = plan_.settings.network.check_address
+    assert source is not None and f"    source {source}\n" in cfg.read_text()

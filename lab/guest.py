@@ -87,16 +87,9 @@ def ssh_options(
     )
 
 
-def ssh_argv(
-    *,
-    batch: bool = True,
-    port: int | None = None,
-    user: str = "root",
-    host: str = "127.0.0.1",
-    mux: bool = False,
-) -> list[str]:
-    """The ssh argv of :func:`ssh_options` (the remote command goes after)."""
-    return transport.ssh_argv(ssh_options(batch=batch, port=port, user=user, host=host, mux=mux))
+def ssh_argv(*, batch: bool = True, port: int | None = None, mux: bool = False) -> list[str]:
+    """The ssh argv of :func:`ssh_options` as root (the remote command goes after)."""
+    return transport.ssh_argv(ssh_options(batch=batch, port=port, mux=mux))
 
 
 def ssh(

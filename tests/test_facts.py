@@ -23,22 +23,13 @@ from keepsource import facts
 from keepsource.facts import Connection, Real
 from keepsource.render.keepalived import APISERVER_FWMARK, WORKLOAD_FWMARK
 from tests.conftest import require_tool
+from tests.test_status import IPVSADM
 
 # -- the IPVS table ----------------------------------------------------------------------
 
-#: ``ipvsadm -Ln`` as the lab's guest prints it (kernel 6.1, ipvsadm 1.31): keepalived's
-#: fwmark services, one real server at weight 0 (its check failing: keepalived's alpha).
-LAB_TABLE = """IP Virtual Server version 1.2.1 (size=4096)
-Prot LocalAddress:Port Scheduler Flags
-  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn
-FWM  1802698753 rr
-  -> 172.16.0.1:6443              Masq    1      3          1
-FWM  1802698754 rr
-  -> 172.16.0.12:30080            Masq    1      0          7
-FWM  1802698755 rr
-  -> 172.16.0.11:30053            Masq    1      0          0
-  -> 172.16.0.12:30053            Masq    0      0          0
-"""
+#: ``ipvsadm -Ln`` as the lab's guest prints it: keepalived's fwmark services, one real
+#: server at weight 0 (its check failing: keepalived's alpha).
+LAB_TABLE = IPVSADM
 
 #: The cases the lab never makes, in ipvsadm's format: a service with no real
 #: server, a persistent UDP service with a netmask, direct routing and a local

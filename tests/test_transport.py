@@ -92,17 +92,18 @@ def assert_pinned(conf: Conf, known: Path, identity: str) -> None:
 # --- the LB host -----------------------------------------------------------
 
 
+def endpoint(conf: Conf) -> tuple[str, str, str]:
+    """(user, hostname, port) as ssh resolved them."""
+    return one(conf, "user"), one(conf, "hostname"), one(conf, "port")
+
+
 def test_lb_as_root_directly(tmp_path: Path, identity: str) -> None:
     known = tmp_path / "kh"
     conn = lb_connection(load("dev"))
     argv = transport.ssh_argv(ssh_options(conn, known, identity))
     assert argv[-2] == "--"
     conf = resolved(argv)
-    assert (one(conf, "user"), one(conf, "hostname"), one(conf, "port")) == (
-        "root",
-        "192.168.0.1",
-        "22",
-    )
+    assert endpoint(conf) == ("root", "192.168.0.1", "22")
     assert_pinned(conf, known, identity)
     assert "proxycommand" not in conf and one(conf, "controlmaster") == "false"
     assert conn.command("ipvsadm -Ln") == "ipvsadm -Ln"  # root: no sudo
@@ -112,19 +113,11 @@ def test_lb_as_a_user_through_the_jump_host(tmp_path: Path, identity: str) -> No
     known = tmp_path / "kh"
     conn = lb_connection(load("lab3"))
     conf = resolved(transport.ssh_argv(ssh_options(conn, known, identity)))
-    assert (one(conf, "user"), one(conf, "hostname"), one(conf, "port")) == (
-        "ops",
-        "10.20.0.5",
-        "2222",
-    )
+    assert endpoint(conf) == ("ops", "10.20.0.5", "2222")
     assert_pinned(conf, known, identity)
     # The jump's own ssh: the same pinned file and identity, its own endpoint.
     jump = proxy_conf(conf)
-    assert (one(jump, "user"), one(jump, "hostname"), one(jump, "port")) == (
-        "ops",
-        "bastion.example.internal",
-        "22",
-    )
+    assert endpoint(jump) == ("ops", "bastion.example.internal", "22")
     assert_pinned(jump, known, identity)
     assert "proxycommand" not in jump
     assert conn.command("true").startswith("sudo -n ")
@@ -212,11 +205,7 @@ def test_lab_guest(
     argv = guest.ssh_argv(batch=batch, port=2299, mux=mux)
     assert argv[-2] == "--"
     conf = resolved(argv)
-    assert (one(conf, "user"), one(conf, "hostname"), one(conf, "port")) == (
-        "root",
-        "127.0.0.1",
-        "2299",
-    )
+    assert endpoint(conf) == ("root", "127.0.0.1", "2299")
     known = paths.RUN / "known_hosts.127.0.0.1.2299"
     assert known.read_text() == "[127.0.0.1]:2299 ssh-ed25519 AAAAC3Nza\n"
     assert one(conf, "userknownhostsfile") == str(known)

@@ -37,17 +37,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from guard.base import (
-    Malformed,
-    Resource,
-    Unknown,
-    as_cidr,
-    as_list,
-    as_map,
-    as_port,
-    dig,
-    known_cidrs,
-)
+from guard import base
+from guard.base import Malformed, Resource, Unknown, as_list, as_map, as_port, dig
 from guard.kube import Block, Policy, Rule, Selector, name_of, namespace_of, selector
 
 CALICO_GROUPS = ("projectcalico.org/v3", "crd.projectcalico.org/v1")
@@ -294,7 +285,7 @@ def _ports(
 
 
 def _blocks(values: Any, f: str, unknowns: list[tuple[str, Unknown]]) -> list[Any]:
-    return list(known_cidrs(values, f, unknowns))
+    return list(base.known_cidrs(values, f, unknowns))
 
 
 def _world(version: int) -> Any:
@@ -382,7 +373,7 @@ def _cilium_rule(
     for k, entry in enumerate(sets):
         if not isinstance(entry, Mapping):
             raise Malformed(f"{f}.fromCIDRSet[{k}]", entry, "is not an object")
-        cidr = as_cidr(entry.get("cidr"), f"{f}.fromCIDRSet[{k}].cidr")
+        cidr = base.as_cidr(entry.get("cidr"), f"{f}.fromCIDRSet[{k}].cidr")
         if isinstance(cidr, Unknown):
             unknowns.append((f"{f}.fromCIDRSet[{k}].cidr", cidr))
             continue

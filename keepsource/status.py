@@ -7,7 +7,8 @@ rows join that with the stack's pools (fwmark -> service, VIP port,
 protocol, configured real servers): a configured real server missing from
 the table is out of the pool (its checks fail); the connection counts are
 IPVS's per real server. For a pair, which host holds the VIP and the nodes'
-gateway. The same facts Prometheus gets from the LB's exporters (docs/services.md, "Health in view").
+gateway. The same facts Prometheus gets from the LB's exporters
+(docs/services.md, "Health in view").
 """
 
 from __future__ import annotations

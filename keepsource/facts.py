@@ -87,6 +87,11 @@ def parse_ipvs_table(text: str) -> IpvsTable:
 IPVS_TABLE = Fact("ipvsadm -Ln", parse_ipvs_table)
 
 
+def fwmark_key(fwmark: int) -> str:
+    """The table's key of an IPv4 fwmark service (keepalived's virtual servers)."""
+    return f"FWM {fwmark}"
+
+
 def ipvs_service(fwmark: int) -> Fact[IpvsTable]:
     """One fwmark service's part of the table (the same format, that service only)."""
     return Fact(f"ipvsadm -Ln -f {fwmark}", parse_ipvs_table)
@@ -96,7 +101,7 @@ def parse_ipvs(text: str, vip: str, port: int, fwmark: int | None = None) -> set
     """Real servers ('ip:port') of one virtual service in ``ipvsadm -Ln``
     output: the ``TCP vip:port`` service, or the ``FWM fwmark`` one when given."""
     table = parse_ipvs_table(text)
-    wanted = [f"TCP {vip}:{port}"] + ([f"FWM {fwmark}"] if fwmark is not None else [])
+    wanted = [f"TCP {vip}:{port}"] + ([fwmark_key(fwmark)] if fwmark is not None else [])
     return {r.address for key in wanted for r in table.get(key, [])}
 
 

@@ -68,7 +68,7 @@ def rows(vss: Sequence[VirtualService], host: HostState) -> list[list[str]]:
     """One row per configured real server of each pool, as this host serves it."""
     out = []
     for vs in vss:
-        live = {r.address: r for r in host.table.get(f"FWM {vs.fwmark}", [])}
+        live = {r.address: r for r in host.table.get(facts.fwmark_key(vs.fwmark), [])}
         for rs in vs.real_servers:
             key = f"{rs.address}:{rs.port}"
             r = live.get(key)

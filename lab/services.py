@@ -128,7 +128,7 @@ def pool_members(plan_: Plan) -> dict[str, set[str]]:
         )
     table = fact.parse(done.stdout)
     return {
-        vs.name: {r.address.rsplit(":", 1)[0] for r in table.get(f"FWM {vs.fwmark}", [])}
+        vs.name: {r.address.rsplit(":", 1)[0] for r in table.get(facts.fwmark_key(vs.fwmark), [])}
         for vs in lb_host(plan_.settings).pools
     }
 

@@ -28,6 +28,7 @@ from keepsource.settings import Settings
 from keepsource.settings.model import LbNode
 from keepsource.settings.services import Exposed, check_payload
 from keepsource.transport import SshOptions, exit_argv, parse_destination, ssh_argv
+from keepsource.udp_probe import udp_send_command
 
 Runner = Callable[[str], tuple[int, str]]
 KEEPALIVED_CONF_PATH = "/etc/keepalived/keepalived.conf"
@@ -153,19 +154,6 @@ def curl_command(url: str) -> str:
     return f"curl -s -m 2 -o - -w '\\nHTTP %{{http_code}}\\n' {shlex.quote(url)}"
 
 
-#: One datagram from a given source address (bash's /dev/udp cannot bind one),
-#: then one reply: exit 0 on a reply, 1 when refused (ICMP port unreachable),
-#: 3 when the socket could not be made. perl-base is Essential in Debian, so
-#: every LB has it; ``Socket`` is part of it.
-_UDP_FROM = (
-    "use Socket; socket(my $s, PF_INET, SOCK_DGRAM, 0) or exit 3; "
-    "bind($s, pack_sockaddr_in(0, inet_aton($ARGV[0]))) or exit 3; "
-    "connect($s, pack_sockaddr_in($ARGV[2], inet_aton($ARGV[1]))) or exit 3; "
-    'send($s, pack("H*", $ARGV[3]), 0) or exit 1; '
-    "defined(recv($s, my $r, 4096, 0)) or exit 1; exit 0"
-)
-
-
 def udp_command(
     address: str,
     port: int,
@@ -177,11 +165,12 @@ def udp_command(
     for a reply: exit 0 on a reply, 124 when none came, 1 when the host
     refused (an ICMP port unreachable). Without ``source``: bash's /dev/udp and
     coreutils, so it runs on any Debian client. With ``source`` (the LB's
-    check address, which the NetworkPolicy admits): perl's socket bound to it."""
+    check address, which the NetworkPolicy admits): perl's socket bound to it
+    (:func:`keepsource.udp_probe.udp_send_command`; 3 when that socket could
+    not be made)."""
     hexs = payload_hex or ""
     if source is not None:
-        args = " ".join(shlex.quote(a) for a in (source, address, str(port), hexs))
-        return f"timeout {timeout:g} perl -e {shlex.quote(_UDP_FROM)} {args}"
+        return udp_send_command(source, address, port, hexs, timeout=timeout)
     data = "".join(f"\\x{hexs[i : i + 2]}" for i in range(0, len(hexs), 2))
     script = f"exec 3<>/dev/udp/{address}/{port} && printf '{data}' >&3 && head -c 1 <&3 >/dev/null"
     return f"timeout {timeout:g} bash -c {shlex.quote(script)}"
@@ -412,8 +401,7 @@ def _relay_check(
     relay: it leaves from the host's internal address) must not reach a pod
     that its checks reach: the NetworkPolicy admits the check address only.
     TCP pools of keepsource's own workloads, one healthy real server each."""
-    ex = next((e for e in settings.exposed if e.name == vs.service), None)
-    if vs.protocol != "TCP" or ex is None or not ex.managed or not healthy:
+    if vs.protocol != "TCP" or not _exposed(settings, vs).managed or not healthy:
         return None
     if node.check_source == node.internal_address:
         return None
@@ -429,13 +417,18 @@ def _relay_check(
     )
 
 
+def _exposed(settings: Settings, vs: VirtualService) -> Exposed:
+    """The exposed service a pool belongs to (every pool is one's port; names
+    are unique): the one place a pool finds its service."""
+    return next(e for e in settings.exposed if e.name == vs.service)
+
+
 def _legacy_name(settings: Settings, vs: VirtualService) -> bool:
-    return any(e.legacy and e.name == vs.service for e in settings.exposed)
+    return _exposed(settings, vs).legacy
 
 
 def _members(settings: Settings, vs: VirtualService) -> str:
-    ex = next(e for e in settings.exposed if e.name == vs.service)
-    return "workers" if ex.workload is not None else "real servers"
+    return "workers" if _exposed(settings, vs).workload is not None else "real servers"
 
 
 def repair_line(stack: str, checks: list[Check]) -> str | None:

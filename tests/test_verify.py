@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import shlex
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,6 +22,7 @@ from keepsource.render.keepalived import (
 )
 from keepsource.render.scripts import LB_NAME, LB_TYPE, STEP_NAMES, step_urn
 from keepsource.stackfile import load
+from keepsource.udp_probe import udp_program, udp_send_command
 from keepsource.verify import (
     client_checks,
     lb_checks,
@@ -116,6 +119,19 @@ def test_without_a_check_address_no_relay_check_is_made() -> None:
     s = s.model_copy(update={"network": s.network.model_copy(update={"check_address": None})})
     checks = lb_checks(s, _lb(GOOD), settle_s=0.5)
     assert not [c for c in checks if c.name.startswith("a relay")]
+
+
+def test_each_pool_names_its_members_and_only_keepsources_workload_gets_a_relay_check() -> None:
+    """A pool's service, looked up in one place: the apiserver's real servers
+    and a workload's workers; the relay check only for a workload keepsource
+    manages (dev-lb-only's is external: its policy is not keepsource's)."""
+    for stack, relays in (("local", 1), ("dev-lb-only", 0)):
+        names = [c.name for c in lb_checks(load(stack), _lb(GOOD), settle_s=0.5)]
+        assert [n for n in names if n.startswith("IPVS ")] == [
+            "IPVS 192.168.0.1:6443/tcp (apiserver) holds exactly the healthy real servers",
+            "IPVS 192.168.0.1:30080 holds exactly the healthy workers",
+        ], stack
+        assert len([n for n in names if n.startswith("a relay on the LB")]) == relays, stack
 
 
 def test_an_unreachable_lb_fails() -> None:
@@ -375,3 +391,71 @@ def test_the_udp_probe_tells_an_answer_from_silence_and_refusal() -> None:
         assert rc(silent.getsockname()[1], source) == 124, source
         assert rc(closed_port, source) == 1, source
     silent.close()
+
+
+@pytest.mark.parametrize("count", [1, 5])
+@pytest.mark.parametrize("expect_reply", [True, False])
+def test_every_variant_of_the_udp_sender_is_valid_perl(count: int, expect_reply: bool) -> None:
+    import subprocess
+
+    program = udp_program(count, expect_reply)
+    done = subprocess.run(
+        ["perl", "-c", "-e", program], capture_output=True, text=True, timeout=20, check=False
+    )
+    assert done.returncode == 0 and "syntax OK" in done.stderr, done.stderr
+    # The probe's variant is the program verify always sent (one datagram, one reply).
+    assert udp_command("10.0.0.1", 53, "ab", source="10.0.0.2") == (
+        f"timeout 2 perl -e {shlex.quote(udp_program())} 10.0.0.2 10.0.0.1 53 ab"
+    )
+
+
+def test_the_udp_sender_sends_count_datagrams_of_the_payload_from_the_source() -> None:
+    """Loopback only: a socket on 127.0.0.1 gets the N datagrams, each the
+    payload, all from 127.0.0.2 (one socket, one port); with a reply wanted,
+    the sender waits for it and exits 0."""
+    import socket
+    import subprocess
+
+    payload = bytes.fromhex("0001abcdef")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink:
+        sink.bind(("127.0.0.1", 0))
+        sink.settimeout(5)
+        port = sink.getsockname()[1]
+        for count, reply in ((5, False), (3, True), (1, False)):
+            cmd = udp_send_command(
+                "127.0.0.2", "127.0.0.1", port, payload.hex().upper(), count=count,
+                expect_reply=reply, timeout=10, interval=0.01,
+            )  # fmt: skip
+            sender = subprocess.Popen(["bash", "-c", cmd])
+            try:
+                got = [sink.recvfrom(4096) for _ in range(count)]
+                if reply:
+                    sink.sendto(b"ok", got[-1][1])
+                assert sender.wait(timeout=15) == 0, (count, reply)
+            finally:
+                sender.kill()
+                sender.wait()
+            assert [data for data, _ in got] == [payload] * count
+            assert {peer[0] for _, peer in got} == {"127.0.0.2"}
+            assert len({peer for _, peer in got}) == 1  # one socket, one source port
+            sink.settimeout(0.3)
+            with pytest.raises(TimeoutError):
+                sink.recvfrom(4096)  # exactly count, no more
+            sink.settimeout(5)
+
+
+@pytest.mark.parametrize(
+    ("args", "why"),
+    [
+        (("localhost", "127.0.0.1", 53, "ab"), "IPv4"),
+        (("127.0.0.2", "127.0.0.1", 0, "ab"), "port"),
+        (("127.0.0.2", "127.0.0.1", 53, "abc"), "hex"),
+        (("127.0.0.2", "127.0.0.1", 53, "zz"), "hex"),
+        (("127.0.0.2", "127.0.0.1", 53, "ab'; reboot"), "hex"),
+    ],
+)
+def test_the_udp_sender_takes_addresses_and_hex_only(args: tuple[Any, ...], why: str) -> None:
+    with pytest.raises(ValueError, match=why):
+        udp_send_command(*args)
+    with pytest.raises(ValueError, match="count"):
+        udp_send_command("127.0.0.2", "127.0.0.1", 53, "ab", count=0)

@@ -60,18 +60,21 @@ def key(component: Component, go: str) -> str:
     return hashlib.sha256(spec.encode()).hexdigest()[:12]
 
 
-def folder(component: Component, go: str) -> Path:
-    return CACHE / f"{component.name}-{key(component, go)}"
+def folder(component: Component, go: str, cache: Path | None = None) -> Path:
+    """The component's folder in ``cache`` (default: :data:`CACHE`)."""
+    return (CACHE if cache is None else cache) / f"{component.name}-{key(component, go)}"
 
 
-def stale(component: Component, go: str) -> list[Path]:
+def stale(component: Component, go: str, cache: Path | None = None) -> list[Path]:
     """This component's folders built from an older spec (another key): the
-    cache is keepsource's own, and a binary of an old spec is never used."""
-    current = folder(component, go)
+    cache (``cache``, default :data:`CACHE`) is keepsource's own, and a binary
+    of an old spec is never used."""
+    cache = CACHE if cache is None else cache
+    current = folder(component, go, cache)
     pattern = re.compile(rf"{re.escape(component.name)}-[0-9a-f]{{12}}")
-    if not CACHE.is_dir():
+    if not cache.is_dir():
         return []
-    return [d for d in CACHE.iterdir() if d.is_dir() and pattern.fullmatch(d.name) and d != current]
+    return [d for d in cache.iterdir() if d.is_dir() and pattern.fullmatch(d.name) and d != current]
 
 
 def is_built(component: Component, go: str) -> bool:

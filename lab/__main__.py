@@ -2,7 +2,7 @@
 lab/lab up [--ha|--services]|apply|pod|reboot|ssh|kill-lb|start-lb|verify|fault|down|
 bench-boot|demo [--ha|--services].
 
-The CLI only: a lab run's plan, state and commands are lab/run.py."""
+The CLI only: a lab run's hosts, state and commands are lab/run.py."""
 
 from __future__ import annotations
 
@@ -10,17 +10,17 @@ import argparse
 import statistics
 import sys
 
-from lab import guest, paths, plan, run
+from lab import guest, layout, paths, run
 from lab.log import log
 from lab.run import (
     STACK,
-    Plan,
+    Lab,
     State,
     apply,
     down,
     fault,
     kill_lb,
-    make_plan,
+    make_lab,
     reboot,
     require_root,
     set_pod,
@@ -31,9 +31,9 @@ from lab.run import (
 __all__ = ["STACK", "engine_demo", "main"]
 
 
-def _run_plan() -> Plan:
-    """The running lab's plan (its layout as up recorded it); single when none runs."""
-    return make_plan(State.load().layout if paths.STATE_FILE.exists() else plan.SINGLE)
+def _running_lab() -> Lab:
+    """The running lab (its layout as up recorded it); single when none runs."""
+    return make_lab(State.load().layout if paths.STATE_FILE.exists() else layout.SINGLE)
 
 
 def engine_demo() -> int:
@@ -43,12 +43,12 @@ def engine_demo() -> int:
 
     require_root()
     build()
-    plan_ = make_plan()
+    the_lab = make_lab()
     table = run.Table()
     down()
     try:
-        full.up(plan_)
-        full.scenario(plan_, table)
+        full.up(the_lab)
+        full.scenario(the_lab, table)
     finally:
         down()
     return table.report("demo", full.SCENARIO_ROWS)
@@ -61,19 +61,19 @@ def services_demo() -> int:
 
     require_root()
     build()
-    plan_ = make_plan(plan.SERVICES)
+    the_lab = make_lab(layout.SERVICES)
     table = run.Table()
     down()
     try:
-        full.up(plan_)
-        table.rows.extend(run.fault(plan_))
-        services.scenario(plan_, table)
+        full.up(the_lab)
+        table.rows.extend(run.fault(the_lab))
+        services.scenario(the_lab, table)
     finally:
         down()
     return table.report("services demo", services.SCENARIO_ROWS + 3)
 
 
-def bench_boot(g: plan.Guest, n: int) -> int:
+def bench_boot(g: layout.Guest, n: int) -> int:
     """Cold boots (power off hard, boot on the same disk) and reboots
     (``systemctl reboot``) of a running guest, ``n`` each: seconds to SSH, with
     the guest's own ``systemd-analyze`` line for each, then median and max."""
@@ -101,8 +101,8 @@ def bench_boot(g: plan.Guest, n: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    done = _without_plan(args)
-    return done if done is not None else _with_plan(args, _run_plan())
+    done = _without_lab(args)
+    return done if done is not None else _with_lab(args, _running_lab())
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -174,8 +174,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _without_plan(args: argparse.Namespace) -> int | None:
-    """The commands that make their own plan (or need none); None for the others."""
+def _without_lab(args: argparse.Namespace) -> int | None:
+    """The commands that make their own lab (or need none); None for the others."""
     if args.cmd == "scale":
         from lab import scale
 
@@ -196,7 +196,7 @@ def _without_plan(args: argparse.Namespace) -> int | None:
     if args.cmd == "engine-demo":
         return engine_demo()
     if args.cmd == "ssh":
-        g = _run_plan().guest(args.lb)
+        g = _running_lab().guest(args.lb)
         done = guest.ssh(" ".join(args.command) or "true", timeout=600, lb=g)
         sys.stdout.write(done.stdout)
         sys.stderr.write(done.stderr)
@@ -204,7 +204,7 @@ def _without_plan(args: argparse.Namespace) -> int | None:
     if args.cmd == "verify":
         return verify()
     if args.cmd == "bench-boot":
-        return bench_boot(_run_plan().guest(args.lb), args.n)
+        return bench_boot(_running_lab().guest(args.lb), args.n)
     if args.cmd == "kill-lb":
         return 0 if kill_lb(args.name) else 1
     if args.cmd == "start-lb":
@@ -213,63 +213,65 @@ def _without_plan(args: argparse.Namespace) -> int | None:
     if args.cmd == "up":
         from engine.build import build
 
-        layout = plan.PAIR if args.ha else plan.SERVICES if args.services else plan.SINGLE
-        plan_ = make_plan(layout)
+        layout_name = (
+            layout.PAIR if args.ha else layout.SERVICES if args.services else layout.SINGLE
+        )
+        the_lab = make_lab(layout_name)
         from lab import full
 
         build()  # the control plane's binaries (cached)
-        full.up(plan_)  # with the API when the layout's stack manages the Workload
+        full.up(the_lab)  # with the API when the layout's stack manages the Workload
         return 0
     return None
 
 
-def _with_plan(args: argparse.Namespace, plan_: Plan) -> int:
-    """The commands on the lab that is up (its plan)."""
+def _with_lab(args: argparse.Namespace, the_lab: Lab) -> int:
+    """The commands on the lab that is up."""
     if args.cmd == "apply":
-        return _apply(args, plan_)
+        return _apply(args, the_lab)
     if args.cmd == "pod":
-        _pod(args.worker, plan_)
+        _pod(args.worker, the_lab)
     elif args.cmd == "reboot":
         for k_, v in reboot(args.lb).items():
             log(f"{k_}: {v:.1f} s")
     elif args.cmd == "fault":
-        rows = fault(plan_)
+        rows = fault(the_lab)
         for name, ok, detail in rows:
             print(f"{'PASS' if ok else 'FAIL'}  {name}: {detail}")
         return 0 if all(ok for _, ok, _ in rows) else 1
     return 0
 
 
-def _apply(args: argparse.Namespace, plan_: Plan) -> int:
+def _apply(args: argparse.Namespace, the_lab: Lab) -> int:
     from lab import full
 
     cut = None
     if args.cut:
         name, _, secs = args.cut.rpartition(":")
         cut = (name, float(secs))
-    result = apply(plan_, *[f"--replace={u}" for u in args.replace or []], cut=cut)
+    result = apply(the_lab, *[f"--replace={u}" for u in args.replace or []], cut=cut)
     if not result.ok:
         for name, why in result.failed().items():
             print(f"{name}: {why.strip()[-2000:]}", file=sys.stderr)
         print(result.output[-2000:], file=sys.stderr)
         return 1
-    if plan_.settings.manages_workload:
-        full.sync_workers(plan_)
+    if the_lab.settings.manages_workload:
+        full.sync_workers(the_lab)
     return 0
 
 
-def _pod(worker: str, plan_: Plan) -> None:
-    if worker not in [w.name for w in plan_.workers]:
+def _pod(worker: str, the_lab: Lab) -> None:
+    if worker not in [w.name for w in the_lab.workers]:
         raise SystemExit(f"lab: no worker {worker!r}")
     state = State.load()
     if state.phase == "api":
         from lab import full
 
-        seconds = full.place_pod(plan_.settings, worker)
+        seconds = full.place_pod(the_lab.settings, worker)
         log(f"the pod is Ready on {worker} after {seconds:.1f} s (through the API)")
     else:
         state.pod = worker
-        set_pod(plan_, state)
+        set_pod(the_lab, state)
         log(f"the pod is on {state.pod}")
 
 

@@ -30,17 +30,17 @@ from keepsource.render import kube as render
 from keepsource.settings import Settings
 from keepsource.settings.services import Exposed
 from lab import engine, hosts, kube, paths
+from lab.layout import SERVICES
 from lab.log import log
-from lab.plan import SERVICES
-from lab.run import VENV, Plan, State, engine_cli
+from lab.run import VENV, Lab, State, engine_cli
 
 CURL_TIMED_OUT = 28
 
 
-def master(plan_: Plan) -> kube.Master:
-    s = plan_.settings
+def master(the_lab: Lab) -> kube.Master:
+    s = the_lab.settings
     return kube.Master(
-        netns=plan_.master.netns,
+        netns=the_lab.master.netns,
         address=str(s.apiserver.address),
         port=s.apiserver.port,
         workers=tuple((w.name, str(w.address)) for w in s.workers),
@@ -156,16 +156,16 @@ def view(s: Settings) -> tuple[hosts.PodFilter, tuple[str, ...]]:
     return views(s)[0]
 
 
-def set_views(plan_: Plan, now: View) -> None:
-    hosts.set_workers(plan_.workers, {}, views=[(f, {n: "pod" for n in on}) for f, on in now])
+def set_views(the_lab: Lab, now: View) -> None:
+    hosts.set_workers(the_lab.workers, {}, views=[(f, {n: "pod" for n in on}) for f, on in now])
 
 
-def sync_workers(plan_: Plan) -> View:
+def sync_workers(the_lab: Lab) -> View:
     """Set the workers' stand-ins from the API once (the follower does it
     continuously): the pods where Ready pods are, the Services' ports and
     traffic policy, the NetworkPolicies' ipBlocks."""
-    now = views(plan_.settings)
-    set_views(plan_, now)
+    now = views(the_lab.settings)
+    set_views(the_lab, now)
     return now
 
 
@@ -209,7 +209,7 @@ def _record_pod(worker: str) -> None:
         state.save()
 
 
-def back_to_fault(plan_: Plan) -> dict[str, float]:
+def back_to_fault(the_lab: Lab) -> dict[str, float]:
     """The seed's fault once more on a running full lab, without a new control
     plane: the LB guest as it was after its first boot (its internal snapshot
     from then, when one was taken: lab/guest.py save_state; else powered off
@@ -219,8 +219,8 @@ def back_to_fault(plan_: Plan) -> dict[str, float]:
     the lab's backend (made again from the checkout's stack file)."""
     from lab import guest
 
-    s = plan_.settings
-    g = plan_.guests[0]
+    s = the_lab.settings
+    g = the_lab.guests[0]
     t: dict[str, float] = {}
     if guest.has_state(g):  # the snapshot of its first boot (tests/test_lab.py takes it)
         t["restored_to_ssh"] = guest.restore_state(g)
@@ -231,8 +231,8 @@ def back_to_fault(plan_: Plan) -> dict[str, float]:
     delete_objects(s)
     make_fault(s)
     t["pod_placed"] = place_pod(s, s.workers[0].name)
-    fresh_stack(plan_)
-    sync_workers(plan_)
+    fresh_stack(the_lab)
+    sync_workers(the_lab)
     log("back to the fault: " + ", ".join(f"{k} {v:.1f} s" for k, v in t.items()))
     return t
 
@@ -245,7 +245,7 @@ FOLLOW_INTERVAL = 0.5
 FOLLOW_LIMIT = 6 * 3600
 
 
-def follow(plan_: Plan) -> int:
+def follow(the_lab: Lab) -> int:
     """Keep the stand-ins on what the API holds, as kube-proxy and a CNI do:
     look at once when a pod changes (a watch on the API) and at least every
     FOLLOW_INTERVAL, re-apply when the view changed. Ends when FOLLOW_STOP
@@ -258,9 +258,9 @@ def follow(plan_: Plan) -> int:
         for _ in range(int(FOLLOW_LIMIT / 0.05)):
             if FOLLOW_STOP.exists() or time.monotonic() - start > FOLLOW_LIMIT:
                 break
-            now = _look(plan_, last)
+            now = _look(the_lab, last)
             if now is not None and now != last:
-                set_views(plan_, now)
+                set_views(the_lab, now)
                 changes += 1
                 for f, on in now:
                     log(
@@ -275,9 +275,9 @@ def follow(plan_: Plan) -> int:
     return changes
 
 
-def _look(plan_: Plan, last: View | None) -> View | None:
+def _look(the_lab: Lab, last: View | None) -> View | None:
     try:
-        return views(plan_.settings)
+        return views(the_lab.settings)
     except (SystemExit, KeyError, ValueError, subprocess.SubprocessError) as e:
         log(f"follow: the API did not answer ({str(e)[:200]})")
         return last
@@ -337,20 +337,20 @@ def delete_objects(s: Settings) -> None:
         )  # fmt: skip
 
 
-def fresh_stack(plan_: Plan, stack_file: str | None = None, check: bool = True) -> None:
-    """The plan's stack removed from the lab's backend and made again, with the
+def fresh_stack(the_lab: Lab, stack_file: str | None = None, check: bool = True) -> None:
+    """The lab's stack removed from its backend and made again, with the
     lab's key as its secret. `stack rm` removes its stack file too: the shadow
     takes the checkout's again, or ``stack_file`` (a generated one's text).
     ``check``: fail when there was no stack to remove."""
-    p = engine_cli(plan_)
-    p.run("stack", "rm", "--yes", "--force", stack=plan_.stack, check=check)
+    p = engine_cli(the_lab)
+    p.run("stack", "rm", "--yes", "--force", stack=the_lab.stack, check=check)
     if stack_file is not None:
-        (engine.SHADOW / f"Pulumi.{plan_.stack}.yaml").write_text(stack_file)
-    engine_cli(plan_)
+        (engine.SHADOW / f"Pulumi.{the_lab.stack}.yaml").write_text(stack_file)
+    engine_cli(the_lab)
 
 
 @contextlib.contextmanager
-def follower_paused(plan_: Plan) -> Iterator[None]:
+def follower_paused(the_lab: Lab) -> Iterator[None]:
     """The follower stopped for the block (the workers' stand-ins may be set
     by hand), started again after it; the workers back on the API's view."""
     stop_follower()
@@ -360,23 +360,23 @@ def follower_paused(plan_: Plan) -> Iterator[None]:
         state = State.load()
         state.pids.append(start_follower())
         state.save()
-        sync_workers(plan_)
+        sync_workers(the_lab)
 
 
-def start(plan_: Plan) -> dict[str, float]:
+def start(the_lab: Lab) -> dict[str, float]:
     """The control plane, the seed's objects, and the follower that keeps the
     workers' stand-ins on what the API holds."""
-    times = kube.start(master(plan_))
-    make_fault(plan_.settings)
+    times = kube.start(master(the_lab))
+    make_fault(the_lab.settings)
     # The pod where the stand-ins' state says it is (the first worker), as
     # the seed had it: the scheduler alone may pick either.
-    if plan_.layout == SERVICES:  # one pod of each service on each worker
+    if the_lab.layout == SERVICES:  # one pod of each service on each worker
         from lab import services
 
-        times["pods_spread"] = services.spread(plan_.settings)
+        times["pods_spread"] = services.spread(the_lab.settings)
     else:
-        times["pod_placed"] = place_pod(plan_.settings, plan_.settings.workers[0].name)
-    sync_workers(plan_)
+        times["pod_placed"] = place_pod(the_lab.settings, the_lab.settings.workers[0].name)
+    sync_workers(the_lab)
     state = State.load()
     state.phase = "api"
     state.pids.append(start_follower())  # down stops it with the other servers
@@ -384,16 +384,16 @@ def start(plan_: Plan) -> dict[str, float]:
     return times
 
 
-def up(plan_: Plan) -> dict[str, float]:
-    """The lab for ``plan_`` (lab/run.py ``up``: namespaces, stand-ins, guests),
+def up(the_lab: Lab) -> dict[str, float]:
+    """The lab for ``the_lab`` (lab/run.py ``up``: namespaces, stand-ins, guests),
     with the control plane at the master's place and the seed's objects made by
     kubectl (:func:`start`) when its stack manages the Workload."""
     from lab import run
 
-    kube_ = plan_.settings.manages_workload
-    times = run.up(plan_, kube=kube_)
+    kube_ = the_lab.settings.manages_workload
+    times = run.up(the_lab, kube=kube_)
     if kube_:
-        times.update(start(plan_))
+        times.update(start(the_lab))
     return times
 
 
@@ -490,22 +490,22 @@ def policy_pack() -> Path:
     return pack
 
 
-def scenario(plan_: Plan, table: Any, reboot: bool = True) -> dict[str, Any]:
+def scenario(the_lab: Lab, table: Any, reboot: bool = True) -> dict[str, Any]:
     """Everything of the real engine's must-show after ``up`` (with the API): rows in
     ``table`` (lab.run.Table); returns what tests look at further."""
-    return _Demo(plan_, table).play(reboot)
+    return _Demo(the_lab, table).play(reboot)
 
 
 class _Demo:
     """The rows of :func:`scenario`, one method each, in the order they run."""
 
-    def __init__(self, plan_: Plan, table: Any) -> None:
+    def __init__(self, the_lab: Lab, table: Any) -> None:
         from lab import run
 
         self.run = run
-        self.plan = plan_
-        self.s = plan_.settings
-        self.stack = plan_.stack
+        self.the_lab = the_lab
+        self.s = the_lab.settings
+        self.stack = the_lab.stack
         self.vip = str(self.s.network.vip)
         self.page = f"http://{self.vip}:{self.s.node_port}/"
         self.seen: dict[str, Any] = {}
@@ -513,14 +513,14 @@ class _Demo:
 
     def play(self, reboot: bool) -> dict[str, Any]:
         phase = self.table.phase
-        self.table.rows.extend(self.run.fault(self.plan))
-        self.p = engine_cli(self.plan)
+        self.table.rows.extend(self.run.fault(self.the_lab))
+        self.p = engine_cli(self.the_lab)
         phase("preview --policy-pack: HAProxy kept in front fails", self.bad_preview)
         phase("preview --policy-pack: keepsource's stack passes", self.good_preview)
         if not phase("pulumi up from the fault state", self.first_up):
             return self.seen
         self.first_up_rows()
-        sync_workers(self.plan)
+        sync_workers(self.the_lab)
         phase("host01 gets the page, host02 times out", self.clients)
         phase("second pulumi up --expect-no-changes", self.no_changes)
         phase("every LB step replaced: each reports unchanged", self.replace_all)
@@ -563,7 +563,7 @@ class _Demo:
         env = api_probe_env()
         probes = {
             "host01": self.run.Probe("ks-host01", api, env=env),
-            "worker01": self.run.Probe(self.plan.workers[0].netns, api, env=env),
+            "worker01": self.run.Probe(self.the_lab.workers[0].netns, api, env=env),
         }
         time.sleep(1)
         try:
@@ -633,9 +633,9 @@ class _Demo:
 
         run, p, stack = self.run, self.p, self.stack
         guest.ssh(
-            "systemctl unmask haproxy && systemctl enable --now haproxy", lb=self.plan.guests[0]
+            "systemctl unmask haproxy && systemctl enable --now haproxy", lb=self.the_lab.guests[0]
         )
-        v1 = run.verify_output(self.plan, p.env(), engine.SHADOW)
+        v1 = run.verify_output(self.the_lab, p.env(), engine.SHADOW)
         line = next(
             (ln.strip() for ln in v1[1].splitlines() if ln.strip().startswith("pulumi up ")), ""
         )
@@ -645,7 +645,7 @@ class _Demo:
         argv = shlex.split(line)[1:]
         replaced = [argv[i + 1] for i, w in enumerate(argv) if w == "--replace"]
         fix = p.run(*argv, check=False)
-        v2 = run.verify_output(self.plan, p.env(), engine.SHADOW)
+        v2 = run.verify_output(self.the_lab, p.env(), engine.SHADOW)
         cutover = engine.steps_of(p.export(stack)).get("lb-cutover")
         said = cutover.stdout if cutover else ""
         masked = "haproxy: disabled and masked (was enabled) stopped (was active)" in said
@@ -681,16 +681,16 @@ class _Demo:
     def after_reboot(self) -> tuple[bool, str]:
         run, vip = self.run, self.vip
         t = run.reboot()
-        sync_workers(self.plan)
+        sync_workers(self.the_lab)
         # keepalived is active; its pools start empty (alpha) until a
         # check passes: wait for host01's page, bounded.
         waited = wait_page("ks-host01", self.page, 30)
         ok, detail = self.clients()
         # As test_lab's reboot test had it: verify passes, a worker reaches
         # the API through VIP:6443 (hairpin), the host's NAT rule first.
-        v, _ = run.verify_output(self.plan, self.p.env(), engine.SHADOW)
+        v, _ = run.verify_output(self.the_lab, self.p.env(), engine.SHADOW)
         api_ok, api = run.answers(
-            self.plan.workers[0].netns, f"http://{vip}:{self.s.apiserver.port}/"
+            self.the_lab.workers[0].netns, f"http://{vip}:{self.s.apiserver.port}/"
         )
         first, _ = run.host_rule_first()
         ok = ok and v == 0 and api_ok and first
@@ -719,7 +719,7 @@ class _Demo:
 
 if __name__ == "__main__":
     if sys.argv[1:] == ["follow"]:
-        from lab.run import current_plan
+        from lab.run import current_lab
 
-        sys.exit(0 if follow(current_plan()) >= 0 else 1)
+        sys.exit(0 if follow(current_lab()) >= 0 else 1)
     raise SystemExit("usage: python -m lab.full follow")

@@ -1,6 +1,6 @@
 """The LB guests under QEMU (software emulation), reached over SSH on 127.0.0.1.
 
-Every function takes the guest (lab/plan.py ``Guest``); without one it means
+Every function takes the guest (lab/layout.py ``Guest``); without one it means
 the single layout's guest ``lb`` (127.0.0.1:2222), as before the pair."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -20,14 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from keepsource import transport
-from lab import image, net, paths, plan
+from lab import image, layout, net, paths
+from lab.layout import Guest
 from lab.log import log
-from lab.plan import Guest
 
 
 def single() -> Guest:
     """The single layout's guest, from Pulumi.local.yaml."""
-    return plan.guests(plan.SINGLE)[0]
+    return layout.guests(layout.SINGLE)[0]
 
 
 def port_free(port: int) -> bool:
@@ -43,13 +44,13 @@ def port_free(port: int) -> bool:
     return True
 
 
-def _mux_dir() -> Path:
+def _mux_dir(run_dir: Path) -> Path:
     """One SSH connection per guest shared by the lab's own commands (ssh's
     ControlMaster): a new connection costs ~0.8 s under TCG, a session on a
     shared one ~0.1 s. Never used for keepsource's steps (the engine's
     command provider opens its own connection per command). A deep
     checkout gets none (the socket path would be too long)."""
-    control = paths.RUN / "mux"
+    control = run_dir / "mux"
     control.mkdir(mode=0o700, parents=True, exist_ok=True)
     return control
 
@@ -61,15 +62,22 @@ def ssh_options(
     user: str = "root",
     host: str = "127.0.0.1",
     mux: bool = False,
+    run_dir: Path | None = None,
+    cache: Path | None = None,
 ) -> transport.SshOptions:
     """ssh to a guest with the lab's key and its pinned host key (one image:
     every guest has the same host key). One known_hosts file per endpoint, so
     sessions to both guests at once never see each other's file half-written.
-    ``mux``: share one connection per guest (see :func:`_mux_dir`)."""
+    ``mux``: share one connection per guest (see :func:`_mux_dir`). ``run_dir``:
+    where the known_hosts files and the shared connections' sockets go
+    (default: ``paths.RUN``, the lab run's folder); ``cache``: where the lab's
+    key and the guest's host key are (default: ``paths.CACHE``, the image's)."""
     port = single().ssh_port if port is None else port
-    paths.RUN.mkdir(parents=True, exist_ok=True)
-    key = paths.HOST_KEY.read_text().split()
-    known = paths.RUN / f"known_hosts.{host}.{port}"
+    run_dir = paths.RUN if run_dir is None else run_dir
+    cache = paths.CACHE if cache is None else cache
+    run_dir.mkdir(parents=True, exist_ok=True)
+    key = (cache / paths.HOST_KEY.name).read_text().split()
+    known = run_dir / f"known_hosts.{host}.{port}"
     tmp = known.with_suffix(f".{os.getpid()}.{threading.get_ident()}")
     tmp.write_text(f"[{host}]:{port} {key[0]} {key[1]}\n")
     tmp.replace(known)
@@ -77,19 +85,27 @@ def ssh_options(
         user,
         host,
         port,
-        identity=str(paths.KEY),
+        identity=str(cache / paths.KEY.name),
         known_hosts=known,
         batch=batch,
         connect_timeout=5,
         server_alive=(5, 3),
-        control_dir=_mux_dir() if mux else None,
+        control_dir=_mux_dir(run_dir) if mux else None,
         control_persist=60,
     )
 
 
-def ssh_argv(*, batch: bool = True, port: int | None = None, mux: bool = False) -> list[str]:
+def ssh_argv(
+    *,
+    batch: bool = True,
+    port: int | None = None,
+    mux: bool = False,
+    run_dir: Path | None = None,
+    cache: Path | None = None,
+) -> list[str]:
     """The ssh argv of :func:`ssh_options` as root (the remote command goes after)."""
-    return transport.ssh_argv(ssh_options(batch=batch, port=port, mux=mux))
+    options = ssh_options(batch=batch, port=port, mux=mux, run_dir=run_dir, cache=cache)
+    return transport.ssh_argv(options)
 
 
 def ssh(
@@ -110,6 +126,14 @@ def ssh(
         timeout=timeout,
         check=check,
     )
+
+
+def script(name: str, *args: str) -> str:
+    """A command line that runs the lab's script ``lab/files/<name>.sh`` on a
+    guest with ``args`` (the script's text travels on the command line, so its
+    stdin stays the caller's)."""
+    text = (paths.FILES / f"{name}.sh").read_text()
+    return shlex.join(["bash", "-c", text, name, *args])
 
 
 def close_shared_connection(lb: Guest | None = None) -> None:
@@ -230,7 +254,7 @@ def qemu_argv(g: Guest) -> list[str]:
         "-initrd",
         str(paths.INITRD),
         "-append",
-        plan.kernel_cmdline(g),
+        layout.kernel_cmdline(g),
         "-drive",
         f"file={g.overlay},if=virtio,format=qcow2",
         "-netdev",
@@ -240,11 +264,11 @@ def qemu_argv(g: Guest) -> list[str]:
         "-netdev",
         f"tap,id=ext,ifname={taps['ext']},script=no,downscript=no",
         "-device",
-        f"virtio-net-pci,netdev=ext,mac={macs[plan.EXT_IF]},romfile=",
+        f"virtio-net-pci,netdev=ext,mac={macs[layout.EXT_IF]},romfile=",
         "-netdev",
         f"tap,id=int,ifname={taps['int']},script=no,downscript=no",
         "-device",
-        f"virtio-net-pci,netdev=int,mac={macs[plan.INT_IF]},romfile=",
+        f"virtio-net-pci,netdev=int,mac={macs[layout.INT_IF]},romfile=",
         "-display",
         "none",
         "-monitor",

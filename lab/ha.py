@@ -12,7 +12,6 @@ every row ran and held.
 from __future__ import annotations
 
 import re
-import shlex
 import subprocess
 import sys
 import threading
@@ -24,9 +23,10 @@ from keepsource import facts
 from keepsource.host import lb_host
 from keepsource.render import gateway
 from keepsource.stackfile import PROJECT_ROOT
+from keepsource.udp_probe import udp_send_command
 from keepsource.verify import runner_for
-from lab import forge, guest, hosts, paths, plan, run
-from lab.plan import PAIR
+from lab import forge, guest, hosts, layout, paths, run
+from lab.layout import PAIR
 
 #: The probe's pace and the time one request may take during the failover.
 INTERVAL = 0.1
@@ -63,12 +63,12 @@ def resume_after(probe: dict[str, Any], killed_at: float) -> float | None:
     return 2 * INTERVAL
 
 
-def lb2_rows(p: run.Plan) -> list[Row]:
+def lb2_rows(the_lab: run.Lab) -> list[Row]:
     """The other guests of the fault state: only their own addresses, no HAProxy."""
     rows = []
-    for g in p.guests[1:]:
+    for g in the_lab.guests[1:]:
         got = run.addresses(g)
-        own = {plan.EXT_IF: list(g.external), plan.INT_IF: list(g.internal)}
+        own = {layout.EXT_IF: list(g.external), layout.INT_IF: list(g.internal)}
         haproxy = facts.unit_active("haproxy")
         state = haproxy.parse(guest.ssh(haproxy.command, lb=g).stdout)
         ok = got == own and state != "active"
@@ -82,17 +82,17 @@ def lb2_rows(p: run.Plan) -> list[Row]:
 ROGUE_S = 4.0
 
 
-def rogue_advert(p: run.Plan, client: Any) -> tuple[bool, str]:
+def rogue_advert(the_lab: run.Lab, client: Any) -> tuple[bool, str]:
     """A client claims the VIP's VRRP router id: Debian's keepalived in the
     client's namespace, MASTER at priority 254, adverts unicast to every LB's
     own address for ROGUE_S seconds. The pair (``check_unicast_src``) must
     keep the VIP where it was; the rogue must have advertised (its log says
     it entered MASTER state)."""
-    s = p.settings
-    before = run.vip_holders(p)
+    s = the_lab.settings
+    before = run.vip_holders(the_lab)
     d = paths.RUN / "rogue"
     d.mkdir(parents=True, exist_ok=True)
-    peers = "\n".join(f"        {g.own_external}" for g in p.guests)
+    peers = "\n".join(f"        {g.own_external}" for g in the_lab.guests)
     prefix = s.network.external_subnet.prefixlen
     conf = d / "keepalived.conf"
     conf.write_text(
@@ -112,7 +112,7 @@ def rogue_advert(p: run.Plan, client: Any) -> tuple[bool, str]:
         proc = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT)
         try:
             time.sleep(ROGUE_S)
-            during = run.vip_holders(p)
+            during = run.vip_holders(the_lab)
         finally:
             proc.terminate()
             try:
@@ -137,7 +137,7 @@ def rogue_advert(p: run.Plan, client: Any) -> tuple[bool, str]:
                 timeout=10,
             )
     advertised = "Entering MASTER STATE" in (d / "log").read_text(errors="replace")
-    after = run.vip_holders(p)
+    after = run.vip_holders(the_lab)
     ok = advertised and len(before) == 1 and during == before and after == before
     return ok, (
         f"rogue advertised: {advertised}; VIP on {before} before, {during} during, {after} after"
@@ -148,22 +148,22 @@ def rogue_advert(p: run.Plan, client: Any) -> tuple[bool, str]:
 FORGE_S = 10.0
 
 
-def _floating(p: run.Plan, skip: str | None = None) -> dict[str, tuple[bool, bool]]:
+def _floating(the_lab: run.Lab, skip: str | None = None) -> dict[str, tuple[bool, bool]]:
     """Each guest but ``skip``: (holds the VIP, holds the gateway address)."""
-    vip, gw = str(p.settings.network.vip), str(p.settings.network.lb_internal_address)
+    vip, gw = str(the_lab.settings.network.vip), str(the_lab.settings.network.lb_internal_address)
     held = {}
-    for g in p.guests:
+    for g in the_lab.guests:
         if g.name == skip:
             continue
         a = run.addresses(g)
         held[g.name] = (
-            any(x.split("/")[0] == vip for x in a[plan.EXT_IF]),
-            any(x.split("/")[0] == gw for x in a[plan.INT_IF]),
+            any(x.split("/")[0] == vip for x in a[layout.EXT_IF]),
+            any(x.split("/")[0] == gw for x in a[layout.INT_IF]),
         )
     return held
 
 
-def input_drops(g: plan.Guest) -> dict[str, int]:
+def input_drops(g: layout.Guest) -> dict[str, int]:
     """Packets the guest's KEEPSOURCE-INPUT chain dropped: VRRP and IPVS sync
     (`iptables -n` prints protocols as numbers on the guest: 112, 17)."""
     out = guest.ssh(f"iptables -L {gateway.INPUT_CHAIN} -v -n -x", lb=g, timeout=30).stdout
@@ -187,19 +187,19 @@ def _forge(ns: str, *args: str, timeout: float) -> tuple[int, str]:
     return done.returncode, (done.stdout + done.stderr).strip()
 
 
-def forged_adverts(p: run.Plan, node: Any, client: Any, page: str) -> tuple[bool, str]:
+def forged_adverts(the_lab: run.Lab, node: Any, client: Any, page: str) -> tuple[bool, str]:
     """A node claims the nodes' gateway (its VRRP id: the pair's sync group
     would take the VIP along) at priority 254, adverts every 0.1 s to each
     LB's own internal address for FORGE_S seconds, while ``client`` asks
     ``page`` every 0.1 s. Nothing may move and no request fail; each LB's
     chain must have dropped what reached it."""
-    s = p.settings
-    before, drops = _floating(p), {g.name: input_drops(g) for g in p.guests}
+    s = the_lab.settings
+    before, drops = _floating(the_lab), {g.name: input_drops(g) for g in the_lab.guests}
     probe = run.Probe(client.netns, page, interval=INTERVAL, limit=60, timeout=REQUEST_TIMEOUT)
     try:
         rc, said = _forge(
             node.netns, "vrrp", "--src", node.address,
-            "--dst", ",".join(g.own_internal for g in p.guests),
+            "--dst", ",".join(g.own_internal for g in the_lab.guests),
             "--vrid", str(s.lb.vrrp.virtual_router_id + 1), "--priority", "254",
             "--interval", "0.1", "--seconds", str(FORGE_S),
             "--address", str(s.network.lb_internal_address),
@@ -208,8 +208,8 @@ def forged_adverts(p: run.Plan, node: Any, client: Any, page: str) -> tuple[bool
         time.sleep(1.0)  # a takeover would show within a few advert intervals
     finally:
         seen = probe.stop()
-    after = _floating(p)
-    dropped = sum(input_drops(g)["vrrp"] - drops[g.name]["vrrp"] for g in p.guests)
+    after = _floating(the_lab)
+    dropped = sum(input_drops(g)["vrrp"] - drops[g.name]["vrrp"] for g in the_lab.guests)
     sent = int(said) if rc == 0 and said.isdigit() else 0
     ok = rc == 0 and sent > 0 and dropped >= sent and after == before and seen["failures"] == 0
     holder = [n for n, (v, gw) in after.items() if v and gw]
@@ -220,26 +220,26 @@ def forged_adverts(p: run.Plan, node: Any, client: Any, page: str) -> tuple[bool
     )
 
 
-def _conns(g: plan.Guest) -> set[str]:
+def _conns(g: layout.Guest) -> set[str]:
     """The clients (ip:port) of the guest's IPVS connections."""
     fact = facts.IPVS_CONNECTIONS
     return {c.source for c in fact.parse(guest.ssh(fact.command, lb=g, timeout=30).stdout)}
 
 
-def forged_sync(p: run.Plan, node: Any) -> tuple[bool, str]:
+def forged_sync(the_lab: run.Lab, node: Any) -> tuple[bool, str]:
     """A node sends the backup IPVS sync messages (a connection of a made-up
     client): the backup's connection table must not change. The control: the
     same message from the master's own internal address is taken, so the
     message itself is one the kernel accepts."""
-    s = p.settings
-    holders = run.vip_holders(p)
+    s = the_lab.settings
+    holders = run.vip_holders(the_lab)
     if len(holders) != 1:
         return False, f"VIP on {holders}: no one master"
-    master = next(g for g in p.guests if g.name == holders[0])
-    backup = next(g for g in p.guests if g.name != master.name)
+    master = next(g for g in the_lab.guests if g.name == holders[0])
+    backup = next(g for g in the_lab.guests if g.name != master.name)
     fwmark = next(vs.fwmark for vs in lb_host(s).pools if vs.port == s.node_port)
     vip, port = str(s.network.vip), s.node_port
-    real = f"{p.workers[-1].address}:{port}"
+    real = f"{the_lab.workers[-1].address}:{port}"
     forged_client, control_client = "192.168.0.98:40001", "192.168.0.99:40002"
     drops = input_drops(backup)["sync"]
     rc, forged = _forge(
@@ -256,14 +256,11 @@ def forged_sync(p: run.Plan, node: Any) -> tuple[bool, str]:
         s.lb.vrrp.virtual_router_id, (c_host, int(c_port)), (v_host, port),
         (r_host, port), fwmark,
     ).hex()  # fmt: skip
-    perl = (
-        "use Socket; socket(my $s, PF_INET, SOCK_DGRAM, 0) or die qq(socket: $!); "
-        f"bind($s, pack_sockaddr_in(0, inet_aton(qq({master.own_internal})))) or die qq(bind: $!); "
-        f"for (1..5) {{ send($s, pack(qq(H*), qq({message})), 0, "
-        f"pack_sockaddr_in({forge.SYNC_PORT}, inet_aton(qq({forge.SYNC_GROUP})))) "
-        "or die qq(send: $!); select(undef, undef, undef, 0.05); }"
-    )
-    sent = guest.ssh(f"perl -e {shlex.quote(perl)}", lb=master, timeout=30)
+    send = udp_send_command(
+        master.own_internal, forge.SYNC_GROUP, forge.SYNC_PORT, message,
+        count=5, expect_reply=False, timeout=20,
+    )  # fmt: skip
+    sent = guest.ssh(send, lb=master, timeout=30)
     time.sleep(1.0)
     control = _conns(backup)
     ok = (
@@ -278,7 +275,7 @@ def forged_sync(p: run.Plan, node: Any) -> tuple[bool, str]:
         f"{backup.name}, in its table: {forged_client in table}; the same from "
         f"{master.name}'s own address (client {control_client}): in the table: "
         f"{control_client in control}"
-        + ("" if sent.returncode == 0 else f" (perl: {sent.stderr.strip()[-200:]})")
+        + ("" if sent.returncode == 0 else f" (the sender's exit {sent.returncode})")
         + ("" if rc == 0 else f" (forge: {forged[-200:]})")
     )
 
@@ -289,13 +286,13 @@ def demo() -> int:
 
     run.require_root()
     build()  # the real engine: built once per machine, cached
-    p = run.make_plan(PAIR)
+    the_lab = run.make_lab(PAIR)
     table = run.Table()
 
     def do_up() -> tuple[bool, str]:
         from lab import full
 
-        times = full.up(p)
+        times = full.up(the_lab)
         boot = {k: v for k, v in times.items() if k.startswith("boot_to_ssh_")}
         return True, ", ".join(
             f"{k.removeprefix('boot_to_ssh_')} {v:.1f} s" for k, v in boot.items()
@@ -303,40 +300,40 @@ def demo() -> int:
 
     try:
         if table.phase("up --ha: lb1 and lb2 answer SSH", do_up):
-            scenario(p, table)
+            scenario(the_lab, table)
     finally:
         run.down()
-    return table.report("demo --ha", 1 + scenario_rows(p))
+    return table.report("demo --ha", 1 + scenario_rows(the_lab))
 
 
-def scenario(p: run.Plan, table: run.Table) -> str | None:
+def scenario(the_lab: run.Lab, table: run.Table) -> str | None:
     """The pair's rows after ``up --ha`` (the fault state on lb1, booted by
     the caller: the demo, or the lab tests' shared boot): fault, apply,
     verify, failover, restart, verify. Returns the guest it killed (None when
     it got no VIP holder to kill)."""
-    return _Failover(p, table).play()
+    return _Failover(the_lab, table).play()
 
 
 class _Failover:
     """The rows of :func:`scenario`, one method each, in the order they run."""
 
-    def __init__(self, p: run.Plan, table: run.Table) -> None:
-        s = p.settings
-        self.p, self.table = p, table
+    def __init__(self, the_lab: run.Lab, table: run.Table) -> None:
+        s = the_lab.settings
+        self.the_lab, self.table = the_lab, table
         self.vip = str(s.network.vip)
         self.page = f"http://{self.vip}:{s.node_port}/"
         self.api = f"http://{self.vip}:{s.apiserver.port}/"
-        self.outside = f"http://{p.repo.address}/Packages"
-        self.host01, self.host02 = p.clients[0], p.clients[1]
-        self.worker = p.workers[0].netns
+        self.outside = f"http://{the_lab.repo.address}/Packages"
+        self.host01, self.host02 = the_lab.clients[0], the_lab.clients[1]
+        self.worker = the_lab.workers[0].netns
         self.applied: dict[str, Any] = {}
         self.failover: dict[str, Any] = {}
 
     def play(self) -> str | None:
-        p, phase, rows = self.p, self.table.phase, self.table.rows
+        the_lab, phase, rows = self.the_lab, self.table.phase, self.table.rows
         host01, page = self.host01, self.page
-        rows.extend(run.fault(p))
-        rows.extend(lb2_rows(p))
+        rows.extend(run.fault(the_lab))
+        rows.extend(lb2_rows(the_lab))
         phase(
             "apply: `pulumi up` (the real engine): every command succeeded (both LBs)", self.apply
         )
@@ -346,11 +343,11 @@ class _Failover:
         phase(
             f"forged VRRP adverts from worker01 for {FORGE_S:g} s (the gateway's id, priority "
             "254): nothing moves, no request from host01 fails",
-            lambda: forged_adverts(p, p.workers[0], host01, page),
+            lambda: forged_adverts(the_lab, the_lab.workers[0], host01, page),
         )
         phase(
             "forged IPVS sync from worker01: the backup's connection table unchanged",
-            lambda: forged_sync(p, p.workers[0]),
+            lambda: forged_sync(the_lab, the_lab.workers[0]),
         )
         phase("before: host01 gets the page", lambda: gets_page(host01.netns, page))
         self.side("before")
@@ -359,10 +356,10 @@ class _Failover:
         phase(f"failover: the pod saw {host01.address} only", self.pod_saw)
         phase("failover: host02 still times out", self.host02_times_out)
         phase("failover: VIP and gateway on the other LB", self.vips_moved)
-        if p.settings.metrics is not None:
+        if the_lab.settings.metrics is not None:
             phase(
                 "failover: the exporters, scraped throughout, show the VIP holder change",
-                lambda: metrics_saw(p, self.failover),
+                lambda: metrics_saw(the_lab, self.failover),
             )
         self.side("after")
         phase("start the killed LB: nothing breaks, no VIP moves back", self.restart)
@@ -371,14 +368,14 @@ class _Failover:
         return victim
 
     def apply(self) -> tuple[bool, str]:
-        p = self.p
-        up = run.apply(p)
+        the_lab = self.the_lab
+        up = run.apply(the_lab)
         self.applied["up"] = up
         changed = [n for n, st in up.steps.items() if st.report.endswith(": changed")]
         detail = f"pulumi up exit {'0' if up.ok else 'non-zero'} in {up.seconds:.1f} s"
         if not up.ok:
             detail += ": " + " | ".join(up.output.strip().splitlines()[-6:])[-600:]
-        return up.ok and len(up.steps) == len(_step_names(p)) * len(p.guests), (
+        return up.ok and len(up.steps) == len(_step_names(the_lab)) * len(the_lab.guests), (
             f"{detail}; {len(up.steps)} steps, {len(changed)} changed"
         )
 
@@ -386,16 +383,21 @@ class _Failover:
         up = self.applied.get("up")
         if up is None:
             return False, "no pulumi up ran"
-        return run.overlap(up, [g.name for g in self.p.guests], _step_names(self.p))
+        return run.overlap(up, [g.name for g in self.the_lab.guests], _step_names(self.the_lab))
 
     def verify(self) -> tuple[bool, str]:
         if run.verify() == 0:
             return True, ""
-        # What each host's keepalived said (its VRRP transitions), for the log.
-        for g in self.p.guests:
+        # What each host's keepalived said (its VRRP transitions), and what
+        # reached it (the VRRP rules' counters per source, the external link's
+        # neighbours and counters), for the log: a split brain seen twice (a
+        # host's external instance heard no advert) is not yet understood.
+        for g in self.the_lab.guests:
             said = guest.ssh(
                 "journalctl -u keepalived -o cat --no-pager | grep -iE "
-                "'state|master|backup|unicast|vrrp' | tail -n 25",
+                "'state|master|backup|unicast|vrrp' | tail -n 25; "
+                f"iptables -w -vnxL {gateway.INPUT_CHAIN} 2>&1 | grep -iE 'vrrp|112'; "
+                f"ip -4 neigh show dev {layout.EXT_IF}; ip -s link show {layout.EXT_IF}",
                 lb=g,
                 timeout=30,
             ).stdout
@@ -403,26 +405,32 @@ class _Failover:
         return False, "see each host's keepalived log above"
 
     def rogue(self) -> tuple[bool, str]:
-        return rogue_advert(self.p, self.host01)
+        return rogue_advert(self.the_lab, self.host01)
 
     def side(self, when: str) -> None:
-        p, worker, phase = self.p, self.worker, self.table.phase
+        the_lab, worker, phase = self.the_lab, self.worker, self.table.phase
         outside, api = self.outside, self.api
-        phase(f"{when}: worker01 -> {p.repo.address} (outside)", lambda: answers(worker, outside))
-        phase(f"{when}: worker01 -> VIP:{p.settings.apiserver.port}", lambda: answers(worker, api))
+        phase(
+            f"{when}: worker01 -> {the_lab.repo.address} (outside)",
+            lambda: answers(worker, outside),
+        )
+        phase(
+            f"{when}: worker01 -> VIP:{the_lab.settings.apiserver.port}",
+            lambda: answers(worker, api),
+        )
 
     def kill_the_holder(self) -> tuple[bool, str]:
-        p, failover = self.p, self.failover
-        holders = run.vip_holders(p)
+        the_lab, failover = self.the_lab, self.failover
+        holders = run.vip_holders(the_lab)
         if not holders:
             return False, "no guest holds the VIP"
         victim = holders[0]
         failover["victim"] = victim
-        failover["log_lines"] = len(run.pod_peers(p))
+        failover["log_lines"] = len(run.pod_peers(the_lab))
         probe = run.Probe(
             self.host01.netns, self.page, interval=INTERVAL, limit=120, timeout=REQUEST_TIMEOUT
         )
-        watch = VrrpWatch(p) if p.settings.metrics is not None else None
+        watch = VrrpWatch(the_lab) if the_lab.settings.metrics is not None else None
         with ThreadPoolExecutor(2) as pool:
             watching = pool.submit(watch.run) if watch else None
             time.sleep(1.0)
@@ -458,7 +466,7 @@ class _Failover:
         return ok, f"curl exit {d.rc}, {d.size} bytes in {d.seconds:.1f} s, sha256 match {ok}"
 
     def pod_saw(self) -> tuple[bool, str]:
-        served = run.pod_peers(self.p)[self.failover.get("log_lines", 0) :]
+        served = run.pod_peers(self.the_lab)[self.failover.get("log_lines", 0) :]
         peers = sorted({peer for peer, _, _ in served})
         return bool(served) and peers == [self.host01.address], (
             f"{len(served)} requests from {peers}"
@@ -471,17 +479,17 @@ class _Failover:
         return rc == 28 and served, f"host02: curl exit {rc}; host01: {detail}"
 
     def vips_moved(self) -> tuple[bool, str]:
-        held = _floating(self.p, skip=self.failover.get("victim"))
+        held = _floating(self.the_lab, skip=self.failover.get("victim"))
         on = [name for name, (has_vip, has_gateway) in held.items() if has_vip and has_gateway]
-        gw = self.p.settings.network.lb_internal_address
+        gw = self.the_lab.settings.network.lb_internal_address
         return len(on) == 1, f"VIP {self.vip} and gateway {gw} on {on or 'no guest'}"
 
     def restart(self) -> tuple[bool, str]:
-        p = self.p
+        the_lab = self.the_lab
         victim = self.failover.get("victim")
         if victim is None:
             return False, "no guest was killed"
-        before = run.vip_holders(p)
+        before = run.vip_holders(the_lab)
         probe = run.Probe(
             self.host01.netns, self.page, interval=INTERVAL, limit=400, timeout=REQUEST_TIMEOUT
         )
@@ -490,7 +498,7 @@ class _Failover:
             time.sleep(SETTLE_AFTER_START)
         finally:
             seen = probe.stop()
-        after = run.vip_holders(p)
+        after = run.vip_holders(the_lab)
         ok = after == before and victim not in after and seen["failures"] == 0
         return ok, (
             f"{victim} back after {seconds:.1f} s; VIP on {before} before, {after} after; "
@@ -500,17 +508,17 @@ class _Failover:
 
 # up, then the scenario's: 3 fault rows, lb2, apply, overlap, verify, rogue,
 # forged adverts, forged sync, page, 2 before, 5 failover, 2 after, restart, verify
-def scenario_rows(p: run.Plan) -> int:
+def scenario_rows(the_lab: run.Lab) -> int:
     """Rows of :func:`scenario`: 22, and the exporters' row with keepsource:metrics."""
-    return 22 + (p.settings.metrics is not None)
+    return 22 + (the_lab.settings.metrics is not None)
 
 
-def _step_names(p: run.Plan) -> tuple[str, ...]:
-    """The steps the program declares for each host of ``p``'s stack."""
-    return tuple(st.name for st in lb_host(p.settings).steps)
+def _step_names(the_lab: run.Lab) -> tuple[str, ...]:
+    """The steps the program declares for each host of ``the_lab``'s stack."""
+    return tuple(st.name for st in lb_host(the_lab.settings).steps)
 
 
-def metrics_saw(p: run.Plan, failover: dict[str, Any]) -> tuple[bool, str]:
+def metrics_saw(the_lab: run.Lab, failover: dict[str, Any]) -> tuple[bool, str]:
     """Before the kill the victim's exporter said master and the survivor's
     backup; after it, how soon the survivor's said master."""
     watch: VrrpWatch | None = failover.get("watch")
@@ -518,7 +526,7 @@ def metrics_saw(p: run.Plan, failover: dict[str, Any]) -> tuple[bool, str]:
     if watch is None or victim is None:
         return False, "no failover ran"
     killed_at = failover["killed_at"]
-    (survivor,) = [g.name for g in p.guests if g.name != victim]
+    (survivor,) = [g.name for g in the_lab.guests if g.name != victim]
     before = {g: watch.last(g, until=killed_at) for g in (victim, survivor)}
     took = watch.first(survivor, "master", after=killed_at)
     ok = before == {victim: "master", survivor: "backup"} and took is not None
@@ -539,10 +547,10 @@ class VrrpWatch:
     0.2 s until ``stop`` is set (at most 10 minutes): (time, host, the VRRP
     state its textfile says, or None when the scrape failed)."""
 
-    def __init__(self, p: run.Plan) -> None:
-        m = p.settings.metrics
+    def __init__(self, the_lab: run.Lab) -> None:
+        m = the_lab.settings.metrics
         assert m is not None
-        self.urls = {g.name: f"http://{g.own_internal}:{m.port}/metrics" for g in p.guests}
+        self.urls = {g.name: f"http://{g.own_internal}:{m.port}/metrics" for g in the_lab.guests}
         self.samples: list[tuple[float, str, str | None]] = []
         self.stop = threading.Event()
 

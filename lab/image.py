@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from lab import paths, plan
+from lab import layout, paths
 from lab.log import log
 
 SUITE = "bookworm"
@@ -119,7 +119,7 @@ def mirror() -> str:
     raise SystemExit("lab: no Debian bookworm mirror in this machine's apt configuration")
 
 
-#: The oneshot that gives a guest its identity (lab/plan.py kernel_cmdline):
+#: The oneshot that gives a guest its identity (lab/layout.py kernel_cmdline):
 #: its addresses as networkd files in /run, written before networkd starts.
 #: Also runnable off the guest: ``sh SCRIPT CMDLINE_FILE NETWORK_DIR`` (the unit tests).
 IDENTITY_SCRIPT = (Path(__file__).parent / "files" / "keepsource-lab-identity.sh").read_text()
@@ -229,8 +229,8 @@ BOOT_CUTS = {
 def _files() -> dict[str, str]:
     """Files written into the guest tree (path -> content)."""
     networkd = {}
-    for name in plan.macs(0):
-        every = " ".join(plan.macs(i)[name] for i in range(plan.GUESTS_MAX))
+    for name in layout.macs(0):
+        every = " ".join(layout.macs(i)[name] for i in range(layout.GUESTS_MAX))
         networkd[f"/etc/systemd/network/10-{name}.link"] = (
             f"[Match]\nMACAddress={every}\n\n[Link]\nName={name}\n"
         )

@@ -31,17 +31,12 @@ POLL_MARK = "@@poll"
 
 
 def _poller(rounds: int = 400) -> str:
-    # Waits for GO on stdin, then per poll of the workload's fwmark service
-    # (keepalived's virtual servers are fwmark services: there is no VIP:port
-    # service in IPVS) prints the table as ipvsadm prints it, then the
-    # marker line with the poll's time and GO's: :func:`polls` reads it.
-    return (
-        "read -r _go; t0=$(date +%s.%N); "
-        f"for _ in $(seq 1 {rounds}); do "
-        "now=$(date +%s.%N); "
-        f"{facts.ipvs_service(WORKLOAD_FWMARK).command}; "
-        f'echo "{POLL_MARK} $now $t0"; sleep 0.05; done'
-    )
+    """lab/files/ipvs-poll.sh: after GO on stdin, the workload's fwmark
+    service as ipvsadm prints it (keepalived's virtual servers are fwmark
+    services: there is no VIP:port service in IPVS), then the marker line with
+    the poll's time and GO's, every 0.05 s: :func:`polls` reads it."""
+    query = facts.ipvs_service(WORKLOAD_FWMARK).command
+    return guest.script("ipvs-poll", str(rounds), POLL_MARK, query)
 
 
 def polls(lines: Iterable[str]) -> Iterator[tuple[float, set[str]]]:
@@ -59,12 +54,12 @@ def polls(lines: Iterable[str]) -> Iterator[tuple[float, set[str]]]:
 
 
 def watch_change(
-    plan: lab.Plan, modes: dict[str, str], want: dict[str, bool], timeout: float = 20
+    the_lab: lab.Lab, modes: dict[str, str], want: dict[str, bool], timeout: float = 20
 ) -> dict[str, float]:
     """Apply worker modes; seconds until each worker in ``want`` is in (True) or
     out (False) of the pool, on the guest's clock."""
-    port = plan.settings.node_port
-    addr = {w.name: f"{w.address}:{port}" for w in plan.workers}
+    port = the_lab.settings.node_port
+    addr = {w.name: f"{w.address}:{port}" for w in the_lab.workers}
     proc = subprocess.Popen(
         [*guest.ssh_argv(), _poller()],
         stdin=subprocess.PIPE,
@@ -73,10 +68,10 @@ def watch_change(
     )
     assert proc.stdin is not None and proc.stdout is not None
     time.sleep(1.0)  # the session is up
-    f = _filter(plan)
+    f = _filter(the_lab)
     proc.stdin.write("GO\n")
     proc.stdin.flush()
-    hosts.set_workers(plan.workers, modes, f)
+    hosts.set_workers(the_lab.workers, modes, f)
     seen: dict[str, float] = {}
     deadline = time.monotonic() + timeout
     for since_go, servers in polls(proc.stdout):
@@ -90,14 +85,14 @@ def watch_change(
     return seen
 
 
-def load(plan: lab.Plan, port: int, requests: int = 600) -> dict[str, float]:
-    url = f"http://{plan.settings.network.vip}:{port}/"
+def load(the_lab: lab.Lab, port: int, requests: int = 600) -> dict[str, float]:
+    url = f"http://{the_lab.settings.network.vip}:{port}/"
     done = subprocess.run(
         [
             "ip",
             "netns",
             "exec",
-            plan.clients[0].netns,
+            the_lab.clients[0].netns,
             sys.executable,
             "-m",
             "lab.load",
@@ -115,16 +110,16 @@ def load(plan: lab.Plan, port: int, requests: int = 600) -> dict[str, float]:
     return result
 
 
-def haproxy_bench_config(plan: lab.Plan, port: int) -> str:
+def haproxy_bench_config(the_lab: lab.Lab, port: int) -> str:
     """HAProxy in mode tcp in front of the workers, for its throughput only:
     it connects from the LB's check address (``source``), which the pods'
     policy admits; from the gateway address every request would be refused
     (the seed's fault)."""
-    vip = plan.settings.network.vip
-    source = plan.settings.lb_nodes[0].check_source
+    vip = the_lab.settings.network.vip
+    source = the_lab.settings.lb_nodes[0].check_source
     servers = "\n".join(
-        f"    server {w.name} {w.address}:{plan.settings.node_port} check inter 500"
-        for w in plan.workers
+        f"    server {w.name} {w.address}:{the_lab.settings.node_port} check inter 500"
+        for w in the_lab.workers
     )
     return (
         "global\n    maxconn 2000\ndefaults\n    mode tcp\n    timeout connect 2s\n"
@@ -134,20 +129,20 @@ def haproxy_bench_config(plan: lab.Plan, port: int) -> str:
     )
 
 
-def _filter(plan: lab.Plan) -> hosts.PodFilter:
+def _filter(the_lab: lab.Lab) -> hosts.PodFilter:
     """What the workers admit: the NetworkPolicy as the API holds it (the full
     lab), or as rendered (the LB-only pair)."""
     if lab.State.load().phase == "api":
-        return full.view(plan.settings)[0]
-    return lab._filter(plan, "fixed")
+        return full.view(the_lab.settings)[0]
+    return lab._filter(the_lab, "fixed")
 
 
-def _one_pod(plan: lab.Plan, worker: str) -> None:
-    hosts.set_workers(plan.workers, {worker: "pod"}, _filter(plan))
+def _one_pod(the_lab: lab.Lab, worker: str) -> None:
+    hosts.set_workers(the_lab.workers, {worker: "pod"}, _filter(the_lab))
 
 
 def main() -> None:
-    plan = lab.current_plan()
+    the_lab = lab.current_lab()
     state = lab.State.load()
     keepalived = facts.unit_active("keepalived")
     if (
@@ -155,36 +150,36 @@ def main() -> None:
         or keepalived.parse(guest.ssh(keepalived.command).stdout) != "active"
     ):
         raise SystemExit("measure: apply first (lab/lab up && lab/lab apply)")
-    paused = full.follower_paused(plan) if state.phase == "api" else contextlib.nullcontext()
+    paused = full.follower_paused(the_lab) if state.phase == "api" else contextlib.nullcontext()
     with paused:
-        _measure(plan)
+        _measure(the_lab)
 
 
-def _measure(plan: lab.Plan) -> None:
-    w1, w2 = (w.name for w in plan.workers[:2])
-    _one_pod(plan, w1)
+def _measure(the_lab: lab.Lab) -> None:
+    w1, w2 = (w.name for w in the_lab.workers[:2])
+    _one_pod(the_lab, w1)
     time.sleep(3)
     rows = []
     for _ in range(2):
-        t = watch_change(plan, {w1: "drop", w2: "pod"}, {w1: False, w2: True})
+        t = watch_change(the_lab, {w1: "drop", w2: "pod"}, {w1: False, w2: True})
         rows.append(("dropping worker leaves the pool", t.get(w1)))
         rows.append(("recovered worker re-added", t.get(w2)))
-        t = watch_change(plan, {w2: "refuse", w1: "pod"}, {w2: False, w1: True})
+        t = watch_change(the_lab, {w2: "refuse", w1: "pod"}, {w2: False, w1: True})
         rows.append(("refusing worker leaves the pool", t.get(w2)))
         rows.append(("recovered worker re-added", t.get(w1)))
-    _one_pod(plan, w1)
+    _one_pod(the_lab, w1)
     time.sleep(3)
     servers = facts.parse_ipvs(
         guest.ssh(facts.IPVS_TABLE.command).stdout,
-        str(plan.settings.network.vip),
-        plan.settings.node_port,
+        str(the_lab.settings.network.vip),
+        the_lab.settings.node_port,
         WORKLOAD_FWMARK,
     )
     print(f"pool now: {sorted(servers)}")
     for name, seconds in rows:
         print(f"{name:<36} {'not seen' if seconds is None else f'{seconds:.2f} s'}")
-    bench_port = plan.settings.node_port + 1
-    cfg = haproxy_bench_config(plan, bench_port)
+    bench_port = the_lab.settings.node_port + 1
+    cfg = haproxy_bench_config(the_lab, bench_port)
     start = (
         "cat > /tmp/ks-bench.cfg && haproxy -c -q -f /tmp/ks-bench.cfg"
         " && haproxy -D -p /tmp/ks-bench.pid -f /tmp/ks-bench.cfg"
@@ -192,11 +187,11 @@ def _measure(plan: lab.Plan) -> None:
     guest.ssh(start, stdin=cfg, check=True)
     try:
         time.sleep(2)
-        ipvs = load(plan, plan.settings.node_port)
-        proxy = load(plan, bench_port)
+        ipvs = load(the_lab, the_lab.settings.node_port)
+        proxy = load(the_lab, bench_port)
     finally:
         guest.ssh("kill $(cat /tmp/ks-bench.pid); rm -f /tmp/ks-bench.cfg /tmp/ks-bench.pid")
-    print(f"through IPVS (VIP:{plan.settings.node_port}):     {ipvs}")
+    print(f"through IPVS (VIP:{the_lab.settings.node_port}):     {ipvs}")
     print(f"through HAProxy (VIP:{bench_port}, mode tcp): {proxy}")
 
 

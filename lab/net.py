@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 SWITCH = "ks-sw"
 BRIDGES = {"ext": "br-ext", "int": "br-int"}
-TAPS = {"ext": "ks-lbext", "int": "ks-lbint"}  # the single guest's (lab/plan.py Guest.taps)
+TAPS = {"ext": "ks-lbext", "int": "ks-lbint"}  # the single guest's (lab/layout.py Guest.taps)
 
 
 @dataclass(frozen=True)

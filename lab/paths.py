@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parent.parent
+#: The lab's shell scripts (shellcheck runs on each: tests/test_lab_units.py).
+FILES = Path(__file__).resolve().parent / "files"
 STATE = Path(os.environ.get("KEEPSOURCE_LAB_DIR", PROJECT / ".lab"))
 CACHE = Path(os.environ.get("KEEPSOURCE_LAB_CACHE", STATE / "cache"))
 #: Built images outside any checkout, one folder per recipe (image.link_shared_cache):

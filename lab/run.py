@@ -1,8 +1,8 @@
-"""A lab run as a library: its plan, its recorded state, and what can be done
+"""A lab run as a library: its hosts (``Lab``), its recorded state, and what can be done
 to it (up, apply, verify, pod, reboot, kill/start a guest, down).
 
 The CLI (``lab/lab``, lab/__main__.py), ``lab.measure`` and the tests import
-this module. Two layouts (lab/plan.py): ``single`` (one guest ``lb``, stack
+this module. Two layouts (lab/layout.py): ``single`` (one guest ``lb``, stack
 ``local``) and ``pair`` (guests ``lb1`` and ``lb2``, stack ``local-ha``). ``up``
 records the layout in the run state; every later command reads it from there.
 """
@@ -31,18 +31,20 @@ from keepsource.artifacts import artifacts
 from keepsource.settings import ConfigError, Settings
 from keepsource.stackfile import PROJECT_ROOT, load
 from keepsource.verify import curl_command, runner_for
-from lab import engine, guest, hosts, image, kube, net, paths, plan
+from lab import engine, guest, hosts, image, kube, layout, net, paths
+from lab.layout import PAIR, SINGLE, Guest
 from lab.log import log
-from lab.plan import PAIR, SINGLE, Guest
 
-STACK = plan.LAYOUT_STACKS[SINGLE]
+STACK = layout.LAYOUT_STACKS[SINGLE]
 
 
-# -- the lab's plan, from the layout's stack file ---------------------------------
+# -- the lab, from the layout's stack file --------------------------------------
 
 
 @dataclass
-class Plan:
+class Lab:
+    """A lab run's hosts: the layout's settings, its namespaces and its guests."""
+
     settings: Settings
     clients: list[net.Host]
     repo: net.Host
@@ -61,7 +63,7 @@ class Plan:
 
     @property
     def stack(self) -> str:
-        return plan.LAYOUT_STACKS[self.layout]
+        return layout.LAYOUT_STACKS[self.layout]
 
     def guest(self, name: str | None) -> Guest:
         """A guest by name; without a name, the single layout's only guest."""
@@ -86,31 +88,34 @@ class Plan:
         )
 
 
-def _settings(layout: str, root: Path | None = None) -> tuple[Settings, bool]:
-    return load(plan.LAYOUT_STACKS[layout], root or plan.STACK_ROOTS[layout]), True
+def _settings(layout_name: str, root: Path | None = None) -> tuple[Settings, bool]:
+    return (
+        load(layout.LAYOUT_STACKS[layout_name], root or layout.STACK_ROOTS[layout_name]),
+        True,
+    )
 
 
-def make_plan(layout: str = SINGLE, root: Path | None = None) -> Plan:
-    """The plan of a layout, from its stack file in the checkout (or in
+def make_lab(layout_name: str = SINGLE, root: Path | None = None) -> Lab:
+    """The lab of a layout, from its stack file in the checkout (or in
     ``root``: a generated stack file of the same name, lab/scale.py)."""
-    s, complete = _settings(layout, root)
-    guests_ = plan.guests(layout)
+    s, complete = _settings(layout_name, root)
+    guests_ = layout.guests(layout_name)
     n = s.network
     if s.verify is None or s.verify.via != "netns":
-        raise SystemExit(f"lab: stack {plan.LAYOUT_STACKS[layout]} must verify via netns")
+        raise SystemExit(f"lab: stack {layout.LAYOUT_STACKS[layout_name]} must verify via netns")
     ext, inner = n.external_subnet.prefixlen, n.internal_subnet.prefixlen
     gw = str(n.lb_internal_address)
     clients = [
         net.Host(c.target.removeprefix("ks-"), "ext", str(c.address), ext)
         for c in (s.verify.allowed_client, s.verify.denied_client)
     ]
-    return Plan(
+    return Lab(
         settings=s,
         clients=clients,
         repo=net.Host("repo", "ext", image.REPO_ADDRESS, ext),
         master=net.Host("master", "int", str(s.apiserver.address), inner, gw),
         workers=[net.Host(w.name, "int", str(w.address), inner, gw) for w in s.workers],
-        layout=layout,
+        layout=layout_name,
         guests=guests_,
         settings_complete=complete,
     )
@@ -129,38 +134,41 @@ class State:
     layout: str = SINGLE  # recorded by up; older state files are the single layout
     root: str = ""  # where the layout's stack file is, when not the checkout (lab/scale.py)
 
-    def save(self) -> None:
-        paths.STATE_FILE.write_text(json.dumps(self.__dict__))
+    def save(self, file: Path | None = None) -> None:
+        """Into ``file`` (default: the lab run's state file)."""
+        (file or paths.STATE_FILE).write_text(json.dumps(self.__dict__))
 
     @staticmethod
-    def load() -> State:
-        if not paths.STATE_FILE.exists():
+    def load(file: Path | None = None) -> State:
+        file = file or paths.STATE_FILE
+        if not file.exists():
             raise SystemExit("lab: the lab is not up (run lab/lab up)")
-        return State(**json.loads(paths.STATE_FILE.read_text()))
+        return State(**json.loads(file.read_text()))
 
 
-def current_plan() -> Plan:
-    """The plan of the running lab's layout (as ``up`` recorded it)."""
-    state = State.load()
-    return make_plan(state.layout, Path(state.root) if state.root else None)
+def current_lab(state_file: Path | None = None) -> Lab:
+    """The running lab, of its layout as ``up`` recorded it (in ``state_file``,
+    default: the lab run's)."""
+    state = State.load(state_file)
+    return make_lab(state.layout, Path(state.root) if state.root else None)
 
 
-def _filters(plan_: Plan, phase: str) -> tuple[hosts.PodFilter, ...]:
+def _filters(the_lab: Lab, phase: str) -> tuple[hosts.PodFilter, ...]:
     """Every Service port of the rendered manifests, filtered by its policy
     ("seed": the seed's policy, without the LB's checks)."""
-    manifests = artifacts(plan_.settings)["manifests.yaml"]
-    return hosts.pod_filters(manifests, phase == "seed", plan_.check_sources)
+    manifests = artifacts(the_lab.settings)["manifests.yaml"]
+    return hosts.pod_filters(manifests, phase == "seed", the_lab.check_sources)
 
 
-def _filter(plan_: Plan, phase: str) -> hosts.PodFilter:
+def _filter(the_lab: Lab, phase: str) -> hosts.PodFilter:
     """The first service's first port (the seed's one workload)."""
-    return _filters(plan_, phase)[0]
+    return _filters(the_lab, phase)[0]
 
 
-def set_pod(plan_: Plan, state: State) -> None:
+def set_pod(the_lab: Lab, state: State) -> None:
     """Every service's pod on ``state.pod`` (the stand-ins before the API follows)."""
-    views = [(f, {state.pod: "pod"}) for f in _filters(plan_, state.phase)]
-    hosts.set_workers(plan_.workers, {}, views=views)
+    views = [(f, {state.pod: "pod"}) for f in _filters(the_lab, state.phase)]
+    hosts.set_workers(the_lab.workers, {}, views=views)
     state.save()
 
 
@@ -180,7 +188,7 @@ def _running() -> bool:
     return any(guest.qemu_pid(pidfile=p) is not None for p in _all_pidfiles())
 
 
-def up(plan_: Plan, kube: bool = False) -> dict[str, float]:
+def up(the_lab: Lab, kube: bool = False) -> dict[str, float]:
     """Namespaces, stand-ins and guest(s). ``kube``: no stand-in at the
     master's place (lab/full.py starts a real control plane there)."""
     require_root()
@@ -190,7 +198,7 @@ def up(plan_: Plan, kube: bool = False) -> dict[str, float]:
     leftovers = [ns for ns in net.namespaces() if ns.startswith("ks-")]
     if leftovers:
         raise SystemExit(f"lab: namespaces from an earlier lab remain: {leftovers} (lab/lab down)")
-    s = plan_.settings.network
+    s = the_lab.settings.network
     clash = net.conflicts([s.external_subnet, s.internal_subnet])
     if clash:
         raise SystemExit(
@@ -202,40 +210,40 @@ def up(plan_: Plan, kube: bool = False) -> dict[str, float]:
     times["image"] = time.monotonic() - start
     guest.clean_run_dir()
     paths.RUN.mkdir(parents=True)
-    net.create(plan_.all)
-    log(f"namespaces: {', '.join(h.netns for h in plan_.all)} (bridges in {net.SWITCH})")
-    fs = _filters(plan_, "seed")
+    net.create(the_lab.all)
+    log(f"namespaces: {', '.join(h.netns for h in the_lab.all)} (bridges in {net.SWITCH})")
+    fs = _filters(the_lab, "seed")
     f = fs[0]
-    master = None if kube else plan_.master
+    master = None if kube else the_lab.master
     ports = [(pf.protocol, pf.pod_port) for pf in fs]
     pids = hosts.start_servers(
-        plan_.repo, master, plan_.settings.apiserver.port, plan_.workers, ports
+        the_lab.repo, master, the_lab.settings.apiserver.port, the_lab.workers, ports
     )
-    state = State(pod=plan_.workers[0].name, phase="seed", pids=pids, layout=plan_.layout)
-    set_pod(plan_, state)
+    state = State(pod=the_lab.workers[0].name, phase="seed", pids=pids, layout=the_lab.layout)
+    set_pod(the_lab, state)
     hosts.wait_listening(
-        [(plan_.repo, 80)]
-        + ([(master, plan_.settings.apiserver.port)] if master else [])
-        + [(w, port) for w in plan_.workers for proto, port in ports if proto == "tcp"]
+        [(the_lab.repo, 80)]
+        + ([(master, the_lab.settings.apiserver.port)] if master else [])
+        + [(w, port) for w in the_lab.workers for proto, port in ports if proto == "tcp"]
     )
     hosts.wait_listening(
-        [(w, port) for w in plan_.workers for proto, port in ports if proto == "udp"],
+        [(w, port) for w in the_lab.workers for proto, port in ports if proto == "udp"],
         protocol="udp",
     )
     log(f"workers: the pod is on {state.pod}; filter = the seed's policy {list(f.admitted)}")
     boot = time.monotonic()
-    if len(plan_.guests) == 1:
-        log(f"guest booting (console: {plan_.guests[0].console}) ...")
-        times["boot_to_ssh"] = guest.boot(plan_.guests[0])
+    if len(the_lab.guests) == 1:
+        log(f"guest booting (console: {the_lab.guests[0].console}) ...")
+        times["boot_to_ssh"] = guest.boot(the_lab.guests[0])
         log(f"guest answers SSH after {times['boot_to_ssh']:.1f} s")
         return times
-    for g in plan_.guests:
+    for g in the_lab.guests:
         guest.start(g)
         log(f"guest {g.name} booting (console: {g.console}; ssh 127.0.0.1:{g.ssh_port}) ...")
     # Both boot at once (two TCG guests share the machine's cores); a stalled
     # one is booted once more (guest.boot).
-    with ThreadPoolExecutor(len(plan_.guests)) as pool:
-        waits = {g.name: pool.submit(guest.boot, g, started=True) for g in plan_.guests}
+    with ThreadPoolExecutor(len(the_lab.guests)) as pool:
+        waits = {g.name: pool.submit(guest.boot, g, started=True) for g in the_lab.guests}
         for name, done in waits.items():
             times[f"boot_to_ssh_{name}"] = done.result()
     times["boot_to_ssh"] = time.monotonic() - boot
@@ -277,21 +285,21 @@ def unserved(steps: list[Declared], guests_: list[Guest]) -> list[Guest]:
     return [g for g in guests_ if not any(s.port == g.ssh_port for s in steps)]
 
 
-def plan_steps(plan_: Plan, config: dict[str, Any] | None = None) -> list[Declared]:
+def plan_steps(the_lab: Lab, config: dict[str, Any] | None = None) -> list[Declared]:
     """The program's remote commands for the layout's stack. In the pair, a
     clear refusal while the program declares no command for one of the guests
     (the lab never pretends the pair was configured)."""
-    stack = plan_.stack
-    if plan_.layout != PAIR:
+    stack = the_lab.stack
+    if the_lab.layout != PAIR:
         return declared(stack, config)
     try:
-        steps = declared(stack, config if config is not None else plan.stack_config(PAIR))
+        steps = declared(stack, config if config is not None else layout.stack_config(PAIR))
     except (SystemExit, Exception) as error:  # any reason: named in the refusal below
         reason = str(error).strip().replace("\n", " ")
         steps, why = [], f"the program cannot plan stack {stack} ({reason})"
     else:
         why = ""
-    missing = unserved(steps, plan_.guests)
+    missing = unserved(steps, the_lab.guests)
     if missing:
         names = ", ".join(f"{g.name} (127.0.0.1:{g.ssh_port})" for g in missing)
         raise SystemExit(
@@ -306,31 +314,30 @@ def plan_steps(plan_: Plan, config: dict[str, Any] | None = None) -> list[Declar
 VENV = Path(os.environ.get("KEEPSOURCE_VENV", PROJECT_ROOT / ".venv"))
 
 
-def _require_settings(plan_: Plan) -> None:
-    if not plan_.settings_complete:
-        raise SystemExit(f"lab: the settings model cannot read stack {plan_.stack} yet")
+def _require_settings(the_lab: Lab) -> None:
+    if not the_lab.settings_complete:
+        raise SystemExit(f"lab: the settings model cannot read stack {the_lab.stack} yet")
 
 
-def _policy_first(plan_: Plan, state: State) -> None:
+def _policy_first(the_lab: Lab, state: State) -> None:
     """The Workload's side of an LB-only stack first, as a GitOps sync of its
     manifests would: the CNI stand-in enforces the rendered NetworkPolicy
     (which admits the LB's check source) before the cut-over runs."""
     if state.phase != "fixed":
         state.phase = "fixed"
-        set_pod(plan_, state)
-        log(
-            f"workers: filter = the rendered NetworkPolicy {list(_filter(plan_, 'fixed').admitted)}"
-        )
+        set_pod(the_lab, state)
+        admitted = list(_filter(the_lab, "fixed").admitted)
+        log(f"workers: filter = the rendered NetworkPolicy {admitted}")
 
 
 def apply(
-    plan_: Plan,
+    the_lab: Lab,
     *extra: str,
     cut: tuple[str, float] | None = None,
     timeout: float = 1200,
     hard: bool = False,
 ) -> engine.Up:
-    """``pulumi up`` of the plan's stack with the real CLI (./build-engine) on
+    """``pulumi up`` of the lab's stack with the real CLI (./build-engine) on
     the lab's shadow project (lab/engine.py): an ``engine.Up``. ``extra``: more
     arguments (``--replace=URN``, ``--expect-no-changes``). An LB-only stack's
     Workload side comes first, as a GitOps sync of its manifests would (the
@@ -340,15 +347,15 @@ def apply(
     ``hard``: the script's own processes are killed with it, as a power loss
     or the OOM killer would end them (nothing of the script runs on)."""
     require_root()
-    _require_settings(plan_)
-    if not plan_.settings.manages_workload:
-        _policy_first(plan_, State.load())
-    cli = engine_cli(plan_)
+    _require_settings(the_lab)
+    if not the_lab.settings.manages_workload:
+        _policy_first(the_lab, State.load())
+    cli = engine_cli(the_lab)
     if cut is None:
-        return engine.up(cli, plan_.stack, *extra, timeout=timeout)
-    step = f"{plan_.guests[0].name}-{cut[0]}" if plan_.layout == PAIR else cut[0]
+        return engine.up(cli, the_lab.stack, *extra, timeout=timeout)
+    step = f"{the_lab.guests[0].name}-{cut[0]}" if the_lab.layout == PAIR else cut[0]
     with Cut(step, cut[1], hard=hard) as c:
-        done = engine.up(cli, plan_.stack, *extra, timeout=timeout)
+        done = engine.up(cli, the_lab.stack, *extra, timeout=timeout)
     done.output += f"\nlab: {c.said}"
     log(c.said)
     return done
@@ -393,17 +400,8 @@ class Cut:
             pid = found.stdout.strip()
             if pid.isdigit():
                 self._stop.wait(self.after)
-                # hard: the script's session too (its process group: bash and
-                # whatever it runs), before its connection.
-                group = (
-                    f'kill -KILL -- -"$(ps -o pgid= -p {pid} | tr -d " ")"; ' if self.hard else ""
-                )
-                killed = guest.ssh(
-                    f"p=$(ps -o ppid= -p {pid} | tr -d ' '); ps -o comm= -p \"$p\"; {group}"
-                    f' kill -KILL "$p" && echo killed',
-                    timeout=20,
-                    lb=self.lb,
-                )
+                cut = guest.script("cut-connection", pid, *(("hard",) if self.hard else ()))
+                killed = guest.ssh(cut, timeout=20, lb=self.lb)
                 self.said = (
                     f"cut of {self.step}: {self.after} s after its script started, its"
                     f" connection's {killed.stdout.split()[0] if killed.stdout.split() else '?'}"
@@ -414,14 +412,14 @@ class Cut:
 
 
 @contextlib.contextmanager
-def stack_config(plan_: Plan, change: Callable[[dict[str, Any]], None]) -> Iterator[None]:
+def stack_config(the_lab: Lab, change: Callable[[dict[str, Any]], None]) -> Iterator[None]:
     """The lab's stack file (in the engine's shadow project) changed by
     ``change`` (on its ``config`` mapping) for the block, as an operator edits
     it; put back byte for byte afterwards (its secret stays as it was)."""
     import yaml
 
-    engine_cli(plan_)  # the shadow's stack file exists, with the lab's key
-    path = engine.SHADOW / f"Pulumi.{plan_.stack}.yaml"
+    engine_cli(the_lab)  # the shadow's stack file exists, with the lab's key
+    path = engine.SHADOW / f"Pulumi.{the_lab.stack}.yaml"
     before = path.read_text()
     doc = yaml.safe_load(before)
     change(doc["config"])
@@ -432,10 +430,10 @@ def stack_config(plan_: Plan, change: Callable[[dict[str, Any]], None]) -> Itera
         path.write_text(before)
 
 
-def engine_cli(plan_: Plan) -> Pulumi:
-    """The real CLI on the lab's shadow project for the plan's stack, with the
+def engine_cli(the_lab: Lab) -> Pulumi:
+    """The real CLI on the lab's shadow project for the lab's stack, with the
     lab's SSH key as the stack's secret (lab/engine.py ``prepare``)."""
-    return engine.prepare(plan_.stack, VENV, paths.KEY)
+    return engine.prepare(the_lab.stack, VENV, paths.KEY)
 
 
 def overlap(up: engine.Up, hosts_: list[str], steps: tuple[str, ...]) -> tuple[bool, str]:
@@ -507,7 +505,7 @@ def wait_keepalived(timeout: float = 60, lb: Guest | None = None) -> float:
 def reboot(lb: str | None = None) -> dict[str, float]:
     """Reboot a guest (``lb``: its name; the single layout has one)."""
     require_root()
-    g = current_plan().guest(lb)
+    g = current_lab().guest(lb)
     t = {"reboot_to_ssh": guest.reboot(lb=g)}
     units = guest.ssh("systemctl list-unit-files keepalived.service --no-legend", lb=g).stdout
     if "keepalived" in units:
@@ -518,7 +516,7 @@ def reboot(lb: str | None = None) -> dict[str, float]:
 def kill_lb(name: str) -> bool:
     """Power a guest off hard (SIGKILL its qemu): no shutdown, as a power cut."""
     require_root()
-    g = current_plan().guest(name)
+    g = current_lab().guest(name)
     killed = guest.stop(g, hard=True)
     log(f"kill-lb {g.name}: {'qemu killed' if killed else 'was not running'}")
     return killed
@@ -528,7 +526,7 @@ def start_lb(name: str) -> float:
     """Boot a killed guest again on its own disk; seconds until SSH answers
     (a stalled boot is retried once: guest.boot)."""
     require_root()
-    g = current_plan().guest(name)
+    g = current_lab().guest(name)
     seconds = guest.boot(g, fresh=False)
     log(f"start-lb {g.name}: SSH answers after {seconds:.1f} s")
     return seconds
@@ -536,11 +534,11 @@ def start_lb(name: str) -> float:
 
 def verify() -> int:
     """``python -m keepsource verify STACK`` for the running lab's layout."""
-    layout = State.load().layout if paths.STATE_FILE.exists() else SINGLE
-    if layout == PAIR:
-        plan_steps(make_plan(PAIR))  # refuses while the program has no command for a guest
+    layout_name = State.load().layout if paths.STATE_FILE.exists() else SINGLE
+    if layout_name == PAIR:
+        plan_steps(make_lab(PAIR))  # refuses while the program has no command for a guest
     return subprocess.run(
-        _verify_argv(plan.LAYOUT_STACKS[layout]), check=False, timeout=300
+        _verify_argv(layout.LAYOUT_STACKS[layout_name]), check=False, timeout=300
     ).returncode
 
 
@@ -549,14 +547,14 @@ def _verify_argv(stack: str, project: Path = PROJECT_ROOT) -> list[str]:
 
 
 def verify_output(
-    plan_: Plan, env: dict[str, str] | None = None, project: Path = PROJECT_ROOT
+    the_lab: Lab, env: dict[str, str] | None = None, project: Path = PROJECT_ROOT
 ) -> tuple[int, str]:
-    """``python -m keepsource verify STACK`` for ``plan_``'s stack: exit status and
+    """``python -m keepsource verify STACK`` for ``the_lab``'s stack: exit status and
     output. ``env``: the real engine's (its CLI on PATH, its backend), so verify
     reads the stack's config through ``pulumi config`` as an operator's would;
     ``project``: where its Pulumi.yaml and stack file are."""
     done = subprocess.run(
-        _verify_argv(plan_.stack, project),
+        _verify_argv(the_lab.stack, project),
         env=env,
         check=False,
         timeout=300,
@@ -568,9 +566,9 @@ def verify_output(
 
 def _every_tap() -> list[str]:
     taps = list(net.TAPS.values())
-    for layout in (SINGLE, PAIR):
+    for layout_name in (SINGLE, PAIR):
         with contextlib.suppress(SystemExit, ConfigError, OSError):
-            for g in plan.guests(layout):
+            for g in layout.guests(layout_name):
                 taps += [t for t in g.taps.values() if t not in taps]
     return taps
 
@@ -607,17 +605,17 @@ def curl(ns: str, url: str) -> tuple[int, str]:
     return runner_for("netns", ns)(curl_command(url))
 
 
-def fault(plan_: Plan) -> list[tuple[str, bool, str]]:
+def fault(the_lab: Lab) -> list[tuple[str, bool, str]]:
     """The seed's fault: through HAProxy (on the guest holding the VIP: ``lb``,
     or ``lb1`` in the pair) neither client gets the page."""
-    url = f"http://{plan_.settings.network.vip}:{plan_.settings.node_port}/"
-    holder = plan_.guests[0]
+    url = f"http://{the_lab.settings.network.vip}:{the_lab.settings.node_port}/"
+    holder = the_lab.guests[0]
     rows = []
     haproxy = facts.unit_active("haproxy")
     active = haproxy.parse(guest.ssh(haproxy.command, lb=holder).stdout)
-    where = "" if len(plan_.guests) == 1 else f" on {holder.name}"
+    where = "" if len(the_lab.guests) == 1 else f" on {holder.name}"
     rows.append((f"fault: haproxy serves the VIP{where}", active == "active", active))
-    for client in plan_.clients:
+    for client in the_lab.clients:
         rc, out = curl(client.netns, url)
         got_page = rc == 0 and "Welcome to nginx" in out
         code = out.strip().splitlines()[-1] if out.strip() else ""
@@ -638,18 +636,18 @@ def addresses(g: Guest, timeout: float = 20) -> dict[str, list[str]]:
     """IPv4 addresses (address/prefix) on the guest's lbext and lbint."""
     fact = facts.IPV4_ADDRESSES
     found = fact.parse(guest.ssh(fact.command, timeout=timeout, lb=g).stdout)
-    return {name: [str(a) for a in found.get(name, [])] for name in (plan.EXT_IF, plan.INT_IF)}
+    return {name: [str(a) for a in found.get(name, [])] for name in (layout.EXT_IF, layout.INT_IF)}
 
 
-def vip_holders(plan_: Plan) -> list[str]:
+def vip_holders(the_lab: Lab) -> list[str]:
     """The running guests that hold the VIP on lbext."""
-    vip = str(plan_.settings.network.vip)
+    vip = str(the_lab.settings.network.vip)
     held = []
-    for g in plan_.guests:
+    for g in the_lab.guests:
         if guest.qemu_pid(g) is None:
             continue
         with contextlib.suppress(subprocess.TimeoutExpired):
-            if any(a.split("/")[0] == vip for a in addresses(g, timeout=10)[plan.EXT_IF]):
+            if any(a.split("/")[0] == vip for a in addresses(g, timeout=10)[layout.EXT_IF]):
                 held.append(g.name)
     return held
 
@@ -683,12 +681,12 @@ def download(ns: str, url: str, rate: str = "8M", limit: float = 90) -> Download
     return Download(rc, size, digest.hexdigest(), time.monotonic() - start)
 
 
-def pod_peers(plan_: Plan, worker: str | None = None) -> list[tuple[str, str, int]]:
+def pod_peers(the_lab: Lab, worker: str | None = None) -> list[tuple[str, str, int]]:
     """(peer, request, status) of every request the pod stand-in on ``worker``
     (default: where the pod is) served in this run: the address the pod saw."""
     name = worker or State.load().pod
-    w = next(w for w in plan_.workers if w.name == name)
-    path = hosts.pod_log(w, _filter(plan_, "seed").pod_port)
+    w = next(w for w in the_lab.workers if w.name == name)
+    path = hosts.pod_log(w, _filter(the_lab, "seed").pod_port)
     return hosts.access_peers(path.read_text(errors="replace")) if path.exists() else []
 
 

@@ -25,8 +25,8 @@ import yaml
 
 from keepsource.render import kube as render
 from keepsource.stackfile import load_config
-from lab import full, guest, paths, plan, run, services
-from lab.run import Plan, State
+from lab import full, guest, layout, paths, run, services
+from lab.run import Lab, State
 
 #: Where the generated stack files are (one per N, made again each run).
 ROOT = paths.RUN / "scale"
@@ -36,7 +36,7 @@ FIRST_PORT = 30100
 def config(n: int) -> dict[str, Any]:
     """The checkout's services stack with its workload services replaced by
     ``n`` TCP web services (the apiserver kept)."""
-    cfg = copy.deepcopy(load_config(plan.LAYOUT_STACKS[plan.SERVICES]))
+    cfg = copy.deepcopy(load_config(layout.LAYOUT_STACKS[layout.SERVICES]))
     api = next(s for s in cfg["keepsource:services"] if s["name"] == "apiserver")
     web = next(s for s in cfg["keepsource:services"] if s["name"] == "web")
     listed = [api]
@@ -59,39 +59,39 @@ def write(n: int) -> Path:
     """The generated stack file for ``n`` services; its directory."""
     root = ROOT / f"n{n}"
     root.mkdir(parents=True, exist_ok=True)
-    name = f"Pulumi.{plan.LAYOUT_STACKS[plan.SERVICES]}.yaml"
+    name = f"Pulumi.{layout.LAYOUT_STACKS[layout.SERVICES]}.yaml"
     (root / name).write_text(yaml.safe_dump({"config": config(n)}, sort_keys=False))
     return root
 
 
-def _use(p: Plan, root: Path) -> None:
+def _use(the_lab: Lab, root: Path) -> None:
     """The follower and the lab's backend on the stack file in ``root``."""
-    with full.follower_paused(p):
+    with full.follower_paused(the_lab):
         state = State.load()
         state.root = str(root)
         state.save()
-    full.fresh_stack(p, (root / f"Pulumi.{p.stack}.yaml").read_text(), check=False)
+    full.fresh_stack(the_lab, (root / f"Pulumi.{the_lab.stack}.yaml").read_text(), check=False)
 
 
 def one(n: int, table: run.Table) -> dict[str, float]:
     """Fault to fix and again for ``n`` services: seconds of each part."""
     root = write(n)
-    p = run.make_plan(plan.SERVICES, root)
-    t: dict[str, float] = {"restore": guest.restore_state(p.guests[0])}
+    the_lab = run.make_lab(layout.SERVICES, root)
+    t: dict[str, float] = {"restore": guest.restore_state(the_lab.guests[0])}
     start = time.monotonic()
-    full.make_fault(p.settings)
+    full.make_fault(the_lab.settings)
     t["objects"] = time.monotonic() - start
-    _use(p, root)
-    managed = render.managed(p.settings)
+    _use(the_lab, root)
+    managed = render.managed(the_lab.settings)
 
     def up() -> tuple[bool, str]:
         start = time.monotonic()
-        done = run.apply(p)
+        done = run.apply(the_lab)
         t["up"] = time.monotonic() - start
         return done.ok and not done.failed(), f"{t['up']:.1f} s, failed: {list(done.failed())}"
 
     def served() -> tuple[bool, str]:
-        vip = p.settings.network.vip
+        vip = the_lab.settings.network.vip
         got = {}
         for ex in (managed[0], managed[-1]):
             url = f"http://{vip}:{ex.ports[0].port}/"
@@ -101,14 +101,14 @@ def one(n: int, table: run.Table) -> dict[str, float]:
                 time.sleep(0.5)
                 rc, out = run.curl("ks-host01", url)
             got[ex.name] = rc
-        pools = services.pool_members(p)
+        pools = services.pool_members(the_lab)
         empty = sorted(k for k, v in pools.items() if not v)
         ok = all(rc == 0 for rc in got.values()) and not empty
         return ok, f"host01 curl exit {got}; {len(pools)} pools, empty: {empty or 'none'}"
 
     def again() -> tuple[bool, str]:
         start = time.monotonic()
-        done = run.apply(p, "--expect-no-changes")
+        done = run.apply(the_lab, "--expect-no-changes")
         t["again"] = time.monotonic() - start
         return done.ok, f"{t['again']:.1f} s, ok {done.ok}"
 
@@ -128,10 +128,10 @@ def measure(counts: list[int]) -> int:
     table = run.Table()
     times: dict[int, dict[str, float]] = {}
     try:
-        p = run.make_plan(plan.SERVICES)
-        full.up(p)
-        guest.save_state(p.guests[0])
-        full.delete_objects(p.settings)  # the checkout's services: their nodePorts free
+        the_lab = run.make_lab(layout.SERVICES)
+        full.up(the_lab)
+        guest.save_state(the_lab.guests[0])
+        full.delete_objects(the_lab.settings)  # the checkout's services: their nodePorts free
         for n in counts:
             times[n] = one(n, table)
     finally:

@@ -23,9 +23,9 @@ from keepsource.render import kube as render
 from keepsource.settings import Settings
 from keepsource.settings.services import Exposed
 from keepsource.verify import runner_for
-from lab import dns, engine, full, guest, hosts, kube, paths, plan, run
+from lab import dns, engine, full, guest, hosts, kube, layout, paths, run
 from lab.log import log
-from lab.run import Plan, State
+from lab.run import Lab, State
 
 
 def pods(s: Settings, ex: Exposed) -> list[tuple[str, str, bool]]:
@@ -92,36 +92,40 @@ def drain(
     return time.monotonic() - start
 
 
-def switch(single: Plan) -> Plan:
+def switch(single: Lab) -> Lab:
     """The running single lab on the services stack, on the same boot: the
     follower stopped, the guest back at its fault snapshot (HAProxy serves),
     the single stack's objects deleted, the DNS stand-ins started, the seed's
     objects of every service made with kubectl, one pod per worker, the
     follower on the new stack."""
-    p = run.make_plan(plan.SERVICES)
-    with full.follower_paused(p):  # started again on the services stack (the state's layout)
+    the_lab = run.make_lab(layout.SERVICES)
+    with full.follower_paused(the_lab):  # started again on the services stack (the state's layout)
         restored = guest.restore_state(single.guests[0])
         full.delete_objects(single.settings)
         state = State.load()
-        ports = [(f.protocol, f.pod_port) for f in run._filters(p, "seed") if f.protocol == "udp"]
-        state.pids += hosts.start_pods(p.workers, ports)
-        state.layout = p.layout
+        ports = [
+            (f.protocol, f.pod_port) for f in run._filters(the_lab, "seed") if f.protocol == "udp"
+        ]
+        state.pids += hosts.start_pods(the_lab.workers, ports)
+        state.layout = the_lab.layout
         state.save()
-        hosts.wait_listening([(w, port) for w in p.workers for _, port in ports], protocol="udp")
-        full.make_fault(p.settings)
-        spread_s = spread(p.settings)
-    full.fresh_stack(p, check=False)  # the stack again, from the checkout's file
+        hosts.wait_listening(
+            [(w, port) for w in the_lab.workers for _, port in ports], protocol="udp"
+        )
+        full.make_fault(the_lab.settings)
+        spread_s = spread(the_lab.settings)
+    full.fresh_stack(the_lab, check=False)  # the stack again, from the checkout's file
     log(
-        f"switched to {p.stack}: guest restored in {restored:.1f} s, "
+        f"switched to {the_lab.stack}: guest restored in {restored:.1f} s, "
         f"pods spread in {spread_s:.1f} s"
     )
-    return p
+    return the_lab
 
 
-def pool_members(plan_: Plan) -> dict[str, set[str]]:
+def pool_members(the_lab: Lab) -> dict[str, set[str]]:
     """Each service port's IPVS real servers (their addresses) on the guest, by pool name."""
     fact = facts.IPVS_TABLE
-    done = guest.ssh(fact.command, lb=plan_.guests[0])
+    done = guest.ssh(fact.command, lb=the_lab.guests[0])
     if done.returncode != 0:
         raise SystemExit(
             f"lab: {fact.command} on the guest: exit {done.returncode}: {done.stderr[-300:]}"
@@ -129,18 +133,18 @@ def pool_members(plan_: Plan) -> dict[str, set[str]]:
     table = fact.parse(done.stdout)
     return {
         vs.name: {r.address.rsplit(":", 1)[0] for r in table.get(facts.fwmark_key(vs.fwmark), [])}
-        for vs in lb_host(plan_.settings).pools
+        for vs in lb_host(the_lab.settings).pools
     }
 
 
 def wait_pools(
-    plan_: Plan, want: dict[str, set[str]], timeout: float = 20
+    the_lab: Lab, want: dict[str, set[str]], timeout: float = 20
 ) -> tuple[float, dict[str, set[str]]]:
     """Seconds until the pools named in ``want`` hold exactly those real servers."""
     start = time.monotonic()
-    got = pool_members(plan_)
+    got = pool_members(the_lab)
     while time.monotonic() - start < timeout:
-        got = pool_members(plan_)
+        got = pool_members(the_lab)
         if all(got.get(k) == v for k, v in want.items()):
             return time.monotonic() - start, got
         time.sleep(0.2)
@@ -159,14 +163,14 @@ def _query(ns: str, vip: str, port: int) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
-def clients(plan_: Plan) -> dict[str, dict[str, Any]]:
+def clients(the_lab: Lab) -> dict[str, dict[str, Any]]:
     """What each client gets from each workload service on the VIP: the page
     (curl exit status) or a DNS answer (None: no answer within 2 s)."""
-    vip = str(plan_.settings.network.vip)
+    vip = str(the_lab.settings.network.vip)
     got: dict[str, dict[str, Any]] = {}
-    for c in plan_.clients:
+    for c in the_lab.clients:
         seen: dict[str, Any] = {}
-        for ex in render.managed(plan_.settings):
+        for ex in render.managed(the_lab.settings):
             for port in ex.ports:
                 if port.protocol == "UDP":
                     seen[ex.name] = _query(c.netns, vip, port.port)
@@ -186,16 +190,16 @@ _BACKEND = re.compile(r"^node_ipvs_backend_weight\{(?P<labels>[^}]*)\} (?P<value
 _LABEL = re.compile(r'(\w+)="([^"]*)"')
 
 
-def scrape(plan_: Plan, ns: str) -> tuple[int, str]:
+def scrape(the_lab: Lab, ns: str) -> tuple[int, str]:
     """The LB's node exporter from a lab namespace (curl -m 2): exit status and body."""
-    m = plan_.settings.metrics
+    m = the_lab.settings.metrics
     if m is None:
-        raise SystemExit(f"lab: stack {plan_.stack} has no keepsource:metrics")
-    url = f"http://{plan_.settings.lb_nodes[0].internal_address}:{m.port}/metrics"
+        raise SystemExit(f"lab: stack {the_lab.stack} has no keepsource:metrics")
+    url = f"http://{the_lab.settings.lb_nodes[0].internal_address}:{m.port}/metrics"
     return runner_for("netns", ns)(f"curl -s -m 2 {url}")
 
 
-def metric_pools(plan_: Plan, text: str) -> dict[str, set[str]]:
+def metric_pools(the_lab: Lab, text: str) -> dict[str, set[str]]:
     """Each pool's real servers (addresses) as the node exporter's IPVS metrics show them."""
     by_mark: dict[int, set[str]] = {}
     for line in text.splitlines():
@@ -206,30 +210,30 @@ def metric_pools(plan_: Plan, text: str) -> dict[str, set[str]]:
             if mark:  # decimal as node_exporter prints it; hex as /proc/net/ip_vs does
                 value = int(mark) if mark.isdigit() else int(mark, 16)
                 by_mark.setdefault(value, set()).add(labels["remote_address"])
-    return {vs.name: by_mark.get(vs.fwmark, set()) for vs in lb_host(plan_.settings).pools}
+    return {vs.name: by_mark.get(vs.fwmark, set()) for vs in lb_host(the_lab.settings).pools}
 
 
 def _holds(got: dict[str, set[str]], want: dict[str, set[str]]) -> bool:
     return all(got.get(k) == v for k, v in want.items())
 
 
-def scenario(plan_: Plan, table: run.Table) -> dict[str, Any]:
+def scenario(the_lab: Lab, table: run.Table) -> dict[str, Any]:
     """The services stack from the fault to the fix by the real engine, as rows."""
-    s = plan_.settings
-    p = run.engine_cli(plan_)
+    s = the_lab.settings
+    p = run.engine_cli(the_lab)
     seen: dict[str, Any] = {}
     web, dns_ = (next(e for e in s.exposed if e.name == n) for n in ("web", "dns"))
     workers = {str(w.address) for w in s.workers}
 
     def first_up() -> tuple[bool, str]:
         start = time.monotonic()
-        done = run.apply(plan_)
+        done = run.apply(the_lab)
         seen["up_s"] = time.monotonic() - start
-        full.sync_workers(plan_)
+        full.sync_workers(the_lab)
         return done.ok and not done.failed(), f"{seen['up_s']:.1f} s, failed: {list(done.failed())}"
 
     def each_client() -> tuple[bool, str]:
-        got = clients(plan_)
+        got = clients(the_lab)
         seen["clients"] = got
         ok = (
             got["host01"]["web"] == 0 and got["host01"]["dns"] is None
@@ -240,11 +244,11 @@ def scenario(plan_: Plan, table: run.Table) -> dict[str, Any]:
         )
 
     def pools_full() -> tuple[bool, str]:
-        t, got = wait_pools(plan_, {vs: workers for vs in _pool_names(plan_, web, dns_)})
+        t, got = wait_pools(the_lab, {vs: workers for vs in _pool_names(the_lab, web, dns_)})
         return True, f"{t:.1f} s: " + ", ".join(f"{k} {sorted(v)}" for k, v in got.items())
 
     def verify() -> tuple[bool, str]:
-        rc, out = run.verify_output(plan_, p.env(), engine.SHADOW)
+        rc, out = run.verify_output(the_lab, p.env(), engine.SHADOW)
         seen["verify"] = out
         last = [ln for ln in out.splitlines() if ln.startswith("verify ")]
         failed = [ln for ln in out.splitlines() if ln.startswith("FAIL")]
@@ -252,15 +256,15 @@ def scenario(plan_: Plan, table: run.Table) -> dict[str, Any]:
 
     def again() -> tuple[bool, str]:
         spread(s)
-        full.sync_workers(plan_)
+        full.sync_workers(the_lab)
         start = time.monotonic()
-        done = run.apply(plan_, "--expect-no-changes")
+        done = run.apply(the_lab, "--expect-no-changes")
         took = time.monotonic() - start
         if not done.ok or "lb-metrics" not in done.steps:
             return False, f"{took:.1f} s, exit ok {done.ok}, steps {sorted(done.steps)}"
         # The metrics step run once more (replaced): its script changes nothing.
         metrics_step = done.steps["lb-metrics"]
-        again = run.apply(plan_, f"--replace={metrics_step.urn}")
+        again = run.apply(the_lab, f"--replace={metrics_step.urn}")
         said = again.steps["lb-metrics"].report if "lb-metrics" in again.steps else "none"
         ok = again.ok and said.endswith(": unchanged")
         return ok, f"{took:.1f} s; the metrics step replaced: {said}"
@@ -280,11 +284,11 @@ def scenario(plan_: Plan, table: run.Table) -> dict[str, Any]:
     table.phase("services: verify checks each service (pools and clients)", verify)
     table.phase(
         "services: the LB's node exporter shows the pools, for the scrapers only",
-        lambda: metrics_view(plan_),
+        lambda: metrics_view(the_lab),
     )
     table.phase(
         "services: worker01's dns pod removed drains only the dns pool",
-        lambda: drain_one(plan_, dns_, web, seen),
+        lambda: drain_one(the_lab, dns_, web, seen),
     )
     table.phase(
         "services: pulumi up again --expect-no-changes; the metrics step again: unchanged", again
@@ -292,14 +296,14 @@ def scenario(plan_: Plan, table: run.Table) -> dict[str, Any]:
     return seen
 
 
-def metrics_view(plan_: Plan) -> tuple[bool, str]:
+def metrics_view(the_lab: Lab) -> tuple[bool, str]:
     """The exporter's pools are ipvsadm's, scraped from the scraper; a host on
     the LB's internal link that is no scraper is dropped (a timeout)."""
-    rc, text = scrape(plan_, METRICS_SCRAPER)
-    by_metrics = metric_pools(plan_, text)
-    by_ipvsadm = pool_members(plan_)
-    other = plan_.workers[0]
-    denied, _ = scrape(plan_, other.netns)
+    rc, text = scrape(the_lab, METRICS_SCRAPER)
+    by_metrics = metric_pools(the_lab, text)
+    by_ipvsadm = pool_members(the_lab)
+    other = the_lab.workers[0]
+    denied, _ = scrape(the_lab, other.netns)
     ok = rc == 0 and by_metrics == by_ipvsadm and denied == full.CURL_TIMED_OUT
     return ok, (
         f"scraped from {METRICS_SCRAPER}: curl exit {rc}, pools as ipvsadm has them: "
@@ -308,16 +312,16 @@ def metrics_view(plan_: Plan) -> tuple[bool, str]:
 
 
 def drain_one(
-    plan_: Plan, drained: Exposed, kept: Exposed, seen: dict[str, Any]
+    the_lab: Lab, drained: Exposed, kept: Exposed, seen: dict[str, Any]
 ) -> tuple[bool, str]:
     """``drained``'s pod removed from the first worker: seconds until ipvsadm
     and the exporter show its pool without that worker while ``kept``'s pool
     keeps every worker (sampled every 0.2 s, 30 s at most)."""
-    s = plan_.settings
+    s = the_lab.settings
     w1 = s.workers[0]
     workers = {str(w.address) for w in s.workers}
     others = workers - {str(w1.address)}
-    want = {_pool_names(plan_, drained)[0]: others, _pool_names(plan_, kept)[0]: workers}
+    want = {_pool_names(the_lab, drained)[0]: others, _pool_names(the_lab, kept)[0]: workers}
     seen_at: dict[str, float] = {}
     sent: list[float] = []
 
@@ -326,9 +330,9 @@ def drain_one(
         sent.append(at)
         for _ in range(150):
             now = time.monotonic()
-            if "ipvsadm" not in seen_at and _holds(pool_members(plan_), want):
+            if "ipvsadm" not in seen_at and _holds(pool_members(the_lab), want):
                 seen_at["ipvsadm"] = now
-            scraped = metric_pools(plan_, scrape(plan_, METRICS_SCRAPER)[1])
+            scraped = metric_pools(the_lab, scrape(the_lab, METRICS_SCRAPER)[1])
             if "metrics" not in seen_at and _holds(scraped, want):
                 seen_at["metrics"] = now
             if len(seen_at) == 2:
@@ -345,5 +349,5 @@ def drain_one(
     )
 
 
-def _pool_names(plan_: Plan, *services: Exposed) -> list[str]:
+def _pool_names(the_lab: Lab, *services: Exposed) -> list[str]:
     return [ex.pool_name(port) for ex in services for port in ex.ports]

@@ -89,13 +89,10 @@ def test_the_cli_runs_offline_and_ignores_the_callers_pulumi_settings(
     assert [Path(d).parent.name.rsplit("-", 1)[0] for d in first] == list(p.components)
 
 
-def test_stale_folders_are_this_components_other_keys_only(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(build, "CACHE", tmp_path)
+def test_stale_folders_are_this_components_other_keys_only(tmp_path: Path) -> None:
     c = BY_NAME["pulumi"]
-    current = build.folder(c, "go1.26.8")
+    current = build.folder(c, "go1.26.8", tmp_path)
     for name in (current.name, "pulumi-0123456789ab", "pulumi-language-python-0123456789ab",
                  "pulumi-resource-command-aaaaaaaaaaaa", "pulumi-notakey"):  # fmt: skip
         (tmp_path / name).mkdir()
-    assert [d.name for d in build.stale(c, "go1.26.8")] == ["pulumi-0123456789ab"]
+    assert [d.name for d in build.stale(c, "go1.26.8", tmp_path)] == ["pulumi-0123456789ab"]

@@ -60,7 +60,7 @@ from keepsource.render.keepalived import HEADER, WORKLOAD_FWMARK  # noqa: E402
 from keepsource.render.scripts import step_urn  # noqa: E402
 from lab import engine, full, guest, hosts, image, kube, net, paths  # noqa: E402
 from lab import run as lab  # noqa: E402
-from lab.plan import EXT_IF  # noqa: E402
+from lab.layout import EXT_IF  # noqa: E402
 
 STEPS = ("lb-gateway", "lb-packages", "lb-keepalived-config", "lb-cutover")
 STATE_DIR = "/var/lib/keepsource"
@@ -69,33 +69,33 @@ DROPIN = "/etc/systemd/system/keepalived.service.d/lab-fault.conf"
 
 
 @pytest.fixture(scope="module")
-def plan() -> Iterator[lab.Plan]:
+def the_lab() -> Iterator[lab.Lab]:
     build()  # cached: the binaries this module runs (a clear error when one cannot be built)
     lab.down()
-    p = lab.make_plan()
-    print(f"up, control plane: {full.up(p)}")
+    the_lab = lab.make_lab()
+    print(f"up, control plane: {full.up(the_lab)}")
     # The guest's fault state, kept for the fault tests after the scenario
     # (full.back_to_fault restores it: seconds instead of a boot).
-    print(f"snapshot of the fault state: {guest.save_state(p.guests[0]):.1f} s")
+    print(f"snapshot of the fault state: {guest.save_state(the_lab.guests[0]):.1f} s")
     try:
-        yield p
+        yield the_lab
     finally:
         lab.down()
 
 
 @pytest.fixture(scope="module")
-def fault_again(plan: lab.Plan) -> lab.Plan:
+def fault_again(the_lab: lab.Lab) -> lab.Lab:
     """The seed's fault once more, after the scenario (lab/full.py back_to_fault)."""
-    print(f"back to the fault: {full.back_to_fault(plan)}")
-    return plan
+    print(f"back to the fault: {full.back_to_fault(the_lab)}")
+    return the_lab
 
 
 # -- helpers ---------------------------------------------------------------------------
 
 
-def _up(plan: lab.Plan, *extra: str, cut: tuple[str, float] | None = None) -> engine.Up:
-    done = lab.apply(plan, *extra, cut=cut)
-    full.sync_workers(plan)  # the follower does it within a second; now, for the asserts
+def _up(the_lab: lab.Lab, *extra: str, cut: tuple[str, float] | None = None) -> engine.Up:
+    done = lab.apply(the_lab, *extra, cut=cut)
+    full.sync_workers(the_lab)  # the follower does it within a second; now, for the asserts
     return done
 
 
@@ -128,16 +128,16 @@ def _snapshot() -> str:
     return done.stdout
 
 
-def _urls(plan: lab.Plan) -> tuple[str, str]:
-    vip = plan.settings.network.vip
+def _urls(the_lab: lab.Lab) -> tuple[str, str]:
+    vip = the_lab.settings.network.vip
     return (
-        f"https://{vip}:{plan.settings.apiserver.port}/readyz",
-        f"http://{vip}:{plan.settings.node_port}/",
+        f"https://{vip}:{the_lab.settings.apiserver.port}/readyz",
+        f"http://{vip}:{the_lab.settings.node_port}/",
     )
 
 
-def _probes(plan: lab.Plan, *names: str) -> dict[str, lab.Probe]:
-    api, _ = _urls(plan)
+def _probes(the_lab: lab.Lab, *names: str) -> dict[str, lab.Probe]:
+    api, _ = _urls(the_lab)
     return {ns: lab.Probe(ns, api, env=full.api_probe_env()) for ns in names}
 
 
@@ -147,13 +147,13 @@ def _answers(ns: str, url: str) -> bool:
     return rc == 0 and "HTTP " in out and "HTTP 000" not in out
 
 
-def _haproxy_serves_as_before(plan: lab.Plan) -> None:
-    _, page = _urls(plan)
+def _haproxy_serves_as_before(the_lab: lab.Lab) -> None:
+    _, page = _urls(the_lab)
     assert guest.ssh("systemctl is-active haproxy").stdout.strip() == "active"
     assert guest.ssh("systemctl is-enabled haproxy").stdout.strip() == "enabled"
-    api_plain = f"http://{plan.settings.network.vip}:{plan.settings.apiserver.port}/"
+    api_plain = f"http://{the_lab.settings.network.vip}:{the_lab.settings.apiserver.port}/"
     assert _answers("ks-host01", api_plain) and _answers("ks-host01", page)
-    assert _answers(plan.workers[0].netns, api_plain)
+    assert _answers(the_lab.workers[0].netns, api_plain)
     state = guest.ssh(
         "systemctl is-active keepalived; test -e /etc/keepsource/switch.rules && echo switch; "
         "iptables -t mangle -S KEEPSOURCE-SWITCH 2>/dev/null | grep -c -- '-j MARK' || true; "
@@ -175,43 +175,43 @@ def _lab_fault_off() -> None:
 
 
 @contextlib.contextmanager
-def _checks_dropped(plan: lab.Plan) -> Iterator[None]:
+def _checks_dropped(the_lab: lab.Lab) -> Iterator[None]:
     """Every worker drops the LB's health checks (its raw table, which the
     stand-ins' own rules never touch): no pool can become healthy."""
-    source = str(plan.settings.lb_nodes[0].check_source)  # the checkAddress
-    rule = ["PREROUTING", "-s", source, "-p", "tcp", "--dport", str(plan.settings.node_port)]
-    for w in plan.workers:
+    source = str(the_lab.settings.lb_nodes[0].check_source)  # the checkAddress
+    rule = ["PREROUTING", "-s", source, "-p", "tcp", "--dport", str(the_lab.settings.node_port)]
+    for w in the_lab.workers:
         net.sh("ip", "netns", "exec", w.netns, "iptables", "-t", "raw", "-I", *rule, "-j", "DROP")
     try:
         yield
     finally:
-        for w in plan.workers:
+        for w in the_lab.workers:
             net.sh(
                 "ip", "netns", "exec", w.netns, "iptables", "-t", "raw", "-D", *rule, "-j", "DROP"
             )
 
 
-def _declared(plan: lab.Plan, name: str) -> tuple[str, str | None]:
+def _declared(the_lab: lab.Lab, name: str) -> tuple[str, str | None]:
     """A step's command line and stdin as the engine's state holds them (what
     `pulumi up` last ran), to run it by hand with a fault of the transport."""
-    p = lab.engine_cli(plan)
-    state = json.loads(p.run("stack", "export", "--show-secrets", stack=plan.stack).stdout)
+    p = lab.engine_cli(the_lab)
+    state = json.loads(p.run("stack", "export", "--show-secrets", stack=the_lab.stack).stdout)
     for r in state["deployment"]["resources"]:
         if r["urn"].endswith(f"::{name}"):
             return r["inputs"]["create"], r["inputs"].get("stdin")
     raise AssertionError(f"no {name} in the state")
 
 
-def _pool(plan: lab.Plan) -> set[str]:
-    vip, port = str(plan.settings.network.vip), plan.settings.node_port
+def _pool(the_lab: lab.Lab) -> set[str]:
+    vip, port = str(the_lab.settings.network.vip), the_lab.settings.node_port
     return parse_ipvs(guest.ssh("ipvsadm -Ln", timeout=20).stdout, vip, port, WORKLOAD_FWMARK)
 
 
-def _wait_pool(plan: lab.Plan, want: set[str], timeout: float = 15) -> None:
+def _wait_pool(the_lab: lab.Lab, want: set[str], timeout: float = 15) -> None:
     start = time.monotonic()
-    while _pool(plan) != want and time.monotonic() - start < timeout:
+    while _pool(the_lab) != want and time.monotonic() - start < timeout:
         time.sleep(0.5)
-    assert _pool(plan) == want
+    assert _pool(the_lab) == want
 
 
 def _without_worker02(config: dict[str, Any]) -> None:
@@ -221,8 +221,8 @@ def _without_worker02(config: dict[str, Any]) -> None:
 # -- the lab itself ----------------------------------------------------------------------
 
 
-def test_root_namespace_stays_out_of_the_lab(plan: lab.Plan) -> None:
-    n = plan.settings.network
+def test_root_namespace_stays_out_of_the_lab(the_lab: lab.Lab) -> None:
+    n = the_lab.settings.network
     assert net.conflicts([n.external_subnet, n.internal_subnet]) == []
     # ... and the check does catch an overlap with this machine's own networks.
     ours = subprocess.run(["ip", "-j", "-4", "route"], capture_output=True, text=True, check=True)
@@ -231,9 +231,9 @@ def test_root_namespace_stays_out_of_the_lab(plan: lab.Plan) -> None:
     assert net.conflicts([ipaddress.IPv4Network(nets[0], strict=False)])
 
 
-def test_the_seeds_objects_are_kubectls(plan: lab.Plan) -> None:
+def test_the_seeds_objects_are_kubectls(the_lab: lab.Lab) -> None:
     """The fault state's objects were made by kubectl: pulumi up must adopt them."""
-    s = plan.settings
+    s = the_lab.settings
     out = kube.kubectl(
         "get", "-n", s.single.namespace, "service", s.single.name,
         "-o", "jsonpath={.metadata.managedFields[*].manager} {.spec.externalTrafficPolicy}",
@@ -246,9 +246,9 @@ def test_the_seeds_objects_are_kubectls(plan: lab.Plan) -> None:
 # -- the scenario of `lab/lab demo` ---------------------------------------------------------
 
 
-def test_the_real_engine_takes_the_lab_from_fault_to_fix(plan: lab.Plan) -> None:
+def test_the_real_engine_takes_the_lab_from_fault_to_fix(the_lab: lab.Lab) -> None:
     table = lab.Table()
-    seen = full.scenario(plan, table)
+    seen = full.scenario(the_lab, table)
     code = table.report("engine", full.SCENARIO_ROWS)
     failed = [f"{name}: {detail}" for name, ok, detail in table.rows if not ok]
     assert not failed, "\n".join(failed)
@@ -256,7 +256,7 @@ def test_the_real_engine_takes_the_lab_from_fault_to_fix(plan: lab.Plan) -> None
     # The violation names the guard's rule and the HAProxy command, as a PR reader sees it.
     assert "seed-haproxy" in seen["bad_preview"], seen["bad_preview"][-2000:]
     # After the first up, the Service is pulumi's (adopted, forced apply).
-    s = plan.settings
+    s = the_lab.settings
     out = kube.kubectl(
         "get", "-n", s.single.namespace, "service", s.single.name,
         "-o", "jsonpath={.spec.externalTrafficPolicy}",
@@ -271,19 +271,19 @@ def _set_secret(p: Any, stack: str, key: str, value: str) -> None:
     p.run("config", "set", "--secret", f"keepsource:{key}", stack=stack, stdin=value)
 
 
-def _gateway_only(plan: lab.Plan, p: Any, stack: str | None = None) -> engine.Up:
+def _gateway_only(the_lab: lab.Lab, p: Any, stack: str | None = None) -> engine.Up:
     """`pulumi up --replace` of the gateway step alone: one SSH login, an
     idempotent script (it reports unchanged on the fixed state)."""
-    stack = stack or plan.stack
+    stack = stack or the_lab.stack
     return engine.up(p, stack, f"--replace={step_urn(stack, 'gateway')}", timeout=600)
 
 
-def test_the_lb_key_may_be_encrypted_or_held_by_an_agent(plan: lab.Plan, tmp_path: Path) -> None:
+def test_the_lb_key_may_be_encrypted_or_held_by_an_agent(the_lab: lab.Lab, tmp_path: Path) -> None:
     """pulumi-command logs in with an encrypted key and its passphrase (both
     secrets), with an SSH agent and no key in the stack, and not at all
     without either: then `up` stops naming keepsource:lbPrivateKey."""
-    p = lab.engine_cli(plan)
-    stack = plan.stack
+    p = lab.engine_cli(the_lab)
+    stack = the_lab.stack
     passphrase = "pp-" + hashlib.sha256(os.urandom(16)).hexdigest()[:20]
     encrypted = tmp_path / "id_encrypted"
     shutil.copyfile(paths.KEY, encrypted)
@@ -325,12 +325,12 @@ def test_the_lb_key_may_be_encrypted_or_held_by_an_agent(plan: lab.Plan, tmp_pat
         )  # fmt: skip
         assert added.returncode == 0, added.stderr
         with_agent = _gateway_only(
-            plan, dataclasses.replace(p, env_extra={"SSH_AUTH_SOCK": str(sock)})
+            the_lab, dataclasses.replace(p, env_extra={"SSH_AUTH_SOCK": str(sock)})
         )
         _ok(with_agent)
         assert "gateway" in " ".join(with_agent.ran()), with_agent.ops()
 
-        nothing = _gateway_only(plan, dataclasses.replace(p, env_extra={"SSH_AUTH_SOCK": ""}))
+        nothing = _gateway_only(the_lab, dataclasses.replace(p, env_extra={"SSH_AUTH_SOCK": ""}))
         assert not nothing.ok and not nothing.ran()
         assert "keepsource:lbPrivateKey: not set, and the environment has no SSH agent" in (
             nothing.output
@@ -343,21 +343,21 @@ def test_the_lb_key_may_be_encrypted_or_held_by_an_agent(plan: lab.Plan, tmp_pat
         _set_secret(p, stack, "lbPrivateKey", paths.KEY.read_text())
 
 
-def test_two_applies_at_once_one_fails_clearly_or_both_take_turns(plan: lab.Plan) -> None:
+def test_two_applies_at_once_one_fails_clearly_or_both_take_turns(the_lab: lab.Lab) -> None:
     """Two `pulumi up` of the same stack within a second: the backend's lock
     (pulumi/pulumi pkg/backend/diy/lock.go, Lock: check, write, check again)
     refuses the other, naming the lock. Two stacks on the same LB host (two
     operators) both run: keepsource's lock on the host makes their steps take
     turns (a step already holds it when they start: both wait, say so, and
     go on). The end state verifies."""
-    p = lab.engine_cli(plan)
-    stack = plan.stack
+    p = lab.engine_cli(the_lab)
+    stack = the_lab.stack
 
     def both(runs: list[tuple[Any, str]]) -> list[engine.Up]:
         results: list[engine.Up | None] = [None] * len(runs)
 
         def go(i: int) -> None:
-            results[i] = _gateway_only(plan, runs[i][0], runs[i][1])
+            results[i] = _gateway_only(the_lab, runs[i][0], runs[i][1])
 
         threads = [threading.Thread(target=go, args=(i,)) for i in range(len(runs))]
         for th in threads:
@@ -400,11 +400,11 @@ def test_two_applies_at_once_one_fails_clearly_or_both_take_turns(plan: lab.Plan
     finally:
         p.run("stack", "rm", "--force", "--yes", twin, check=False)
         (engine.SHADOW / f"Pulumi.{twin}.yaml").unlink(missing_ok=True)
-    rc, said = lab.verify_output(plan, p.env(), engine.SHADOW)
+    rc, said = lab.verify_output(the_lab, p.env(), engine.SHADOW)
     assert rc == 0, said[-3000:]
 
 
-def test_a_stack_moved_to_the_services_list_changes_nothing(plan: lab.Plan) -> None:
+def test_a_stack_moved_to_the_services_list_changes_nothing(the_lab: lab.Lab) -> None:
     """docs/services.md's recipe (tests/test_services.py ``as_services``) on the
     applied stack: the first workload service's objects carry aliases to the
     seed's names, so the preview changes no resource (only the Workload
@@ -412,9 +412,9 @@ def test_a_stack_moved_to_the_services_list_changes_nothing(plan: lab.Plan) -> N
     keeps its uid, and verify passes."""
     from tests.test_services import as_services
 
-    p = lab.engine_cli(plan)
-    stack = plan.stack
-    s = plan.settings
+    p = lab.engine_cli(the_lab)
+    stack = the_lab.stack
+    s = the_lab.settings
     ns, name = s.single.namespace, s.single.name
     what = [f"namespace/{ns}", f"deployment/{name}", f"service/{name}", f"networkpolicy/{name}"]
 
@@ -448,7 +448,7 @@ def test_a_stack_moved_to_the_services_list_changes_nothing(plan: lab.Plan) -> N
         names = {r["urn"].rsplit("::", 1)[-1] for r in p.export(stack)["deployment"]["resources"]}
         assert {"workload-nginx-deployment", "workload-ns-my-ns"} <= names, sorted(names)
         assert "workload-deployment" not in names
-        rc, said = lab.verify_output(plan, p.env(), engine.SHADOW)
+        rc, said = lab.verify_output(the_lab, p.env(), engine.SHADOW)
         assert rc == 0, said[-3000:]
     finally:
         path.write_text(original)
@@ -457,7 +457,7 @@ def test_a_stack_moved_to_the_services_list_changes_nothing(plan: lab.Plan) -> N
 # -- faults, from the seed's state again -----------------------------------------------------
 
 
-def test_back_at_the_fault_both_clients_refused_through_haproxy(fault_again: lab.Plan) -> None:
+def test_back_at_the_fault_both_clients_refused_through_haproxy(fault_again: lab.Lab) -> None:
     rows = lab.fault(fault_again)
     assert all(ok for _, ok, _ in rows), rows
     assert guest.ssh("command -v keepalived || echo absent").stdout.strip() == "absent"
@@ -466,7 +466,7 @@ def test_back_at_the_fault_both_clients_refused_through_haproxy(fault_again: lab
 
 
 def test_a_package_removal_is_refused_and_nothing_removed(
-    fault_again: lab.Plan, tmp_path: Path
+    fault_again: lab.Lab, tmp_path: Path
 ) -> None:
     """apt would resolve a conflict by removing a package (ufw does this with
     iptables-persistent): the packages step simulates first and refuses."""
@@ -500,7 +500,7 @@ def test_a_package_removal_is_refused_and_nothing_removed(
         guest.ssh("apt-get -q update >/dev/null", timeout=300)
 
 
-def test_keepalived_cannot_start_haproxy_keeps_serving(fault_again: lab.Plan) -> None:
+def test_keepalived_cannot_start_haproxy_keeps_serving(fault_again: lab.Lab) -> None:
     _lab_fault("ExecStartPre=/bin/false")
     try:
         done = _up(fault_again)
@@ -512,7 +512,7 @@ def test_keepalived_cannot_start_haproxy_keeps_serving(fault_again: lab.Plan) ->
     _haproxy_serves_as_before(fault_again)
 
 
-def test_a_pool_that_never_gets_healthy_keeps_haproxy_serving(fault_again: lab.Plan) -> None:
+def test_a_pool_that_never_gets_healthy_keeps_haproxy_serving(fault_again: lab.Lab) -> None:
     """The workers drop the LB's checks: the workload's pool stays empty. A
     first run is killed (its SSH connection cut) while it waits, after it
     installed keepsource's keepalived.conf and started keepalived; the next
@@ -569,14 +569,14 @@ frontend stray
 
 
 def test_a_haproxy_that_serves_more_is_not_stopped_unless_the_stack_says_so(
-    fault_again: lab.Plan,
+    fault_again: lab.Lab,
 ) -> None:
     """HAProxy also serves :80 and :8404, and a HAProxy started by hand
     outside its unit serves :8405: the cut-over refuses and names all three,
     they serve still, keepalived never started. (The next test applies with
     ``lb.takeOver: [haproxy]``.)"""
-    plan = fault_again
-    vip = plan.settings.network.vip
+    the_lab = fault_again
+    vip = the_lab.settings.network.vip
     added = guest.ssh(
         "cat >> /etc/haproxy/haproxy.cfg && haproxy -c -q -f /etc/haproxy/haproxy.cfg"
         " && systemctl reload haproxy",
@@ -597,7 +597,7 @@ def test_a_haproxy_that_serves_more_is_not_stopped_unless_the_stack_says_so(
         time.sleep(0.5)
     listening = guest.ssh("ss -Hlntp | grep haproxy").stdout
     assert _answers("ks-host01", f"http://{vip}/"), listening
-    done = _up(plan)
+    done = _up(the_lab)
     said = _failed(done, "lb-cutover")
     # The engine's error holds the command line (the script's text) first.
     named = said.rsplit("FAILED: haproxy also serves ", 1)[-1].split(",", 1)[0].split()
@@ -611,15 +611,15 @@ def test_a_haproxy_that_serves_more_is_not_stopped_unless_the_stack_says_so(
     assert guest.ssh("systemctl is-active keepalived").stdout.strip() != "active"
 
 
-def test_first_apply_keeps_the_apiserver_answering(fault_again: lab.Plan) -> None:
+def test_first_apply_keeps_the_apiserver_answering(fault_again: lab.Lab) -> None:
     """From the fault state, with ``lb.takeOver: [haproxy]`` (its :80 and
     :8404 stop with it, and the cut-over says so) and the site's own HAProxy
     unit file in /etc/systemd/system (kept in the backups, then masked); the first up's SSH
     connection is cut during the cut-over, the second converges. host01 and
     worker01 ask the API through VIP:6443 every 0.2 s throughout: no request
     may fail."""
-    plan = fault_again
-    _, page = _urls(plan)
+    the_lab = fault_again
+    _, page = _urls(the_lab)
     # The site keeps its own HAProxy unit file where mask's link goes.
     unit = "/etc/systemd/system/haproxy.service"
     site_unit = guest.ssh(
@@ -627,12 +627,12 @@ def test_first_apply_keeps_the_apiserver_answering(fault_again: lab.Plan) -> Non
         f"&& systemctl daemon-reload && cat {unit}"
     )
     assert site_unit.returncode == 0 and "the site s own" in site_unit.stdout
-    probes = _probes(plan, "ks-host01", plan.workers[0].netns)
+    probes = _probes(the_lab, "ks-host01", the_lab.workers[0].netns)
     time.sleep(1)
     try:
-        with lab.stack_config(plan, lambda c: c["keepsource:lb"].update(takeOver=["haproxy"])):
-            cut = _up(plan, cut=("lb-cutover", 2.5))
-            done = _up(plan)
+        with lab.stack_config(the_lab, lambda c: c["keepsource:lb"].update(takeOver=["haproxy"])):
+            cut = _up(the_lab, cut=("lb-cutover", 2.5))
+            done = _up(the_lab)
     finally:
         seen = {ns: p.stop() for ns, p in probes.items()}
     print(f"probes during the first apply: {seen}")
@@ -642,15 +642,17 @@ def test_first_apply_keeps_the_apiserver_answering(fault_again: lab.Plan) -> Non
     assert "lb-cutover" in done.ran()
     said = done.steps["lb-cutover"].stdout
     assert "haproxy also serves" in said and ":8404" in said and "stop with it" in said, said
-    assert lab.curl("ks-host01", f"http://{plan.settings.network.vip}/")[0] != 0  # :80 is dark
+    assert lab.curl("ks-host01", f"http://{the_lab.settings.network.vip}/")[0] != 0  # :80 is dark
     # The HAProxy outside its unit stopped too.
     assert any("haproxy outside its unit stopped" in s for s in (said, cut.output)), said
-    assert not _answers("ks-host01", f"http://{plan.settings.network.vip}:8405/")
+    assert not _answers("ks-host01", f"http://{the_lab.settings.network.vip}:8405/")
     assert guest.ssh("pgrep -x haproxy || true").stdout.strip() == ""
     rc, out = lab.curl("ks-host01", page)
     assert rc == 0 and "Welcome to nginx" in out, out
     assert lab.curl("ks-host02", page)[0] == full.CURL_TIMED_OUT
-    assert lab.curl(plan.workers[0].netns, page)[0] == full.CURL_TIMED_OUT  # nodes aren't clients
+    assert (
+        lab.curl(the_lab.workers[0].netns, page)[0] == full.CURL_TIMED_OUT
+    )  # nodes aren't clients
     for ns, probe in seen.items():
         assert probe["requests"] > 50 and probe["failures"] == 0, (ns, probe)
     assert guest.ssh("systemctl is-enabled haproxy").stdout.strip() == "masked"
@@ -658,11 +660,11 @@ def test_first_apply_keeps_the_apiserver_answering(fault_again: lab.Plan) -> Non
     assert any(f"its own unit file {unit} kept as" in s for s in (said, cut.output)), said
     kept = guest.ssh(f"cat {STATE_DIR}/backup/haproxy.service.*").stdout
     assert kept == site_unit.stdout  # nothing lost
-    rc, said = lab.verify_output(plan, lab.engine_cli(plan).env(), engine.SHADOW)
+    rc, said = lab.verify_output(the_lab, lab.engine_cli(the_lab).env(), engine.SHADOW)
     assert rc == 0, said
 
 
-def test_a_cut_stdin_is_refused_and_nothing_changes(fault_again: lab.Plan) -> None:
+def test_a_cut_stdin_is_refused_and_nothing_changes(fault_again: lab.Lab) -> None:
     create, stdin = _declared(fault_again, "lb-keepalived-config")
     assert stdin is not None
     # A cut at a block boundary: keepalived -t alone would accept it.
@@ -674,7 +676,7 @@ def test_a_cut_stdin_is_refused_and_nothing_changes(fault_again: lab.Plan) -> No
     assert _snapshot() == before
 
 
-def test_refused_keepalived_conf_never_goes_live(fault_again: lab.Plan) -> None:
+def test_refused_keepalived_conf_never_goes_live(fault_again: lab.Lab) -> None:
     create, stdin = _declared(fault_again, "lb-keepalived-config")
     assert stdin is not None and " retry 1\n" in stdin
     bad_conf = stdin.replace(" retry 1\n", " ng_get_retry 1\n", 1)
@@ -693,7 +695,7 @@ def test_refused_keepalived_conf_never_goes_live(fault_again: lab.Plan) -> None:
 
 
 def test_a_worker_change_with_a_failed_reload_converges_and_the_api_answers(
-    fault_again: lab.Plan,
+    fault_again: lab.Lab,
 ) -> None:
     """worker02 leaves the stack while keepalived cannot reload (drop-in
     ``ExecReload=/bin/false``): the cut-over fails and the daemon keeps the
@@ -702,65 +704,65 @@ def test_a_worker_change_with_a_failed_reload_converges_and_the_api_answers(
     steps. host01 asks the API through VIP:6443 every 0.2 s throughout: no
     request may fail. The workers' stand-ins are pinned by hand (both serve
     a pod), so that worker02 leaving the pool shows whether keepalived reloaded."""
-    plan = fault_again
-    _, page = _urls(plan)
-    addrs = {f"{w.address}:{plan.settings.node_port}" for w in plan.workers}
-    worker01 = f"{plan.workers[0].address}:{plan.settings.node_port}"
-    probes = _probes(plan, "ks-host01")
+    the_lab = fault_again
+    _, page = _urls(the_lab)
+    addrs = {f"{w.address}:{the_lab.settings.node_port}" for w in the_lab.workers}
+    worker01 = f"{the_lab.workers[0].address}:{the_lab.settings.node_port}"
+    probes = _probes(the_lab, "ks-host01")
     time.sleep(1)
     try:
-        with full.follower_paused(plan):
-            both = {w.name: "pod" for w in plan.workers}
-            hosts.set_workers(plan.workers, both, full.view(plan.settings)[0])
-            _wait_pool(plan, addrs)
-            with lab.stack_config(plan, _without_worker02):
+        with full.follower_paused(the_lab):
+            both = {w.name: "pod" for w in the_lab.workers}
+            hosts.set_workers(the_lab.workers, both, full.view(the_lab.settings)[0])
+            _wait_pool(the_lab, addrs)
+            with lab.stack_config(the_lab, _without_worker02):
                 _lab_fault("ExecReload=\\nExecReload=/bin/false")
                 try:
-                    failed = lab.apply(plan)
+                    failed = lab.apply(the_lab)
                 finally:
                     _lab_fault_off()
                 said = _failed(failed, "lb-cutover")
                 assert "keepalived could not reload the new config" in said
-                assert _pool(plan) == addrs  # the daemon still runs the old config
-                done = lab.apply(plan)
+                assert _pool(the_lab) == addrs  # the daemon still runs the old config
+                done = lab.apply(the_lab)
                 _ok(done)
                 # Only the cut-over runs again (its replacement failed; the
                 # config step's replacement is done, its old one deleted).
                 assert done.ran() == ["lb-cutover"], done.ops()
                 assert "keepalived reloaded" in done.steps["lb-cutover"].stdout
-                _wait_pool(plan, {worker01})
-                _ok(lab.apply(plan, "--expect-no-changes"))
-            back = lab.apply(plan)
+                _wait_pool(the_lab, {worker01})
+                _ok(lab.apply(the_lab, "--expect-no-changes"))
+            back = lab.apply(the_lab)
             _ok(back)
             assert sorted(back.ran_changed()) == ["lb-cutover", "lb-keepalived-config"]
-            _wait_pool(plan, addrs)
+            _wait_pool(the_lab, addrs)
     finally:
         seen = probes["ks-host01"].stop()
     print(f"probe during the worker change and the failed reload: {seen}")
     assert seen["requests"] > 50 and seen["failures"] == 0, seen
-    _wait_pool(plan, {worker01})  # the stand-ins follow the API again
+    _wait_pool(the_lab, {worker01})  # the stand-ins follow the API again
     rc, out = lab.curl("ks-host01", page)
     assert rc == 0 and "Welcome to nginx" in out
 
 
 def test_a_foreign_keepalived_conf_is_refused_then_taken_over_with_a_backup(
-    fault_again: lab.Plan,
+    fault_again: lab.Lab,
 ) -> None:
-    plan = fault_again
+    the_lab = fault_again
     foreign = "# a site's own keepalived.conf\nglobal_defs {\n    router_id site\n}\n"
     assert guest.ssh(f"cat > {CONF}", stdin=foreign).returncode == 0
     sha = guest.ssh(f"sha256sum < {CONF}").stdout
-    state = engine.steps_of(lab.engine_cli(plan).export(plan.stack))
+    state = engine.steps_of(lab.engine_cli(the_lab).export(the_lab.stack))
     # verify's repair for a changed keepalived.conf: that step run again.
-    refused = _up(plan, f"--replace={state['lb-keepalived-config'].urn}")
+    refused = _up(the_lab, f"--replace={state['lb-keepalived-config'].urn}")
     out = _failed(refused, "lb-keepalived-config")
     assert "keepsource did not write it" in out
     assert "keepsource:lb.takeOver" in out
     assert "lb-cutover" not in refused.ran()  # no step after a failed one
     assert guest.ssh(f"sha256sum < {CONF}").stdout == sha  # untouched
     take = ["keepalived.conf"]
-    with lab.stack_config(plan, lambda c: c["keepsource:lb"].update(takeOver=take)):
-        taken = _up(plan)
+    with lab.stack_config(the_lab, lambda c: c["keepsource:lb"].update(takeOver=take)):
+        taken = _up(the_lab)
     _ok(taken)
     assert any("took over" in taken.steps[n].stdout for n in taken.ran()), taken.ran()
     backups = guest.ssh(f"cat {STATE_DIR}/backup/keepalived.conf.*").stdout
@@ -785,16 +787,16 @@ SITE_SOURCE = "192.168.0.5"
 
 
 def test_a_taken_over_config_whose_vrrp_held_the_vip_is_rolled_back(
-    fault_again: lab.Plan,
+    fault_again: lab.Lab,
 ) -> None:
     """A site's keepalived.conf holds the VIP by VRRP (not as a static
     address). Taking it over with keepsource's single-LB config would drop the
     VIP: the cut-over sees it gone after the reload and rolls back (the site's
     config and its VIP back), the step fails naming the address. Then, the VIP
     static again, the same apply converges."""
-    plan = fault_again
-    vip = str(plan.settings.network.vip)
-    prefix = plan.settings.network.external_subnet.prefixlen
+    the_lab = fault_again
+    vip = str(the_lab.settings.network.vip)
+    prefix = the_lab.settings.network.external_subnet.prefixlen
     routes = guest.ssh(f"ip -4 route show dev {EXT_IF}").stdout.splitlines()
     site = (
         "# a site's own keepalived.conf: the VIP by VRRP\n"
@@ -817,12 +819,12 @@ def test_a_taken_over_config_whose_vrrp_held_the_vip_is_rolled_back(
         )
         assert held.returncode == 0, held.stderr
         assert _until_holds(vip, True), "the site's VRRP never took the VIP"
-        steps = engine.steps_of(lab.engine_cli(plan).export(plan.stack))
+        steps = engine.steps_of(lab.engine_cli(the_lab).export(the_lab.stack))
         replace = [f"--replace={steps[n].urn}" for n in ("lb-keepalived-config", "lb-cutover")]
         with lab.stack_config(
-            plan, lambda c: c["keepsource:lb"].update(takeOver=["keepalived.conf"])
+            the_lab, lambda c: c["keepsource:lb"].update(takeOver=["keepalived.conf"])
         ):
-            refused = _up(plan, *replace)
+            refused = _up(the_lab, *replace)
             out = _failed(refused, "lb-cutover")
             assert f"no longer holds {vip}" in out and "Rolled back" in out, out
             assert guest.ssh(f"cat {CONF}").stdout == site  # the site's config back
@@ -830,7 +832,7 @@ def test_a_taken_over_config_whose_vrrp_held_the_vip_is_rolled_back(
             # The VIP a static address again: the same take-over converges.
             fix = f"systemctl stop keepalived && ip addr add {vip}/{prefix} dev {EXT_IF}"
             assert guest.ssh(fix, timeout=30).returncode == 0
-            _ok(_up(plan, *replace))
+            _ok(_up(the_lab, *replace))
         assert guest.ssh(f"head -n 1 {CONF}").stdout.strip() == HEADER
         assert _holds(vip)
     finally:
@@ -846,7 +848,7 @@ def test_a_taken_over_config_whose_vrrp_held_the_vip_is_rolled_back(
         guest.ssh(restore + "; systemctl restart keepalived", timeout=60)
 
 
-def test_a_sudo_user_without_tty_applies_too(fault_again: lab.Plan) -> None:
+def test_a_sudo_user_without_tty_applies_too(fault_again: lab.Lab) -> None:
     """A non-root SSH user with passwordless sudo: every step runs again
     through `sudo -n` (its command line changed) and changes nothing on the
     host (snapshot identical). Also takes the takeOver of the test before
@@ -873,7 +875,7 @@ def _postrouting() -> list[str]:
     return guest.ssh("iptables -t nat -S POSTROUTING").stdout.splitlines()
 
 
-def test_the_hosts_own_nat_rule_still_decides_first(fault_again: lab.Plan) -> None:
+def test_the_hosts_own_nat_rule_still_decides_first(fault_again: lab.Lab) -> None:
     """The seed's own MASQUERADE (persisted by the host's own unit) stays ahead
     of keepsource's chain; only the narrow hairpin goes first."""
     rules = _postrouting()
@@ -884,44 +886,44 @@ def test_the_hosts_own_nat_rule_still_decides_first(fault_again: lab.Plan) -> No
     assert guest.ssh("test -e /etc/iptables/rules.v4 || echo none").stdout.strip() == "none"
 
 
-def _served_by(plan: lab.Plan, worker: str, timeout: float = 20) -> float | None:
+def _served_by(the_lab: lab.Lab, worker: str, timeout: float = 20) -> float | None:
     """Seconds until host01 gets the page and IPVS holds only that worker
     (None: not within ``timeout``)."""
-    addr = next(w.address for w in plan.workers if w.name == worker)
-    vip, port = plan.settings.network.vip, plan.settings.node_port
+    addr = next(w.address for w in the_lab.workers if w.name == worker)
+    vip, port = the_lab.settings.network.vip, the_lab.settings.node_port
     start = time.monotonic()
     while time.monotonic() - start < timeout:
-        servers = _pool(plan)
-        rc, out = lab.curl(plan.clients[0].netns, f"http://{vip}:{port}/")
+        servers = _pool(the_lab)
+        rc, out = lab.curl(the_lab.clients[0].netns, f"http://{vip}:{port}/")
         if servers == {f"{addr}:{port}"} and rc == 0 and "Welcome to nginx" in out:
             return time.monotonic() - start
         time.sleep(0.2)
     return None
 
 
-def test_moving_the_pod_moves_the_traffic_without_apply(fault_again: lab.Plan) -> None:
+def test_moving_the_pod_moves_the_traffic_without_apply(fault_again: lab.Lab) -> None:
     """The pod moved through the API (cordon, delete, the scheduler places it,
     kwok makes it Ready): the stand-ins follow, the LB's checks move the pool."""
-    plan = fault_again
-    for worker in [plan.workers[-1].name, plan.workers[0].name]:
-        moved = full.place_pod(plan.settings, worker)
-        served = _served_by(plan, worker)
+    the_lab = fault_again
+    for worker in [the_lab.workers[-1].name, the_lab.workers[0].name]:
+        moved = full.place_pod(the_lab.settings, worker)
+        served = _served_by(the_lab, worker)
         assert served is not None, f"host01's traffic did not move to {worker} within 20 s"
         print(f"pod Ready on {worker} after {moved:.1f} s; traffic after {served:.1f} s")
-        rows, shown = _status_rows(plan)
+        rows, shown = _status_rows(the_lab)
         assert "in pool" in rows["apiserver"], shown
-        for w in plan.workers:
+        for w in the_lab.workers:
             want = "in pool" if w.name == worker else "out (check failing)"
             assert want in rows[w.name], shown
 
 
-def _status_rows(plan: lab.Plan) -> tuple[dict[str, str], str]:
+def _status_rows(the_lab: lab.Lab) -> tuple[dict[str, str], str]:
     """``./ks status`` (over the program's own SSH connection): its TCP rows by
     real server, and what it printed."""
     done = subprocess.run(
         [
             *(sys.executable, "-m", "keepsource", "--project", str(paths.PROJECT), "status"),
-            *(plan.stack, "--identity", str(paths.KEY), "--config-from", "file"),
+            *(the_lab.stack, "--identity", str(paths.KEY), "--config-from", "file"),
         ],
         capture_output=True,
         text=True,
@@ -934,7 +936,7 @@ def _status_rows(plan: lab.Plan) -> tuple[dict[str, str], str]:
     return rows, done.stdout
 
 
-def test_many_services_on_the_same_boot(fault_again: lab.Plan) -> None:
+def test_many_services_on_the_same_boot(fault_again: lab.Lab) -> None:
     """Issue 18 on this module's boot (last: it moves the lab to stack
     local-services): the guest back at the fault, then the real engine applies
     web (TCP, host01), DNS (UDP, host02) and the apiserver; each client gets
@@ -942,7 +944,7 @@ def test_many_services_on_the_same_boot(fault_again: lab.Plan) -> None:
     drains only its own pool, and a second up changes nothing."""
     from lab import services
 
-    p = services.switch(fault_again)
+    the_lab = services.switch(fault_again)
     table = lab.Table()
-    services.scenario(p, table)
+    services.scenario(the_lab, table)
     assert table.report("services", services.SCENARIO_ROWS) == 0, table.rows

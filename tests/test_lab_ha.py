@@ -35,23 +35,23 @@ if os.geteuid() != 0 or _MISSING:
 
 from keepsource.render.keepalived import HEADER  # noqa: E402
 from keepsource.stackfile import PROJECT_ROOT  # noqa: E402
-from lab import full, guest, ha, hosts, net, paths, plan, run  # noqa: E402
+from lab import full, guest, ha, hosts, layout, net, paths, run  # noqa: E402
 
 BOOTS: dict[str, str] = {}  # each guest's boot id when the module booted it
 
 
 @pytest.fixture(scope="module")
-def pair() -> Iterator[run.Plan]:
+def pair() -> Iterator[run.Lab]:
     from engine.build import build
 
     build()  # cached: the real engine the scenario's apply runs
     run.down()
-    p = run.make_plan(plan.PAIR)
-    times = full.up(p)
+    the_lab = run.make_lab(layout.PAIR)
+    times = full.up(the_lab)
     print(f"up --ha: {times}")
-    BOOTS.update({g.name: guest.boot_id(g) for g in p.guests})
+    BOOTS.update({g.name: guest.boot_id(g) for g in the_lab.guests})
     try:
-        yield p
+        yield the_lab
     finally:
         run.down()
 
@@ -69,37 +69,40 @@ def _lab_routes() -> list[str]:
     return [d for d in dsts if d.startswith(("192.168.0.", "172.16.0."))]
 
 
-def test_both_guests_answer_ssh_with_their_own_identity(pair: run.Plan) -> None:
+def test_both_guests_answer_ssh_with_their_own_identity(pair: run.Lab) -> None:
     for g in pair.guests:
         done = guest.ssh("cat /proc/sys/kernel/hostname; cat /proc/cmdline", lb=g, timeout=30)
         name, cmdline = done.stdout.splitlines()[:2]
-        assert name == g.name and cmdline == plan.kernel_cmdline(g), done.stdout
+        assert name == g.name and cmdline == layout.kernel_cmdline(g), done.stdout
         links = guest.ssh("ip -o link show", lb=g).stdout
         for ifname, mac in g.macs.items():  # the image's names, the guest's own MACs
             assert any(f" {ifname}:" in ln and mac in ln for ln in links.splitlines()), ifname
-    assert run.State.load().layout == plan.PAIR
+    assert run.State.load().layout == layout.PAIR
 
 
-def test_the_root_namespace_stays_out_of_the_lab(pair: run.Plan) -> None:
+def test_the_root_namespace_stays_out_of_the_lab(pair: run.Lab) -> None:
     n = pair.settings.network
     assert net.conflicts([n.external_subnet, n.internal_subnet]) == []
     assert _lab_routes() == []
 
 
-def test_lb1_serves_the_fault_through_haproxy(pair: run.Plan) -> None:
+def test_lb1_serves_the_fault_through_haproxy(pair: run.Lab) -> None:
     lb1 = pair.guest("lb1")
     got = run.addresses(lb1)
-    assert got == {plan.EXT_IF: list(lb1.external), plan.INT_IF: list(lb1.internal)}
-    assert str(pair.settings.network.vip) in " ".join(got[plan.EXT_IF])
+    assert got == {layout.EXT_IF: list(lb1.external), layout.INT_IF: list(lb1.internal)}
+    assert str(pair.settings.network.vip) in " ".join(got[layout.EXT_IF])
     rows = run.fault(pair)
     assert all(ok for _, ok, _ in rows), rows
     assert rows[0][0] == "fault: haproxy serves the VIP on lb1"
     assert guest.ssh("command -v keepalived || echo absent", lb=lb1).stdout.strip() == "absent"
 
 
-def test_lb2_has_only_its_own_addresses_and_no_haproxy(pair: run.Plan) -> None:
+def test_lb2_has_only_its_own_addresses_and_no_haproxy(pair: run.Lab) -> None:
     lb2 = pair.guest("lb2")
-    assert run.addresses(lb2) == {plan.EXT_IF: list(lb2.external), plan.INT_IF: list(lb2.internal)}
+    assert run.addresses(lb2) == {
+        layout.EXT_IF: list(lb2.external),
+        layout.INT_IF: list(lb2.internal),
+    }
     state = guest.ssh("systemctl is-active haproxy; systemctl is-enabled haproxy", lb=lb2)
     assert state.stdout.split() == ["inactive", "enabled"], state.stdout
     assert run.vip_holders(pair) == ["lb1"]
@@ -112,7 +115,7 @@ def test_lb2_has_only_its_own_addresses_and_no_haproxy(pair: run.Plan) -> None:
     assert (lb2.own_external, "GET /Packages HTTP/1.1", 200) in hosts.access_peers(log)
 
 
-def test_lab_big_downloads_intact_and_the_pod_sees_the_proxy(pair: run.Plan) -> None:
+def test_lab_big_downloads_intact_and_the_pod_sees_the_proxy(pair: run.Lab) -> None:
     """Through lb1's HAProxy, with a policy that admits lb1's checks: the body
     arrives whole at the limited rate, and the pod saw the proxy, not host01
     (the seed's fault)."""
@@ -140,7 +143,7 @@ def test_lab_big_downloads_intact_and_the_pod_sees_the_proxy(pair: run.Plan) -> 
 
 
 @contextlib.contextmanager
-def _stand_ins_by_hand(pair: run.Plan) -> Iterator[None]:
+def _stand_ins_by_hand(pair: run.Lab) -> Iterator[None]:
     """The workers' stand-ins set by hand for the block, then back on what
     the lab says: the API's view (its follower paused meanwhile) or the run's
     recorded pod and phase."""
@@ -156,7 +159,7 @@ def _stand_ins_by_hand(pair: run.Plan) -> Iterator[None]:
             run.set_pod(pair, run.State.load())
 
 
-def test_the_program_declares_commands_for_both_guests(pair: run.Plan) -> None:
+def test_the_program_declares_commands_for_both_guests(pair: run.Lab) -> None:
     """The pair's stack declares each guest's own commands, on its own SSH port
     (apply and verify of the pair run end to end in `lab/lab demo --ha`)."""
     steps = run.plan_steps(pair)
@@ -165,7 +168,7 @@ def test_the_program_declares_commands_for_both_guests(pair: run.Plan) -> None:
     assert len(steps) == per_host * len(pair.guests)
 
 
-def test_the_demo_scenario_on_this_boot(pair: run.Plan) -> None:
+def test_the_demo_scenario_on_this_boot(pair: run.Lab) -> None:
     """Every row of ``lab/lab demo --ha`` after its `up` (this module's boot):
     apply to both LBs, verify, the VIP holder killed under load (requests
     resume within 1 s, the transfer completes, the pod sees host01 only,
@@ -196,7 +199,7 @@ def _lab(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_kill_lb_and_ssh_lb_as_typed(pair: run.Plan) -> None:
+def test_kill_lb_and_ssh_lb_as_typed(pair: run.Lab) -> None:
     """`lab/lab kill-lb NAME` powers the backup off hard (its qemu and its SSH
     forward gone) while the holder keeps serving, and `lab/lab ssh --lb NAME`
     reaches the holder. (`start-lb` runs in the scenario above, through the

@@ -1,6 +1,6 @@
 """The lab's pure parts, without root or QEMU: the CNI stand-in's filter is
 derived from the rendered manifests, and iptables accepts what it writes; the
-one address plan (single and pair), each guest's kernel command line and what
+layouts (single and pair) and their addresses, each guest's kernel command line and what
 the image's identity script makes of it; the run-state library."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import yaml
 
 from keepsource.artifacts import artifacts
 from keepsource.stackfile import PROJECT_ROOT, load
-from lab import guest, ha, hosts, image, paths, plan, run
+from lab import guest, ha, hosts, image, layout, paths, run
 from tests.conftest import require_tool
 
 
@@ -90,7 +90,7 @@ def test_image_recipe_tracks_its_contents() -> None:
     assert "keepalived" not in image.IMAGE_PACKAGES and "ipvsadm" not in image.IMAGE_PACKAGES
 
 
-# -- one address plan ----------------------------------------------------------------
+# -- the layouts and their addresses --------------------------------------------------
 
 #: The guest's network files before the pair (then baked into the image): the
 #: single layout must still produce exactly these, now from the command line.
@@ -122,7 +122,7 @@ def _identity(tmp_path: Path, cmdline: str) -> tuple[int, str, dict[str, str]]:
 
 
 def test_single_layout_is_the_seed_lb_from_the_local_stack() -> None:
-    (g,) = plan.guests(plan.SINGLE)
+    (g,) = layout.guests(layout.SINGLE)
     assert (g.name, g.ssh_port, g.external, g.internal, g.haproxy) == (
         "lb",
         2222,
@@ -139,14 +139,14 @@ def test_single_layout_is_the_seed_lb_from_the_local_stack() -> None:
         "lbint": "52:54:00:4b:53:03",
     }
     # ... read from the stack file, not typed here
-    config = plan.stack_config(plan.SINGLE)
+    config = layout.stack_config(layout.SINGLE)
     config["keepsource:lb"]["ssh"]["port"] = 2300
-    assert plan.guests(plan.SINGLE, config)[0].ssh_port == 2300
+    assert layout.guests(layout.SINGLE, config)[0].ssh_port == 2300
 
 
 def test_single_layout_network_files_are_todays(tmp_path: Path) -> None:
-    (g,) = plan.guests(plan.SINGLE)
-    rc, err, files = _identity(tmp_path, plan.kernel_cmdline(g))
+    (g,) = layout.guests(layout.SINGLE)
+    rc, err, files = _identity(tmp_path, layout.kernel_cmdline(g))
     assert rc == 0, err
     assert files == BEFORE_THE_PAIR
     # the image no longer carries fixed addresses: networkd files in /etc win over /run
@@ -154,7 +154,7 @@ def test_single_layout_network_files_are_todays(tmp_path: Path) -> None:
 
 
 def test_pair_from_the_draft_stack_file() -> None:
-    lb1, lb2 = plan.guests(plan.PAIR)
+    lb1, lb2 = layout.guests(layout.PAIR)
     assert (lb1.name, lb1.ssh_port, lb2.name, lb2.ssh_port) == ("lb1", 2222, "lb2", 2223)
     # lb1: its own addresses first, then the VIP and the gateway (the seed's fault state)
     assert lb1.external == ("192.168.0.2/24", "192.168.0.1/24")
@@ -170,11 +170,11 @@ def test_pair_from_the_draft_stack_file() -> None:
         assert getattr(lb1, attr) != getattr(lb2, attr), attr
     taps = [*lb1.taps.values(), *lb2.taps.values(), "ks-lbext", "ks-lbint"]
     assert len(set(taps)) == 6 and all(len(t) <= 15 for t in taps)
-    assert plan.stack_config(plan.PAIR)["keepsource:lb"]["hosts"][1]["name"] == "lb2"
+    assert layout.stack_config(layout.PAIR)["keepsource:lb"]["hosts"][1]["name"] == "lb2"
 
 
 def _pair_config() -> dict[str, Any]:
-    return copy.deepcopy(plan.stack_config(plan.PAIR))
+    return copy.deepcopy(layout.stack_config(layout.PAIR))
 
 
 @pytest.mark.parametrize(
@@ -213,13 +213,13 @@ def test_pair_plan_refuses_what_the_lab_cannot_boot(change: Any, message: str) -
     config = _pair_config()
     change(config)
     with pytest.raises(SystemExit, match=message):
-        plan.guests(plan.PAIR, config)
+        layout.guests(layout.PAIR, config)
 
 
 def test_pair_identity_on_the_kernel_command_line(tmp_path: Path) -> None:
-    lb1, lb2 = plan.guests(plan.PAIR)
-    line1, line2 = plan.kernel_cmdline(lb1), plan.kernel_cmdline(lb2)
-    assert line1.startswith(plan.BASE_CMDLINE) and line2.startswith(plan.BASE_CMDLINE)
+    lb1, lb2 = layout.guests(layout.PAIR)
+    line1, line2 = layout.kernel_cmdline(lb1), layout.kernel_cmdline(lb2)
+    assert line1.startswith(layout.BASE_CMDLINE) and line2.startswith(layout.BASE_CMDLINE)
     assert "systemd.hostname=lb1" in line1 and "ks.haproxy=off" not in line1
     assert "systemd.hostname=lb2" in line2 and line2.endswith(" ks.haproxy=off")
     rc, err, files = _identity(tmp_path / "lb1", line1)
@@ -246,9 +246,9 @@ def test_pair_identity_on_the_kernel_command_line(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "cmdline",
     [
-        plan.BASE_CMDLINE,  # no identity: no addresses, a failed unit, not a guess
-        plan.BASE_CMDLINE + " ks.lbext=192.168.0.1/24 ks.lbint=",
-        plan.BASE_CMDLINE + " ks.lbext=192.168.0.1/24;reboot ks.lbint=172.16.0.254/24",
+        layout.BASE_CMDLINE,  # no identity: no addresses, a failed unit, not a guess
+        layout.BASE_CMDLINE + " ks.lbext=192.168.0.1/24 ks.lbint=",
+        layout.BASE_CMDLINE + " ks.lbext=192.168.0.1/24;reboot ks.lbint=172.16.0.254/24",
     ],
 )
 def test_identity_script_refuses_a_missing_or_odd_identity(tmp_path: Path, cmdline: str) -> None:
@@ -258,18 +258,18 @@ def test_identity_script_refuses_a_missing_or_odd_identity(tmp_path: Path, cmdli
 
 
 def test_kernel_cmdline_refuses_bad_addresses() -> None:
-    (g,) = plan.guests(plan.SINGLE)
-    bad = plan.Guest(g.name, 0, 2222, ("192.168.0.1/24 init=/bin/sh",), g.internal, True)
+    (g,) = layout.guests(layout.SINGLE)
+    bad = layout.Guest(g.name, 0, 2222, ("192.168.0.1/24 init=/bin/sh",), g.internal, True)
     with pytest.raises(SystemExit, match="bad external addresses"):
-        plan.kernel_cmdline(bad)
+        layout.kernel_cmdline(bad)
 
 
 def test_image_names_every_guests_nics_and_runs_the_identity_first() -> None:
     files = image._files()
     for name in ("mgmt", "lbext", "lbint"):
         link = files[f"/etc/systemd/network/10-{name}.link"]
-        for i in range(plan.GUESTS_MAX):
-            assert plan.macs(i)[name] in link, (name, i)
+        for i in range(layout.GUESTS_MAX):
+            assert layout.macs(i)[name] in link, (name, i)
     unit = files["/etc/systemd/system/keepsource-lab-identity.service"]
     assert "Before=systemd-networkd.service" in unit and "WantedBy=systemd-networkd.service" in unit
     before = image._recipe()
@@ -279,45 +279,47 @@ def test_image_names_every_guests_nics_and_runs_the_identity_first() -> None:
     assert image._recipe() == before
 
 
-def test_identity_script_passes_shellcheck(tmp_path: Path) -> None:
+@pytest.mark.parametrize("script", sorted(p.name for p in paths.FILES.glob("*.sh")))
+def test_the_labs_scripts_pass_shellcheck(script: str) -> None:
     tool = require_tool("shellcheck")
-    (tmp_path / "identity").write_text(image.IDENTITY_SCRIPT)
     done = subprocess.run(
-        [tool, "-s", "sh", str(tmp_path / "identity")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+        [tool, str(paths.FILES / script)], capture_output=True, text=True, timeout=60, check=False
     )
     assert done.returncode == 0, done.stdout
+
+
+def test_a_lab_script_runs_with_its_arguments_and_keeps_stdin(tmp_path: Path) -> None:
+    """guest.script's command line, run by a local shell as the guest's sshd
+    would: the poller waits for GO on stdin, then polls its query."""
+    line = guest.script("ipvs-poll", "2", "@@mark", "echo table")
+    done = subprocess.run(
+        ["sh", "-c", line], input="GO\n", capture_output=True, text=True, timeout=30, check=True
+    )
+    rows = done.stdout.splitlines()
+    assert rows[0::2] == ["table", "table"], rows
+    marks = [r.split() for r in rows[1::2]]
+    assert [m[0] for m in marks] == ["@@mark", "@@mark"] and all(len(m) == 3 for m in marks)
+    assert float(marks[1][1]) >= float(marks[0][1]) >= float(marks[0][2])
 
 
 # -- the run-state library -------------------------------------------------------------
 
 
-@pytest.fixture
-def run_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setattr(paths, "STATE_FILE", tmp_path / "state.json")
-    monkeypatch.setattr(paths, "RUN", tmp_path)
-    return tmp_path
-
-
-def test_state_records_the_layout(run_dir: Path) -> None:
+def test_state_records_the_layout(tmp_path: Path) -> None:
+    file = tmp_path / "state.json"
     with pytest.raises(SystemExit, match="not up"):
-        run.State.load()
-    run.State(pod="worker02", phase="seed", pids=[1, 2], layout=plan.PAIR).save()
-    assert run.State.load() == run.State("worker02", "seed", [1, 2], plan.PAIR)
-    assert run.current_plan().layout == plan.PAIR
+        run.State.load(file)
+    run.State(pod="worker02", phase="seed", pids=[1, 2], layout=layout.PAIR).save(file)
+    assert run.State.load(file) == run.State("worker02", "seed", [1, 2], layout.PAIR)
+    assert run.current_lab(file).layout == layout.PAIR
     # a state file written before the pair is the single layout
-    (run_dir / "state.json").write_text(
-        json.dumps({"pod": "worker01", "phase": "fixed", "pids": []})
-    )
-    assert run.State.load().layout == plan.SINGLE
-    assert [g.name for g in run.current_plan().guests] == ["lb"]
+    file.write_text(json.dumps({"pod": "worker01", "phase": "fixed", "pids": []}))
+    assert run.State.load(file).layout == layout.SINGLE
+    assert [g.name for g in run.current_lab(file).guests] == ["lb"]
 
 
-def test_plans_of_both_layouts_share_the_namespaces() -> None:
-    single, pair = run.make_plan(plan.SINGLE), run.make_plan(plan.PAIR)
+def test_labs_of_both_layouts_share_the_namespaces() -> None:
+    single, pair = run.make_lab(layout.SINGLE), run.make_lab(layout.PAIR)
     assert [h.netns for h in single.all] == [h.netns for h in pair.all]
     assert pair.stack == "local-ha" and single.stack == "local"
     assert pair.guest("lb2").ssh_port == 2223
@@ -339,8 +341,8 @@ def _step(port: int) -> run.Declared:
     return run.Declared("x", "127.0.0.1", port, "root")
 
 
-def test_pair_apply_needs_a_command_for_every_guest(run_dir: Path) -> None:
-    pair = run.make_plan(plan.PAIR)
+def test_pair_apply_needs_a_command_for_every_guest() -> None:
+    pair = run.make_lab(layout.PAIR)
     lb1, lb2 = pair.guests
     assert run.unserved([_step(2222)], pair.guests) == [lb2]
     assert run.unserved([_step(2222), _step(2223)], pair.guests) == []
@@ -602,18 +604,18 @@ class _Qemu:
         self.stalls = stalls
         self.boot_ids = iter(boot_ids)
 
-    def start(self, g: plan.Guest, fresh: bool = True) -> None:
+    def start(self, g: layout.Guest, fresh: bool = True) -> None:
         self.boots += 1
         self.running = True
         self.calls.append(f"start fresh={fresh}")
 
-    def wait_ssh(self, timeout: float = 180, lb: plan.Guest | None = None) -> float:
+    def wait_ssh(self, timeout: float = 180, lb: layout.Guest | None = None) -> float:
         self.calls.append(f"wait {timeout:.0f}")
         if self.boots in self.stalls:
             raise SystemExit(f"lab: no SSH within {timeout} s; console tail:\nrcu: INFO stall")
         return 1.0
 
-    def stop(self, g: plan.Guest | None = None, hard: bool = False, pidfile: Any = None) -> bool:
+    def stop(self, g: layout.Guest | None = None, hard: bool = False, pidfile: Any = None) -> bool:
         self.calls.append(f"stop hard={hard}")
         was, self.running = self.running, False
         return was
@@ -640,8 +642,8 @@ class _Qemu:
         )
 
 
-def _single_guest() -> plan.Guest:
-    return plan.guests(plan.SINGLE)[0]
+def _single_guest() -> layout.Guest:
+    return layout.guests(layout.SINGLE)[0]
 
 
 def test_a_stalled_boot_is_shown_killed_and_booted_once_more(
@@ -826,12 +828,12 @@ def test_the_measured_haproxy_config_is_valid_and_connects_from_the_check_addres
     from lab import measure, run
 
     tool = require_tool("haproxy")
-    plan_ = run.make_plan(plan.SINGLE)
+    the_lab = run.make_lab(layout.SINGLE)
     cfg = tmp_path / "bench.cfg"
-    cfg.write_text(measure.haproxy_bench_config(plan_, 30081))
+    cfg.write_text(measure.haproxy_bench_config(the_lab, 30081))
     done = subprocess.run(
         [tool, "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=60, check=False
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    source = plan_.settings.network.check_address
+    source = the_lab.settings.network.check_address
     assert source is not None and f"    source {source}\n" in cfg.read_text()

@@ -194,29 +194,26 @@ def test_client_host(tmp_path: Path, identity: str, target: str, port: str) -> N
 
 
 @pytest.mark.parametrize(("batch", "mux"), [(True, True), (False, False)])
-def test_lab_guest(
-    tmp_path: Path, short_dir: Path, monkeypatch: pytest.MonkeyPatch, batch: bool, mux: bool
-) -> None:
-    monkeypatch.setattr(paths, "RUN", short_dir / "run")
-    monkeypatch.setattr(paths, "KEY", tmp_path / "id_ed25519")
-    monkeypatch.setattr(paths, "HOST_KEY", tmp_path / "host.pub")
-    paths.KEY.write_text("")
-    paths.HOST_KEY.write_text("ssh-ed25519 AAAAC3Nza root@lab\n")
-    argv = guest.ssh_argv(batch=batch, port=2299, mux=mux)
+def test_lab_guest(tmp_path: Path, short_dir: Path, batch: bool, mux: bool) -> None:
+    run_dir = short_dir / "run"
+    (tmp_path / paths.KEY.name).write_text("")
+    (tmp_path / paths.HOST_KEY.name).write_text("ssh-ed25519 AAAAC3Nza root@lab\n")
+    argv = guest.ssh_argv(batch=batch, port=2299, mux=mux, run_dir=run_dir, cache=tmp_path)
     assert argv[-2] == "--"
     conf = resolved(argv)
     assert endpoint(conf) == ("root", "127.0.0.1", "2299")
-    known = paths.RUN / "known_hosts.127.0.0.1.2299"
+    known = run_dir / "known_hosts.127.0.0.1.2299"
     assert known.read_text() == "[127.0.0.1]:2299 ssh-ed25519 AAAAC3Nza\n"
     assert one(conf, "userknownhostsfile") == str(known)
     assert one(conf, "stricthostkeychecking") == "true"
-    assert conf["identityfile"] == [str(paths.KEY)] and one(conf, "identitiesonly") == "yes"
+    assert conf["identityfile"] == [str(tmp_path / paths.KEY.name)]
+    assert one(conf, "identitiesonly") == "yes"
     assert one(conf, "connecttimeout") == "5" and one(conf, "loglevel") == "ERROR"
     assert (one(conf, "serveraliveinterval"), one(conf, "serveralivecountmax")) == ("5", "3")
     assert one(conf, "batchmode") == ("yes" if batch else "no")
     if mux:
         assert one(conf, "controlmaster") == "auto" and one(conf, "controlpersist") == "60"
-        assert one(conf, "controlpath").startswith(f"{paths.RUN / 'mux'}/")
+        assert one(conf, "controlpath").startswith(f"{run_dir / 'mux'}/")
     else:
         assert one(conf, "controlmaster") == "false" and "controlpath" not in conf
 

@@ -1,4 +1,4 @@
-"""The lab's one address plan: which LB guests run, with which addresses.
+"""The lab's layouts: which LB guests run, with which addresses.
 
 Pure (no root, no QEMU): read from the stack files through keepsource's
 settings model (the validation the program runs), never typed twice; the lab

@@ -40,11 +40,13 @@ _PRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 @dataclass(frozen=True)
 class Check:
+    """One fact of the end state; ``repair``: the LB steps whose re-run
+    repairs it when it fails."""
+
     name: str
     ok: bool
     detail: str
     repair: tuple[str, ...] = ()
-    """The LB steps whose re-run repairs this fact when it fails."""
     lb: str = LB_NAME
     """Which LB host those steps belong to (a pair names its hosts)."""
 

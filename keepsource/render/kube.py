@@ -55,6 +55,12 @@ def _meta(ex: Exposed) -> Obj:
     }
 
 
+def _object(api_version: str, kind: str, ex: Exposed, spec: Obj) -> Obj:
+    """One of the exposed service's namespaced objects (its name, labels and
+    keepsource's annotations)."""
+    return {"apiVersion": api_version, "kind": kind, "metadata": _meta(ex), "spec": spec}
+
+
 def namespace(settings: Settings | str) -> Obj:
     name = settings if isinstance(settings, str) else _wl(_single(settings)).namespace
     return {
@@ -90,46 +96,35 @@ def deployment(settings: Settings | Exposed) -> Obj:
             "periodSeconds": 2,
             "failureThreshold": 1,
         }
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": _meta(ex),
-        "spec": {
-            "replicas": wl.replicas,
-            "selector": {"matchLabels": labels(ex)},
-            "template": {
-                "metadata": {"labels": labels(ex)},
-                "spec": {"containers": [container]},
-            },
-        },
+    spec = {
+        "replicas": wl.replicas,
+        "selector": {"matchLabels": labels(ex)},
+        "template": {"metadata": {"labels": labels(ex)}, "spec": {"containers": [container]}},
     }
+    return _object("apps/v1", "Deployment", ex, spec)
 
 
 def service(settings: Settings | Exposed) -> Obj:
     ex = _single(settings)
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": _meta(ex),
-        "spec": {
-            "type": "NodePort",
-            # Cluster would masquerade every NodePort packet: the pod would see a
-            # node address, never the client. Local keeps the client address and
-            # makes a node without a ready pod drop the traffic.
-            "externalTrafficPolicy": "Local",
-            "selector": labels(ex),
-            "ports": [
-                {
-                    "name": p.name,
-                    "protocol": p.protocol,
-                    "port": p.target_port,
-                    "targetPort": p.target_port,
-                    "nodePort": p.backend_port,
-                }
-                for p in ex.ports
-            ],
-        },
+    spec = {
+        "type": "NodePort",
+        # Cluster would masquerade every NodePort packet: the pod would see a
+        # node address, never the client. Local keeps the client address and
+        # makes a node without a ready pod drop the traffic.
+        "externalTrafficPolicy": "Local",
+        "selector": labels(ex),
+        "ports": [
+            {
+                "name": p.name,
+                "protocol": p.protocol,
+                "port": p.target_port,
+                "targetPort": p.target_port,
+                "nodePort": p.backend_port,
+            }
+            for p in ex.ports
+        ],
     }
+    return _object("v1", "Service", ex, spec)
 
 
 def admitted_sources(settings: Settings | Exposed, check_source: str | Sequence[str]) -> list[str]:
@@ -151,26 +146,17 @@ def check_sources(settings: Settings) -> list[str]:
 
 def network_policy(settings: Settings | Exposed, check_source: str | Sequence[str]) -> Obj:
     ex = _single(settings)
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": _meta(ex),
-        "spec": {
-            "podSelector": {"matchLabels": labels(ex)},
-            "policyTypes": ["Ingress"],
-            "ingress": [
-                {
-                    "from": [
-                        {"ipBlock": {"cidr": cidr}} for cidr in admitted_sources(ex, check_source)
-                    ],
-                    # NetworkPolicy ports match the pod's port (after DNAT), not the NodePort.
-                    "ports": [
-                        {"protocol": proto, "port": port} for _, proto, port in _pod_ports(ex)
-                    ],
-                }
-            ],
-        },
+    ingress = {
+        "from": [{"ipBlock": {"cidr": cidr}} for cidr in admitted_sources(ex, check_source)],
+        # NetworkPolicy ports match the pod's port (after DNAT), not the NodePort.
+        "ports": [{"protocol": proto, "port": port} for _, proto, port in _pod_ports(ex)],
     }
+    spec = {
+        "podSelector": {"matchLabels": labels(ex)},
+        "policyTypes": ["Ingress"],
+        "ingress": [ingress],
+    }
+    return _object("networking.k8s.io/v1", "NetworkPolicy", ex, spec)
 
 
 def namespace_of(ex: Exposed) -> str:

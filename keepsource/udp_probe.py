@@ -28,7 +28,8 @@ _SEND_MANY = (
 )
 _REPLY = "defined(recv($s, my $r, 4096, 0)) or exit 1; exit 0"
 
-_HEX = re.compile(r"(?:[0-9a-fA-F]{2})*")
+#: At least one byte: perl's send of an empty datagram returns 0, read as a failure.
+_HEX = re.compile(r"(?:[0-9a-fA-F]{2})+")
 
 
 def udp_program(count: int = 1, expect_reply: bool = True) -> str:
@@ -48,7 +49,7 @@ def udp_send_command(
     interval: float = 0.05,
 ) -> str:
     """A shell command line that sends ``count`` datagrams of ``payload_hex``
-    (hex, may be empty) from ``source`` to ``dest:port``, ``interval`` s
+    (hex, at least one byte) from ``source`` to ``dest:port``, ``interval`` s
     apart; with ``expect_reply``, then waits for one reply. All of it within
     ``timeout`` s. Its exit status: 0 sent (and, with ``expect_reply``,
     answered); 124 no reply in time (``timeout``'s); 1 refused (an ICMP port
@@ -63,7 +64,7 @@ def udp_send_command(
     if not 0 < port < 65536:
         raise ValueError(f"port {port} is not a UDP port")
     if _HEX.fullmatch(payload_hex) is None:
-        raise ValueError(f"payload {payload_hex!r} is not hex (two digits a byte)")
+        raise ValueError(f"payload {payload_hex!r} is not hex (two digits a byte, one at least)")
     if count < 1 or interval < 0:
         raise ValueError(f"count {count} must be at least 1, interval {interval} not negative")
     args = [source, dest, str(port), payload_hex]

@@ -207,7 +207,7 @@ def _pair_config() -> dict[str, Any]:
         (lambda c: c["keepsource:network"].update(vip="192.168.0.5"), r"seed HAProxy is built for"),
     ],
 )
-def test_pair_plan_refuses_what_the_lab_cannot_boot(change: Any, message: str) -> None:
+def test_the_pair_layout_refuses_what_the_lab_cannot_boot(change: Any, message: str) -> None:
     """The settings' own errors (the lab reads stacks through them), then the
     lab's: the image's interface names, the seed's addresses."""
     config = _pair_config()
@@ -288,17 +288,24 @@ def test_the_labs_scripts_pass_shellcheck(script: str) -> None:
     assert done.returncode == 0, done.stdout
 
 
-def test_a_lab_script_runs_with_its_arguments_and_keeps_stdin(tmp_path: Path) -> None:
+def test_a_lab_script_runs_with_its_arguments_and_keeps_stdin() -> None:
     """guest.script's command line, run by a local shell as the guest's sshd
     would: the poller waits for GO on stdin, then polls its query."""
     line = guest.script("ipvs-poll", "2", "@@mark", "echo table")
-    done = subprocess.run(
-        ["sh", "-c", line], input="GO\n", capture_output=True, text=True, timeout=30, check=True
+    proc = subprocess.Popen(
+        ["sh", "-c", line], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
-    rows = done.stdout.splitlines()
+    try:
+        time.sleep(0.5)
+        go = time.time()
+        out, _ = proc.communicate("GO\n", timeout=30)
+    finally:
+        proc.kill()
+    rows = out.splitlines()
     assert rows[0::2] == ["table", "table"], rows
     marks = [r.split() for r in rows[1::2]]
     assert [m[0] for m in marks] == ["@@mark", "@@mark"] and all(len(m) == 3 for m in marks)
+    assert float(marks[0][2]) >= go - 0.05  # its clock starts at GO, not before
     assert float(marks[1][1]) >= float(marks[0][1]) >= float(marks[0][2])
 
 

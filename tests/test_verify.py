@@ -403,7 +403,7 @@ def test_every_variant_of_the_udp_sender_is_valid_perl(count: int, expect_reply:
         ["perl", "-c", "-e", program], capture_output=True, text=True, timeout=20, check=False
     )
     assert done.returncode == 0 and "syntax OK" in done.stderr, done.stderr
-    # The probe's variant is the program verify always sent (one datagram, one reply).
+    # verify's probe from a source is the one-datagram, one-reply variant, with its arguments.
     assert udp_command("10.0.0.1", 53, "ab", source="10.0.0.2") == (
         f"timeout 2 perl -e {shlex.quote(udp_program())} 10.0.0.2 10.0.0.1 53 ab"
     )
@@ -452,6 +452,7 @@ def test_the_udp_sender_sends_count_datagrams_of_the_payload_from_the_source() -
         (("127.0.0.2", "127.0.0.1", 53, "abc"), "hex"),
         (("127.0.0.2", "127.0.0.1", 53, "zz"), "hex"),
         (("127.0.0.2", "127.0.0.1", 53, "ab'; reboot"), "hex"),
+        (("127.0.0.2", "127.0.0.1", 53, ""), "one at least"),
     ],
 )
 def test_the_udp_sender_takes_addresses_and_hex_only(args: tuple[Any, ...], why: str) -> None:

@@ -474,11 +474,11 @@ def probe_command(vs: VirtualService, rs: RealServer) -> str:
     """One real server as the pool's check sees it, from the LB: prints
     ``up FWMARK ADDR:PORT`` or ``down ...``. TCP: a connection from the check
     source (curl: any answer, even a protocol error, means connected; 7 is
-    refused, 28 timed out); UDP: the check's payload and a reply (with no
-    payload, like keepalived's UDP_CHECK without one: up unless refused)."""
+    refused, 28 timed out); UDP: the check's payload and a reply (the settings
+    require a payload for every UDP port, and the sender refuses none)."""
     tag = f"{vs.fwmark} {rs.address}:{rs.port}"
     if vs.protocol == "UDP":
-        ok = "[ $rc -eq 0 ]" if vs.udp_payload else "[ $rc -ne 1 ]"
+        ok = "[ $rc -eq 0 ]"
         send = udp_command(rs.address, rs.port, vs.udp_payload, source=vs.check_source)
     else:
         ok = "[ $rc -ne 7 ] && [ $rc -ne 28 ]"

@@ -44,17 +44,20 @@ RAN_OPS = ("create", "update", "create-replacement")
 
 
 def link_project(dest: Path, names: tuple[str, ...], venv: Path) -> None:
-    """Links in ``dest`` to ``names`` of the checkout (and ``.lab``, where the
-    stack file's relative paths point), and ``venv`` (Pulumi.yaml's
+    """Links in ``dest`` to ``names`` of the checkout, ``.lab`` to this lab's
+    folder (``paths.STATE``: the stack files' relative paths, ``.lab/cache/...``,
+    point there; the checkout's ``.lab`` unless KEEPSOURCE_LAB_DIR names
+    another, as run-tests does for its second lab), and ``venv`` (Pulumi.yaml's
     runtime.options.virtualenv) to the project's virtualenv."""
     dest.mkdir(parents=True, exist_ok=True)
-    for name in (*names, ".lab"):
+    targets = {**{name: PROJECT_ROOT / name for name in names}, ".lab": paths.STATE}
+    for name, target in targets.items():
         link = dest / name
         if not link.is_symlink():
             if link.is_dir():
                 shutil.rmtree(link)
             link.unlink(missing_ok=True)
-            link.symlink_to(PROJECT_ROOT / name)
+            link.symlink_to(target)
     venv_link = dest / "venv"
     if not venv_link.is_symlink():
         venv_link.symlink_to(venv.resolve())

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -844,3 +845,35 @@ def test_the_measured_haproxy_config_is_valid_and_connects_from_the_check_addres
     assert done.returncode == 0, done.stdout + done.stderr
     source = the_lab.settings.network.check_address
     assert source is not None and f"    source {source}\n" in cfg.read_text()
+
+
+def _netns_list() -> list[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=10)
+    return [line.split()[0] for line in out.stdout.splitlines() if line.strip()]
+
+
+def test_own_namespaces_keep_a_second_lab_apart() -> None:
+    """run-tests' second half runs in namespaces of its own: there, only a
+    loopback that is up, and a namespace made inside is not seen outside (nor
+    is the root namespace's inside)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: unshare of network and mount namespaces")
+    name = f"ks-own-{os.getpid()}"
+    done = subprocess.run(
+        [
+            str(paths.FILES / "own-namespaces.sh"),
+            "sh",
+            "-c",
+            f"ip netns add {name} && ip netns list && echo --- && ip -o link show",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    inside, links = done.stdout.split("---\n")
+    assert [line.split()[0] for line in inside.splitlines()] == [name]
+    assert [line.split(":")[1].strip() for line in links.splitlines()] == ["lo"]
+    assert "LOOPBACK,UP" in links
+    assert name not in _netns_list()

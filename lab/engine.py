@@ -47,10 +47,10 @@ def link_project(dest: Path, names: tuple[str, ...], venv: Path) -> None:
     """Links in ``dest`` to ``names`` of the checkout, ``.lab`` to this lab's
     folder (``paths.STATE``: the stack files' relative paths, ``.lab/cache/...``,
     point there; the checkout's ``.lab`` unless KEEPSOURCE_LAB_DIR names
-    another, as run-tests does for its second lab), and ``venv`` (Pulumi.yaml's
-    runtime.options.virtualenv) to the project's virtualenv."""
+    another), and ``venv`` (Pulumi.yaml's runtime.options.virtualenv) to the
+    project's virtualenv."""
     dest.mkdir(parents=True, exist_ok=True)
-    targets = {**{name: PROJECT_ROOT / name for name in names}, ".lab": paths.STATE}
+    targets = {**{name: PROJECT_ROOT / name for name in names}, ".lab": paths.STATE.absolute()}
     for name, target in targets.items():
         link = dest / name
         if not link.is_symlink():

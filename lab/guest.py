@@ -160,27 +160,28 @@ def ssh_banner(port: int, timeout: float = 1.0) -> bool:
 POLL_S = 0.2
 
 
-def progress(lb: Guest | None = None) -> tuple[int, int]:
+def progress(lb: Guest | None = None, qmp: Path | None = None) -> int | None:
     """What a booting guest has done so far, to tell a slow boot from a stalled
-    one: its console's size in bytes and its disk's read and write operations
-    (QMP ``query-blockstats``; -1 when qemu does not answer). A boot reads its
-    disk from the initramfs on (each program's first start does), so a guest
-    whose console and disk are both still for long has stopped, whatever the
-    host's load."""
+    one: its disk's read and write operations (QMP ``query-blockstats``), or
+    None when qemu does not answer. A boot reads its disk from the initramfs on
+    (each program's first start does), so a guest whose disk stays still for
+    long has stopped, however slowly the host runs it. The console is not
+    counted: under ``quiet`` it stays empty until the login prompt, and a stuck
+    kernel keeps printing there (RCU stall warnings). ``qmp``: qemu's socket
+    (default: the guest's)."""
     g = lb or single()
-    size = g.console.stat().st_size if g.console.exists() else 0
     try:
-        stats = _qmp(g, "query-blockstats", timeout=5)
+        stats = _qmp(g, "query-blockstats", timeout=5, socket_path=qmp)
     except (OSError, SystemExit, ValueError):
-        return size, -1
+        return None
     ops = 0
     for device in stats if isinstance(stats, list) else []:
         counters = device.get("stats", {}) if isinstance(device, dict) else {}
         ops += int(counters.get("rd_operations", 0)) + int(counters.get("wr_operations", 0))
-    return size, ops
+    return ops
 
 
-#: How often a booting guest's progress (console, disk) is sampled.
+#: How often a booting guest's progress (its disk) is sampled.
 PROGRESS_S = 2.0
 
 
@@ -188,29 +189,34 @@ def wait_ssh(
     timeout: float = 180,
     lb: Guest | None = None,
     quiet_s: float | None = None,
-    progress_of: Callable[[Guest], tuple[int, int]] = progress,
+    progress_of: Callable[[Guest], int | None] = progress,
+    sample_s: float = PROGRESS_S,
 ) -> float:
     """Seconds until the guest answered `true` over SSH: its banner polled
     every ``POLL_S`` (at most ``timeout``), then one login. With ``quiet_s``
-    the wait also ends, as a stall, once the guest made no progress (console
-    and disk unchanged, :func:`progress`) for that long."""
+    the wait also ends, as a stall, once the guest's disk stayed still
+    (:func:`progress`, sampled every ``sample_s``) for that long; a sample
+    qemu did not answer is no news."""
     g = lb or single()
     start = time.monotonic()
     shown = 0
-    seen, moved, sampled = progress_of(g), start, start
+    seen, moved, sampled = None, start, start
+    if quiet_s is not None:
+        seen = progress_of(g)
     for _ in range(int(timeout / POLL_S) + 1):
         now = time.monotonic()
         if now - start >= timeout:
             break
-        if quiet_s is not None and now - sampled >= PROGRESS_S:
+        if quiet_s is not None and now - sampled >= sample_s:
             sampled = now
-            if (latest := progress_of(g)) != seen:
+            latest = progress_of(g)
+            if latest is not None and latest != seen:
                 seen, moved = latest, now
             elif now - moved >= quiet_s:
                 raise SystemExit(
-                    f"lab: no SSH to the guest {g.name}, and neither its console nor its disk"
-                    f" moved for {quiet_s:.0f} s ({now - start:.0f} s into the boot);"
-                    f" console tail:\n{console_tail(2000, lb=g)}"
+                    f"lab: no SSH to the guest {g.name}, and its disk did not move for"
+                    f" {quiet_s:.0f} s ({now - start:.0f} s into the boot); console tail:\n"
+                    f"{console_tail(2000, lb=g)}"
                 )
         if ssh_banner(g.ssh_port):
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -221,7 +227,8 @@ def wait_ssh(
             shown = int(elapsed)
             lines = console_tail(400, lb=g).strip().splitlines()
             last = lines[-1][:80] if lines else "-"
-            log(f"waiting for SSH to {g.name}: {elapsed:.0f} s; console: {last}; progress {seen}")
+            disk = "" if quiet_s is None else f"; disk operations {seen}"
+            log(f"waiting for SSH to {g.name}: {elapsed:.0f} s; console: {last}{disk}")
         time.sleep(POLL_S)
     tail = console_tail(2000, lb=g)
     raise SystemExit(f"lab: no SSH to the guest {g.name} within {timeout} s; console tail:\n{tail}")
@@ -327,11 +334,20 @@ def qemu_argv(g: Guest) -> list[str]:
     ]
 
 
-def _qmp(g: Guest, execute: str, timeout: float = 300, **arguments: str) -> object:
-    """One QMP command on the guest's qemu; its ``return`` value."""
+def _qmp(
+    g: Guest,
+    execute: str,
+    timeout: float = 300,
+    what: str = "",
+    socket_path: Path | None = None,
+    arguments: dict[str, str] | None = None,
+) -> object:
+    """One QMP command on the guest's qemu; its ``return`` value. ``what``: the
+    command as errors name it (default ``execute``); ``socket_path``: qemu's
+    QMP socket (default: the guest's)."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
-        sock.connect(str(g.qmp))
+        sock.connect(str(socket_path or g.qmp))
         f = sock.makefile("rw")
 
         def ask(execute: str, **arguments: str) -> dict[str, object]:
@@ -345,15 +361,16 @@ def _qmp(g: Guest, execute: str, timeout: float = 300, **arguments: str) -> obje
 
         f.readline()  # the greeting
         ask("qmp_capabilities")
-        reply = ask(execute, **arguments)
+        reply = ask(execute, **(arguments or {}))
     if "error" in reply or "return" not in reply:
-        raise SystemExit(f"lab: qemu refused {execute}: {reply.get('error', reply)}")
+        raise SystemExit(f"lab: qemu refused {what or execute}: {reply.get('error', reply)}")
     return reply["return"]
 
 
 def _hmp(g: Guest, command: str, timeout: float = 300) -> str:
     """One human-monitor command through the guest's QMP socket; its output."""
-    return str(_qmp(g, "human-monitor-command", timeout, **{"command-line": command}))
+    line = {"command-line": command}
+    return str(_qmp(g, "human-monitor-command", timeout, repr(command), arguments=line))
 
 
 #: The internal snapshot of a guest taken right after its first boot: the
@@ -422,7 +439,7 @@ def boot_id(lb: Guest | None = None) -> str:
     return ssh("cat /proc/sys/kernel/random/boot_id", timeout=20, lb=lb).stdout.strip()
 
 
-#: A boot with no SSH whose console and disk stayed still this long is taken as
+#: A boot with no SSH whose disk stayed still this long is taken as
 #: stalled. Under TCG on a busy 2-core host a guest's kernel can stall (seen in
 #: CI: RCU stall warnings on the console, no SSH after 240 s) where a boot takes
 #: 15-30 s (docs/lab.md, "The guest's boot"); a boot slowed by a loaded host
@@ -468,7 +485,7 @@ def boot(
     m: Machine | None = None,
 ) -> float:
     """Start a guest and wait until it answers SSH; seconds it took. A boot with
-    no SSH whose console and disk stayed still for ``stall_s`` (or with no SSH
+    no SSH whose disk stayed still for ``stall_s`` (or with no SSH
     after ``BOOT_LIMIT_S``) is stalled: its console's last lines are shown, its
     qemu is killed and it boots again on the same disk, at most ``tries`` boots;
     the last failure carries the console's tail. Every boot of the lab (``up``,
@@ -485,12 +502,13 @@ def boot(
             return time.monotonic() - begin
         except SystemExit as error:
             if attempt == tries:
+                last = str(error).removeprefix("lab: ")
                 raise SystemExit(
-                    f"lab: the guest {g.name} did not boot in {tries} tries; the last one: {error}"
+                    f"lab: the guest {g.name} did not boot in {tries} tries; the last one: {last}"
                 ) from None
             why = str(error).split("; console tail:", 1)[0].removeprefix("lab: ")
             log(
-                f"{g.name}: boot stalled ({why}), booting it again;"
+                f"{g.name}: no boot ({why}), booting it again;"
                 f" console's last lines:\n{m.console_tail(600, lb=g).rstrip()}"
             )
             m.stop(g, hard=True)

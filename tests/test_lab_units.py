@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -623,7 +624,7 @@ class _Qemu:
         self.calls.append(f"wait {quiet_s:.0f}")
         if self.boots in self.stalls:
             raise SystemExit(
-                f"lab: no SSH to the guest lb, and neither its console nor its disk moved for"
+                f"lab: no SSH to the guest lb, and its disk did not move for"
                 f" {quiet_s:.0f} s (90 s into the boot); console tail:\nrcu: INFO stall"
             )
         return 1.0
@@ -667,7 +668,7 @@ def test_a_stalled_boot_is_shown_killed_and_booted_once_more(
     assert qemu.calls == ["start fresh=False", "wait 5", "stop hard=True", "start fresh=False",
                           "wait 5"]  # fmt: skip
     out = capsys.readouterr().out
-    assert "boot stalled (no SSH to the guest lb, and neither its console nor its disk moved" in out
+    assert "lb: no boot (no SSH to the guest lb, and its disk did not move for 5 s" in out
     assert "rcu: INFO stall" in out
 
 
@@ -676,7 +677,7 @@ def test_two_stalled_boots_fail_with_the_console() -> None:
     with pytest.raises(SystemExit) as error:
         guest.boot(_single_guest(), stall_s=5, tries=2, m=qemu.machine())
     assert qemu.boots == 2
-    assert "did not boot in 2 tries; the last one: lab: no SSH" in str(error.value)
+    assert "did not boot in 2 tries; the last one: no SSH to the guest lb" in str(error.value)
     assert "rcu: INFO stall" in str(error.value)
 
 
@@ -708,25 +709,78 @@ def _closed_port() -> int:
 
 
 def test_a_boot_that_keeps_moving_is_waited_for_and_a_still_one_is_a_stall() -> None:
-    """The real wait: a guest with no SSH (a closed port) whose progress keeps
-    changing is waited for until the limit; one whose progress stops is a
-    stall once it has been still for ``quiet_s``, long before the limit."""
+    """The real wait: a guest with no SSH (a closed port) whose disk keeps
+    moving is waited for until the limit; one whose disk stops is a stall once
+    still for ``quiet_s``, long before the limit; samples qemu did not answer
+    (None) are no news, so they neither move the boot nor keep it alive."""
     import dataclasses
 
     g = dataclasses.replace(_single_guest(), ssh_port=_closed_port())
     ticks = iter(range(10**6))
     start = time.monotonic()
     with pytest.raises(SystemExit) as moving:
-        guest.wait_ssh(5.0, lb=g, quiet_s=3.0, progress_of=lambda _: (next(ticks), 0))
-    assert "within 5.0 s" in str(moving.value) and time.monotonic() - start >= 5.0
-    samples = iter([(0, 1), (0, 2)])  # moves once, then stays
-    start = time.monotonic()
-    with pytest.raises(SystemExit) as still:
-        guest.wait_ssh(60.0, lb=g, quiet_s=3.0, progress_of=lambda _: next(samples, (0, 2)))
-    waited = time.monotonic() - start
-    assert "neither its console nor its disk moved for 3 s" in str(still.value)
-    # still for 3 s after the move seen at the first sample; far from the 60 s limit
-    assert 3.0 + guest.PROGRESS_S <= waited < 30, waited
+        guest.wait_ssh(2.5, lb=g, quiet_s=1.5, progress_of=lambda _: next(ticks), sample_s=0.3)
+    assert "within 2.5 s" in str(moving.value) and time.monotonic() - start >= 2.5
+    # moves once, then stays; then the same with every other sample unanswered (a wait
+    # that took None for a move would see 40 moves and stall only after the last, ~14 s)
+    for samples in ([1, 2], [1, 2, *[None, 2] * 20]):
+        answers = iter(samples)
+
+        def disk(_: layout.Guest, answers: Iterator[int | None] = answers) -> int | None:
+            return next(answers, 2)
+
+        start = time.monotonic()
+        with pytest.raises(SystemExit) as still:
+            guest.wait_ssh(60.0, lb=g, quiet_s=2.0, progress_of=disk, sample_s=0.3)
+        waited = time.monotonic() - start
+        assert "its disk did not move for 2 s" in str(still.value)
+        # still for 2 s after the move seen at the first sample; far from the 60 s limit
+        assert 2.0 + 0.3 <= waited < 8, waited
+
+
+class _FakeQmp:
+    """A unix socket that answers QMP as qemu does: a greeting, then one reply
+    per command (after an asynchronous event, to be skipped)."""
+
+    def __init__(self, path: Path, blockstats: object) -> None:
+        import socket
+        import threading
+
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(str(path))
+        self.server.listen(1)
+        self.blockstats = blockstats
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        conn, _ = self.server.accept()
+        with conn, conn.makefile("rw") as f:
+            f.write('{"QMP": {"version": {}}}\n')
+            f.flush()
+            for line in f:
+                asked = json.loads(line)["execute"]
+                answer = {} if asked == "qmp_capabilities" else self.blockstats
+                f.write('{"event": "RESUME"}\n' + json.dumps({"return": answer}) + "\n")
+                f.flush()
+
+    def close(self) -> None:
+        self.server.close()
+        self.thread.join(timeout=5)
+
+
+def test_progress_sums_the_disks_operations_from_qmp(tmp_path: Path) -> None:
+    qmp = tmp_path / "lb-qmp.sock"
+    stats = [
+        {"device": "virtio0", "stats": {"rd_operations": 700, "wr_operations": 27}},
+        {"device": "", "stats": {"rd_operations": 3}},
+    ]
+    fake = _FakeQmp(qmp, stats)
+    try:
+        assert guest.progress(_single_guest(), qmp=qmp) == 730
+    finally:
+        fake.close()
+    assert guest.progress(_single_guest(), qmp=tmp_path / "none.sock") is None  # no news
 
 
 def test_a_started_guest_is_only_waited_for_until_it_stalls() -> None:

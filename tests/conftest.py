@@ -56,3 +56,12 @@ def require_tool(name: str) -> str:
 @pytest.fixture
 def project_root() -> Path:
     return PROJECT_ROOT
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody listens on (bound once by the OS, then let go)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -21,7 +21,7 @@ import yaml
 from keepsource.artifacts import artifacts
 from keepsource.stackfile import PROJECT_ROOT, load
 from lab import guest, ha, hosts, image, layout, paths, run
-from tests.conftest import require_tool
+from tests.conftest import free_port, require_tool
 
 
 def _manifests() -> str:
@@ -700,14 +700,6 @@ def test_a_shutdown_that_hangs_is_cut_like_a_power_cut(
     assert "did not end within 0 s; cutting its power" in capsys.readouterr().out
 
 
-def _closed_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_a_boot_that_keeps_moving_is_waited_for_and_a_still_one_is_a_stall() -> None:
     """The real wait: a guest with no SSH (a closed port) whose disk keeps
     moving is waited for until the limit; one whose disk stops is a stall once
@@ -715,7 +707,7 @@ def test_a_boot_that_keeps_moving_is_waited_for_and_a_still_one_is_a_stall() -> 
     (None) are no news, so they neither move the boot nor keep it alive."""
     import dataclasses
 
-    g = dataclasses.replace(_single_guest(), ssh_port=_closed_port())
+    g = dataclasses.replace(_single_guest(), ssh_port=free_port())
     ticks = iter(range(10**6))
     start = time.monotonic()
     with pytest.raises(SystemExit) as moving:

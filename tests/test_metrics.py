@@ -7,7 +7,6 @@ that binary. The exporter comes from Debian's package, unpacked by run-tests
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import time
 import urllib.request
@@ -18,7 +17,7 @@ import pytest
 from keepsource.render import metrics
 from keepsource.settings import parse
 from keepsource.stackfile import load_config
-from tests.conftest import require_tool
+from tests.conftest import free_port, require_tool
 
 PACKAGE = "prometheus-node-exporter"
 
@@ -49,12 +48,6 @@ def test_the_fifo_reader_passes_shellcheck(tmp_path: Path) -> None:
         [tool, "-s", "bash", str(_script(tmp_path))], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stdout
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _scrape(url: str) -> str:
@@ -118,7 +111,7 @@ def test_the_exporter_serves_the_state_keepalived_reported(
     dropin = metrics.render_dropin(s, s.lb_nodes[0])
     line = next(ln for ln in dropin.splitlines() if ln.startswith("ExecStart=/"))
     flags = line.split(" ", 1)[1]
-    port = _free_port()
+    port = free_port()
     argv = [
         str(node_exporter),
         *(f.replace(metrics.listen(s, s.lb_nodes[0]), f"127.0.0.1:{port}") for f in flags.split()),

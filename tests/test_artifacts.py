@@ -406,3 +406,125 @@ def test_a_dpkg_that_recovers_lets_the_install_go_on(tmp_path: Path) -> None:
     assert calls[:2] == ["dpkg", "dpkg"]
     assert any(c.startswith("apt-get") and " install " in c for c in calls)
     assert done.stdout.strip().endswith("keepsource: test: changed")
+
+
+#: Runs the rendered net-load in a network and mount namespace of its own:
+#: a tmpfs over /proc/sys/net/ipv4 stands for the sysctls (ip_forward and,
+#: once the stand-in modprobe "loads ip_vs", vs/conntrack), iptables is the
+#: machine's own. Prints "NAME RC" after each step.
+_NET_LOAD_DRIVER = r"""
+set -u
+mount --make-rprivate /
+mount -t tmpfs none /proc/sys/net/ipv4
+echo 0 > /proc/sys/net/ipv4/ip_forward
+step() { local name="$1"; shift; "$@" >/dev/null 2>&1; echo "$name $?"; }
+rules() { iptables-save | grep -E '^(\*|:|-A )' | sed 's/ \[[0-9]*:[0-9]*\]$//'; }
+# The host's own rules, in the chains keepsource jumps from.
+iptables -t nat -A POSTROUTING -s 10.99.0.0/16 -j MASQUERADE
+iptables -t filter -A INPUT -p tcp --dport 22 -j ACCEPT
+step before "$LOADER" --check
+step load "$LOADER"
+step check "$LOADER" --check
+rules > "$OUT/first"
+step again "$LOADER"
+rules > "$OUT/second"
+iptables -t nat -S POSTROUTING > "$OUT/postrouting"
+iptables -t filter -S INPUT > "$OUT/input"
+iptables -t nat -D "$CHAIN" 1
+step rule-gone "$LOADER" --check
+"$LOADER" >/dev/null
+iptables -t nat -I POSTROUTING 1 -j "$CHAIN"
+step jump-twice "$LOADER" --check
+"$LOADER" >/dev/null
+iptables -t filter -I INPUT 1 -p tcp --dport 23 -j ACCEPT
+step jump-not-first "$LOADER" --check
+"$LOADER" >/dev/null
+step repaired "$LOADER" --check
+rules > "$OUT/repaired"
+echo 0 > /proc/sys/net/ipv4/ip_forward
+step no-forward "$LOADER" --check
+"$LOADER" >/dev/null
+step forward-back "$LOADER" --check
+"""
+
+
+@pytest.mark.parametrize("stack", ALL_STACKS)
+def test_net_load_loads_checks_and_repairs_for_real(tmp_path: Path, stack: str) -> None:
+    """The loader every LB host runs at boot and at apply, against the real
+    iptables in a namespace of its own: --check fails before and passes after
+    a load; a second load changes no rule; the host's own rules stay, with
+    keepsource's jumps where they belong (hairpin and input first, the
+    gateway's MASQUERADE last); a removed rule, a doubled jump, a jump no
+    longer first and ip_forward off are each seen by --check and repaired."""
+    require_tool("unshare")
+    require_tool("iptables-save")
+    out = _write(tmp_path, stack)
+    files = {
+        gateway.SYSCTL_PATH: out / "90-keepsource-gateway.conf",
+        gateway.IPVS_SYSCTL_PATH: out / "ipvs.sysctl",
+        gateway.RULES_PATH: out / "rules.v4",
+        gateway.SWITCH_PATH: out / "switch.rules",
+    }
+    loader = (out / "net-load").read_text()
+    for path, local in files.items():
+        assert path in loader
+        loader = loader.replace(f'"{path}"', f'"{local}"')
+    (out / "net-load").write_text(loader)
+    (out / "net-load").chmod(0o755)
+    stand_ins = tmp_path / "bin"
+    stand_ins.mkdir()
+    (stand_ins / "modprobe").write_text(
+        '#!/bin/sh\n[ "$1" = ip_vs ] || exit 1\nmkdir -p /proc/sys/net/ipv4/vs\n'
+        "[ -f /proc/sys/net/ipv4/vs/conntrack ] || echo 0 > /proc/sys/net/ipv4/vs/conntrack\n"
+    )
+    (stand_ins / "modprobe").chmod(0o755)
+    driver = tmp_path / "driver.sh"
+    driver.write_text(_NET_LOAD_DRIVER)
+    env = {
+        "PATH": f"{stand_ins}:/usr/sbin:/usr/bin:/sbin:/bin",
+        "LOADER": str(out / "net-load"),
+        "CHAIN": gateway.CHAIN,
+        "OUT": str(tmp_path),
+    }
+    done = subprocess.run(
+        ["unshare", "-n", "-m", "bash", str(driver)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    codes = dict(line.split() for line in done.stdout.splitlines())
+    assert codes == {
+        "before": "1",
+        "load": "0",
+        "check": "0",
+        "again": "0",
+        "rule-gone": "1",
+        "jump-twice": "1",
+        "jump-not-first": "1",
+        "repaired": "0",
+        "no-forward": "1",
+        "forward-back": "0",
+    }, done.stdout + done.stderr
+    first = (tmp_path / "first").read_text()
+    assert first == (tmp_path / "second").read_text()
+    postrouting = (tmp_path / "postrouting").read_text().splitlines()
+    rules = [line for line in postrouting if line.startswith("-A ")]
+    assert rules == [
+        f"-A POSTROUTING -j {gateway.HAIRPIN_CHAIN}",
+        "-A POSTROUTING -s 10.99.0.0/16 -j MASQUERADE",
+        f"-A POSTROUTING -j {gateway.CHAIN}",
+    ]
+    assert [line for line in (tmp_path / "input").read_text().splitlines() if "-A" in line] == [
+        f"-A INPUT -j {gateway.INPUT_CHAIN}",
+        "-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT",
+    ]
+    repaired = (tmp_path / "repaired").read_text()
+    assert repaired.count(f"-A POSTROUTING -j {gateway.CHAIN}") == 1
+    assert repaired.count(f"-A INPUT -j {gateway.INPUT_CHAIN}") == 1
+    for name in ("rules.v4", "switch.rules"):
+        for line in (out / name).read_text().splitlines():
+            if line.startswith("-A "):
+                assert line in first.splitlines(), line

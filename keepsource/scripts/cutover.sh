@@ -266,8 +266,13 @@ KEEPSOURCE_SWITCH
   ks_say "traffic switched to IPVS"
   ks_changed=1
 fi
+# The unit changes below are made on disk (--no-reload) and systemd reloads
+# once, before HAProxy is stopped: each daemon-reload costs a second or more
+# on a small host.
+reload=0
 if [ "$(systemctl is-enabled keepalived 2>/dev/null || true)" != enabled ]; then
-  systemctl enable --quiet keepalived
+  systemctl enable --quiet --no-reload keepalived
+  reload=1
   ks_changed=1
 fi
 
@@ -287,7 +292,7 @@ if ks_has_unit haproxy; then
     ks_say "haproxy drained: $open_conns of its connections still open ($(since))"
   fi
   if [ "$enabled" != masked ]; then
-    systemctl disable --quiet haproxy 2>/dev/null || true
+    systemctl disable --quiet --no-reload haproxy 2>/dev/null || true
     # mask's link goes where a site may keep its own unit file (or a link to
     # one), and mask refuses to replace it: it is kept in the backups first.
     unit_file=/etc/systemd/system/haproxy.service
@@ -296,11 +301,15 @@ if ks_has_unit haproxy; then
       kept="$state/backup/haproxy.service.$(date -u +%Y%m%dT%H%M%SZ)"
       cp -pP "$unit_file" "$kept"
       rm -f "$unit_file"
-      systemctl daemon-reload
       did+=("its own unit file $unit_file kept as $kept")
     fi
-    systemctl mask --quiet haproxy
+    systemctl mask --quiet --no-reload haproxy
+    reload=1
     did+=("disabled and masked (was $enabled)")
+  fi
+  if [ "$reload" = 1 ]; then
+    systemctl daemon-reload
+    reload=0
   fi
   if [ "$(systemctl is-active haproxy 2>/dev/null || true)" != inactive ]; then
     systemctl stop haproxy 2>/dev/null || true
@@ -317,6 +326,9 @@ if ks_has_unit haproxy; then
   fi
 else
   ks_say "haproxy is not installed"
+fi
+if [ "$reload" = 1 ]; then
+  systemctl daemon-reload
 fi
 # Those outside the unit go the same way (they serve nothing keepsource does
 # not take over, or the stack said haproxy goes: checked before any change).

@@ -18,6 +18,7 @@ ks_put __KS_RULES_PATH__ 0644 < "$new_rules"
 ks_put __KS_LOADER_PATH__ 0755 <<'KEEPSOURCE_LOADER'
 __KS_LOADER__
 KEEPSOURCE_LOADER
+unit_changed=0
 if ! cmp -s __KS_UNIT_PATH__ - <<'KEEPSOURCE_UNIT'
 __KS_UNIT_TEXT__
 KEEPSOURCE_UNIT
@@ -25,11 +26,17 @@ then
   ks_put __KS_UNIT_PATH__ 0644 <<'KEEPSOURCE_UNIT'
 __KS_UNIT_TEXT__
 KEEPSOURCE_UNIT
-  systemctl daemon-reload
+  unit_changed=1
 fi
+# enable reads the unit file on disk; one daemon-reload after both (each
+# costs a second or more on a small host).
 if [ "$(systemctl is-enabled __KS_UNIT__ 2>/dev/null || true)" != enabled ]; then
-  systemctl enable --quiet __KS_UNIT__
+  systemctl enable --quiet --no-reload __KS_UNIT__
   ks_changed=1
+  unit_changed=1
+fi
+if [ "$unit_changed" = 1 ]; then
+  systemctl daemon-reload
 fi
 if ! __KS_LOADER_PATH__ --check; then
   # The loader is the unit's ExecStart: restart runs exactly what boot runs.

@@ -3,6 +3,8 @@
 # Loads keepsource's sysctl and netfilter fragments (at boot from
 # __KS_UNIT__, at apply from the gateway and cut-over steps); idempotent.
 # `net-load --check` only reports (exit 1) whether the live state differs.
+# The live rules are read with one iptables-save and compared in bash: every
+# program started costs tens of milliseconds on a small or emulated host.
 set -euo pipefail
 export LC_ALL=C
 sysctl_file="__KS_SYSCTL_PATH__"
@@ -10,23 +12,69 @@ ipvs_sysctl="__KS_IPVS_SYSCTL_PATH__"
 rules="__KS_RULES_PATH__"
 switch="__KS_SWITCH_PATH__"
 
-# The -A lines of CHAIN in TABLE, live and as FILE declares them.
-live_chain() { iptables -t "$1" -S "$2" 2>/dev/null | grep -E '^-A ' || true; }
-file_chain() { grep -E "^-A $2 " "$1" || true; }
+# The -A lines of keepsource's chains and of the chains that jump to them,
+# by "TABLE CHAIN", one per line (only those lines: a Kubernetes node keeps
+# thousands of rules of its own); whether the switch chain exists. Read again
+# after each change.
+ours='__KS_HAIRPIN_CHAIN__|__KS_CHAIN__|__KS_INPUT_CHAIN__|__KS_SWITCH_CHAIN__|POSTROUTING|INPUT|PREROUTING'
+declare -A live_rules=() file_rules=()
+switch_chain=no
+read_live() {
+  local line table="" chain saved
+  live_rules=()
+  switch_chain=no
+  saved="$(iptables-save 2>/dev/null | grep -E "^([*]|:__KS_SWITCH_CHAIN__ |-A ($ours) )" || true)"
+  while IFS= read -r line; do
+    case "$line" in
+      '*'*) table="${line#\*}" ;;
+      :*) [ "$table" != mangle ] || switch_chain=yes ;;
+      '-A '*)
+        chain="${line#-A }"
+        chain="${chain%% *}"
+        live_rules["$table $chain"]+="$line"$'\n'
+        ;;
+    esac
+  done <<<"$saved"
+}
+# The -A lines FILE declares, by chain, one per line.
+read_file() {
+  local line chain
+  [ -f "$1" ] || return 0
+  while IFS= read -r line || [ -n "$line" ]; do
+    case "$line" in
+      '-A '*)
+        chain="${line#-A }"
+        chain="${chain%% *}"
+        file_rules["$chain"]+="$line"$'\n'
+        ;;
+    esac
+  done <"$1"
+}
+# A sysctl under /proc/sys is 1 (it may not exist: ip_vs not loaded).
+sysctl_is_1() {
+  local value=""
+  { read -r value <"/proc/sys/$1"; } 2>/dev/null || true
+  [ "$value" = 1 ]
+}
 
 # Where the jump TABLE CHAIN -> TARGET must be: "first" (its rules shadow
 # nothing of the host's) or "last" (the host's own rules decide first).
 jump_ok() {
-  local table="$1" chain="$2" target="$3" where="$4" rules jumps at
-  rules="$(live_chain "$table" "$chain")"
-  jumps="$(grep -cxF -- "-A $chain -j $target" <<<"$rules" || true)"
-  if [ "$where" = first ]; then at="$(head -n 1 <<<"$rules")"; else at="$(tail -n 1 <<<"$rules")"; fi
-  [ "$jumps" = 1 ] && [ "$at" = "-A $chain -j $target" ]
+  local table="$1" chain="$2" target="$3" where="$4" line first="" last="" jumps=0
+  local jump="-A $chain -j $target"
+  while IFS= read -r line; do
+    [ -n "$line" ] || continue
+    [ -n "$first" ] || first="$line"
+    last="$line"
+    if [ "$line" = "$jump" ]; then jumps=$((jumps + 1)); fi
+  done <<<"${live_rules["$table $chain"]-}"
+  if [ "$where" = first ]; then line="$first"; else line="$last"; fi
+  [ "$jumps" = 1 ] && [ "$line" = "$jump" ]
 }
 ensure_jump() {
   jump_ok "$@" && return 0
   local table="$1" chain="$2" target="$3" where="$4"
-  for _ in $(seq 1 20); do
+  for _ in {1..20}; do
     iptables -t "$table" -D "$chain" -j "$target" 2>/dev/null || break
   done
   if [ "$where" = first ]; then
@@ -34,20 +82,25 @@ ensure_jump() {
   else
     iptables -t "$table" -A "$chain" -j "$target"
   fi
+  read_live
 }
 
 live_ok() {
-  [ "$(sysctl -n net.ipv4.ip_forward)" = 1 ] || return 1
-  [ "$(sysctl -n net.ipv4.vs.conntrack 2>/dev/null || true)" = 1 ] || return 1
+  sysctl_is_1 net/ipv4/ip_forward || return 1
+  sysctl_is_1 net/ipv4/vs/conntrack || return 1
   local chain
+  file_rules=()
+  read_file "$rules"
   for chain in __KS_HAIRPIN_CHAIN__ __KS_CHAIN__; do
-    [ "$(live_chain nat "$chain")" = "$(file_chain "$rules" "$chain")" ] || return 1
+    [ "${live_rules["nat $chain"]-}" = "${file_rules["$chain"]-}" ] || return 1
   done
-  [ "$(live_chain filter __KS_INPUT_CHAIN__)" = "$(file_chain "$rules" __KS_INPUT_CHAIN__)" ] || return 1
+  [ "${live_rules["filter __KS_INPUT_CHAIN__"]-}" = "${file_rules[__KS_INPUT_CHAIN__]-}" ] || return 1
   if [ -f "$switch" ]; then
-    [ "$(live_chain mangle __KS_SWITCH_CHAIN__)" = "$(file_chain "$switch" __KS_SWITCH_CHAIN__)" ] || return 1
+    file_rules=()
+    read_file "$switch"
+    [ "${live_rules["mangle __KS_SWITCH_CHAIN__"]-}" = "${file_rules[__KS_SWITCH_CHAIN__]-}" ] || return 1
   fi
-  iptables -t mangle -S __KS_SWITCH_CHAIN__ >/dev/null 2>&1 || return 1
+  [ "$switch_chain" = yes ] || return 1
   jump_ok nat POSTROUTING __KS_HAIRPIN_CHAIN__ first &&
     jump_ok nat POSTROUTING __KS_CHAIN__ last &&
     jump_ok filter INPUT __KS_INPUT_CHAIN__ first &&
@@ -55,6 +108,7 @@ live_ok() {
 }
 
 if [ "${1:-}" = --check ]; then
+  read_live
   live_ok
   exit
 fi
@@ -67,6 +121,7 @@ if [ -f "$switch" ]; then
 else
   iptables -t mangle -N __KS_SWITCH_CHAIN__ 2>/dev/null || true
 fi
+read_live
 ensure_jump nat POSTROUTING __KS_HAIRPIN_CHAIN__ first
 ensure_jump nat POSTROUTING __KS_CHAIN__ last
 ensure_jump filter INPUT __KS_INPUT_CHAIN__ first

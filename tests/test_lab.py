@@ -214,6 +214,28 @@ def _wait_pool(the_lab: lab.Lab, want: set[str], timeout: float = 15) -> None:
     assert _pool(the_lab) == want
 
 
+def _every_pool_filled(timeout: float = 30) -> None:
+    """Wait (bounded) until every IPVS service on the guest has a real server:
+    a keepalived that a test before restarted fills its pools only as its
+    checks pass (CI, 2026-12-04: a snapshot taken in that window differed from
+    the one after an apply that changed nothing)."""
+    start, shown = time.monotonic(), ""
+    while time.monotonic() - start < timeout:
+        if guest.ssh("systemctl is-active --quiet keepalived").returncode != 0:
+            return  # no keepalived (the fault state): no pool to wait for
+        shown = guest.ssh("ipvsadm -Ln", timeout=20).stdout
+        servers: list[int] = []
+        for line in shown.splitlines():
+            if line.split()[:1] and line.split()[0] in ("TCP", "UDP", "FWM"):
+                servers.append(0)
+            elif line.strip().startswith("->") and "RemoteAddress" not in line and servers:
+                servers[-1] += 1
+        if servers and min(servers) > 0:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"an IPVS service without a real server after {timeout:.0f} s:\n{shown}")
+
+
 def _without_worker02(config: dict[str, Any]) -> None:
     config["keepsource:workers"] = config["keepsource:workers"][:1]
 
@@ -846,6 +868,7 @@ def test_a_taken_over_config_whose_vrrp_held_the_vip_is_rolled_back(
             f"ip route replace {r} dev {EXT_IF}" for r in routes if r.strip()
         )
         guest.ssh(restore + "; systemctl restart keepalived", timeout=60)
+        _every_pool_filled()
 
 
 def test_a_sudo_user_without_tty_applies_too(fault_again: lab.Lab) -> None:
@@ -861,6 +884,7 @@ def test_a_sudo_user_without_tty_applies_too(fault_again: lab.Lab) -> None:
         "command -v sudo"
     )
     assert guest.ssh(setup, timeout=60).returncode == 0, "the image has sudo"
+    _every_pool_filled()
     before = _snapshot()
     with lab.stack_config(fault_again, lambda c: c["keepsource:lb"]["ssh"].update(user="ops")):
         done = _up(fault_again)

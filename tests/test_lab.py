@@ -55,7 +55,7 @@ if os.geteuid() != 0 or _MISSING:
     )
 
 from engine.build import build  # noqa: E402
-from keepsource.facts import parse_ipvs  # noqa: E402
+from keepsource.facts import IPVS_TABLE, parse_ipvs  # noqa: E402
 from keepsource.render.keepalived import HEADER, WORKLOAD_FWMARK  # noqa: E402
 from keepsource.render.scripts import step_urn  # noqa: E402
 from lab import engine, full, guest, hosts, image, kube, net, paths  # noqa: E402
@@ -223,14 +223,9 @@ def _every_pool_filled(timeout: float = 30) -> None:
     while time.monotonic() - start < timeout:
         if guest.ssh("systemctl is-active --quiet keepalived").returncode != 0:
             return  # no keepalived (the fault state): no pool to wait for
-        shown = guest.ssh("ipvsadm -Ln", timeout=20).stdout
-        servers: list[int] = []
-        for line in shown.splitlines():
-            if line.split()[:1] and line.split()[0] in ("TCP", "UDP", "FWM"):
-                servers.append(0)
-            elif line.strip().startswith("->") and "RemoteAddress" not in line and servers:
-                servers[-1] += 1
-        if servers and min(servers) > 0:
+        shown = guest.ssh(IPVS_TABLE.command, timeout=20).stdout
+        table = IPVS_TABLE.parse(shown)
+        if table and all(table.values()):
             return
         time.sleep(0.5)
     raise AssertionError(f"an IPVS service without a real server after {timeout:.0f} s:\n{shown}")
